@@ -1,0 +1,1 @@
+"""Benchmark harness: suites, resumable sharded runs, summaries and reports."""

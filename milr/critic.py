@@ -1,0 +1,176 @@
+"""The critic contract: what every reward critic, first- or third-party, implements."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from milr.errors import ContractViolation, MissingDependencyError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+NAME_RE = re.compile(r"^[a-z0-9_-]+$")
+
+
+@dataclass
+class CriticResult:
+    """One image's judgement: `score` in [0, 1] (1 best), an optional verdict, and what was seen."""
+
+    score: float
+    passed: bool | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "passed": self.passed, "details": self.details}
+
+
+class Critic(ABC):
+    """Base class of reward critics.
+
+    Subclasses set `name` (registry name, `[a-z0-9_-]+`) and `description`, take their
+    parameters as constructor keyword arguments, and implement `score_batch`. Heavy imports
+    and weight loading belong in the first call, never in `__init__` or at module import.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    higher_is_better: ClassVar[bool] = True
+    #: Import names the critic needs at use time (checked cheaply by `milr critics`).
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: The extra that installs `requires`, used in install hints: ``pip install 'milr[EXTRA]'``.
+    extra: ClassVar[str | None] = None
+    #: Metadata keys the critic reads (documentation; the ensemble passes metadata to every member).
+    inputs: ClassVar[tuple[str, ...]] = ("image", "prompt")
+
+    @abstractmethod
+    def score_batch(
+        self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> list[CriticResult]:
+        """Score a batch; one `CriticResult` per image, in order."""
+
+    def score(
+        self, image: Image, prompt: str, metadata: dict[str, Any] | None = None
+    ) -> CriticResult:
+        """Score one image (built on `score_batch`, with the contract checked)."""
+        return evaluate(self, [image], [prompt], [metadata or {}])[0]
+
+    def bind(self, *, generator: Any = None) -> None:
+        """Receive run context before scoring; the optimizer passes its generator.
+
+        Critics that judge with the run's own model (``self-judge``) keep the reference;
+        others ignore it. Ensembles forward it to every member.
+        """
+
+    def config(self) -> dict[str, Any]:
+        """The critic's parameters, JSON-serialisable (used in provenance and cache keys)."""
+        return dict(getattr(self, "_config", {}))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    @classmethod
+    def missing_dependencies(cls) -> list[str]:
+        """Import names from `requires` that cannot be found (cheap: no module is imported)."""
+        from importlib.util import find_spec
+
+        missing = []
+        for mod in cls.requires:
+            try:
+                if find_spec(mod) is None:
+                    missing.append(mod)
+            except (ImportError, ValueError):
+                missing.append(mod)
+        return missing
+
+    @classmethod
+    def install_hint(cls) -> str | None:
+        return f"pip install 'milr[{cls.extra}]'" if cls.extra else None
+
+
+def require(module: str, extra: str | None, critic: str) -> Any:
+    """Import `module` at use time, or raise `MissingDependencyError` with the install command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        hint = f"pip install 'milr[{extra}]'" if extra else f"pip install {module}"
+        raise MissingDependencyError(
+            f"critic {critic!r} needs the Python package {module!r}, which failed to import "
+            f"({exc}); install it with: {hint}"
+        ) from exc
+
+
+def _check_json(value: Any, critic: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ContractViolation(
+            f"critic {critic!r} returned details that are not JSON-serialisable: {exc}"
+        ) from exc
+
+
+def validate_results(critic_name: str, results: Any, expected: int) -> list[CriticResult]:
+    """Check a critic's output against the contract; raise `ContractViolation` naming the value."""
+    if not isinstance(results, Sequence) or isinstance(results, (str, bytes)):
+        raise ContractViolation(
+            f"critic {critic_name!r} returned {type(results).__name__}, expected a list of CriticResult"
+        )
+    if len(results) != expected:
+        raise ContractViolation(
+            f"critic {critic_name!r} returned {len(results)} results for a batch of {expected} images"
+        )
+    out = []
+    for i, res in enumerate(results):
+        if not isinstance(res, CriticResult):
+            raise ContractViolation(
+                f"critic {critic_name!r} returned {type(res).__name__} at index {i}, expected CriticResult"
+            )
+        try:
+            s = float(res.score)
+        except (TypeError, ValueError) as exc:
+            raise ContractViolation(
+                f"critic {critic_name!r} returned a non-numeric score {res.score!r} at index {i}"
+            ) from exc
+        if math.isnan(s) or not 0.0 <= s <= 1.0:
+            raise ContractViolation(
+                f"critic {critic_name!r} returned score {s!r} at index {i}; scores must lie in [0, 1]"
+            )
+        if res.passed is not None and not isinstance(res.passed, bool):
+            raise ContractViolation(
+                f"critic {critic_name!r} returned passed={res.passed!r} at index {i}; expected bool or None"
+            )
+        if not isinstance(res.details, dict):
+            raise ContractViolation(
+                f"critic {critic_name!r} returned details of type {type(res.details).__name__}; expected dict"
+            )
+        _check_json(res.details, critic_name)
+        out.append(CriticResult(score=s, passed=res.passed, details=res.details))
+    return out
+
+
+def evaluate(
+    critic: Critic,
+    images: list[Image],
+    prompts: list[str],
+    metadata: list[dict[str, Any]] | None = None,
+) -> list[CriticResult]:
+    """Run `critic.score_batch` and enforce the contract. Use this instead of calling it directly."""
+    if metadata is None:
+        metadata = [{} for _ in images]
+    if not (len(images) == len(prompts) == len(metadata)):
+        raise ValueError(
+            f"batch lengths differ: {len(images)} images, {len(prompts)} prompts, {len(metadata)} metadata"
+        )
+    results = critic.score_batch(list(images), list(prompts), list(metadata))
+    return validate_results(critic_label(critic), results, len(images))
+
+
+def critic_label(critic: Critic) -> str:
+    return getattr(critic, "label", None) or type(critic).name or type(critic).__name__

@@ -1,0 +1,1 @@
+"""Generator adapters for unified text-and-image models (Janus via transformers)."""
