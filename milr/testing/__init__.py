@@ -1,1 +1,26 @@
-"""testing"""
+"""Testing helpers for milr and for critic authors.
+
+- `CriticContract`: a reusable pytest suite; subclass it with a `make_critic()` method.
+- `save_tiny_janus(path, seed=0)`: write a tiny random Janus checkpoint (offline).
+- The pytest plugin (entry point ``pytest11``) adds fixtures such as `milr_sample_batch`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from milr.testing.contract import CriticContract, sample_batch
+
+_LAZY = {"save_tiny_janus": "milr.testing.tiny_janus"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'milr.testing' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["CriticContract", "sample_batch", "save_tiny_janus"]

@@ -1,0 +1,100 @@
+"""`milr score`: score existing images with one critic or a weighted ensemble."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from milr.errors import MilrUserError
+
+
+def load_images(paths: tuple[str, ...]) -> list[Any]:
+    """Open every image up front so a bad file fails before any model loads."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise MilrUserError(f"image {p!r} does not exist or is not a file")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                images.append(im.copy())
+        except (UnidentifiedImageError, OSError) as exc:
+            raise MilrUserError(f"cannot read {p!r} as an image: {exc}") from None
+    return images
+
+
+def parse_metadata(value: str | None) -> dict[str, Any]:
+    """Metadata is inline JSON or a path to a JSON file; it must be an object."""
+    if value is None:
+        return {}
+    text = value
+    source = "--metadata"
+    if not value.lstrip().startswith("{"):
+        path = Path(value)
+        if not path.is_file():
+            raise MilrUserError(
+                f"--metadata {value!r} is neither a JSON object nor an existing file"
+            )
+        text = path.read_text(encoding="utf-8")
+        source = value
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MilrUserError(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MilrUserError(f"{source} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--prompt", "-p", required=True, help="The prompt the images should show.")
+@click.option("--metadata", "-m", default=None, help="Metadata as inline JSON or a JSON file path.")
+@click.option(
+    "--critic",
+    "-c",
+    "critic_specs",
+    multiple=True,
+    required=True,
+    help="NAME or NAME:key=value,...,weight=W, or a .toml spec file; repeat for an ensemble.",
+)
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default=None, help="Ensemble policy for a failing critic.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def score(images, prompt, metadata, critic_specs, on_error, as_json) -> None:
+    """Score IMAGE... against --prompt with one or more critics (a weighted ensemble)."""
+    from milr.critic import evaluate
+    from milr.specs import build_critic, resolve_specs
+
+    resolve_specs(list(critic_specs))  # validate specs before touching any file or model
+    meta = parse_metadata(metadata)
+    pil_images = load_images(images)
+    critic = build_critic(list(critic_specs), on_error=on_error)
+    results = evaluate(critic, pil_images, [prompt] * len(pil_images), [meta] * len(pil_images))
+    out = []
+    for path, res in zip(images, results):
+        out.append(
+            {
+                "image": str(path),
+                "score": res.score,
+                "passed": res.passed,
+                "critics": res.details["critics"],
+            }
+        )
+    if as_json:
+        click.echo(json.dumps({"results": out}, indent=2))
+        return
+    for item in out:
+        verdict = {True: "pass", False: "fail", None: "-"}[item["passed"]]
+        click.echo(f"{item['image']}: score {item['score']:.4f}  verdict {verdict}")
+        for label, c in item["critics"].items():
+            if c.get("error"):
+                click.echo(f"  {label} (weight {c['weight']:g}): error: {c['error']}")
+            else:
+                v = {True: "pass", False: "fail", None: "-"}[c["passed"]]
+                click.echo(f"  {label} (weight {c['weight']:g}): {c['score']:.4f}  {v}")

@@ -1,0 +1,24 @@
+"""pytest plugin (entry point ``pytest11``): fixtures for critic authors."""
+
+from __future__ import annotations
+
+import pytest
+
+from milr.testing.contract import sample_batch
+
+
+@pytest.fixture
+def milr_sample_batch():
+    """`(images, prompts, metadata)`: four small deterministic RGB scenes."""
+    return sample_batch()
+
+
+@pytest.fixture
+def milr_registry(monkeypatch):
+    """A freshly loaded registry; restores plugin state afterwards."""
+    from milr import plugins
+    from milr.registry import get_registry
+
+    plugins.reset()
+    yield get_registry()
+    plugins.reset()
