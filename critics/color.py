@@ -46,7 +46,11 @@ class ColorCritic(Critic):
         self.target = target
         self.tolerance = float(tolerance)
         self.min_fraction = None if min_fraction is None else float(min_fraction)
-        self._config = {"target": target, "tolerance": self.tolerance, "min_fraction": self.min_fraction}
+        self._config = {
+            "target": target,
+            "tolerance": self.tolerance,
+            "min_fraction": self.min_fraction,
+        }
 
     @staticmethod
     def _parse_target(target: Any) -> tuple[int, int, int]:
@@ -74,7 +78,9 @@ class ColorCritic(Critic):
             else:
                 score = min(1.0, fraction / self.min_fraction)
                 passed = fraction >= self.min_fraction
-            out.append(CriticResult(score, passed, {"fraction": fraction, "target_rgb": list(self.rgb)}))
+            out.append(
+                CriticResult(score, passed, {"fraction": fraction, "target_rgb": list(self.rgb)})
+            )
         return out
 
 

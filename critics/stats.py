@@ -35,7 +35,8 @@ class ColorfulnessCritic(Critic):
             rg = r - g
             yb = 0.5 * (r + g) - b
             m = float(
-                np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
+                np.sqrt(rg.std() ** 2 + yb.std() ** 2)
+                + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
             )
             out.append(CriticResult(min(1.0, m / self.scale), None, {"colorfulness": m}))
         return out

@@ -41,13 +41,17 @@ class Ensemble(Critic):
         for critic, weight in members:
             w = float(weight)
             if math.isnan(w) or w < 0:
-                raise MilrUserError(f"weight {weight!r} for critic {critic_label(critic)!r} must be >= 0")
+                raise MilrUserError(
+                    f"weight {weight!r} for critic {critic_label(critic)!r} must be >= 0"
+                )
             base = critic_label(critic)
             labels[base] = labels.get(base, 0) + 1
             label = base if labels[base] == 1 else f"{base}#{labels[base]}"
             self.members.append((label, critic, w))
         if sum(w for _, _, w in self.members) <= 0:
-            raise MilrUserError("ensemble weights sum to 0; give at least one critic a positive weight")
+            raise MilrUserError(
+                "ensemble weights sum to 0; give at least one critic a positive weight"
+            )
         self.on_error = on_error
 
     @property
@@ -94,7 +98,12 @@ class Ensemble(Critic):
                     critics[label] = {"score": None, "weight": w, "passed": None, "error": res}
                     continue
                 r = res[i]
-                critics[label] = {"score": r.score, "weight": w, "passed": r.passed, "details": r.details}
+                critics[label] = {
+                    "score": r.score,
+                    "weight": w,
+                    "passed": r.passed,
+                    "details": r.details,
+                }
                 total += w * r.score
                 weight_sum += w
                 if r.passed is not None:

@@ -75,7 +75,9 @@ def parse_spec(text: str) -> CriticSpec:
     params: dict[str, Any] = {}
     weight = 1.0
     if sep and not rest.strip():
-        raise SpecError(f"malformed critic spec {text!r}: nothing after ':'; drop it or add key=value")
+        raise SpecError(
+            f"malformed critic spec {text!r}: nothing after ':'; drop it or add key=value"
+        )
     if rest.strip():
         for item in rest.split(","):
             key, eq, raw = item.partition("=")
@@ -116,7 +118,7 @@ def load_spec_file(path: str | Path) -> tuple[list[CriticSpec], dict[str, Any]]:
         table = dict(table)
         name = table.pop("name", None)
         if not isinstance(name, str):
-            raise SpecError(f"[[critic]] number {i + 1} in {str(p)!r} has no name = \"...\"")
+            raise SpecError(f'[[critic]] number {i + 1} in {str(p)!r} has no name = "..."')
         weight = _check_weight(table.pop("weight", 1.0), f"{str(p)!r} [[critic]] {name!r}")
         spec = parse_spec(name)
         specs.append(CriticSpec(spec.name, table, weight))
@@ -145,9 +147,7 @@ def resolve_specs(items: list[str]) -> tuple[list[CriticSpec], dict[str, Any]]:
     return specs, options
 
 
-def build_critic(
-    specs: str | CriticSpec | list[str | CriticSpec], on_error: str | None = None
-):
+def build_critic(specs: str | CriticSpec | list[str | CriticSpec], on_error: str | None = None):
     """Build a critic from spec strings/objects: always an `Ensemble` (one member is fine)."""
     from milr.ensemble import Ensemble
     from milr.registry import get_registry

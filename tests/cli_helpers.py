@@ -18,9 +18,16 @@ def milr_executable() -> str:
     return found
 
 
-def run_milr(*args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: str | None = None) -> subprocess.CompletedProcess:
+def run_milr(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: str | None = None
+) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run(
-        [milr_executable(), *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd
+        [milr_executable(), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd,
     )

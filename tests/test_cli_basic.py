@@ -34,7 +34,9 @@ def test_python_dash_m_works():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "milr", "--version"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "milr", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "milr" in out.stdout
 
 
@@ -48,8 +50,16 @@ def test_critics_json_has_provenance_and_availability():
 
 
 def test_critics_and_plugins_report_a_broken_plugin_but_keep_working(tmp_path):
-    make_distribution(tmp_path, "milr-broken", "0.0.1", {"broken_plugin": BROKEN_IMPORT_PLUGIN}, {"broken": "broken_plugin"})
-    make_distribution(tmp_path, "milr-good", "1.0", {"good_plugin": GOOD_PLUGIN}, {"good": "good_plugin"})
+    make_distribution(
+        tmp_path,
+        "milr-broken",
+        "0.0.1",
+        {"broken_plugin": BROKEN_IMPORT_PLUGIN},
+        {"broken": "broken_plugin"},
+    )
+    make_distribution(
+        tmp_path, "milr-good", "1.0", {"good_plugin": GOOD_PLUGIN}, {"good": "good_plugin"}
+    )
     env = {"PYTHONPATH": str(tmp_path)}
     out = run_milr("critics", env=env)
     assert out.returncode == 0
@@ -63,19 +73,34 @@ def test_critics_and_plugins_report_a_broken_plugin_but_keep_working(tmp_path):
     assert strict.returncode == 1 and "milr-broken" in strict.stderr
     blocked = run_milr("plugins", "--json", env={**env, "MILR_DISABLE_PLUGINS": "broken"})
     assert json.loads(blocked.stdout)["plugins"] and "FAILED" not in blocked.stdout
-    assert {p["name"]: p for p in json.loads(blocked.stdout)["plugins"]}["broken"]["blocked"] is True
+    assert {p["name"]: p for p in json.loads(blocked.stdout)["plugins"]}["broken"][
+        "blocked"
+    ] is True
 
 
 def test_score_json_schema_and_weights(images):
     out = run_milr(
-        "score", images["red"], images["blue"], "--prompt", "a red square",
-        "--critic", "color:target=red,min_fraction=0.5,weight=3", "--critic", "colorfulness", "--json",
+        "score",
+        images["red"],
+        images["blue"],
+        "--prompt",
+        "a red square",
+        "--critic",
+        "color:target=red,min_fraction=0.5,weight=3",
+        "--critic",
+        "colorfulness",
+        "--json",
     )
     assert out.returncode == 0, out.stderr
     results = json.loads(out.stdout)["results"]
     assert [r["image"] for r in results] == [images["red"], images["blue"]]
     red, blue = results
-    assert red["critics"]["color"] == {"score": 1.0, "weight": 3.0, "passed": True, "details": red["critics"]["color"]["details"]}
+    assert red["critics"]["color"] == {
+        "score": 1.0,
+        "weight": 3.0,
+        "passed": True,
+        "details": red["critics"]["color"]["details"],
+    }
     assert red["passed"] is True and blue["passed"] is False
     assert red["score"] > blue["score"]
     cf = red["critics"]["colorfulness"]["score"]
@@ -116,8 +141,12 @@ def test_bad_image_files_are_named(images, which):
 
 
 def test_contract_violation_is_an_internal_failure(images, tmp_path):
-    make_distribution(tmp_path, "milr-nan", "0.1", {"nan_plugin": BAD_SCORE_PLUGIN}, {"nan": "nan_plugin"})
-    out = run_milr("score", images["red"], "-p", "x", "-c", "nan-critic", env={"PYTHONPATH": str(tmp_path)})
+    make_distribution(
+        tmp_path, "milr-nan", "0.1", {"nan_plugin": BAD_SCORE_PLUGIN}, {"nan": "nan_plugin"}
+    )
+    out = run_milr(
+        "score", images["red"], "-p", "x", "-c", "nan-critic", env={"PYTHONPATH": str(tmp_path)}
+    )
     assert out.returncode == 1 and "'nan-critic'" in out.stderr and "nan" in out.stderr
 
 

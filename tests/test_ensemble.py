@@ -57,12 +57,20 @@ def test_weighted_mean_and_breakdown():
     assert res[0].score == pytest.approx((3 * 1.0 + 0.2) / 4)
     assert res[0].passed is True  # only the member with a verdict counts
     critics = res[0].details["critics"]
-    assert critics["fixed"] == {"score": 1.0, "weight": 3.0, "passed": True, "details": {"value": 1.0}}
+    assert critics["fixed"] == {
+        "score": 1.0,
+        "weight": 3.0,
+        "passed": True,
+        "details": {"value": 1.0},
+    }
     assert critics["fixed#2"]["weight"] == 1.0  # duplicate names get distinct labels
 
 
 def test_verdict_false_when_any_member_fails_and_none_without_verdicts():
-    assert evaluate(Ensemble([(Fixed(1, True), 1), (Fixed(1, False), 1)]), IMAGES, PROMPTS)[0].passed is False
+    assert (
+        evaluate(Ensemble([(Fixed(1, True), 1), (Fixed(1, False), 1)]), IMAGES, PROMPTS)[0].passed
+        is False
+    )
     assert evaluate(Ensemble([(Fixed(1), 1), (Fixed(0), 1)]), IMAGES, PROMPTS)[0].passed is None
 
 
@@ -82,7 +90,10 @@ def test_all_members_failing_raises_even_when_skipping():
         evaluate(Ensemble([(Boom(), 1)], on_error="skip"), IMAGES, PROMPTS)
 
 
-@pytest.mark.parametrize(("mode", "fragment"), [("nan", "nan"), ("range", "1.5"), ("short", "1 results for a batch of 2"), ("json", "JSON")])
+@pytest.mark.parametrize(
+    ("mode", "fragment"),
+    [("nan", "nan"), ("range", "1.5"), ("short", "1 results for a batch of 2"), ("json", "JSON")],
+)
 def test_contract_violations_name_the_critic_and_value(mode, fragment):
     with pytest.raises(ContractViolation, match="'bad'") as info:
         evaluate(Bad(mode), IMAGES, PROMPTS)

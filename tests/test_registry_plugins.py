@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
-import milr
-from milr import plugins
-from milr.errors import DuplicateNameError, PluginError
-from milr.registry import get_registry
-
 from plugin_fixtures import (
     BROKEN_IMPORT_PLUGIN,
     BROKEN_REGISTER_PLUGIN,
@@ -16,6 +10,11 @@ from plugin_fixtures import (
     GOOD_PLUGIN,
     make_distribution,
 )
+
+import milr
+from milr import plugins
+from milr.errors import DuplicateNameError, PluginError
+from milr.registry import get_registry
 
 
 @pytest.fixture
@@ -34,9 +33,20 @@ def test_builtins_register_through_the_hook(fresh_plugins):
 
 
 def test_third_party_plugin_discovered_with_provenance(site):
-    make_distribution(site, "milr-squares", "2.3.1", {"squares_plugin": GOOD_PLUGIN}, {"squares": "squares_plugin"})
+    make_distribution(
+        site,
+        "milr-squares",
+        "2.3.1",
+        {"squares_plugin": GOOD_PLUGIN},
+        {"squares": "squares_plugin"},
+    )
     entry = get_registry().critics["squareness"]
-    assert (entry.plugin, entry.distribution, entry.version, entry.builtin) == ("squares", "milr-squares", "2.3.1", False)
+    assert (entry.plugin, entry.distribution, entry.version, entry.builtin) == (
+        "squares",
+        "milr-squares",
+        "2.3.1",
+        False,
+    )
     critic = get_registry().create_critic("squareness")
     from PIL import Image
 
@@ -44,18 +54,41 @@ def test_third_party_plugin_discovered_with_provenance(site):
 
 
 def test_broken_plugins_are_isolated_and_reported(site):
-    make_distribution(site, "milr-good", "1.0", {"good_plugin": GOOD_PLUGIN}, {"good": "good_plugin"})
-    make_distribution(site, "milr-broken", "0.0.1", {"broken_plugin": BROKEN_IMPORT_PLUGIN}, {"broken": "broken_plugin"})
-    make_distribution(site, "milr-badreg", "0.2", {"badreg_plugin": BROKEN_REGISTER_PLUGIN}, {"badreg": "badreg_plugin"})
+    make_distribution(
+        site, "milr-good", "1.0", {"good_plugin": GOOD_PLUGIN}, {"good": "good_plugin"}
+    )
+    make_distribution(
+        site,
+        "milr-broken",
+        "0.0.1",
+        {"broken_plugin": BROKEN_IMPORT_PLUGIN},
+        {"broken": "broken_plugin"},
+    )
+    make_distribution(
+        site,
+        "milr-badreg",
+        "0.2",
+        {"badreg_plugin": BROKEN_REGISTER_PLUGIN},
+        {"badreg": "badreg_plugin"},
+    )
     reg = get_registry()
     assert "squareness" in reg.critics and "color" in reg.critics
     infos = plugins.get_plugin_manager().plugins
-    assert "broken on purpose" in infos["broken"].error and infos["broken"].distribution == "milr-broken"
+    assert (
+        "broken on purpose" in infos["broken"].error
+        and infos["broken"].distribution == "milr-broken"
+    )
     assert "registration exploded" in infos["badreg"].error
 
 
 def test_strict_mode_makes_a_broken_plugin_fatal(site):
-    make_distribution(site, "milr-broken", "0.0.1", {"broken_plugin": BROKEN_IMPORT_PLUGIN}, {"broken": "broken_plugin"})
+    make_distribution(
+        site,
+        "milr-broken",
+        "0.0.1",
+        {"broken_plugin": BROKEN_IMPORT_PLUGIN},
+        {"broken": "broken_plugin"},
+    )
     site_mp = pytest.MonkeyPatch()
     site_mp.setenv("MILR_STRICT_PLUGINS", "1")
     try:
@@ -66,7 +99,9 @@ def test_strict_mode_makes_a_broken_plugin_fatal(site):
 
 
 def test_blocking_by_plugin_and_distribution_name(site, fresh_plugins):
-    make_distribution(site, "milr-squares", "1.0", {"squares_plugin": GOOD_PLUGIN}, {"squares": "squares_plugin"})
+    make_distribution(
+        site, "milr-squares", "1.0", {"squares_plugin": GOOD_PLUGIN}, {"squares": "squares_plugin"}
+    )
     fresh_plugins.setenv("MILR_DISABLE_PLUGINS", "milr-squares,milr.critics.color")
     reg = get_registry()
     assert "squareness" not in reg.critics
@@ -77,7 +112,9 @@ def test_blocking_by_plugin_and_distribution_name(site, fresh_plugins):
 
 
 def test_duplicate_critic_name_is_an_error_naming_both(site):
-    make_distribution(site, "milr-dup", "9.9", {"dup_plugin": DUPLICATE_PLUGIN}, {"dup": "dup_plugin"})
+    make_distribution(
+        site, "milr-dup", "9.9", {"dup_plugin": DUPLICATE_PLUGIN}, {"dup": "dup_plugin"}
+    )
     with pytest.raises(DuplicateNameError) as info:
         get_registry()
     msg = str(info.value)
@@ -85,7 +122,9 @@ def test_duplicate_critic_name_is_an_error_naming_both(site):
 
 
 def test_duplicate_resolved_by_blocking_one(site, fresh_plugins):
-    make_distribution(site, "milr-dup", "9.9", {"dup_plugin": DUPLICATE_PLUGIN}, {"dup": "dup_plugin"})
+    make_distribution(
+        site, "milr-dup", "9.9", {"dup_plugin": DUPLICATE_PLUGIN}, {"dup": "dup_plugin"}
+    )
     fresh_plugins.setenv("MILR_DISABLE_PLUGINS", "dup")
     assert get_registry().critics["color"].plugin == "milr.critics.color"
 

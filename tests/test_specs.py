@@ -13,8 +13,13 @@ from milr.specs import build_critic, load_spec_file, parse_spec, resolve_specs
     [
         ("color", "color", {}, 1.0),
         ("color:target=red", "color", {"target": "red"}, 1.0),
-        ("color:target=blue,tolerance=40,weight=2.5", "color", {"target": "blue", "tolerance": 40}, 2.5),
-        ("x:a=true,b=null,c=\"3\",d=0.5", "x", {"a": True, "b": None, "c": "3", "d": 0.5}, 1.0),
+        (
+            "color:target=blue,tolerance=40,weight=2.5",
+            "color",
+            {"target": "blue", "tolerance": 40},
+            2.5,
+        ),
+        ('x:a=true,b=null,c="3",d=0.5', "x", {"a": True, "b": None, "c": "3", "d": 0.5}, 1.0),
         ("x:a=[1,2", "x", {"a": "[1"}, 1.0),
         ("judge-2:q=is it ok?", "judge-2", {"q": "is it ok?"}, 1.0),
         ("x:weight=0", "x", {}, 0.0),
@@ -54,7 +59,10 @@ def test_toml_spec_file(tmp_path):
         encoding="utf-8",
     )
     specs, options = load_spec_file(path)
-    assert [(s.name, s.params, s.weight) for s in specs] == [("color", {"target": "red"}, 3.0), ("sharpness", {}, 1.0)]
+    assert [(s.name, s.params, s.weight) for s in specs] == [
+        ("color", {"target": "red"}, 3.0),
+        ("sharpness", {}, 1.0),
+    ]
     assert options == {"on_error": "skip"}
     ensemble = build_critic([str(path)])
     assert ensemble.on_error == "skip" and ensemble.labels == ["color", "sharpness"]

@@ -30,7 +30,9 @@ def _critic_rows() -> list[dict]:
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
@@ -48,7 +50,9 @@ def critics(as_json: bool) -> None:
     table = [
         [
             r["name"],
-            "yes" if r["available"] else f"no: {r['install_hint'] or 'missing ' + ','.join(r['missing'])}",
+            "yes"
+            if r["available"]
+            else f"no: {r['install_hint'] or 'missing ' + ','.join(r['missing'])}",
             f"{r['plugin']} ({r['distribution']} {r['version']})",
             r["description"],
         ]
@@ -91,7 +95,12 @@ def plugins(as_json: bool) -> None:
         return "loaded" if p.loaded else "not loaded"
 
     rows = [
-        [p.name, status(p), f"{p.distribution} {p.version}", ", ".join(p.critics + p.generators) or "-"]
+        [
+            p.name,
+            status(p),
+            f"{p.distribution} {p.version}",
+            ", ".join(p.critics + p.generators) or "-",
+        ]
         for p in infos
     ]
     click.echo(_table(rows, ["PLUGIN", "STATUS", "DISTRIBUTION", "PROVIDES"]))

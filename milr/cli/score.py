@@ -64,7 +64,12 @@ def parse_metadata(value: str | None) -> dict[str, Any]:
     required=True,
     help="NAME or NAME:key=value,...,weight=W, or a .toml spec file; repeat for an ensemble.",
 )
-@click.option("--on-error", type=click.Choice(["raise", "skip"]), default=None, help="Ensemble policy for a failing critic.")
+@click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default=None,
+    help="Ensemble policy for a failing critic.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def score(images, prompt, metadata, critic_specs, on_error, as_json) -> None:
     """Score IMAGE... against --prompt with one or more critics (a weighted ensemble)."""

@@ -23,7 +23,15 @@ from typing import Any
 
 from milr.critic import NAME_RE, Critic, CriticResult, evaluate
 
-HEAVY_MODULES = ("torch", "transformers", "open_clip", "ultralytics", "easyocr", "cv2", "tensorflow")
+HEAVY_MODULES = (
+    "torch",
+    "transformers",
+    "open_clip",
+    "ultralytics",
+    "easyocr",
+    "cv2",
+    "tensorflow",
+)
 
 
 def sample_batch(size: int = 64) -> tuple[list[Any], list[str], list[dict[str, Any]]]:
@@ -119,8 +127,8 @@ class CriticContract:
             return
         module = type(self.make_critic()).__module__
         code = (
-            "import sys, importlib; importlib.import_module(%r); "
-            "print(','.join(m for m in %r if m in sys.modules))" % (module, HEAVY_MODULES)
+            f"import sys, importlib; importlib.import_module({module!r}); "
+            f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
         )
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
