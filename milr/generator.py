@@ -1,0 +1,269 @@
+"""The generator protocol: what the MILR optimizer needs from a unified text-and-image model.
+
+An adapter (e.g. `milr.models.janus.JanusGenerator`) implements these few methods over a
+concrete model and registers itself through the ``register_generators`` hook, so another
+unified model plugs in without touching the optimizer. `load_generator` resolves a name, a
+local directory or a hub id to an adapter instance.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from milr.errors import MilrUserError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+
+
+@dataclass
+class Reasoning:
+    """Greedy reasoning text: generated token ids (EOS excluded), their latents and the text.
+
+    ``latents[i]`` is the last-layer, post-final-norm hidden state at the position that
+    predicts ``tokens[i]`` (shape ``[len(tokens), d]``, detached).
+    """
+
+    tokens: list[int]
+    latents: torch.Tensor
+    text: str
+
+
+@dataclass
+class ImageTokens:
+    """Sampled image tokens ``[B, n]`` and the latents of the first ``capture`` positions.
+
+    ``latents`` has shape ``[B, capture, 2, d]``: the conditional and the unconditional CFG
+    row at the position predicting each image token.
+    """
+
+    tokens: torch.Tensor
+    latents: torch.Tensor
+
+
+class Generator(ABC):
+    """A unified model seen through the operations MILR needs (DESIGN §2)."""
+
+    #: Registry name of the adapter (``[a-z0-9_-]+``).
+    name: ClassVar[str] = ""
+    #: Checkpoint `load_generator(name)` loads when given just the adapter name.
+    default_checkpoint: ClassVar[str | None] = None
+
+    device: Any
+    dtype: Any
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def can_load(cls, path: str | Path) -> bool:
+        """Whether the local checkpoint directory `path` is in this adapter's format (cheap)."""
+
+    @classmethod
+    @abstractmethod
+    def from_pretrained(
+        cls, path: str | Path, device: str | None = None, dtype: str | None = None
+    ) -> Generator:
+        """Load a checkpoint from a local directory or a hub id."""
+
+    # -- sizes -------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def image_token_count(self) -> int:
+        """Number of discrete tokens per image (576 for Janus-Pro at 384 px)."""
+
+    @property
+    @abstractmethod
+    def max_reasoning_tokens(self) -> int:
+        """Upper bound on new reasoning tokens (DESIGN §2: 512)."""
+
+    # -- text --------------------------------------------------------------------------------
+    @abstractmethod
+    def write_reasoning(self, prompt: str) -> Reasoning:
+        """Write the reasoning ("visualization") for `prompt` greedily, capturing latents."""
+
+    @abstractmethod
+    def continue_reasoning(self, prompt: str, prefix_tokens: list[int]) -> Reasoning:
+        """Force `prefix_tokens` as the start of the reasoning, then continue greedily."""
+
+    @abstractmethod
+    def image_text(self, prompt: str, reasoning: str | None) -> str:
+        """The text the image is conditioned on (``"{prompt}. {reasoning}"`` or the prompt)."""
+
+    # -- image -------------------------------------------------------------------------------
+    @abstractmethod
+    def sample_image_tokens(
+        self,
+        prompt_text: str,
+        prefix_tokens: torch.Tensor | None = None,
+        batch: int = 1,
+        cfg_scale: float = 5.0,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        capture: int = 0,
+    ) -> ImageTokens:
+        """Sample image tokens with CFG; force ``prefix_tokens`` (``[B, N]``) first if given."""
+
+    # -- heads (differentiable) --------------------------------------------------------------
+    @abstractmethod
+    def text_head(self, latents: torch.Tensor) -> torch.Tensor:
+        """Text logits ``[..., V_text]`` (float32) for latents ``[..., d]``; differentiable."""
+
+    @abstractmethod
+    def image_head(self, latents: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+        """CFG-fused image logits ``u + s·(c − u)`` (float32) for latents ``[..., 2, d]``."""
+
+    # -- pixels ------------------------------------------------------------------------------
+    @abstractmethod
+    def decode(self, tokens: torch.Tensor) -> list[Image]:
+        """Decode image tokens ``[B, n]`` to RGB PIL images."""
+
+    def check_prompt(self, prompt: str) -> None:
+        """Raise `MilrUserError` when `prompt` cannot be generated (empty, too long)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise MilrUserError("empty prompt; pass the text of the image to generate")
+
+    def rng(self, seed: int) -> torch.Generator:
+        """A `torch.Generator` on the model's device seeded with `seed`."""
+        import torch
+
+        dev = getattr(self, "device", "cpu")
+        g = torch.Generator(device=str(dev) if str(dev).startswith("cuda") else "cpu")
+        g.manual_seed(int(seed))
+        return g
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for trajectories: adapter name, checkpoint, device, dtype."""
+        return {
+            "adapter": self.name,
+            "checkpoint": str(getattr(self, "checkpoint", "")),
+            "device": str(getattr(self, "device", "")),
+            "dtype": str(getattr(self, "dtype", "")).replace("torch.", ""),
+        }
+
+
+# -- resolution ---------------------------------------------------------------------------------
+
+
+def _shapes_path() -> Path:
+    try:
+        from milr.shapes import model as shapes_model  # type: ignore[attr-defined]
+    except ModuleNotFoundError as exc:
+        if exc.name in {"milr.shapes.model"}:
+            raise MilrUserError(
+                "shapes model not installed: this milr build has no milr.shapes.model; "
+                "reinstall milr or pass --model PATH to a Janus checkpoint"
+            ) from None
+        raise
+    return Path(shapes_model.model_path())
+
+
+def _looks_local(name: str) -> bool:
+    """Hub ids are exactly ``owner/name``; anything else is meant as a local path."""
+    return name.startswith(("/", "./", "../", "~", ".")) or name.count("/") != 1 or "\\" in name
+
+
+def _hub_config_dir(repo_id: str) -> Path:
+    """Local directory holding the hub checkpoint's config.json (downloads unless offline)."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as exc:  # pragma: no cover - transformers depends on it
+        raise MilrUserError(f"cannot resolve hub id {repo_id!r}: huggingface_hub missing") from exc
+    try:
+        cfg = hf_hub_download(repo_id, "config.json")
+    except Exception as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in {"", "0", "false"}
+        hint = (
+            "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache; "
+            "download it first or pass a local directory"
+            if offline
+            else "check the name, your network, or pass a local directory"
+        )
+        raise MilrUserError(
+            f"model {repo_id!r} is neither a local directory nor a loadable hub id ({hint}; "
+            f"{type(exc).__name__})"
+        ) from None
+    return Path(cfg).parent
+
+
+def load_generator(
+    name_or_path: str | Path, device: str | None = None, dtype: str | None = None
+) -> Generator:
+    """Resolve `name_or_path` to a loaded generator.
+
+    Accepts ``shapes`` (the tiny model shipped with milr), a registered adapter name (loads its
+    default checkpoint), ``ADAPTER:PATH`` to force an adapter, a local checkpoint directory, or
+    a hub id (``HF_HUB_OFFLINE=1`` is honoured).
+    """
+    from milr.registry import get_registry
+
+    registry = get_registry()
+    name = str(name_or_path).strip()
+    if not name:
+        raise MilrUserError("empty model name; pass --model NAME_OR_PATH")
+    if name == "shapes":
+        path = _shapes_path()
+        if not path.is_dir():
+            raise MilrUserError(
+                f"shapes model not installed: {path} does not exist; reinstall milr"
+            )
+        return _pick(registry, path).from_pretrained(path, device=device, dtype=dtype)
+    adapter, sep, rest = name.partition(":")
+    if sep and adapter in registry.generators and not Path(name).exists():
+        cls = registry.generator_entry(adapter).cls
+        return cls.from_pretrained(rest, device=device, dtype=dtype)
+    if name in registry.generators:
+        cls = registry.generator_entry(name).cls
+        if not cls.default_checkpoint:
+            raise MilrUserError(f"generator {name!r} has no default checkpoint; pass a path")
+        return cls.from_pretrained(cls.default_checkpoint, device=device, dtype=dtype)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _pick(registry, path).from_pretrained(path, device=device, dtype=dtype)
+    if path.exists():
+        raise MilrUserError(f"model path {str(path)!r} is a file; pass the checkpoint directory")
+    if _looks_local(name):
+        raise MilrUserError(
+            f"model path {name!r} does not exist; pass a checkpoint directory, a hub id "
+            f"like deepseek-community/Janus-Pro-1B, or one of: shapes, "
+            f"{', '.join(sorted(registry.generators))}"
+        )
+    cfg_dir = _hub_config_dir(name)
+    cls = _pick(registry, cfg_dir, label=name)
+    return cls.from_pretrained(name, device=device, dtype=dtype)
+
+
+def _pick(registry: Any, path: Path, label: str | None = None) -> type[Generator]:
+    for entry in registry.generators.values():
+        try:
+            if entry.cls.can_load(path):
+                return entry.cls
+        except Exception:  # a broken adapter must not hide the others
+            continue
+    found = _describe_dir(path)
+    known = ", ".join(sorted(registry.generators)) or "(none)"
+    raise MilrUserError(
+        f"{label or str(path)!r} is not a checkpoint any generator adapter can load "
+        f"(found: {found}); adapters: {known}"
+    )
+
+
+def _describe_dir(path: Path) -> str:
+    cfg = path / "config.json"
+    if cfg.is_file():
+        import json
+
+        try:
+            data = json.loads(cfg.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return "an unreadable config.json"
+        return f"config.json with model_type={data.get('model_type')!r}"
+    try:
+        names = sorted(p.name for p in path.iterdir())[:8]
+    except OSError:
+        names = []
+    return f"no config.json; files: {', '.join(names) or '(empty directory)'}"
