@@ -120,13 +120,13 @@ class PluginManager:
             info = PluginInfo(ep.name, ep.value, dist_name, dist_version, builtin=False)
             if info.name in self.plugins:
                 other = self.plugins[info.name]
-                exc = PluginError(
+                clash = PluginError(
                     f"plugin name {ep.name!r} is used by both {other.distribution} "
                     f"({other.module}) and {dist_name} ({ep.value})"
                 )
                 info.name = f"{ep.name}@{dist_name}"
                 self.plugins[info.name] = info
-                self._record_failure(info, exc, "register")
+                self._record_failure(info, clash, "register")
                 continue
             self.plugins[info.name] = info
             if {ep.name, dist_name} & blocked:
