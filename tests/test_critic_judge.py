@@ -1,0 +1,220 @@
+"""`judge` critic on a tiny random LLaVA built from a config, saved to disk and loaded by path."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from milr import MilrUserError, evaluate, get_registry
+from milr.critics.judge import DEFAULT_QUESTION, JudgeCritic
+from milr.testing import CriticContract
+
+WORDS = [
+    "<unk>",
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<image>",
+    "yes",
+    "no",
+    "does",
+    "this",
+    "image",
+    "show",
+    "a",
+    "photo",
+    "of",
+    "red",
+    "blue",
+    "green",
+    "apple",
+    "square",
+    "circle",
+    "answer",
+    "or",
+    "?",
+    '"',
+    ".",
+    ":",
+    "user",
+    "assistant",
+]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }}{% endif %}{% endfor %}\n"
+    "{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+@functools.cache
+def tiny_llava_dir(chat_template: bool = True) -> Path:
+    """Write a tiny random LLaVA (CLIP vision 32 px, Llama 1 layer, word-level vocab) once."""
+    import torch
+    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    vocab = {w: i for i, w in enumerate(WORDS)}
+    while len(vocab) < 96:
+        vocab[f"w{len(vocab)}"] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.normalizer = normalizers.Lowercase()
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.add_special_tokens(
+        [
+            AddedToken(t, special=True, normalized=False)
+            for t in ("<unk>", "<pad>", "<s>", "</s>", "<image>")
+        ]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            projection_dim=32,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            pad_token_id=vocab["<pad>"],
+        ),
+        image_token_id=vocab["<image>"],
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlavaForConditionalGeneration(config).eval()
+        with torch.no_grad():  # make yes/no logits depend visibly on the input
+            model.lm_head.weight.mul_(30.0)
+    out = Path(tempfile.mkdtemp(prefix="milr-tiny-llava-"))
+    model.save_pretrained(out)
+    LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        ),
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE if chat_template else None,
+    ).save_pretrained(out)
+    return out
+
+
+def images() -> list[Image.Image]:
+    return [
+        Image.new("RGB", (48, 40), (220, 30, 30)),
+        Image.new("RGB", (32, 32), (30, 70, 220)),
+        Image.linear_gradient("L").resize((64, 64)).convert("RGB"),
+    ]
+
+
+PROMPTS = ["a red apple", "a photo of a blue square or a green circle", "circle"]
+
+
+def direct_scores(path: Path, critic: JudgeCritic) -> list[float]:
+    """The reference: one unpadded forward per image, softmax over the full vocabulary logits."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    vocab = processor.tokenizer.get_vocab()
+    out = []
+    for im, prompt in zip(images(), PROMPTS, strict=True):
+        text, add = critic.build_text(processor, prompt)
+        inputs = processor(text=[text], images=[im], return_tensors="pt", add_special_tokens=add)
+        with torch.no_grad():
+            logits = model(**inputs).logits[0, -1]
+        p = torch.softmax(logits.double(), dim=-1)
+        p_yes, p_no = p[vocab["yes"]], p[vocab["no"]]
+        out.append(float(p_yes / (p_yes + p_no)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def llava() -> Path:
+    return tiny_llava_dir()
+
+
+def test_score_equals_softmax_of_model_logits(llava):
+    critic = JudgeCritic(model=str(llava), device="cpu", batch_size=2)  # 2 + 1: padding + chunks
+    res = evaluate(critic, images(), PROMPTS, None)
+    expected = direct_scores(llava, critic)
+    assert [r.score for r in res] == pytest.approx(expected, abs=1e-5)
+    assert len({round(r.score, 6) for r in res}) > 1, "scores should vary with image and prompt"
+    for r in res:
+        assert r.passed == (r.score >= 0.5)
+        assert r.details["p_yes"] > 0 and r.details["p_no"] > 0
+        assert r.details["p_yes"] / (r.details["p_yes"] + r.details["p_no"]) == pytest.approx(
+            r.score, abs=1e-6
+        )
+    assert res[0].details["question"] == DEFAULT_QUESTION.replace("{prompt}", PROMPTS[0])
+
+
+def test_without_chat_template_uses_image_token_prefix():
+    path = tiny_llava_dir(chat_template=False)
+    critic = JudgeCritic(model=str(path), device="cpu")
+    res = evaluate(critic, images(), PROMPTS, None)
+    assert [r.score for r in res] == pytest.approx(direct_scores(path, critic), abs=1e-5)
+
+
+def test_model_loaded_once_per_process(llava):
+    a = JudgeCritic(model=str(llava), device="cpu")
+    b = get_registry().create_critic("judge", model=str(llava), device="cpu", threshold=0.9)
+    assert a.load()[0] is b.load()[0]
+
+
+def test_threshold_and_custom_question(llava):
+    critic = JudgeCritic(
+        model=str(llava), device="cpu", threshold=None, question="Is {prompt} here?"
+    )
+    res = critic.score(images()[0], "a red apple")
+    assert res.passed is None and res.details["question"] == "Is a red apple here?"
+
+
+def test_user_errors(llava, tmp_path):
+    with pytest.raises(MilrUserError, match="needs model=PATH"):
+        JudgeCritic()
+    with pytest.raises(MilrUserError, match=r"\{prompt\}"):
+        JudgeCritic(model=str(llava), question="Is it good?")
+    with pytest.raises(MilrUserError, match="dtype='int8'"):
+        JudgeCritic(model=str(llava), dtype="int8")
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(MilrUserError, match="no-such-model"):
+        JudgeCritic(model=str(missing), device="cpu").score(images()[0], "x")
+    critic = JudgeCritic(model=str(llava), device="cpu", yes_words="oui|Oui")
+    with pytest.raises(MilrUserError, match="yes_words"):
+        critic.score(images()[0], "x")
+
+
+class TestJudgeContract(CriticContract):
+    def make_critic(self):
+        return JudgeCritic(model=str(tiny_llava_dir()), device="cpu", batch_size=3)
