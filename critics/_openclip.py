@@ -1,0 +1,225 @@
+"""Shared open_clip loading for the ``clip``, ``hps`` and ``geneval`` (colour) critics.
+
+Weights are given as one string:
+
+* a checkpoint file (``.pt``/``.pth``/``.bin``/``.safetensors``; a bare state dict or a dict
+  with ``state_dict``, which is how HPS v2 checkpoints are stored) loaded into ``arch``;
+* ``local-dir:/path`` — a folder with ``open_clip_config.json`` and weights (``arch`` ignored);
+* a pretrained tag of ``arch`` (``openai``, ``laion2b_s32b_b79k`` ...) — downloaded by open_clip
+  when online, taken from its cache offline; otherwise an error names the file to fetch;
+* ``random`` — seeded random initialisation, for tests and benchmarks only.
+
+Models are cached per process, keyed by (arch, weights, file size and mtime, device, dtype).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from milr.critic import require
+from milr.errors import MilrUserError
+
+_CACHE: dict[tuple[Any, ...], OpenClipBundle] = {}
+_LOCK = threading.Lock()
+_DTYPES = ("float32", "float16", "bfloat16")
+_CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+@dataclass
+class OpenClipBundle:
+    """A loaded open_clip model with its eval preprocessing and tokenizer."""
+
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    device: Any
+    dtype: Any
+    source: str
+
+
+def resolve_device(device: str | None, critic: str) -> str:
+    """``auto``/None -> ``cuda`` when available else ``cpu``; anything else must parse in torch."""
+    torch = require("torch", None, critic)
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise MilrUserError(
+            f"critic {critic!r}: device={device!r} is not a torch device; use cpu, cuda, cuda:1 or auto"
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MilrUserError(
+            f"critic {critic!r}: device={device!r} but CUDA is not available; use cpu"
+        )
+    return str(dev)
+
+
+def check_dtype(dtype: str, critic: str) -> str:
+    """Validate a dtype name (cheap; no torch import)."""
+    if dtype not in _DTYPES:
+        raise MilrUserError(
+            f"critic {critic!r}: dtype={dtype!r} is not one of {', '.join(_DTYPES)}"
+        )
+    return dtype
+
+
+def torch_dtype(dtype: str) -> Any:
+    import torch
+
+    return getattr(torch, dtype)
+
+
+def describe_weights(weights: str | None, critic: str) -> None:
+    """Cheap validation of a weights string at construction time (files must exist)."""
+    if weights is None or not isinstance(weights, str) or not weights.strip():
+        raise MilrUserError(
+            f"critic {critic!r} needs weights: a checkpoint file, local-dir:/path, a pretrained "
+            f"tag (online), or 'random' (tests only); got {weights!r}"
+        )
+    if weights.startswith("local-dir:"):
+        folder = Path(weights[len("local-dir:") :]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise MilrUserError(
+                f"critic {critic!r}: {weights!r} needs a folder containing open_clip_config.json "
+                f"and the weights; {folder / 'open_clip_config.json'} does not exist"
+            )
+    elif _looks_like_path(weights) and not Path(weights).expanduser().is_file():
+        raise MilrUserError(
+            f"critic {critic!r}: weights file {weights!r} does not exist; put the checkpoint there "
+            "or pass the path where it is"
+        )
+
+
+def _looks_like_path(weights: str) -> bool:
+    return os.sep in weights or "/" in weights or weights.endswith(_CKPT_SUFFIXES)
+
+
+def load_open_clip(
+    arch: str, weights: str, *, device: str, dtype: str, critic: str, extra: str | None
+) -> OpenClipBundle:
+    """Load (once per process) an open_clip model, its preprocessing and tokenizer."""
+    describe_weights(weights, critic)
+    key_file: tuple[Any, ...] = ()
+    path = Path(weights).expanduser()
+    if _looks_like_path(weights) and path.is_file():
+        st = path.stat()
+        key_file = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = (arch, weights, key_file, device, dtype)
+    with _LOCK:
+        bundle = _CACHE.get(key)
+        if bundle is None:
+            bundle = _load(arch, weights, device=device, dtype=dtype, critic=critic, extra=extra)
+            _CACHE[key] = bundle
+    return bundle
+
+
+def clear_cache() -> None:
+    """Drop every cached model (frees memory; the next use reloads)."""
+    with _LOCK:
+        _CACHE.clear()
+
+
+def _load(
+    arch: str, weights: str, *, device: str, dtype: str, critic: str, extra: str | None
+) -> OpenClipBundle:
+    open_clip = require("open_clip", extra, critic)
+    torch = require("torch", extra, critic)
+    tdtype = torch_dtype(dtype)
+    model_name = arch
+    if weights.startswith("local-dir:"):
+        model_name = weights
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(weights, device="cpu")
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise MilrUserError(f"critic {critic!r}: could not load {weights!r}: {exc}") from exc
+        source = weights
+    else:
+        if arch not in open_clip.list_models():
+            raise MilrUserError(
+                f"critic {critic!r}: arch={arch!r} is not an open_clip architecture; known: "
+                f"{', '.join(open_clip.list_models()[:12])}, ... (or register one with "
+                "open_clip.add_model_config)"
+            )
+        path = Path(weights).expanduser()
+        if weights == "random":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
+            source = "random"
+        elif path.is_file():
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
+            try:
+                open_clip.load_checkpoint(model, str(path), strict=True)
+            except Exception as exc:  # unpickling, shape or key mismatches
+                raise MilrUserError(
+                    f"critic {critic!r}: checkpoint {str(path)!r} does not load into open_clip "
+                    f"{arch!r}: {str(exc)[:500]}"
+                ) from exc
+            source = str(path.resolve())
+        else:
+            tags = open_clip.list_pretrained_tags_by_model(arch)
+            if weights not in tags:
+                raise MilrUserError(
+                    f"critic {critic!r}: weights={weights!r} is neither an existing file nor a "
+                    f"pretrained tag of {arch!r} (tags: {', '.join(tags) or 'none'})"
+                )
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    arch, pretrained=weights
+                )
+            except Exception as exc:
+                cfg = open_clip.get_pretrained_cfg(arch, weights) or {}
+                where = cfg.get("hf_hub") or cfg.get("url") or "the open_clip pretrained list"
+                raise MilrUserError(
+                    f"critic {critic!r}: pretrained {arch}/{weights} is not available offline "
+                    f"({str(exc)[:200]}); download the checkpoint from {where} on a machine "
+                    "with internet and pass weights=/path/to/checkpoint"
+                ) from exc
+            source = f"{arch}:{weights}"
+    model = model.to(device=device, dtype=tdtype).eval()
+    tokenizer = open_clip.get_tokenizer(model_name)
+    return OpenClipBundle(model, preprocess, tokenizer, torch.device(device), tdtype, source)
+
+
+def encode_images(bundle: OpenClipBundle, images: list[Any], batch_size: int) -> Any:
+    """L2-normalised image features of RGB PIL images, computed in chunks of `batch_size`."""
+    import torch
+
+    feats = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            chunk = images[i : i + batch_size]
+            pixels = torch.stack([bundle.preprocess(im) for im in chunk])
+            pixels = pixels.to(device=bundle.device, dtype=bundle.dtype)
+            f = bundle.model.encode_image(pixels, normalize=True)
+            feats.append(f.float())
+    return torch.cat(feats)
+
+
+def encode_texts(bundle: OpenClipBundle, texts: list[str], batch_size: int) -> Any:
+    """L2-normalised text features, computed in chunks of `batch_size`."""
+    import torch
+
+    feats = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            tokens = bundle.tokenizer(texts[i : i + batch_size]).to(bundle.device)
+            feats.append(bundle.model.encode_text(tokens, normalize=True).float())
+    return torch.cat(feats)
+
+
+def image_text_cosines(
+    bundle: OpenClipBundle, images: list[Any], prompts: list[str], batch_size: int
+) -> list[float]:
+    """Cosine similarity of each image with its own prompt (prompts encoded once each)."""
+    unique = list(dict.fromkeys(prompts))
+    text = encode_texts(bundle, unique, batch_size)
+    index = {p: i for i, p in enumerate(unique)}
+    img = encode_images(bundle, images, batch_size)
+    rows = text[[index[p] for p in prompts]]
+    return [float(v) for v in (img * rows).sum(-1)]
