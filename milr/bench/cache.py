@@ -1,0 +1,115 @@
+"""A persistent score cache: re-scoring an image already judged by the same critic is free.
+
+The key is a hash of the image's pixel content, the prompt, the metadata, the critic's name and
+its configuration (`Critic.config()`), so re-evaluating a finished run with another evaluation
+critic reuses every image and only runs the new critic, and running it twice costs nothing.
+SQLite (WAL mode) lets every rank of a torchrun job share one cache file safely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from milr.bench.records import canonical_json
+from milr.critic import CriticResult, critic_label, evaluate
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from milr.critic import Critic
+
+
+def image_sha256(image: Image) -> str:
+    """Hash of an image's mode, size and pixels (not of a file encoding of it)."""
+    h = hashlib.sha256()
+    h.update(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+def critic_identity(critic: Critic) -> dict[str, Any]:
+    """Name and configuration of a critic, as used in cache keys and run settings."""
+    return {"name": critic_label(critic), "class": type(critic).__name__, "config": critic.config()}
+
+
+def cache_key(image_hash: str, prompt: str, metadata: dict[str, Any], critic_id: dict[str, Any]) -> str:
+    payload = canonical_json(
+        {"image": image_hash, "prompt": prompt, "metadata": metadata, "critic": critic_id}
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class ScoreCache:
+    """Critic results keyed by (image content, prompt, metadata, critic name and config)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, critic TEXT, result TEXT)"
+        )
+        self._conn.commit()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> CriticResult | None:
+        with self._lock:
+            row = self._conn.execute("SELECT result FROM scores WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        data = json.loads(row[0])
+        return CriticResult(data["score"], data.get("passed"), data.get("details") or {})
+
+    def put(self, key: str, critic: str, result: CriticResult) -> None:
+        text = json.dumps(result.to_dict(), allow_nan=False, default=str)
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO scores (key, critic, result) VALUES (?, ?, ?)",
+                (key, critic, text),
+            )
+            self._conn.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def cached_evaluate(
+    critic: Critic,
+    images: list[Image],
+    prompts: list[str],
+    metadata: list[dict[str, Any]],
+    cache: ScoreCache | None,
+    hashes: list[str] | None = None,
+) -> list[CriticResult]:
+    """`milr.evaluate` through the cache: only images not judged before reach the critic."""
+    if cache is None:
+        return evaluate(critic, images, prompts, metadata)
+    ident = critic_identity(critic)
+    hashes = hashes or [image_sha256(im) for im in images]
+    keys = [cache_key(h, p, m, ident) for h, p, m in zip(hashes, prompts, metadata)]
+    out: list[CriticResult | None] = [cache.get(k) for k in keys]
+    todo = [i for i, r in enumerate(out) if r is None]
+    cache.hits += len(images) - len(todo)
+    cache.misses += len(todo)
+    if todo:
+        fresh = evaluate(
+            critic, [images[i] for i in todo], [prompts[i] for i in todo], [metadata[i] for i in todo]
+        )
+        for i, res in zip(todo, fresh):
+            cache.put(keys[i], ident["name"], res)
+            out[i] = res
+    return [r for r in out if r is not None]

@@ -1,0 +1,124 @@
+"""torchrun integration: rank/world from the environment, process group, deterministic sharding.
+
+Under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) the harness joins a `torch.distributed`
+process group: NCCL when the run uses CUDA, gloo otherwise. Without those variables it is a
+single process and torch.distributed is never touched.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from milr.errors import MilrUserError
+
+T = TypeVar("T")
+
+
+@dataclass
+class DistContext:
+    """Where this process stands in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+    backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            import torch.distributed as dist
+
+            if self.backend == "nccl":
+                import torch
+
+                dist.barrier(device_ids=[torch.cuda.current_device()])
+            else:
+                dist.barrier()
+
+    def broadcast(self, value: T) -> T:
+        """Rank 0's `value` on every rank (any picklable object)."""
+        if not self.distributed:
+            return value
+        import torch.distributed as dist
+
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]  # type: ignore[return-value]
+
+    def all_ok(self, ok: bool) -> bool:
+        """True on every rank when every rank says ok (used to stop all ranks on one's failure)."""
+        if not self.distributed:
+            return ok
+        import torch.distributed as dist
+
+        flags: list[Any] = [None] * self.world_size
+        dist.all_gather_object(flags, bool(ok))
+        return all(flags)
+
+    def close(self) -> None:
+        if self.initialized_here:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            self.initialized_here = False
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise MilrUserError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def init_distributed(device: str | None = None, timeout_s: float = 6 * 3600) -> DistContext:
+    """Join the torchrun job described by the environment, or return a single-process context.
+
+    The backend is NCCL when `device` is CUDA (each rank then uses ``cuda:LOCAL_RANK``) and gloo
+    otherwise. `timeout_s` bounds how long a rank waits for the others at the final barrier, so
+    it must exceed the spread of per-rank run times.
+    """
+    world = _env_int("WORLD_SIZE")
+    rank = _env_int("RANK")
+    local = _env_int("LOCAL_RANK") or 0
+    if world is None or world <= 1:
+        return DistContext(rank=0, world_size=1, local_rank=local)
+    if rank is None:
+        raise MilrUserError("WORLD_SIZE is set but RANK is not; launch with torchrun")
+    import torch
+    import torch.distributed as dist
+
+    use_cuda = bool(device) and str(device).startswith("cuda")
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), local, False, dist.get_backend())
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return DistContext(dist.get_rank(), dist.get_world_size(), local, True, backend)
+
+
+def shard(items: list[T], rank: int, world_size: int) -> list[T]:
+    """Round-robin share of `items` for `rank`: deterministic, balanced, order-preserving."""
+    return items[rank::world_size]
+
+
+def rank_device(device: str | None, ctx: DistContext) -> str | None:
+    """Per-rank device: a bare ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun."""
+    if device == "cuda" and ctx.distributed:
+        return f"cuda:{ctx.local_rank}"
+    return device

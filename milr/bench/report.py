@@ -1,0 +1,210 @@
+"""The visual report: contact sheets per group and plots, written next to the summary.
+
+- ``contact/GROUP.png``: one row per record (prompt, base image, MILR image, each with the
+  evaluation verdict and score), at most `max_rows` rows per group.
+- ``reward_vs_step.png``: mean reward-critic score at each step over all records (a record that
+  stopped early keeps its last score), with the base and MILR evaluation scores for reference.
+- ``accuracy_vs_budget.png``: fraction of images passing if MILR were stopped after at most
+  b steps. Step 0 uses the evaluation verdict of the base image, the last step that of the
+  MILR image, and steps in between the reward critic's verdict (exact when the reward critic
+  is the evaluation critic, an estimate otherwise; stated on the plot).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+THUMB = 160
+TEXT_W = 300
+PAD = 6
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines, cur = text.split(), [], ""
+    for w in words:
+        if cur and len(cur) + 1 + len(w) > width:
+            lines.append(cur)
+            cur = w
+        else:
+            cur = f"{cur} {w}".strip()
+    if cur:
+        lines.append(cur)
+    return lines
+
+
+def _verdict(side: dict[str, Any] | None) -> tuple[str, tuple[int, int, int]]:
+    if not side or side.get("error"):
+        return "error", (150, 80, 0)
+    score = side.get("score")
+    passed = side.get("passed")
+    s = "–" if score is None else f"{score:.2f}"
+    if passed is True:
+        return f"PASS {s}", (20, 130, 40)
+    if passed is False:
+        return f"FAIL {s}", (190, 30, 30)
+    return f"score {s}", (60, 60, 60)
+
+
+def _thumb(out: Path, side: dict[str, Any] | None) -> Image:
+    from PIL import Image as PILImage
+
+    if side and side.get("image") and (out / side["image"]).exists():
+        with PILImage.open(out / side["image"]) as im:
+            return im.convert("RGB").resize((THUMB, THUMB), PILImage.NEAREST)
+    return PILImage.new("RGB", (THUMB, THUMB), (235, 235, 235))
+
+
+def contact_sheet(out: Path, records: list[dict[str, Any]], title: str) -> Image:
+    """One image: a header, then per record the prompt, the base and the MILR image with verdicts."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    font, small = _font(14), _font(12)
+    row_h = THUMB + 24 + PAD
+    header = 28
+    width = TEXT_W + 2 * (THUMB + PAD) + 2 * PAD
+    sheet = PILImage.new("RGB", (width, header + row_h * max(1, len(records))), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((PAD, 6), title, fill="black", font=font)
+    draw.text((TEXT_W + PAD, 6), "base", fill="black", font=font)
+    draw.text((TEXT_W + THUMB + 2 * PAD, 6), "MILR", fill="black", font=font)
+    for i, rec in enumerate(records):
+        y = header + i * row_h
+        lines = _wrap(f"[{rec['prompt_id']}#{rec.get('seed_index', 0)}] {rec['prompt']}", 40)[:8]
+        for j, line in enumerate(lines):
+            draw.text((PAD, y + j * 16), line, fill="black", font=small)
+        traj = rec.get("trajectory") or {}
+        if rec.get("error"):
+            draw.text((PAD, y + THUMB - 14), f"error: {rec['error'][:40]}", fill=(190, 30, 30), font=small)
+        elif traj.get("steps") is not None:
+            draw.text((PAD, y + THUMB - 14), f"steps {traj['steps']} ({traj.get('stop_reason')})", fill=(90, 90, 90), font=small)
+        for k, side in enumerate(("base", "milr")):
+            x = TEXT_W + PAD + k * (THUMB + PAD)
+            sheet.paste(_thumb(out, rec.get(side)), (x, y))
+            label, color = _verdict(rec.get(side))
+            draw.text((x, y + THUMB + 4), label, fill=color, font=small)
+    return sheet
+
+
+def _carry(values: list[Any], length: int) -> list[Any]:
+    vals = list(values) or [None]
+    return [vals[min(i, len(vals) - 1)] for i in range(length)]
+
+
+def reward_curve(records: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    """Mean reward-critic score per step (records that stopped early carry their last score)."""
+    series = [
+        [s for s in (r.get("trajectory") or {}).get("scores") or [] if s is not None] for r in records
+    ]
+    series = [s for s in series if s]
+    if not series:
+        return [], []
+    length = max(len(s) for s in series)
+    means = []
+    for i in range(length):
+        col = [_carry(s, length)[i] for s in series]
+        means.append(sum(col) / len(col))
+    return list(range(length)), means
+
+
+def accuracy_by_budget(records: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    """Pass rate if MILR were stopped after at most b steps (see the module docstring)."""
+    rows = []
+    for r in records:
+        base, milr = r.get("base") or {}, r.get("milr") or {}
+        if r.get("error") or base.get("passed") is None or milr.get("passed") is None:
+            continue
+        traj = r.get("trajectory") or {}
+        steps = traj.get("steps")
+        inner = list(traj.get("passed") or [])
+        n = int(steps) if steps is not None else max(0, len(inner) - 1)
+        verdicts = [bool(base["passed"])]
+        for b in range(1, n):
+            v = inner[b] if b < len(inner) else None
+            verdicts.append(bool(v) if v is not None else verdicts[-1])
+        if n >= 1:
+            verdicts.append(bool(milr["passed"]))
+        rows.append(verdicts)
+    if not rows:
+        return [], []
+    length = max(len(v) for v in rows)
+    budgets = list(range(length))
+    acc = [sum(_carry(v, length)[b] for v in rows) / len(rows) for b in budgets]
+    return budgets, acc
+
+
+def _plots(out: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    steps, means = reward_curve(records)
+    if steps:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(steps, means, marker="o", ms=3, label="reward critic (mean score)")
+        ax.set_xlabel("MILR step")
+        ax.set_ylabel("score (reward = score − 1)")
+        ax.set_title(f"{summary['benchmark']}: reward vs step ({len(records)} records)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "reward_vs_step.png", dpi=100)
+        plt.close(fig)
+        written.append(out / "reward_vs_step.png")
+    budgets, acc = accuracy_by_budget(records)
+    if budgets:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.step(budgets, acc, where="post", marker="o", ms=3)
+        same = (summary.get("settings") or {}).get("critic") == (summary.get("settings") or {}).get("eval_critic")
+        ax.set_xlabel("step budget")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1.02)
+        note = "" if same else " (intermediate steps: reward-critic verdicts)"
+        ax.set_title(f"accuracy vs step budget{note}", fontsize=10)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "accuracy_vs_budget.png", dpi=100)
+        plt.close(fig)
+        written.append(out / "accuracy_vs_budget.png")
+    return written
+
+
+def write_report(
+    out: str | Path, records: list[dict[str, Any]], summary: dict[str, Any], max_rows: int = 24
+) -> list[Path]:
+    """Write contact sheets (one per group) and the plots; returns the files written."""
+    out = Path(out)
+    folder = out / "contact"
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(str(r.get("group", "all")), []).append(r)
+    for group, recs in groups.items():
+        e = summary["groups"].get(group, {})
+        metric = summary["metric"]
+        b = (e.get("base") or {}).get(metric)
+        m = (e.get("milr") or {}).get(metric)
+        title = f"{group}: {metric} base {b if b is None else f'{b:.2f}'} -> MILR {m if m is None else f'{m:.2f}'}"
+        sheet = contact_sheet(out, recs[:max_rows], title)
+        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', group)}.png"
+        sheet.save(path)
+        written.append(path)
+    written += _plots(out, records, summary)
+    return written

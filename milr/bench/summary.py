@@ -1,0 +1,242 @@
+"""Summaries in each benchmark's own aggregation, base vs MILR side by side with the delta.
+
+- GenEval / ShapesEval: accuracy (fraction of images whose verdict passes) per tag; overall is
+  the mean over tags, as in GenEval.
+- WISE: mean evaluation score (the WiScore when the evaluation critic is a WISE judge) per
+  category; overall is the weighted sum with WISE's official category weights
+  (`milr.bench.suites.WISE_WEIGHTS`), renormalised over the categories present.
+- T2I-CompBench: mean evaluation score per category. The benchmark defines no overall number;
+  the unweighted mean over categories is shown and labelled as such.
+
+Images whose evaluation failed, and prompts whose generation failed, are left out of the
+means and counted under ``errors``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from milr.bench.records import atomic_write_text, load_all_records, read_run
+from milr.bench.suites import GENEVAL_TAGS, T2I_CATEGORIES, WISE_WEIGHTS
+
+SIDES = ("base", "milr")
+
+
+def benchmark_metric(benchmark: str) -> str:
+    """The per-group number a benchmark reports: ``accuracy`` or ``score``."""
+    return "accuracy" if benchmark in ("geneval", "shapes") else "score"
+
+
+def _group_order(benchmark: str, groups: list[str]) -> list[str]:
+    canon: tuple[str, ...] = ()
+    if benchmark in ("geneval", "shapes"):
+        canon = GENEVAL_TAGS
+    elif benchmark == "wise":
+        canon = tuple(WISE_WEIGHTS)
+    elif benchmark == "t2i-compbench":
+        canon = T2I_CATEGORIES
+    known = [g for g in canon if g in groups]
+    return known + sorted(g for g in groups if g not in canon)
+
+
+def _side_stats(recs: list[dict[str, Any]], side: str) -> dict[str, Any]:
+    scores: list[float] = []
+    verdicts: list[bool] = []
+    errors = 0
+    for r in recs:
+        s = r.get(side) or {}
+        if r.get("error") or s.get("error") or s.get("score") is None:
+            errors += 1
+            continue
+        scores.append(float(s["score"]))
+        if s.get("passed") is not None:
+            verdicts.append(bool(s["passed"]))
+    return {
+        "n": len(recs),
+        "scored": len(scores),
+        "errors": errors,
+        "passed": sum(verdicts),
+        "with_verdict": len(verdicts),
+        "accuracy": (sum(verdicts) / len(verdicts)) if verdicts else None,
+        "score": mean(scores) if scores else None,
+    }
+
+
+def _overall(benchmark: str, per_group: dict[str, dict[str, Any]], side: str, metric: str) -> tuple[float | None, str]:
+    values = {g: v[side][metric] for g, v in per_group.items() if v[side][metric] is not None}
+    if not values:
+        return None, "none"
+    if benchmark == "wise":
+        weights = {g: WISE_WEIGHTS.get(g, 0.0) for g in values}
+        total = sum(weights.values())
+        if total <= 0:
+            return mean(values.values()), "mean over categories (no WISE category present)"
+        how = "WISE-weighted sum over categories"
+        if set(values) != set(WISE_WEIGHTS):
+            how += " (renormalised: categories missing)"
+        return sum(weights[g] * values[g] for g in values) / total, how
+    if benchmark == "t2i-compbench":
+        return mean(values.values()), "unweighted mean over categories (T2I-CompBench defines no overall)"
+    return mean(values.values()), "mean over tags"
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else b - a
+
+
+def summarize(records: list[dict[str, Any]], benchmark: str) -> dict[str, Any]:
+    """Aggregate merged records into the benchmark's table; deterministic given the records."""
+    metric = benchmark_metric(benchmark)
+    by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_group[str(r.get("group", "all"))].append(r)
+    groups: dict[str, dict[str, Any]] = {}
+    for g in _group_order(benchmark, list(by_group)):
+        recs = by_group[g]
+        entry: dict[str, Any] = {side: _side_stats(recs, side) for side in SIDES}
+        entry["delta"] = _delta(entry["base"][metric], entry["milr"][metric])
+        groups[g] = entry
+    overall: dict[str, Any] = {}
+    for side in SIDES:
+        overall[side], how = _overall(benchmark, groups, side, metric)
+    overall["delta"] = _delta(overall["base"], overall["milr"])
+    overall["aggregation"] = how
+    everything = {side: _side_stats(records, side) for side in SIDES}
+
+    improved = regressed = 0
+    steps: list[int] = []
+    calls: list[int] = []
+    stops: Counter[str] = Counter()
+    for r in records:
+        b, m = (r.get("base") or {}).get("passed"), (r.get("milr") or {}).get("passed")
+        if b is False and m is True:
+            improved += 1
+        if b is True and m is False:
+            regressed += 1
+        traj = r.get("trajectory") or {}
+        if traj.get("steps") is not None:
+            steps.append(int(traj["steps"]))
+        if traj.get("critic_calls") is not None:
+            calls.append(int(traj["critic_calls"]))
+        if traj.get("stop_reason"):
+            stops[str(traj["stop_reason"])] += 1
+    return {
+        "benchmark": benchmark,
+        "metric": metric,
+        "records": len(records),
+        "prompts": len({r["prompt_id"] for r in records}),
+        "failed_records": sum(1 for r in records if r.get("error")),
+        "eval_errors": {side: everything[side]["errors"] for side in SIDES},
+        "groups": groups,
+        "overall": overall,
+        "all_images": everything,
+        "flips": {"improved": improved, "regressed": regressed},
+        "optimizer": {
+            "mean_steps": mean(steps) if steps else None,
+            "total_critic_calls": sum(calls),
+            "stop_reasons": dict(sorted(stops.items())),
+        },
+    }
+
+
+def timing_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Wall-time figures (vary between runs, so kept apart from the results)."""
+    keys = ("optimizer_s", "eval_s", "harness_s", "total_s")
+    sums = {k: 0.0 for k in keys}
+    for r in records:
+        for k in keys:
+            sums[k] += float((r.get("timings") or {}).get(k) or 0.0)
+    n = max(1, len(records))
+    return {
+        "sum": sums,
+        "mean_per_record": {k: v / n for k, v in sums.items()},
+        "harness_overhead": (sums["harness_s"] / (sums["optimizer_s"] + sums["eval_s"]))
+        if sums["optimizer_s"] + sums["eval_s"] > 0
+        else None,
+    }
+
+
+def _fmt(v: float | None, pct: bool = False) -> str:
+    if v is None:
+        return "–"
+    return f"{v:+.3f}" if pct else f"{v:.3f}"
+
+
+def to_markdown(summary: dict[str, Any], run: dict[str, Any] | None = None) -> str:
+    """The summary as a Markdown report (also what the CLI prints)."""
+    metric = summary["metric"]
+    col = "Group" if summary["benchmark"] == "t2i-compbench" else (
+        "Category" if summary["benchmark"] == "wise" else "Tag"
+    )
+    title = {"geneval": "GenEval", "shapes": "ShapesEval", "wise": "WISE", "t2i-compbench": "T2I-CompBench"}
+    lines = [f"# {title.get(summary['benchmark'], summary['benchmark'])} — base vs MILR", ""]
+    if run:
+        s = run.get("settings", {})
+        lines += [
+            f"model `{s.get('model')}`, reward `{' + '.join(s.get('critic', []))}`, "
+            f"evaluation `{' + '.join(s.get('eval_critic', []))}`, mode `{s.get('mode')}`, "
+            f"steps {s.get('steps')}, seeds {s.get('seeds')} (run seed {s.get('seed')}); "
+            f"fingerprint `{run.get('fingerprint')}`",
+            "",
+        ]
+    lines += [
+        f"Metric: **{metric}** per {col.lower()}; overall = {summary['overall']['aggregation']}.",
+        "",
+        f"| {col} | images | base | MILR | Δ | eval errors (base/MILR) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for g, e in summary["groups"].items():
+        lines.append(
+            f"| {g} | {e['base']['n']} | {_fmt(e['base'][metric])} | {_fmt(e['milr'][metric])} | "
+            f"{_fmt(e['delta'], True)} | {e['base']['errors']}/{e['milr']['errors']} |"
+        )
+    o = summary["overall"]
+    lines.append(
+        f"| **overall** | {summary['records']} | **{_fmt(o['base'])}** | **{_fmt(o['milr'])}** | "
+        f"**{_fmt(o['delta'], True)}** | {summary['eval_errors']['base']}/{summary['eval_errors']['milr']} |"
+    )
+    opt = summary["optimizer"]
+    lines += [
+        "",
+        f"- prompts: {summary['prompts']}, records (prompt × seed): {summary['records']}, "
+        f"failed generations: {summary['failed_records']}",
+        f"- verdict flips: {summary['flips']['improved']} fail→pass, "
+        f"{summary['flips']['regressed']} pass→fail",
+        f"- mean MILR steps: {_fmt(opt['mean_steps'])}, reward-critic calls: {opt['total_critic_calls']}, "
+        f"stop reasons: {opt['stop_reasons'] or '–'}",
+    ]
+    timing = summary.get("timing")
+    if timing:
+        t = timing["sum"]
+        oh = timing.get("harness_overhead")
+        lines.append(
+            f"- time: optimizer {t['optimizer_s']:.1f} s, evaluation {t['eval_s']:.1f} s, "
+            f"harness {t['harness_s']:.1f} s"
+            + (f" ({100 * oh:.1f}% of model+critic time)" if oh is not None else "")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out: str | Path, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Summarise a run directory: writes ``summary.json`` and ``summary.md``; returns the summary."""
+    from milr.errors import MilrUserError
+
+    out = Path(out)
+    run = read_run(out)
+    if records is None:
+        records = load_all_records(out)
+    if not records:
+        raise MilrUserError(f"{out} holds no bench records (records/*.jsonl or results.jsonl)")
+    benchmark = (run or {}).get("settings", {}).get("benchmark") or records[0].get("benchmark", "geneval")
+    summary = summarize(records, benchmark)
+    summary["timing"] = timing_summary(records)
+    if run:
+        summary["fingerprint"] = run.get("fingerprint")
+        summary["settings"] = run.get("settings")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(out / "summary.md", to_markdown(summary, run))
+    return summary
