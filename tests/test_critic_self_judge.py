@@ -1,0 +1,136 @@
+"""`self-judge` critic: the tiny random Janus judges with the very model object that generates."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+from PIL import Image
+
+from milr import MilrUserError, build_critic, evaluate
+from milr.critics.self_judge import SelfJudgeCritic
+from milr.testing import CriticContract
+
+# The tiny Janus vocabulary has "no" but no "yes"; "one" stands in for it (any single token works).
+WORDS = {"yes_words": "one", "no_words": "no"}
+PROMPTS = ["a red square", "two blue circles on the left of a green tree", "a cat"]
+
+
+@pytest.fixture(scope="module")
+def janus(tmp_path_factory):
+    from milr.models.janus import JanusGenerator
+    from milr.testing import save_tiny_janus
+
+    path = save_tiny_janus(tmp_path_factory.mktemp("tiny-janus"), seed=0)
+    return JanusGenerator.from_pretrained(path, device="cpu", dtype="float32")
+
+
+def images() -> list[Image.Image]:
+    return [
+        Image.new("RGB", (64, 64), (220, 30, 30)),
+        Image.new("RGB", (100, 80), (30, 70, 220)),
+        Image.linear_gradient("L").resize((64, 64)).convert("RGB"),
+    ]
+
+
+def direct_scores(gen, critic: SelfJudgeCritic) -> list[float]:
+    """Reference: one unpadded full forward of the generator's model per image; softmax of logits."""
+    import torch
+
+    vocab = gen.processor.tokenizer.get_vocab()
+    out = []
+    for im, prompt in zip(images(), PROMPTS, strict=True):
+        inputs = gen.processor(
+            text=[critic._text(gen.processor, prompt)],
+            images=[im],
+            return_tensors="pt",
+            add_special_tokens=False,
+        )
+        with torch.no_grad():
+            logits = gen.model(**inputs).logits[0, -1]
+        p = torch.softmax(logits.double(), dim=-1)
+        out.append(float(p[vocab["one"]] / (p[vocab["one"]] + p[vocab["no"]])))
+    return out
+
+
+def test_unbound_use_says_how_to_bind():
+    critic = SelfJudgeCritic(**WORDS)
+    with pytest.raises(MilrUserError, match=r"milr generate.*bind\(generator="):
+        critic.score(images()[0], "a red square")
+
+
+def test_bind_rejects_generator_without_understanding_mode():
+    class TextOnly:
+        model = object()
+        processor = None
+
+    with pytest.raises(MilrUserError, match="processor"):
+        SelfJudgeCritic().bind(generator=TextOnly())
+
+
+def test_scores_with_the_generators_own_model(janus):
+    from transformers import JanusForConditionalGeneration
+
+    def live_models() -> int:
+        gc.collect()
+        return sum(type(o) is JanusForConditionalGeneration for o in gc.get_objects())
+
+    before = live_models()
+    param_ptrs = {p.data_ptr() for p in janus.model.parameters()}
+    critic = SelfJudgeCritic(batch_size=2, **WORDS)
+    critic.bind(generator=janus)
+    res = evaluate(critic, images(), PROMPTS, None)
+    assert critic.generator is janus
+    assert live_models() == before, "self-judge must not load a second model"
+    assert {p.data_ptr() for p in janus.model.parameters()} == param_ptrs
+    assert not any(p.requires_grad for p in janus.model.parameters())
+    assert [r.score for r in res] == pytest.approx(direct_scores(janus, critic), abs=1e-5)
+    assert len({round(r.score, 6) for r in res}) > 1
+    for r in res:
+        assert r.passed == (r.score >= 0.5)
+        assert r.details["question"].startswith("Does this image show")
+    critic.bind(generator=None)
+    with pytest.raises(MilrUserError, match="not bound"):
+        critic.score(images()[0], "x")
+
+
+def test_ensemble_forwards_bind(janus):
+    ens = build_critic(["self-judge:yes_words=one,no_words=no,weight=2", "color:target=red"])
+    ens.bind(generator=janus)
+    member = ens.members[0][1]
+    assert isinstance(member, SelfJudgeCritic) and member.generator is janus
+    res = ens.score(images()[0], "a red square")
+    assert set(res.details["critics"]) == {"self-judge", "color"}
+    assert 0.0 <= res.score <= 1.0
+
+
+def test_default_words_missing_from_vocabulary_is_clear(janus):
+    critic = SelfJudgeCritic()
+    critic.bind(generator=janus)
+    with pytest.raises(MilrUserError, match="yes_words"):
+        critic.score(images()[0], "x")
+
+
+def test_parameter_errors():
+    with pytest.raises(MilrUserError, match="template"):
+        SelfJudgeCritic(template="<|User|>: {question}")
+    with pytest.raises(MilrUserError, match="threshold"):
+        SelfJudgeCritic(threshold=2)
+
+
+_GEN = {}
+
+
+class TestSelfJudgeContract(CriticContract):
+    def make_critic(self):
+        if "gen" not in _GEN:
+            import tempfile
+
+            from milr.models.janus import JanusGenerator
+            from milr.testing import save_tiny_janus
+
+            path = save_tiny_janus(tempfile.mkdtemp(prefix="milr-tiny-janus-"), seed=1)
+            _GEN["gen"] = JanusGenerator.from_pretrained(path, device="cpu", dtype="float32")
+        critic = SelfJudgeCritic(**WORDS)
+        critic.bind(generator=_GEN["gen"])
+        return critic
