@@ -139,11 +139,12 @@ def save_tiny_janus(path: str | Path, seed: int = 0, image_size: int = 64) -> Pa
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = JanusForConditionalGeneration(config)
-        # Spread the VQ codebook and image head so different tokens give visibly different
-        # colours and the CFG-fused distribution is not uniform (random init is near-flat).
+        # Spread the codebook and image head, and amplify the decoder output, so tokens give
+        # visibly different pixels and the CFG-fused distribution is not flat (random init is).
         with torch.no_grad():
             model.model.vqmodel.quantize.embedding.weight.normal_(0.0, 1.0)
             model.model.generation_head.vision_head.weight.mul_(20.0)
+            model.model.vqmodel.decoder.conv_out.weight.mul_(10.0)
     model.eval()
     tokenizer = _tokenizer(config.text_config.vocab_size)
     vocab = tokenizer.get_vocab()
