@@ -56,6 +56,11 @@ def resolve_device(device: str | None, critic: str) -> str:
         raise MilrUserError(
             f"critic {critic!r}: device={device!r} but CUDA is not available; use cpu"
         )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise MilrUserError(
+            f"critic {critic!r}: device={device!r} but only {torch.cuda.device_count()} CUDA "
+            "device(s) exist"
+        )
     return str(dev)
 
 

@@ -39,7 +39,6 @@ def tiny_clip(tmp_path_factory):
     open_clip.add_model_config(root / f"{OTHER_ARCH}.json")
     torch.manual_seed(1234)
     model = open_clip.create_model(TINY_ARCH, pretrained=None)
-    # A random logit scale is irrelevant to cosines; perturb it so a wrong code path would show.
     state = model.state_dict()
     plain = root / "tiny_clip.pt"
     torch.save(state, plain)
@@ -208,9 +207,7 @@ def test_load_errors_are_user_errors(tiny_clip):
         ClipScoreCritic(weights=tiny_clip["plain"], arch=OTHER_ARCH, device="cpu").score(
             images[0], "x"
         )
-    with pytest.raises(
-        MilrUserError, match="device='cuda:7'|not a torch device|CUDA is not available"
-    ):
+    with pytest.raises(MilrUserError, match="device='cuda:7'"):
         ClipScoreCritic(weights="random", arch=TINY_ARCH, device="cuda:7").score(images[0], "x")
 
 

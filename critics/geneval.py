@@ -1,0 +1,384 @@
+"""`geneval`: ultralytics YOLO detections judged by the GenEval rules (DESIGN §5).
+
+Metadata in GenEval's format (``include``/``exclude``/``tag``) is used when present; otherwise
+clauses are derived from the prompt (``a photo of two red cars``...) and an unparseable prompt
+is an error (or score 0 with ``on_unparsed=zero``). Object colours come from zero-shot
+open_clip on the box crops when ``clip_weights`` is given, else from pixel statistics.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+from milr import Critic, CriticResult, MilrUserError, hookimpl
+from milr.critics import _openclip
+from milr.critics._images import to_rgb
+from milr.geneval_rules import (
+    GENEVAL_CLASSES,
+    GENEVAL_COLORS,
+    Detection,
+    PromptParseError,
+    RuleConfig,
+    clauses_from_prompt,
+    detections_needing_color,
+    evaluate_rules,
+    validate_metadata,
+)
+
+#: Other spellings of COCO classes (ultralytics, VOC-style) -> GenEval names.
+COCO_ALIASES: dict[str, str] = {
+    "mouse": "computer mouse",
+    "remote": "tv remote",
+    "keyboard": "computer keyboard",
+    "sofa": "couch",
+    "tvmonitor": "tv",
+    "aeroplane": "airplane",
+    "motorbike": "motorcycle",
+    "diningtable": "dining table",
+    "pottedplant": "potted plant",
+    "hair dryer": "hair drier",
+}
+
+#: GenEval's zero-shot colour prompt templates.
+COLOR_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {color} {cls}",
+    "a photo of a {color}-colored {cls}",
+    "a photo of a {color} object",
+)
+
+#: RGB prototypes of GenEval's ten colours for the pixel-statistics fallback.
+COLOR_PROTOTYPES: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "orange": (245, 140, 20),
+    "yellow": (240, 220, 30),
+    "green": (40, 170, 60),
+    "blue": (30, 70, 220),
+    "purple": (130, 50, 180),
+    "pink": (245, 130, 190),
+    "brown": (130, 80, 40),
+    "black": (10, 10, 10),
+    "white": (245, 245, 245),
+}
+
+_YOLO_CACHE: dict[tuple[Any, ...], Any] = {}
+_YOLO_LOCK = threading.Lock()
+_WEIGHTS_HINT = (
+    "download yolov8x.pt (or another ultralytics detection checkpoint trained on COCO) from "
+    "https://github.com/ultralytics/assets/releases on a machine with internet, copy it here and "
+    "pass weights=/path/to/yolov8x.pt"
+)
+
+
+def geneval_names(names: dict[int, str]) -> dict[int, str]:
+    """Map a detector's class names to GenEval's; 80 bare indices are read as COCO order."""
+    if len(names) == len(GENEVAL_CLASSES) and all(str(n).isdigit() for n in names.values()):
+        return {int(i): GENEVAL_CLASSES[int(i)] for i in names}
+    return {int(i): COCO_ALIASES.get(str(n), str(n)) for i, n in names.items()}
+
+
+def load_yolo(weights: str, device: str, critic: str = "geneval") -> Any:
+    """Load (once per process) an ultralytics YOLO from a checkpoint or a ``*.yaml`` config."""
+    ultralytics = _require_ultralytics(critic)
+    import torch
+
+    is_cfg = weights.endswith((".yaml", ".yml"))
+    path = Path(weights).expanduser()
+    if path.is_file():
+        st = path.stat()
+        key: tuple[Any, ...] = (str(path.resolve()), st.st_size, st.st_mtime_ns, device)
+    elif is_cfg:
+        key = (weights, device)
+    else:
+        raise MilrUserError(
+            f"critic {critic!r}: YOLO weights file {weights!r} not found; {_WEIGHTS_HINT}"
+        )
+    with _YOLO_LOCK:
+        model = _YOLO_CACHE.get(key)
+        if model is None:
+            src = str(path) if path.is_file() else weights
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)  # a *.yaml config builds the same random model every time
+                    model = ultralytics.YOLO(src, task="detect")
+            except Exception as exc:
+                raise MilrUserError(
+                    f"critic {critic!r}: could not load YOLO weights {weights!r}: {str(exc)[:300]}"
+                ) from exc
+            if getattr(model, "task", "detect") != "detect":
+                raise MilrUserError(
+                    f"critic {critic!r}: {weights!r} is a {model.task!r} model; a detection model is needed"
+                )
+            _YOLO_CACHE[key] = model
+    return model
+
+
+def _require_ultralytics(critic: str) -> Any:
+    import os
+
+    # ultralytics probes the network and may pip-install at import unless told otherwise.
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ.setdefault("YOLO_VERBOSE", "false")
+    from milr.critic import require
+
+    require("torch", "detector", critic)
+    return require("ultralytics", "detector", critic)
+
+
+def pixel_colors(crops: list[Any]) -> list[dict[str, float]]:
+    """Colour votes of crops: each pixel of the central half votes for its nearest prototype.
+
+    The crop's central 50% x 50% (less background), downsampled to at most 32x32, is compared
+    in RGB with the ten :data:`COLOR_PROTOTYPES`; the result is the fraction of votes per colour.
+    """
+    import numpy as np
+
+    protos = np.asarray(list(COLOR_PROTOTYPES.values()), dtype=np.float32)
+    names = list(COLOR_PROTOTYPES)
+    out = []
+    for crop in crops:
+        w, h = crop.size
+        centre = crop.crop(
+            (w // 4, h // 4, max(w // 4 + 1, 3 * w // 4), max(h // 4 + 1, 3 * h // 4))
+        )
+        centre.thumbnail((32, 32))
+        px = np.asarray(centre, dtype=np.float32).reshape(-1, 3)
+        nearest = np.argmin(((px[:, None, :] - protos[None]) ** 2).sum(-1), axis=1)
+        counts = np.bincount(nearest, minlength=len(names)) / max(1, len(nearest))
+        out.append({n: float(c) for n, c in zip(names, counts, strict=True)})
+    return out
+
+
+class GenEvalCritic(Critic):
+    """GenEval rules over YOLO detections: verdict = all clauses hold; score = share of clauses held.
+
+    ``weights`` is an ultralytics detection checkpoint (``yolov8x.pt``) or a ``*.yaml`` model
+    config (random weights: tests and benchmarks only). Thresholds follow GenEval (0.3; 0.9 for
+    ``counting``; 16 objects per class; 0.1 position margin) and are all parameters.
+    """
+
+    name: ClassVar[str] = "geneval"
+    description: ClassVar[str] = "GenEval rules (counts, colours, positions) over YOLO detections"
+    requires: ClassVar[tuple[str, ...]] = ("torch", "ultralytics")
+    extra: ClassVar[str | None] = "detector"
+    inputs: ClassVar[tuple[str, ...]] = ("image", "prompt", "tag", "include", "exclude")
+
+    def __init__(
+        self,
+        weights: str | None = None,
+        clip_weights: str | None = None,
+        clip_arch: str = "ViT-L-14",
+        threshold: float = 0.3,
+        counting_threshold: float = 0.9,
+        max_objects: int = 16,
+        position_margin: float = 0.1,
+        imgsz: int = 640,
+        iou: float = 0.7,
+        device: str = "auto",
+        dtype: str = "float32",
+        batch_size: int = 16,
+        on_unparsed: str = "error",
+    ) -> None:
+        if not isinstance(weights, str) or not weights.strip():
+            raise MilrUserError(
+                f"geneval critic needs YOLO weights (got {weights!r}); {_WEIGHTS_HINT}"
+            )
+        if not weights.endswith((".yaml", ".yml")) and not Path(weights).expanduser().is_file():
+            raise MilrUserError(
+                f"geneval critic: YOLO weights file {weights!r} not found; {_WEIGHTS_HINT}"
+            )
+        if clip_weights is not None:
+            _openclip.describe_weights(clip_weights, self.name)
+        self.rules = RuleConfig(threshold, counting_threshold, max_objects, position_margin)
+        if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 32:
+            raise MilrUserError(f"geneval critic: imgsz={imgsz!r} must be an integer >= 32")
+        if not isinstance(iou, (int, float)) or not 0 < iou <= 1:
+            raise MilrUserError(f"geneval critic: iou={iou!r} must lie in (0, 1]")
+        if dtype not in ("float32", "float16"):
+            raise MilrUserError(
+                f"geneval critic: dtype={dtype!r} is not supported by ultralytics; use float32 or float16"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise MilrUserError(
+                f"geneval critic: batch_size={batch_size!r} must be an integer >= 1"
+            )
+        if on_unparsed not in ("error", "zero"):
+            raise MilrUserError(
+                f"geneval critic: on_unparsed={on_unparsed!r} must be 'error' or 'zero'"
+            )
+        self.weights, self.clip_weights, self.clip_arch = weights, clip_weights, clip_arch
+        self.imgsz, self.iou, self.device, self.dtype = imgsz, float(iou), device, dtype
+        self.batch_size, self.on_unparsed = batch_size, on_unparsed
+        self._text_classifiers: dict[tuple[str, str], Any] = {}
+        self._config: dict[str, Any] = {
+            "weights": weights, "clip_weights": clip_weights, "clip_arch": clip_arch,
+            "threshold": threshold, "counting_threshold": counting_threshold,
+            "max_objects": max_objects, "position_margin": position_margin, "imgsz": imgsz,
+            "iou": self.iou, "device": device, "dtype": dtype, "batch_size": batch_size,
+            "on_unparsed": on_unparsed,
+        }  # fmt: skip
+
+    # -- detection --------------------------------------------------------------------------
+
+    def _model(self) -> tuple[Any, dict[int, str], str]:
+        device = _openclip.resolve_device(self.device, self.name)
+        model = load_yolo(self.weights, device, self.name)
+        return model, geneval_names(dict(model.names)), device
+
+    def detect(self, images: list[Any]) -> list[list[Detection]]:
+        """Batched YOLO inference on RGB PIL images; detections above the lower threshold.
+
+        Images are batched by size: ultralytics letterboxes a same-size batch exactly like a
+        single image, so batched and per-image scoring agree (mixed sizes would be padded to a
+        square and shift the detections).
+        """
+        model, names, device = self._model()
+        conf = min(self.rules.threshold, self.rules.counting_threshold)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            by_size.setdefault(im.size, []).append(i)
+        out: list[list[Detection]] = [[] for _ in images]
+        for idx in by_size.values():
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                results = model.predict(
+                    [images[i] for i in chunk], conf=conf, iou=self.iou, imgsz=self.imgsz,
+                    device=device, half=self.dtype == "float16", max_det=300, verbose=False,
+                )  # fmt: skip
+                for i, res in zip(chunk, results, strict=True):
+                    boxes = res.boxes
+                    xyxy = boxes.xyxy.float().cpu().tolist()
+                    confs = boxes.conf.float().cpu().tolist()
+                    classes = boxes.cls.int().cpu().tolist()
+                    out[i] = [
+                        Detection(names.get(c, str(c)), tuple(b), float(p))  # type: ignore[arg-type]
+                        for b, p, c in zip(xyxy, confs, classes, strict=True)
+                    ]
+        return out
+
+    # -- colours ----------------------------------------------------------------------------
+
+    def classify_colors(self, crops: list[Any], classes: list[str]) -> list[dict[str, float]]:
+        """Colour probabilities of object crops: zero-shot open_clip, or pixel statistics."""
+        if not crops:
+            return []
+        if self.clip_weights is None:
+            return pixel_colors(crops)
+        import torch
+
+        device = _openclip.resolve_device(self.device, self.name)
+        bundle = _openclip.load_open_clip(
+            self.clip_arch, self.clip_weights, device=device, dtype="float32",
+            critic=self.name, extra=self.extra,
+        )  # fmt: skip
+        feats = _openclip.encode_images(bundle, crops, self.batch_size)
+        out = []
+        for f, cls in zip(feats, classes, strict=True):
+            text = self._color_classifier(bundle, cls)
+            probs = torch.softmax(100.0 * (text @ f), dim=-1)
+            out.append({c: float(p) for c, p in zip(GENEVAL_COLORS, probs, strict=True)})
+        return out
+
+    def _color_classifier(self, bundle: _openclip.OpenClipBundle, cls: str) -> Any:
+        key = (bundle.source, cls)
+        if key not in self._text_classifiers:
+            texts = [t.format(color=c, cls=cls) for c in GENEVAL_COLORS for t in COLOR_TEMPLATES]
+            emb = _openclip.encode_texts(bundle, texts, 64).reshape(
+                len(GENEVAL_COLORS), len(COLOR_TEMPLATES), -1
+            )
+            emb = emb.mean(1)
+            self._text_classifiers[key] = emb / emb.norm(dim=-1, keepdim=True)
+        return self._text_classifiers[key]
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    def _metadata(
+        self, prompt: str, meta: dict[str, Any], vocab: list[str]
+    ) -> tuple[dict[str, Any], str]:
+        if not isinstance(meta, dict):
+            raise MilrUserError(
+                f"geneval critic: metadata must be a dict, got {type(meta).__name__}"
+            )
+        if "include" in meta or "exclude" in meta:
+            return validate_metadata(meta, vocab, GENEVAL_COLORS), "metadata"
+        if not isinstance(prompt, str):
+            raise MilrUserError(
+                f"geneval critic: prompt must be a string, got {type(prompt).__name__}"
+            )
+        return clauses_from_prompt(prompt, vocab, GENEVAL_COLORS), "prompt"
+
+    def score_batch(self, images, prompts, metadata):
+        rgb = [to_rgb(im, self.name) for im in images]
+        _, names, _ = self._model()
+        vocab = list(dict.fromkeys(names.values()))
+        metas: list[tuple[dict[str, Any], str] | None] = []
+        errors: list[str | None] = []
+        for prompt, meta in zip(prompts, metadata, strict=True):
+            try:
+                metas.append(self._metadata(prompt, meta or {}, vocab))
+                errors.append(None)
+            except PromptParseError as exc:
+                if self.on_unparsed == "error":
+                    raise
+                metas.append(None)
+                errors.append(str(exc))
+        todo = [i for i, m in enumerate(metas) if m is not None]
+        detections = dict(zip(todo, self.detect([rgb[i] for i in todo]), strict=True))
+
+        # Colour-classify, in one batch, only the objects the rules will look at.
+        need: list[tuple[int, Detection]] = []
+        for i in todo:
+            meta = metas[i][0]  # type: ignore[index]
+            need += [(i, d) for d in detections_needing_color(meta, detections[i], self.rules)]
+        crops = [_crop(rgb[i], d.box) for i, d in need]
+        for (_, det), probs in zip(
+            need, self.classify_colors(crops, [d.cls for _, d in need]), strict=True
+        ):
+            det.color = probs
+
+        out = []
+        for i in range(len(rgb)):
+            if metas[i] is None:
+                out.append(CriticResult(0.0, None, {"error": errors[i]}))
+                continue
+            meta, source = metas[i]  # type: ignore[misc]
+            res = evaluate_rules(meta, detections[i], config=self.rules, classes=vocab)
+            kept = sorted(
+                (d for d in detections[i] if d.confidence > res.threshold),
+                key=lambda d: -d.confidence,
+            )
+            details = {
+                "metadata_source": source,
+                "tag": meta.get("tag"),
+                "reason": res.reason,
+                "threshold": res.threshold,
+                "clauses": [c.to_dict() for c in res.clauses],
+                "detections": [d.to_dict() for d in _cap_per_class(kept, self.rules.max_objects)],
+                "color_method": "clip" if self.clip_weights else "pixels",
+            }
+            out.append(CriticResult(res.score, res.passed, details))
+        return out
+
+
+def _crop(image: Any, box: tuple[float, float, float, float]) -> Any:
+    w, h = image.size
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, y1 = min(max(x1, 0), w - 1), min(max(y1, 0), h - 1)
+    x2, y2 = max(min(x2, w), x1 + 1), max(min(y2, h), y1 + 1)
+    return image.crop((x1, y1, x2, y2))
+
+
+def _cap_per_class(dets: list[Detection], cap: int) -> list[Detection]:
+    seen: dict[str, int] = {}
+    out = []
+    for d in dets:
+        seen[d.cls] = seen.get(d.cls, 0) + 1
+        if seen[d.cls] <= cap:
+            out.append(d)
+    return out
+
+
+@hookimpl
+def register_critics(register):
+    register(GenEvalCritic)
