@@ -75,13 +75,14 @@ def contact_sheet(out: Path, records: list[dict[str, Any]], title: str) -> Image
 
     font, small = _font(14), _font(12)
     row_h = THUMB + 24 + PAD
-    header = 28
+    header = 46
     width = TEXT_W + 2 * (THUMB + PAD) + 2 * PAD
     sheet = PILImage.new("RGB", (width, header + row_h * max(1, len(records))), "white")
     draw = ImageDraw.Draw(sheet)
     draw.text((PAD, 6), title, fill="black", font=font)
-    draw.text((TEXT_W + PAD, 6), "base", fill="black", font=font)
-    draw.text((TEXT_W + THUMB + 2 * PAD, 6), "MILR", fill="black", font=font)
+    draw.text((PAD, 26), "prompt", fill=(90, 90, 90), font=small)
+    draw.text((TEXT_W + PAD, 26), "base (first sample)", fill=(90, 90, 90), font=small)
+    draw.text((TEXT_W + THUMB + 2 * PAD, 26), "MILR", fill=(90, 90, 90), font=small)
     for i, rec in enumerate(records):
         y = header + i * row_h
         lines = _wrap(f"[{rec['prompt_id']}#{rec.get('seed_index', 0)}] {rec['prompt']}", 40)[:8]
@@ -147,40 +148,59 @@ def accuracy_by_budget(records: list[dict[str, Any]]) -> tuple[list[int], list[f
     return budgets, acc
 
 
-def _plots(out: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
+def _by_group(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(str(r.get("group", "all")), []).append(r)
+    return groups
+
+
+def _curve_plot(path: Path, records, curve, title: str, ylabel: str, ylim=None, step=False) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
+    xs, ys = curve(records)
+    if not xs:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    draw = ax.step if step else ax.plot
+    kw = {"where": "post"} if step else {}
+    groups = _by_group(records)
+    if 1 < len(groups) <= 10:
+        for name, recs in groups.items():
+            gx, gy = curve(recs)
+            if gx:
+                draw(gx, gy, lw=1, alpha=0.55, label=f"{name} ({len(recs)})", **kw)
+    draw(xs, ys, color="black", lw=2.2, marker="o", ms=3, label=f"all ({len(records)})", **kw)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("MILR step" if not step else "step budget")
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _plots(out: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
     written = []
-    steps, means = reward_curve(records)
-    if steps:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(steps, means, marker="o", ms=3, label="reward critic (mean score)")
-        ax.set_xlabel("MILR step")
-        ax.set_ylabel("score (reward = score − 1)")
-        ax.set_title(f"{summary['benchmark']}: reward vs step ({len(records)} records)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "reward_vs_step.png", dpi=100)
-        plt.close(fig)
+    settings = summary.get("settings") or {}
+    if _curve_plot(out / "reward_vs_step.png", records, reward_curve,
+                   f"{summary['benchmark']}: reward-critic score vs step (early stops carry their last score)",
+                   "mean score (reward = score − 1)"):
         written.append(out / "reward_vs_step.png")
-    budgets, acc = accuracy_by_budget(records)
-    if budgets:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.step(budgets, acc, where="post", marker="o", ms=3)
-        same = (summary.get("settings") or {}).get("critic") == (summary.get("settings") or {}).get("eval_critic")
-        ax.set_xlabel("step budget")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(0, 1.02)
-        note = "" if same else " (intermediate steps: reward-critic verdicts)"
-        ax.set_title(f"accuracy vs step budget{note}", fontsize=10)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "accuracy_vs_budget.png", dpi=100)
-        plt.close(fig)
+    same = settings.get("critic") == settings.get("eval_critic")
+    note = "" if same else "\n(steps between first and last: reward-critic verdicts)"
+    if _curve_plot(out / "accuracy_vs_budget.png", records, accuracy_by_budget,
+                   f"{summary['benchmark']}: accuracy vs step budget{note}", "accuracy",
+                   ylim=(0, 1.02), step=True):
         written.append(out / "accuracy_vs_budget.png")
     return written
 
@@ -193,10 +213,7 @@ def write_report(
     folder = out / "contact"
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault(str(r.get("group", "all")), []).append(r)
-    for group, recs in groups.items():
+    for group, recs in _by_group(records).items():
         e = summary["groups"].get(group, {})
         metric = summary["metric"]
         b = (e.get("base") or {}).get(metric)

@@ -152,16 +152,21 @@ def _now() -> str:
 
 
 class MILRSolver:
-    """The MILR optimizer over a loaded generator, rewarded by the ``--critic`` ensemble."""
+    """The MILR optimizer over a loaded generator, rewarded by the ``--critic`` ensemble.
+
+    The base image is the optimizer's step-0 image (the model's own first sample under the
+    prompt's seed); the MILR image is the one the optimizer returns (last, or best with
+    ``--opt select=best``).
+    """
 
     def __init__(self, opts: BenchOptions, device: str | None) -> None:
         from milr import build_critic
         from milr.generator import load_generator
 
         self.opts = opts
-        self.generator = load_generator(opts.model, device=device, dtype=opts.dtype)
+        self._config(0)  # bad optimizer options fail before the model loads
         self.critic = build_critic(list(opts.critic))
-        self.critic.bind(generator=self.generator)
+        self.generator = load_generator(opts.model, device=device, dtype=opts.dtype)
 
     def _config(self, seed: int) -> Any:
         from milr.optimizer import MILRConfig
@@ -171,7 +176,7 @@ class MILRSolver:
         try:
             return MILRConfig(**kwargs)
         except TypeError as exc:
-            raise MilrUserError(f"bad optimizer option in {kwargs}: {exc}") from None
+            raise MilrUserError(f"bad optimizer option in {self.opts.optimizer}: {exc}") from None
 
     def solve(self, prompt: BenchPrompt, seed: int) -> Outcome:
         from milr.optimizer import MILR
@@ -179,38 +184,31 @@ class MILRSolver:
         result = MILR(self.generator, self.critic, self._config(seed)).run(
             prompt.prompt, prompt.metadata
         )
-        full = result.to_dict() if hasattr(result, "to_dict") else {}
+        full = result.to_dict()
         return Outcome(
             base_image=result.initial_image,
-            final_image=result.final_image,
-            trajectory=summarize_result(result, full),
+            final_image=result.image,
+            trajectory=summarize_result(full),
             full=full,
         )
 
 
-def summarize_result(result: Any, full: dict[str, Any]) -> dict[str, Any]:
-    """The trajectory summary a record carries (the full result goes to a side file)."""
+def summarize_result(full: dict[str, Any]) -> dict[str, Any]:
+    """The trajectory summary a record carries (the full `MILRResult.to_dict()` goes to a side file)."""
     steps = list(full.get("steps") or [])
-    rewards, scores, passed = [], [], []
-    for st in steps:
-        score = st.get("score")
-        scores.append(score)
-        rewards.append(st.get("reward", None if score is None else score - 1.0))
-        passed.append(st.get("passed"))
     out: dict[str, Any] = {
-        "steps": max(0, len(steps) - 1) if steps else full.get("num_steps"),
-        "stop_reason": full.get("stop_reason", getattr(result, "stop_reason", None)),
-        "scores": scores,
-        "rewards": rewards,
-        "passed": passed,
-        "critic_calls": full.get("critic_calls", getattr(result, "critic_calls", None)),
-        "timings": full.get("timings"),
+        "steps": full.get("n_steps", max(0, len(steps) - 1)),
+        "stop_reason": full.get("stop_reason"),
+        "scores": [st.get("score") for st in steps],
+        "rewards": [st.get("reward") for st in steps],
+        "passed": [st.get("passed") for st in steps],
+        "critic_calls": full.get("critic_calls"),
     }
-    for key in ("num_steps", "generated_tokens", "selected_step"):
+    for key in ("images_scored", "tokens_generated", "best_step", "selected", "wall_seconds", "timings"):
         if key in full:
             out[key] = full[key]
-    if full.get("num_steps") is not None:
-        out["steps"] = full["num_steps"]
+    if steps:
+        out["reasoning"] = {"initial": steps[0].get("reasoning"), "final": steps[-1].get("reasoning")}
     return out
 
 
