@@ -94,6 +94,11 @@ class MILRResult:
         """Score of `image`."""
         return self.best_score if self.config.get("select") == "best" else self.final_score
 
+    @property
+    def selected_step(self) -> int:
+        """Step whose image `image` is."""
+        return self.best_step if self.config.get("select") == "best" else self.n_steps
+
     def timings(self) -> dict[str, float]:
         """Total seconds per phase over all steps (step 0 included)."""
         out = dict.fromkeys(TIMING_KEYS, 0.0)
@@ -114,14 +119,17 @@ class MILRResult:
             "stop_reason": self.stop_reason,
             "error": self.error,
             "n_steps": self.n_steps,
+            "num_steps": self.n_steps,
             "initial_score": self.initial_score,
             "final_score": self.final_score,
             "best_score": self.best_score,
             "best_step": self.best_step,
             "selected": self.config.get("select", "last"),
+            "selected_step": self.selected_step,
             "critic_calls": self.critic_calls,
             "images_scored": self.images_scored,
             "tokens_generated": self.tokens_generated,
+            "generated_tokens": self.tokens_generated,
             "text_prefix_len": self.text_prefix_len,
             "image_prefix_len": self.image_prefix_len,
             "wall_seconds": self.wall_seconds,

@@ -1,0 +1,145 @@
+"""`milr generate`: run MILR on one prompt and write images, trajectory and reward plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from milr.errors import MilrUserError
+
+MODES = ("both", "text", "image", "text_image", "image_text")
+
+
+def _config_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
+    keys = {
+        "mode": "mode", "steps": "max_steps", "seed": "seed", "select": "select",
+        "text_k": "text_k", "image_k": "image_k", "lr": "lr", "threshold": "threshold",
+        "cfg_scale": "cfg_scale", "temperature": "temperature",
+        "samples_per_step": "samples_per_step", "stop_on_pass": "stop_on_pass",
+        "max_reasoning_tokens": "max_reasoning_tokens",
+    }  # fmt: skip
+    return {dst: opts[src] for src, dst in keys.items() if opts.get(src) is not None}
+
+
+@click.command()
+@click.argument("prompt")
+@click.option("--model", "-M", required=True, help="Model: 'shapes', a Janus directory or hub id.")
+@click.option(
+    "--critic",
+    "-c",
+    "critic_specs",
+    multiple=True,
+    required=True,
+    help="NAME or NAME:key=value,...,weight=W, or a .toml spec file; repeat for an ensemble.",
+)
+@click.option("--mode", type=click.Choice(MODES), default="both", show_default=True)
+@click.option("--steps", type=int, default=20, show_default=True, help="Maximum MILR steps.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--select",
+    type=click.Choice(["last", "best"]),
+    default="last",
+    show_default=True,
+    help="Return the last image (paper) or the best-scoring one.",
+)
+@click.option("--out", "-o", type=click.Path(), default="milr-out", show_default=True)
+@click.option("--text-k", type=float, default=None, help="Fraction of reasoning tokens [0.1].")
+@click.option("--image-k", type=float, default=None, help="Fraction of image tokens [0.01].")
+@click.option("--lr", type=float, default=None, help="Adam learning rate [0.01].")
+@click.option("--threshold", type=float, default=None, help="Stop when score-1 > this [-0.1].")
+@click.option("--cfg-scale", type=float, default=None, help="Classifier-free guidance [5].")
+@click.option("--temperature", type=float, default=None, help="Image sampling temperature [1].")
+@click.option("--samples-per-step", type=int, default=None, help="K candidates per step [1].")
+@click.option("--stop-on-pass", is_flag=True, default=None, help="Stop when the verdict passes.")
+@click.option("--max-reasoning-tokens", type=int, default=None, help="Cap on reasoning tokens.")
+@click.option("--metadata", "-m", default=None, help="Metadata: inline JSON or a JSON file.")
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default=None)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda if available].")
+@click.option("--dtype", default=None, help="bf16, fp16 or fp32 [bf16 on GPU, fp32 on CPU].")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any) -> None:
+    """Generate an image for PROMPT with MILR, rewarded by the --critic ensemble.
+
+    Writes initial.png, final.png, best.png, trajectory.json and reward.png to --out.
+    """
+    from milr.cli.score import parse_metadata
+    from milr.specs import resolve_specs
+
+    if not prompt.strip():
+        raise MilrUserError("empty prompt; pass the text of the image to generate")
+    # Validate everything cheap before loading any model.
+    from milr.optimizer import MILRConfig
+
+    config = MILRConfig(**_config_kwargs(opts))
+    resolve_specs(list(critic_specs))
+    metadata = parse_metadata(opts["metadata"])
+    out = Path(opts["out"])
+    if out.exists() and not out.is_dir():
+        raise MilrUserError(f"--out {str(out)!r} exists and is not a directory")
+
+    from milr.generator import load_generator
+    from milr.optimizer import MILR
+    from milr.specs import build_critic
+
+    critic = build_critic(list(critic_specs), on_error=opts["on_error"])
+    generator = load_generator(model, device=opts["device"], dtype=opts["dtype"])
+    bar = None
+    if not opts["quiet"]:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.max_steps + 1, desc="milr", unit="step", leave=True)
+
+    def progress(record: Any, result: Any) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(reward=f"{record.reward:+.3f}", best=f"{result.best_score - 1:+.3f}")
+
+    try:
+        result = MILR(generator, critic, config).run(prompt, metadata, callback=progress)
+    except KeyboardInterrupt as exc:
+        _close(bar)
+        partial = getattr(exc, "milr_result", None)
+        if partial is not None and partial.steps:
+            partial.save(out)
+            click.echo(f"interrupted after {partial.n_steps} steps; wrote {out}", err=True)
+        raise
+    except Exception as exc:
+        _close(bar)
+        partial = getattr(exc, "milr_result", None)
+        if partial is None or isinstance(exc, MilrUserError):
+            raise
+        if partial.steps:
+            partial.save(out)
+        raise click.ClickException(
+            f"{exc} (partial results for {partial.n_steps} steps written to {out})"
+        ) from exc
+    _close(bar)
+    result.save(out)
+    summary = {
+        "out": str(out),
+        "stop_reason": result.stop_reason,
+        "steps": result.n_steps,
+        "initial_score": result.initial_score,
+        "final_score": result.final_score,
+        "best_score": result.best_score,
+        "best_step": result.best_step,
+        "critic_calls": result.critic_calls,
+        "seconds": round(result.wall_seconds, 3),
+    }
+    if opts["as_json"]:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"score {result.initial_score:.3f} -> {result.final_score:.3f} "
+            f"(best {result.best_score:.3f} at step {result.best_step}) after {result.n_steps} "
+            f"steps, stopped: {result.stop_reason}; wrote {out}"
+        )
+
+
+def _close(bar: Any) -> None:
+    if bar is not None:
+        bar.close()
