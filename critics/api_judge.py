@@ -228,15 +228,15 @@ class APIJudgeCritic(Critic):
                 raise MilrUserError(
                     f"api-judge critic: {pname}={value!r} must be an integer >= {lo}"
                 )
-        for pname, value in (("timeout", timeout), ("backoff", backoff)):
+        for pname, seconds in (("timeout", timeout), ("backoff", backoff)):
             if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or value < 0
-                or (pname == "timeout" and value == 0)
+                isinstance(seconds, bool)
+                or not isinstance(seconds, (int, float))
+                or seconds < 0
+                or (pname == "timeout" and seconds == 0)
             ):
                 raise MilrUserError(
-                    f"api-judge critic: {pname}={value!r} must be a positive number of seconds"
+                    f"api-judge critic: {pname}={seconds!r} must be a positive number of seconds"
                 )
         self.base_url = base_url.rstrip("/")
         self.model = model

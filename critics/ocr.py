@@ -393,11 +393,13 @@ class OCRCritic(Critic):
         ]
         for i, reads in zip(todo, reads_todo, strict=True):
             words = [w for r in reads for w in r.text.split()]
-            per_target = []
-            for t in targets[i]:
-                span, dist, score = best_span(t, words, self.ignore_spaces)
-                per_target.append({"target": t, "read": span, "distance": dist, "score": score})
-            score = sum(p["score"] for p in per_target) / len(per_target)
+            per_target: list[dict[str, Any]] = []
+            for target in targets[i]:
+                span, dist, t_score = best_span(target, words, self.ignore_spaces)
+                per_target.append(
+                    {"target": target, "read": span, "distance": dist, "score": t_score}
+                )
+            score = sum(float(p["score"]) for p in per_target) / len(per_target)
             passed = all(p["distance"] == 0 for p in per_target)
             out[i] = CriticResult(
                 min(1.0, max(0.0, score)),

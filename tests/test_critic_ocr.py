@@ -20,6 +20,7 @@ from milr.critics.ocr import (
     normalize,
     reading_order,
 )
+from milr.testing import CriticContract
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 
@@ -174,3 +175,15 @@ def test_tiny_image_scores_without_crash(any_backend):
 def test_easyocr_reader_loaded_once_per_process(easy):
     other = OCRCritic(backend="easyocr", min_confidence=0.1)
     assert other._reader() is easy._reader()
+
+
+class TestOCRContract(CriticContract):
+    """The contract suite on rendered text (tesseract: the faster real backend)."""
+
+    def make_critic(self):
+        return OCRCritic(backend="tesseract")
+
+    def make_batch(self):
+        texts = ["STOP", "OPEN 24 HOURS", "Hello"]
+        images = [render(t, size=(256, 128)) for t in texts]
+        return images, [f'a sign that says "{t}"' for t in ["STOP", "CLOSED", "Hello"]], [{}] * 3
