@@ -195,6 +195,8 @@ class MILR:
         self.critic = critic
         self.config = config
         self._bound = False
+        self.latents: dict[str, Any] = {}
+        self.initial_latents: dict[str, Any] = {}
 
     # -- scoring -----------------------------------------------------------------------------
     def _score(
@@ -364,6 +366,11 @@ class MILR:
             opt_v = torch.optim.Adam([z_v], lr=cfg.lr)
         if cfg.mode == "text":  # text only: the image latents are not optimised
             z_v = opt_v = None
+        #: The optimised latents (``Z_t`` ``[M, d]``, ``Z_v`` ``[N, 2, d]``) and their start values.
+        self.latents = {"text": z_t, "image": z_v}
+        self.initial_latents = {
+            k: None if v is None else v.detach().clone() for k, v in self.latents.items()
+        }
         result.text_prefix_len, result.image_prefix_len = m_prefix, n_prefix
         text_prefix = list(cur.reasoning.tokens[:m_prefix]) if cur.reasoning is not None else []
         image_prefix = [int(t) for t in cur.tokens[:n_prefix]] if z_v is not None else []
@@ -515,11 +522,11 @@ class MILR:
             raise _Stop
 
     def _done(self, cand: _Candidate, result: MILRResult) -> bool:
-        if cand.score - 1.0 > self.config.threshold:
-            result.stop_reason = "threshold"
-            return True
         if self.config.stop_on_pass and cand.passed:
             result.stop_reason = "passed"
+            return True
+        if cand.score - 1.0 > self.config.threshold:
+            result.stop_reason = "threshold"
             return True
         return False
 

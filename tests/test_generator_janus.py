@@ -1,0 +1,197 @@
+"""The Janus adapter on a tiny random Janus: latents, KV-cached loops, prompts, loading errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import milr  # noqa: E402
+from milr.errors import MilrUserError  # noqa: E402
+
+PROMPT = "a red square left of a blue circle"
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    from milr.testing import save_tiny_janus
+
+    return save_tiny_janus(tmp_path_factory.mktemp("tiny_janus_gen") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def gen(tiny_dir):
+    return milr.load_generator(tiny_dir, device="cpu")
+
+
+def test_loads_through_registry_with_public_handles(gen, tiny_dir):
+    from transformers import JanusForConditionalGeneration, JanusProcessor
+
+    from milr.models.janus import JanusGenerator
+
+    assert milr.get_registry().generators["janus"].cls is JanusGenerator
+    assert isinstance(gen, JanusGenerator)
+    assert isinstance(gen.model, JanusForConditionalGeneration)
+    assert isinstance(gen.processor, JanusProcessor)
+    assert str(gen.device) == "cpu" and gen.dtype == torch.float32
+    assert gen.image_token_count == 16
+    assert gen.max_reasoning_tokens == 24  # from the tiny model's milr.json
+    assert not any(p.requires_grad for p in gen.model.parameters())
+
+
+def test_reasoning_latents_are_post_norm_hidden_states(gen):
+    r = gen.write_reasoning(PROMPT)
+    assert 0 < len(r.tokens) <= 24
+    assert r.latents.shape == (len(r.tokens), 64)
+    # Greedy: the text head on each latent picks the token that was written.
+    assert gen.text_head(r.latents).argmax(-1).tolist() == r.tokens
+    # Latents equal an uncached full forward pass (last layer, after the final norm).
+    ids = gen._encode(gen.reasoning_prompt(PROMPT)) + r.tokens
+    with torch.no_grad():
+        full = gen.model.model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+    p = len(ids) - len(r.tokens)
+    torch.testing.assert_close(r.latents, full[p - 1 : len(ids) - 1], atol=1e-4, rtol=1e-4)
+    assert isinstance(r.text, str)
+
+
+def test_continue_reasoning_from_own_prefix_reproduces_rollout(gen):
+    r = gen.write_reasoning(PROMPT)
+    again = gen.continue_reasoning(PROMPT, r.tokens[:3])
+    assert again.tokens == r.tokens
+    torch.testing.assert_close(again.latents, r.latents, atol=1e-5, rtol=1e-5)
+    other = gen.continue_reasoning(PROMPT, [gen.tokenizer.convert_tokens_to_ids("blue")] * 2)
+    assert other.tokens[:2] == [gen.tokenizer.convert_tokens_to_ids("blue")] * 2
+
+
+def test_image_latent_shapes_prefix_and_cfg_head(gen):
+    text = gen.image_text(PROMPT, "two shapes")
+    assert text == f"{PROMPT}. two shapes"
+    out = gen.sample_image_tokens(text, batch=2, generator=gen.rng(0), capture=3)
+    assert out.tokens.shape == (2, 16) and out.tokens.dtype == torch.long
+    assert out.latents.shape == (2, 3, 2, 64)
+    # cond and uncond rows differ (the uncond row is padded) and the fused head is u + s(c - u)
+    assert not torch.allclose(out.latents[:, :, 0], out.latents[:, :, 1])
+    raw = gen.model.model.generation_head(out.latents)
+    expect = raw[..., 1, :] + 5.0 * (raw[..., 0, :] - raw[..., 1, :])
+    torch.testing.assert_close(gen.image_head(out.latents, 5.0), expect)
+    forced = torch.tensor([[7, 8, 9]])
+    pre = gen.sample_image_tokens(text, prefix_tokens=forced, generator=gen.rng(1))
+    assert pre.tokens[0, :3].tolist() == [7, 8, 9]
+
+
+def test_uncond_row_keeps_only_bos_and_boi(gen):
+    cond, uncond = gen.image_prompt_ids(gen.image_text("a cat", None))
+    ids = gen._ids
+    assert cond[0] == ids["bos"] and cond[-1] == ids["boi"] and len(cond) == len(uncond)
+    assert uncond == [ids["bos"]] + [ids["pad"]] * (len(cond) - 2) + [ids["boi"]]
+
+
+@pytest.mark.parametrize("seed,batch", [(3, 1), (11, 2)])
+def test_tokens_equal_transformers_image_generate(gen, seed, batch):
+    text = gen.image_text(PROMPT, "a plan")
+    cond, _ = gen.image_prompt_ids(text)
+    ids = torch.tensor([cond])
+    torch.manual_seed(seed)
+    ref = gen.model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        generation_mode="image",
+        do_sample=True,
+        guidance_scale=5.0,
+        num_return_sequences=batch,
+    )
+    gen.clear_cache()
+    mine = gen.sample_image_tokens(text, batch=batch, cfg_scale=5.0, generator=gen.rng(seed))
+    assert torch.equal(mine.tokens, ref)
+
+
+def test_seeded_sampling_is_reproducible_and_prompt_kv_reuse_is_exact(gen):
+    text = gen.image_text("a green star", None)
+    gen.clear_cache()
+    a = gen.sample_image_tokens(text, generator=gen.rng(5), capture=2)
+    b = gen.sample_image_tokens(text, generator=gen.rng(5), capture=2)  # reuses prompt KV
+    c = gen.sample_image_tokens(text, generator=gen.rng(6))
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.latents, b.latents)
+    assert not torch.equal(a.tokens, c.tokens)
+
+
+def test_decode_gives_rgb_images(gen):
+    out = gen.sample_image_tokens("a cat", batch=2, generator=gen.rng(0))
+    images = gen.decode(out.tokens)
+    assert len(images) == 2
+    assert images[0].mode == "RGB" and images[0].size == (64, 64)
+
+
+def test_prompt_errors(gen):
+    with pytest.raises(MilrUserError, match="empty prompt"):
+        gen.check_prompt("   ")
+    with pytest.raises(MilrUserError, match=r"context is 1024 tokens"):
+        gen.check_prompt("red " * 1100)
+
+
+def test_milr_json_overrides_templates(tiny_dir, tmp_path):
+    d = tmp_path / "custom"
+    shutil.copytree(tiny_dir, d)
+    (d / "milr.json").write_text(
+        json.dumps({"image_template": "{text} .", "max_reasoning_tokens": 5, "comment": "x"})
+    )
+    g = milr.load_generator(d)
+    cond, _ = g.image_prompt_ids("red square")
+    vocab = g.tokenizer.get_vocab()
+    assert cond == [
+        vocab["<bos>"],
+        vocab["red"],
+        vocab["square"],
+        vocab["."],
+        vocab["<begin_of_image>"],
+    ]
+    assert len(g.write_reasoning("a cat").tokens) <= 5
+    (d / "milr.json").write_text(json.dumps({"image_tempalte": "x"}))
+    with pytest.raises(MilrUserError, match="image_tempalte"):
+        milr.load_generator(d)
+
+
+def test_model_resolution_errors(tmp_path, monkeypatch):
+    not_janus = tmp_path / "llama"
+    not_janus.mkdir()
+    (not_janus / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(MilrUserError, match="model_type='llama'"):
+        milr.load_generator(not_janus)
+    with pytest.raises(MilrUserError, match="does not exist"):
+        milr.load_generator(tmp_path / "missing")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MilrUserError, match="HF_HUB_OFFLINE"):
+        milr.load_generator("nobody-here/no-such-model")
+    with pytest.raises(MilrUserError, match="dtype"):
+        from milr.models.janus import JanusGenerator
+
+        JanusGenerator.from_pretrained(not_janus, dtype="int3")
+
+
+def test_shapes_name_resolves_or_says_not_installed():
+    try:
+        g = milr.load_generator("shapes")
+    except MilrUserError as exc:
+        assert "shapes model" in str(exc)
+    else:
+        assert g.name == "janus"
+
+
+def test_module_import_is_cheap():
+    code = (
+        "import sys, milr.models.janus, milr.generator, milr.optimizer, milr.results; "
+        "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

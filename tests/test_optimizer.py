@@ -1,0 +1,236 @@
+"""The MILR optimizer on a tiny random Janus with weight-free critics (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import ClassVar
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import milr  # noqa: E402
+from milr import Critic, CriticResult, MilrUserError  # noqa: E402
+from milr.errors import ContractViolation  # noqa: E402
+from milr.optimizer import MILR, MILRConfig, run_milr  # noqa: E402
+
+PROMPT = "a red square"
+FAST = {"max_reasoning_tokens": 10, "image_k": 0.25, "text_k": 0.3}
+
+
+@pytest.fixture(scope="session")
+def gen(tmp_path_factory):
+    torch.set_num_threads(1)
+    from milr.testing import save_tiny_janus
+
+    path = save_tiny_janus(tmp_path_factory.mktemp("tiny_janus_opt") / "model", seed=0)
+    return milr.load_generator(path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def red():
+    return milr.build_critic(["color:target=red,min_fraction=0.3"])
+
+
+def _params_snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_one_update_lowers_logprob_of_previous_argmax_and_never_touches_the_model(gen, red):
+    before = _params_snapshot(gen.model)
+    opt = MILR(gen, red, MILRConfig(mode="both", max_steps=1, threshold=0.0, **FAST))
+    res = opt.run(PROMPT)
+    assert res.n_steps == 1 and res.steps[0].reward < 0
+    assert res.steps[1].updated == ["text", "image"]
+    z_t0, z_t1 = opt.initial_latents["text"], opt.latents["text"].detach()
+    z_v0, z_v1 = opt.initial_latents["image"], opt.latents["image"].detach()
+    assert z_t0.shape == (res.text_prefix_len, 64) and res.text_prefix_len >= 1
+    assert z_v0.shape == (4, 2, 64) and res.image_prefix_len == 4
+    with torch.no_grad():
+        lp_t0 = torch.log_softmax(gen.text_head(z_t0), -1)
+        a_t = lp_t0.argmax(-1, keepdim=True)
+        lp_t1 = torch.log_softmax(gen.text_head(z_t1), -1)
+        assert (lp_t1.gather(-1, a_t) < lp_t0.gather(-1, a_t)).all()
+        lp_v0 = torch.log_softmax(gen.image_head(z_v0, 5.0), -1)
+        a_v = lp_v0.argmax(-1, keepdim=True)
+        lp_v1 = torch.log_softmax(gen.image_head(z_v1, 5.0), -1)
+        assert (lp_v1.gather(-1, a_v) < lp_v0.gather(-1, a_v)).all()
+    after = _params_snapshot(gen.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # bitwise unchanged
+    assert all(p.grad is None for p in gen.model.parameters())
+    assert opt.latents["text"].grad is not None and opt.latents["image"].grad is not None
+
+
+def test_initial_latents_match_the_initial_rollout(gen, red):
+    opt = MILR(gen, red, MILRConfig(mode="both", max_steps=1, threshold=0.0, **FAST))
+    res = opt.run(PROMPT)
+    z_t0 = opt.initial_latents["text"]
+    # the text prefix recorded at step 0 is the argmax of the head on Z_t (greedy reasoning)
+    assert gen.text_head(z_t0).argmax(-1).tolist() == res.steps[0].text_prefix
+
+
+@pytest.mark.parametrize(
+    "mode,changes",
+    [("both", {"text", "image"}), ("text", {"text"}), ("image", {"image"})],
+)
+def test_modes_change_their_latents(gen, red, mode, changes):
+    opt = MILR(gen, red, MILRConfig(mode=mode, max_steps=2, threshold=0.0, **FAST))
+    res = opt.run(PROMPT)
+    changed = {
+        k
+        for k, v in opt.latents.items()
+        if v is not None and not torch.equal(v.detach(), opt.initial_latents[k])
+    }
+    assert changed == changes
+    assert (res.steps[0].reasoning is None) == (mode == "image")
+
+
+def test_alternating_modes(gen, red):
+    res = MILR(gen, red, MILRConfig(mode="image_text", max_steps=3, threshold=0.0, **FAST)).run(
+        PROMPT
+    )
+    assert [s.updated for s in res.steps[1:]] == [["image"], ["text"], ["image"]]
+
+
+def test_early_stop_when_first_image_passes(gen):
+    easy = milr.build_critic(["color:target=red,tolerance=1000"])  # every pixel counts
+    res = MILR(gen, easy, MILRConfig(max_steps=5, **FAST)).run(PROMPT)
+    assert res.stop_reason == "threshold" and res.n_steps == 0 and res.critic_calls == 1
+    assert res.final_image is res.initial_image
+    verdict = milr.build_critic(["color:target=red,min_fraction=0.01"])
+    res = MILR(gen, verdict, MILRConfig(max_steps=5, threshold=-1.0, stop_on_pass=True, **FAST))
+    res = res.run(PROMPT)
+    assert res.stop_reason == "passed" and res.n_steps == 0
+
+
+def _strip_timings(d):
+    d = json.loads(json.dumps(d))
+    d.pop("wall_seconds")
+    d.pop("timings")
+    for s in d["steps"]:
+        s.pop("timings")
+    return d
+
+
+def test_fixed_seed_gives_identical_trajectory(gen, red):
+    cfg = MILRConfig(mode="both", max_steps=3, threshold=0.0, seed=7, **FAST)
+    a = MILR(gen, red, cfg).run(PROMPT)
+    b = MILR(gen, red, cfg).run(PROMPT)
+    assert _strip_timings(a.to_dict()) == _strip_timings(b.to_dict())
+    assert a.final_image.tobytes() == b.final_image.tobytes()
+    c = MILR(gen, red, MILRConfig(mode="both", max_steps=3, threshold=0.0, seed=8, **FAST)).run(
+        PROMPT
+    )
+    assert [s.score for s in c.steps] != [s.score for s in a.steps]
+
+
+def test_reward_rises_on_average_across_seeds(gen, red):
+    """Faithful loop with its stopping rule, and the K-sample option: mean improvement > 0."""
+    gains, gains_k = [], []
+    for seed in range(10):
+        cfg = dict(mode="image", max_steps=8, threshold=-0.45, seed=seed, lr=0.03, image_k=0.5)
+        res = MILR(gen, red, MILRConfig(**cfg)).run(PROMPT)
+        gains.append(res.final_score - res.initial_score)
+        if seed < 6:
+            res_k = MILR(gen, red, MILRConfig(**cfg, samples_per_step=4)).run(PROMPT)
+            gains_k.append(res_k.final_score - res_k.initial_score)
+            assert all(len(s.candidate_scores) == 4 for s in res_k.steps[1:])
+    assert sum(gains) / len(gains) > 0.0, gains
+    assert sum(gains_k) / len(gains_k) > 0.0, gains_k
+
+
+def test_select_best_and_result_fields(gen, red, tmp_path):
+    seen = []
+    res = run_milr(
+        gen, red, PROMPT, metadata={"tag": "colors"}, callback=lambda r, _: seen.append(r.step),
+        mode="both", max_steps=3, threshold=0.0, select="best", **FAST,
+    )  # fmt: skip
+    assert seen == [0, 1, 2, 3] and res.stop_reason == "max_steps"
+    scores = [s.score for s in res.steps]
+    assert res.best_score == max(scores) and res.image is res.best_image
+    assert res.critic_calls == 4 and res.images_scored == 4 and res.tokens_generated > 0
+    assert set(res.steps[1].timings) == {"reasoning", "image_tokens", "decode", "critic", "update"}
+    assert res.steps[1].critics["color"]["score"] == pytest.approx(res.steps[1].score)
+    out = res.save(tmp_path / "run")
+    for name in ("initial.png", "final.png", "best.png", "trajectory.json", "reward.png"):
+        assert (out / name).is_file(), name
+    data = json.loads((out / "trajectory.json").read_text())
+    assert data["schema_version"] == 1 and data["n_steps"] == 3 and len(data["steps"]) == 4
+    assert data["metadata"] == {"tag": "colors"} and data["selected"] == "best"
+    assert data["steps"][1]["image_prefix"] and data["initial_score"] == scores[0]
+
+
+def test_callback_false_stops(gen, red):
+    res = MILR(gen, red, MILRConfig(max_steps=5, threshold=0.0, **FAST)).run(
+        PROMPT, callback=lambda r, _: r.step < 1 or False
+    )
+    assert res.stop_reason == "callback" and res.n_steps == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"text_k": 0}, "text_k"),
+        ({"text_k": 1.5}, "text_k"),
+        ({"image_k": -0.1}, "image_k"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"lr": 0}, "lr"),
+        ({"lr": -0.01}, "lr"),
+        ({"mode": "joint"}, "mode"),
+        ({"select": "first"}, "select"),
+        ({"samples_per_step": 0}, "samples_per_step"),
+        ({"threshold": 0.5}, "threshold"),
+    ],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(MilrUserError, match=match):
+        MILRConfig(**kwargs)
+
+
+def test_bad_prompts(gen, red):
+    with pytest.raises(MilrUserError, match="empty prompt"):
+        MILR(gen, red, MILRConfig(**FAST)).run("")
+    with pytest.raises(MilrUserError, match="context"):
+        MILR(gen, red, MILRConfig(**FAST)).run("square " * 1100)
+
+
+class FlakyCritic(Critic):
+    """Returns a real colour score, then NaN (or Ctrl-C) from call number `fail_at` on."""
+
+    name: ClassVar[str] = "flaky"
+    description: ClassVar[str] = "test critic"
+
+    def __init__(self, fail_at: int, how: str = "nan") -> None:
+        self.calls, self.fail_at, self.how = 0, fail_at, how
+
+    def score_batch(self, images, prompts, metadata):
+        self.calls += 1
+        if self.calls >= self.fail_at:
+            if self.how == "interrupt":
+                raise KeyboardInterrupt
+            return [CriticResult(math.nan) for _ in images]
+        return [CriticResult(0.2) for _ in images]
+
+
+def test_nan_critic_step_not_applied_and_named(gen):
+    opt = MILR(gen, FlakyCritic(fail_at=3), MILRConfig(max_steps=5, threshold=0.0, **FAST))
+    with pytest.raises(ContractViolation, match=r"'flaky'.*not applied") as info:
+        opt.run(PROMPT)
+    partial = info.value.milr_result
+    assert partial.stop_reason == "error" and partial.n_steps == 1
+    # latents are those after step 1's update, i.e. step 2's update was rolled back
+    ref = MILR(gen, FlakyCritic(fail_at=99), MILRConfig(max_steps=1, threshold=0.0, **FAST))
+    ref.run(PROMPT)
+    for k in ("text", "image"):
+        assert torch.equal(opt.latents[k].detach(), ref.latents[k].detach())
+
+
+def test_interrupt_keeps_partial_result(gen):
+    opt = MILR(gen, FlakyCritic(fail_at=3, how="interrupt"), MILRConfig(max_steps=5, **FAST))
+    with pytest.raises(KeyboardInterrupt) as info:
+        opt.run(PROMPT)
+    partial = info.value.milr_result
+    assert partial.stop_reason == "interrupted" and len(partial.steps) == 2
+    assert partial.initial_image is not None and partial.final_image is not None
