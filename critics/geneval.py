@@ -177,7 +177,7 @@ class GenEvalCritic(Critic):
         iou: float = 0.7,
         device: str = "auto",
         dtype: str = "float32",
-        batch_size: int = 16,
+        batch_size: int | None = None,
         on_unparsed: str = "error",
     ) -> None:
         if not isinstance(weights, str) or not weights.strip():
@@ -199,9 +199,11 @@ class GenEvalCritic(Critic):
             raise MilrUserError(
                 f"geneval critic: dtype={dtype!r} is not supported by ultralytics; use float32 or float16"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
             raise MilrUserError(
-                f"geneval critic: batch_size={batch_size!r} must be an integer >= 1"
+                f"geneval critic: batch_size={batch_size!r} must be an integer >= 1 (or unset: 16 on CUDA, 4 on CPU)"
             )
         if on_unparsed not in ("error", "zero"):
             raise MilrUserError(
@@ -231,17 +233,19 @@ class GenEvalCritic(Critic):
 
         Images are batched by size: ultralytics letterboxes a same-size batch exactly like a
         single image, so batched and per-image scoring agree (mixed sizes would be padded to a
-        square and shift the detections).
+        square and shift the detections). ``batch_size`` unset means 16 per forward on CUDA and 4
+        on CPU, where larger YOLO batches were measured slower (memory-bound convolutions).
         """
         model, names, device = self._model()
+        bs = self.batch_size or (16 if device.startswith("cuda") else 4)
         conf = min(self.rules.threshold, self.rules.counting_threshold)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(images):
             by_size.setdefault(im.size, []).append(i)
         out: list[list[Detection]] = [[] for _ in images]
         for idx in by_size.values():
-            for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start : start + self.batch_size]
+            for start in range(0, len(idx), bs):
+                chunk = idx[start : start + bs]
                 results = model.predict(
                     [images[i] for i in chunk], conf=conf, iou=self.iou, imgsz=self.imgsz,
                     device=device, half=self.dtype == "float16", max_det=300, verbose=False,
@@ -272,7 +276,7 @@ class GenEvalCritic(Critic):
             self.clip_arch, self.clip_weights, device=device, dtype="float32",
             critic=self.name, extra=self.extra,
         )  # fmt: skip
-        feats = _openclip.encode_images(bundle, crops, self.batch_size)
+        feats = _openclip.encode_images(bundle, crops, self.batch_size or 32)
         out = []
         for f, cls in zip(feats, classes, strict=True):
             text = self._color_classifier(bundle, cls)
