@@ -299,3 +299,12 @@ def test_rescore_uses_cache_and_no_regeneration(toy_site, suite, tmp_path):
     proc = _bench(toy_site, "summary", out, "--no-report")
     assert "| **overall** |" in proc.stdout
     assert summarize(load_all_records(out), "shapes")["records"] == 4
+
+
+def test_progress_bar_and_resume_flag(toy_site, suite, tmp_path):
+    out = tmp_path / "progress"
+    proc = _bench(toy_site, suite, *BASE[:-1], "--limit", "3", "--out", out)
+    last = proc.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    assert "3/3" in last and "base=" in last and "milr=" in last and "err=0" in last
+    proc = _bench(toy_site, suite, *BASE, "--resume", "--out", tmp_path / "nothing", check=False)
+    assert proc.returncode == 2 and "holds no run to resume" in proc.stderr
