@@ -64,7 +64,7 @@ def _thumb(out: Path, side: dict[str, Any] | None) -> Image:
 
     if side and side.get("image") and (out / side["image"]).exists():
         with PILImage.open(out / side["image"]) as im:
-            return im.convert("RGB").resize((THUMB, THUMB), PILImage.NEAREST)
+            return im.convert("RGB").resize((THUMB, THUMB), PILImage.Resampling.NEAREST)
     return PILImage.new("RGB", (THUMB, THUMB), (235, 235, 235))
 
 
@@ -167,7 +167,7 @@ def _curve_plot(path: Path, records, curve, title: str, ylabel: str, ylim=None, 
         return False
     fig, ax = plt.subplots(figsize=(7, 4.2))
     draw = ax.step if step else ax.plot
-    kw = {"where": "post"} if step else {}
+    kw: dict[str, Any] = {"where": "post"} if step else {}
     groups = _by_group(records)
     if 1 < len(groups) <= 10:
         for name, recs in groups.items():

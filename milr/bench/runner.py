@@ -165,13 +165,13 @@ class MILRSolver:
 
         self.opts = opts
         self._config(0)  # bad optimizer options fail before the model loads
-        self.critic = build_critic(list(opts.critic))
+        self.critic = build_critic(list[Any](opts.critic))
         self.generator = load_generator(opts.model, device=device, dtype=opts.dtype)
 
     def _config(self, seed: int) -> Any:
         from milr.optimizer import MILRConfig
 
-        kwargs = {"mode": self.opts.mode, "max_steps": self.opts.steps, "seed": seed}
+        kwargs: dict[str, Any] = {"mode": self.opts.mode, "max_steps": self.opts.steps, "seed": seed}
         kwargs.update(self.opts.optimizer)
         try:
             return MILRConfig(**kwargs)
@@ -185,6 +185,8 @@ class MILRSolver:
             prompt.prompt, prompt.metadata
         )
         full = result.to_dict()
+        if result.initial_image is None or result.image is None:
+            raise RuntimeError(f"the optimizer returned no image (stop reason {result.stop_reason!r})")
         return Outcome(
             base_image=result.initial_image,
             final_image=result.image,
@@ -250,7 +252,7 @@ def _score_pair(
         return [{"score": r.score, "passed": r.passed, "details": r.details, "error": None} for r in res]
     except Exception:
         pass
-    out = []
+    out: list[dict[str, Any]] = []
     for image, h in zip(images, hashes):  # retry one by one so one bad image does not sink both
         try:
             (r,) = cached_evaluate(critic, [image], [prompt.prompt], [prompt.metadata], cache, [h])
@@ -340,8 +342,9 @@ class Progress:
     """A per-rank tqdm bar: prompts done, pass rate of base and MILR images so far, ETA."""
 
     def __init__(self, total: int, ctx: DistContext, enabled: bool) -> None:
-        self.bar = None
-        self.counts = {"base": [0, 0], "milr": [0, 0], "errors": 0}
+        self.bar: Any = None
+        self.counts: dict[str, list[int]] = {"base": [0, 0], "milr": [0, 0]}
+        self.errors = 0
         if enabled and total:
             from tqdm.auto import tqdm
 
@@ -357,11 +360,11 @@ class Progress:
 
     def update(self, record: dict[str, Any]) -> None:
         if record.get("error"):
-            self.counts["errors"] += 1
+            self.errors += 1
         for side in ("base", "milr"):
             s = record.get(side) or {}
             if s.get("error"):
-                self.counts["errors"] += 1
+                self.errors += 1
             if s.get("passed") is not None:
                 self.counts[side][0] += int(bool(s["passed"]))
                 self.counts[side][1] += 1
@@ -370,7 +373,7 @@ class Progress:
             for side in ("base", "milr"):
                 p, n = self.counts[side]
                 post[side] = f"{p / n:.2f}" if n else "-"
-            post["err"] = self.counts["errors"]
+            post["err"] = str(self.errors)
             self.bar.set_postfix(post, refresh=False)
             self.bar.update(1)
 
@@ -459,7 +462,7 @@ def _work(
     if reward_critic is not None and canonical_json(opts.eval_specs()) == canonical_json(list(opts.critic)):
         eval_critic = reward_critic  # same critic: share its loaded weights
     else:
-        eval_critic = build_critic(opts.eval_specs())
+        eval_critic = build_critic(list[Any](opts.eval_specs()))
         eval_critic.bind(generator=getattr(solver, "generator", None))
     cache = ScoreCache(opts.cache or out / "score_cache.sqlite")
     progress = Progress(len(items), ctx, opts.progress)
@@ -517,7 +520,7 @@ def rescore(
     run = read_run(out)
     if run is None:
         raise MilrUserError(f"{out} holds no bench run (no {RUN_FILE})")
-    critic = build_critic(list(eval_critic))
+    critic = build_critic(list[Any](eval_critic))
     score_cache = ScoreCache(cache or out / "score_cache.sqlite")
     try:
         for path in shard_files(out):
