@@ -50,7 +50,8 @@ class Flaky(milr.Critic):
         for im, p in zip(images, prompts):
             if self.fail_word and self.fail_word in p:
                 raise RuntimeError(f"flaky critic refuses {p!r}")
-            px = list(im.convert("RGB").getdata())
+            rgb = im.convert("RGB")
+            px = [rgb.getpixel((x, y)) for y in range(rgb.height) for x in range(rgb.width)]
             red = sum(1 for r, g, b in px if r > 150 and g < 100 and b < 100) / len(px)
             out.append(milr.CriticResult(red, red >= 0.5, {"red": red}))
         return out
@@ -308,3 +309,31 @@ def test_progress_bar_and_resume_flag(toy_site, suite, tmp_path):
     assert "3/3" in last and "base=" in last and "milr=" in last and "err=0" in last
     proc = _bench(toy_site, suite, *BASE, "--resume", "--out", tmp_path / "nothing", check=False)
     assert proc.returncode == 2 and "holds no run to resume" in proc.stderr
+
+
+def test_wise_and_t2i_suites_run_and_aggregate(toy_site, shared_data, tmp_path, fresh_plugins):
+    """In-process runs over a WISE fixture and a T2I-CompBench file, each in its own aggregation."""
+    from test_bench_suites import WISE_ITEMS
+
+    from milr.bench.runner import BenchOptions, run_bench
+    from milr.bench.suites import WISE_WEIGHTS
+
+    fresh_plugins.syspath_prepend(str(toy_site))
+    import bench_toy
+
+    wise = tmp_path / "wise.json"
+    wise.write_text(json.dumps(WISE_ITEMS))
+    opts = BenchOptions(suite=str(wise), critic=["flaky"], steps=2, out=str(tmp_path / "w"), progress=False, report=False)
+    s = run_bench(opts, solver_factory=bench_toy.make_solver)
+    assert s["benchmark"] == "wise" and s["metric"] == "score" and list(s["groups"]) == list(WISE_WEIGHTS)
+    for side in ("base", "milr"):
+        expect = sum(WISE_WEIGHTS[g] * e[side]["score"] for g, e in s["groups"].items())
+        assert s["overall"][side] == pytest.approx(expect)
+    assert "WISE-weighted" in (tmp_path / "w" / "summary.md").read_text()
+
+    color = shared_data / "t2i-compbench" / "color_val.txt"
+    opts = BenchOptions(suite=str(color), critic=["flaky"], steps=2, limit=3, out=str(tmp_path / "t"),
+                        progress=False, report=False)
+    s = run_bench(opts, solver_factory=bench_toy.make_solver)
+    assert s["benchmark"] == "t2i-compbench" and list(s["groups"]) == ["color"] and s["records"] == 3
+    assert s["overall"]["milr"] == pytest.approx(s["groups"]["color"]["milr"]["score"])
