@@ -129,16 +129,18 @@ def test_fixed_seed_gives_identical_trajectory(gen, red):
 def test_reward_rises_on_average_across_seeds(gen, red):
     """Faithful loop with its stopping rule, and the K-sample option: mean improvement > 0."""
     gains, gains_k = [], []
-    for seed in range(10):
-        cfg = dict(mode="image", max_steps=8, threshold=-0.45, seed=seed, lr=0.03, image_k=0.5)
+    for seed in range(12):
+        cfg = dict(mode="image", max_steps=12, threshold=-0.47, seed=seed, lr=0.03, image_k=0.5)
         res = MILR(gen, red, MILRConfig(**cfg)).run(PROMPT)
         gains.append(res.final_score - res.initial_score)
         if seed < 6:
-            res_k = MILR(gen, red, MILRConfig(**cfg, samples_per_step=4)).run(PROMPT)
+            cfg.update(max_steps=8, threshold=-0.45, samples_per_step=4)
+            res_k = MILR(gen, red, MILRConfig(**cfg)).run(PROMPT)
             gains_k.append(res_k.final_score - res_k.initial_score)
             assert all(len(s.candidate_scores) == 4 for s in res_k.steps[1:])
-    assert sum(gains) / len(gains) > 0.0, gains
-    assert sum(gains_k) / len(gains_k) > 0.0, gains_k
+    # measured: mean +0.044 (faithful, 12 seeds), +0.058 (K=4, 6 seeds); score range ~0.4-0.6
+    assert sum(gains) / len(gains) > 0.01, gains
+    assert sum(gains_k) / len(gains_k) > 0.01, gains_k
 
 
 def test_select_best_and_result_fields(gen, red, tmp_path):

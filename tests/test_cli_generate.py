@@ -1,0 +1,101 @@
+"""`milr generate` end to end on a tiny random Janus: files, exit codes, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from cli_helpers import milr_executable, run_milr  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    from milr.testing import save_tiny_janus
+
+    return save_tiny_janus(tmp_path_factory.mktemp("tiny_janus_cli") / "model", seed=0)
+
+
+def test_generate_writes_images_trajectory_and_plot(tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = run_milr(
+        "generate", "a red square", "--model", str(tiny_dir), "--critic", "color:target=red",
+        "--critic", "colorfulness:weight=0.5",
+        "--steps", "2", "--seed", "3", "--select", "best", "--out", str(out),
+        "--max-reasoning-tokens", "8", "--json", "-q",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["steps"] <= 2 and summary["stop_reason"] in {"max_steps", "threshold"}
+    for name in ("initial.png", "final.png", "best.png", "trajectory.json", "reward.png"):
+        assert (out / name).is_file(), name
+    data = json.loads((out / "trajectory.json").read_text())
+    assert data["config"]["select"] == "best" and data["config"]["seed"] == 3
+    assert set(data["steps"][0]["critics"]) == {"color", "colorfulness"}
+    assert data["critic"]["config"]["members"][1]["weight"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["", "--critic", "color"], "empty prompt"),
+        (["x", "--critic", "color", "--image-k", "0"], "image_k"),
+        (["x", "--critic", "color", "--steps", "0"], "max_steps"),
+        (["x", "--critic", "color", "--lr", "-1"], "lr"),
+        (["x", "--critic", "nosuchcritic"], "unknown critic"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(tiny_dir, args, needle):
+    proc = run_milr("generate", *args[:1], "--model", str(tiny_dir), *args[1:])
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], proc.stderr
+
+
+def test_not_a_janus_checkpoint(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    proc = run_milr("generate", "x", "--model", str(tmp_path), "--critic", "color")
+    assert proc.returncode == 2 and "model_type='llama'" in proc.stderr
+
+
+def test_ctrl_c_writes_what_it_has(tiny_dir, tmp_path):
+    out = tmp_path / "interrupted"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [
+        milr_executable(), "generate", "a red square", "--model", str(tiny_dir),
+        "--critic", "color:target=red", "--steps", "500", "--threshold", "0",
+        "--mode", "image", "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    buf = b""
+    deadline = time.time() + 120
+    while b"2/501" not in buf and time.time() < deadline:  # tqdm draws with \r
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        buf += chunk
+    assert b"2/501" in buf, buf.decode(errors="replace")[-2000:]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    err = (buf + err).decode(errors="replace")
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    data = json.loads((out / "trajectory.json").read_text())
+    assert data["stop_reason"] == "interrupted" and len(data["steps"]) >= 2
+    assert (out / "initial.png").is_file() and (out / "final.png").is_file()
+
+
+def test_generate_module_import_is_cheap():
+    code = (
+        "import sys, milr.cli.generate; "
+        "sys.exit(1 if 'torch' in sys.modules or 'transformers' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
