@@ -78,7 +78,7 @@ def biased_yolo(path: Path, class_index: int = 16) -> str:
     torch.manual_seed(0)
     model = YOLO("yolov8n.yaml")
     with torch.no_grad():
-        for seq in model.model.model[-1].cv3:
+        for seq in model.model.model[-1].cv3:  # type: ignore[union-attr]
             seq[-1].bias.fill_(-10.0)
             seq[-1].bias[class_index] = 8.0
     model.save(str(path))
@@ -96,11 +96,11 @@ def register_tiny_clip(root: Path) -> str:
 
 def time_batched_vs_single(
     critic: Any, images: list[Any], prompts: list[str], repeats: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Median seconds for one batched call and for one call per image (after a warm-up)."""
     from milr import evaluate
 
-    meta = [{} for _ in images]
+    meta: list[dict[str, Any]] = [{} for _ in images]
     evaluate(critic, images[:2], prompts[:2], meta[:2])  # load weights, warm up
     batched, single = [], []
     for _ in range(repeats):
@@ -169,17 +169,21 @@ BENCHES: dict[str, Callable[[list[Any], argparse.Namespace, Path], dict[str, Any
 # -- memory -------------------------------------------------------------------------------------
 
 
-def _rss_mib() -> float:
+def _status_mib(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def _peak_rss_mib() -> float:
-    import resource
+def _rss_mib() -> float:
+    return _status_mib("VmRSS")
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def _peak_rss_mib() -> float:
+    # VmHWM belongs to this process image; getrusage's ru_maxrss would inherit the parent's
+    # peak across fork + exec.
+    return _status_mib("VmHWM")
 
 
 def memory_ensemble(args: argparse.Namespace) -> dict[str, Any]:

@@ -179,11 +179,18 @@ def _load(
                 )
             except Exception as exc:
                 cfg = open_clip.get_pretrained_cfg(arch, weights) or {}
-                where = cfg.get("hf_hub") or cfg.get("url") or "the open_clip pretrained list"
+                if cfg.get("hf_hub"):
+                    repo, fname = os.path.split(cfg["hf_hub"])
+                    fname = fname or "open_clip_pytorch_model.bin"
+                    where = f"{fname} from the Hugging Face repo {repo}"
+                else:
+                    url = cfg.get("url", "")
+                    fname = url.rsplit("/", 1)[-1] or "checkpoint.pt"
+                    where = f"{fname} from {url or 'the open_clip pretrained list'}"
                 raise MilrUserError(
                     f"critic {critic!r}: pretrained {arch}/{weights} is not available offline "
-                    f"({str(exc)[:200]}); download the checkpoint from {where} on a machine "
-                    "with internet and pass weights=/path/to/checkpoint"
+                    f"({str(exc)[:160]}); download {where} on a machine with internet and "
+                    f"pass weights=/path/to/{fname}"
                 ) from exc
             source = f"{arch}:{weights}"
     model = model.to(device=device, dtype=tdtype).eval()

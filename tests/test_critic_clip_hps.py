@@ -215,7 +215,11 @@ def test_pretrained_tag_offline_names_the_file(monkeypatch):
     """No download offline: the error says which checkpoint to fetch and how to pass it."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     critic = ClipScoreCritic(weights="openai", arch="ViT-B-32", device="cpu")
-    with pytest.raises(MilrUserError, match="not available offline.*weights=/path/to/checkpoint"):
+    with pytest.raises(
+        MilrUserError,
+        match="not available offline.*download open_clip_pytorch_model.bin from the Hugging Face "
+        "repo timm/vit_base_patch32_clip_224.openai.*weights=/path/to/open_clip_pytorch_model.bin",
+    ):
         critic.score(Image.new("RGB", (8, 8)), "x")
     assert not any(k[1] == "openai" for k in _openclip._CACHE)
 
