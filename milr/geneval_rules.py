@@ -393,7 +393,7 @@ def detections_needing_color(
 
 def evaluate_rules(
     metadata: Mapping[str, Any],
-    detections: Mapping[str, Sequence[Detection]] | Iterable[Detection],
+    detections_by_class: Mapping[str, Sequence[Detection]] | Iterable[Detection],
     color_fn: ColorFn | None = None,
     *,
     config: RuleConfig | None = None,
@@ -409,7 +409,7 @@ def evaluate_rules(
     config = config or RuleConfig()
     meta = validate_metadata(metadata, classes, colors)
     threshold = config.threshold_for(meta.get("tag"))
-    groups = group_detections(detections, threshold, config.max_objects)
+    groups = group_detections(detections_by_class, threshold, config.max_objects)
 
     results: list[ClauseResult] = []
     matched: list[list[Detection] | None] = []
