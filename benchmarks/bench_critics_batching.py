@@ -238,6 +238,11 @@ def main(argv: list[str] | None = None) -> None:
         "--geneval-batch", type=int, default=None, help="YOLO images per forward (default: auto)"
     )
     parser.add_argument("--hps-arch", default="ViT-B-32")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="tiny models (registered 32-px open_clip config, YOLO at imgsz 64): per-call overhead",
+    )
     parser.add_argument("--memory-only", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--_memory-child", action="store_true", help=argparse.SUPPRESS)
@@ -249,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.tiny:
+        args.clip_arch = args.hps_arch = register_tiny_clip(Path(tempfile.mkdtemp()))
+        args.imgsz = 64
     print(f"# {N_IMAGES} images at {SIZE} px, device={args.device}, torch threads={args.threads}")
     if not args.memory_only:
         images = make_images()
