@@ -68,7 +68,7 @@ def main() -> None:
 
             args.model = str(save_tiny_janus(tmp / "tiny-janus"))
             args.critic = args.critic or "color:target=red,min_fraction=0.3"
-            print("NOTE: shapes model not available; using a tiny random Janus + color critic")
+            print(f"NOTE: shapes model not available; using a tiny random Janus + critic {args.critic}")
     args.critic = args.critic or "shapes"
     suite = write_shapeseval(tmp / "shapeseval.jsonl", per_tag=args.per_tag, seed=0)
     n = args.per_tag * 6

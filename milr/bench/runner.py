@@ -10,6 +10,7 @@ merges the shards and writes the summary and the report.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import platform
@@ -28,7 +29,6 @@ from milr.bench.distributed import DistContext, init_distributed, rank_device, s
 from milr.bench.records import (
     SCHEMA_VERSION,
     RecordShard,
-    atomic_write_bytes,
     atomic_write_text,
     canonical_json,
     check_or_write_run,
@@ -37,6 +37,7 @@ from milr.bench.records import (
     load_all_records,
     record_key,
     shard_path,
+    write_files_durably,
     write_results,
 )
 from milr.bench.suites import BenchPrompt, Suite, load_suite
@@ -234,11 +235,15 @@ def _safe(pid: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", pid) or "_"
 
 
+def _json_bytes(value: Any) -> bytes:
+    return canonical_json(value).encode("utf-8")
+
+
 def _png_bytes(image: Image) -> bytes:
     import io
 
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    image.save(buf, format="PNG", compress_level=1)  # lossless; fast over small
     return buf.getvalue()
 
 
@@ -266,6 +271,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+FileJob = tuple[Path, Callable[[], bytes]]
+
+
 def run_one(
     solver: Solver,
     eval_critic: Critic,
@@ -276,8 +284,8 @@ def run_one(
     out: Path,
     cache: ScoreCache | None,
     rank: int,
-) -> dict[str, Any]:
-    """Solve, save images, evaluate and build the record of one (prompt, seed)."""
+) -> tuple[dict[str, Any], list[FileJob]]:
+    """Solve and evaluate one (prompt, seed): its record and the files it points at (unwritten)."""
     t0 = time.perf_counter()
     seed = derive_seed(opts.seed, prompt.id, seed_index)
     record: dict[str, Any] = {
@@ -294,9 +302,10 @@ def run_one(
         "trajectory": None,
         "error": None,
     }
+    files: list[FileJob] = []
     opt_s = eval_s = 0.0
+    t = time.perf_counter()
     try:
-        t = time.perf_counter()
         outcome = solver.solve(prompt, seed)
         opt_s = time.perf_counter() - t
     except Exception as exc:
@@ -310,11 +319,11 @@ def run_one(
         sides = []
         for side, image, h in zip(("base", "milr"), images, hashes):
             rel = folder / f"{seed_index}-{side}.png"
-            atomic_write_bytes(out / rel, _png_bytes(image))
+            files.append((out / rel, functools.partial(_png_bytes, image)))
             sides.append({"image": rel.as_posix(), "image_sha256": h})
         if outcome.full is not None:
             rel = folder / f"{seed_index}-trajectory.json"
-            atomic_write_text(out / rel, canonical_json(outcome.full))
+            files.append((out / rel, functools.partial(_json_bytes, outcome.full)))
             record["trajectory_file"] = rel.as_posix()
         t = time.perf_counter()
         scored = _score_pair(eval_critic, images, prompt, cache, hashes)
@@ -332,7 +341,55 @@ def run_one(
     record["rank"] = rank
     record["host"] = platform.node()
     record["finished_at"] = _now()
-    return record
+    return record, files
+
+
+class RecordWriter:
+    """A background thread that makes records durable in order, overlapping I/O with compute.
+
+    For each submitted record it encodes and writes the record's files (temp, fsync, rename),
+    then appends the record (fsync), so a record never points at a file that is not on disk.
+    At most `depth` records wait; `close` writes what is queued (also after Ctrl-C).
+    """
+
+    def __init__(self, store: RecordShard, on_written: Callable[[dict[str, Any]], None], depth: int = 4) -> None:
+        import queue
+        import threading
+
+        self.store = store
+        self.on_written = on_written
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[tuple[dict[str, Any], list[FileJob]] | None] = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._loop, name="milr-bench-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: dict[str, Any], files: list[FileJob]) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put((record, files))
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            record, files = item
+            try:
+                t = time.perf_counter()
+                write_files_durably([(path, make()) for path, make in files])
+                record["timings"]["write_s"] = time.perf_counter() - t
+                self.store.append(record)
+                self.on_written(record)
+            except BaseException as exc:  # surfaced to the main thread on the next submit/close
+                self.error = exc
+
+    def close(self, raise_errors: bool = True) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if raise_errors and self.error is not None:
+            raise self.error
 
 
 # --- progress -----------------------------------------------------------------------------
@@ -468,10 +525,14 @@ def _work(
     progress = Progress(len(items), ctx, opts.progress)
     try:
         with RecordShard(shard_path(out, ctx.rank)) as store:
-            for prompt, seed_index in items:
-                record = run_one(solver, eval_critic, prompt, seed_index, opts, suite, out, cache, ctx.rank)
-                store.append(record)
-                progress.update(record)
+            writer = RecordWriter(store, progress.update)
+            try:
+                for prompt, seed_index in items:
+                    writer.submit(*run_one(solver, eval_critic, prompt, seed_index, opts, suite, out, cache, ctx.rank))
+            except BaseException:
+                writer.close(raise_errors=False)
+                raise
+            writer.close()
     finally:
         progress.close()
         cache.close()
