@@ -134,3 +134,17 @@ class TestSelfJudgeContract(CriticContract):
         critic = SelfJudgeCritic(**WORDS)
         critic.bind(generator=_GEN["gen"])
         return critic
+
+
+def test_optimizer_binds_its_generator_and_uses_the_self_reward(janus):
+    from milr.optimizer import run_milr
+
+    critic = build_critic(["self-judge:yes_words=one,no_words=no"])
+    result = run_milr(janus, critic, "a red square", max_steps=2, threshold=0.0, mode="image")
+    assert critic.members[0][1].generator is janus
+    assert len(result.steps) == 3  # the model's own image + two updates
+    for step in result.steps:
+        judged = step.critics["self-judge"]
+        assert 0.0 <= judged["score"] <= 1.0 and step.reward == pytest.approx(step.score - 1)
+        assert judged["score"] == pytest.approx(step.score)
+        assert judged["passed"] == (judged["score"] >= 0.5)
