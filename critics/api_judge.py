@@ -56,7 +56,7 @@ Give three integer scores from 0 to 2:
 - realism: is the image realistic and physically plausible (2 = very, 1 = somewhat, 0 = not)?
 - aesthetic_quality: is the image well composed and visually pleasing (2 = very, 1 = somewhat, 0 = not)?
 
-Reply with JSON only, exactly like: {{"consistency": 0, "realism": 0, "aesthetic_quality": 0}}"""
+Reply with JSON only, exactly like: {"consistency": 0, "realism": 0, "aesthetic_quality": 0}"""
 WISE_EXPLANATION = "What the image should show (explanation): {explanation}\n"
 WISE_WEIGHTS = {"consistency": 0.7, "realism": 0.2, "aesthetic_quality": 0.1}
 _WISE_ALIASES = {
@@ -163,7 +163,8 @@ class APIJudgeCritic(Critic):
     Parameters: ``base_url`` (e.g. ``https://api.openai.com/v1`` or ``http://localhost:8000/v1``),
     ``model``, ``api_key_env`` (the NAME of the environment variable with the key; ``none`` for
     servers without auth), ``rubric`` (``yesno`` | ``wise``), ``question`` (yesno, with
-    ``{prompt}``), ``concurrency``, ``timeout`` (seconds per request), ``retries``, ``backoff``
+    ``{prompt}``), ``wise_prompt`` (wise; ``{prompt}`` and optional ``{explanation}``, e.g. the
+    WISE paper's own grading prompt; default `WISE_PROMPT`), ``concurrency``, ``timeout`` (seconds per request), ``retries``, ``backoff``
     (seconds), ``logprobs`` (ask for token log-probabilities in yesno), ``max_tokens``,
     ``temperature``.
     """
@@ -181,6 +182,7 @@ class APIJudgeCritic(Critic):
         api_key_env: str | None = "OPENAI_API_KEY",
         rubric: str = "yesno",
         question: str = YESNO_QUESTION,
+        wise_prompt: str = WISE_PROMPT,
         concurrency: int = 4,
         timeout: float = 60.0,
         retries: int = 3,
@@ -223,6 +225,11 @@ class APIJudgeCritic(Critic):
             )
         if not isinstance(question, str) or "{prompt}" not in question:
             raise MilrUserError(f"api-judge critic: question={question!r} must contain {{prompt}}")
+        if not isinstance(wise_prompt, str) or "{prompt}" not in wise_prompt:
+            raise MilrUserError(
+                f"api-judge critic: wise_prompt={wise_prompt!r} must contain {{prompt}} "
+                "(and may contain {explanation})"
+            )
         for pname, value, lo in (("concurrency", concurrency, 1), ("retries", retries, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise MilrUserError(
@@ -243,6 +250,7 @@ class APIJudgeCritic(Critic):
         self.api_key_env = api_key_env
         self.rubric = rubric
         self.question = question
+        self.wise_prompt = wise_prompt
         self.concurrency = concurrency
         self.timeout = float(timeout)
         self.retries = retries
@@ -260,6 +268,8 @@ class APIJudgeCritic(Critic):
             "api_key_env": api_key_env,
             "rubric": rubric,
             "question": question,
+            "wise_prompt": "default" if wise_prompt == WISE_PROMPT else wise_prompt,
+            "wise_prompt_sha256": hashlib.sha256(wise_prompt.encode("utf-8")).hexdigest(),
             "concurrency": concurrency,
             "timeout": self.timeout,
             "retries": retries,
@@ -276,8 +286,8 @@ class APIJudgeCritic(Critic):
         if self.rubric == "yesno":
             return self.question.replace("{prompt}", prompt)
         explanation = metadata.get("Explanation") or metadata.get("explanation")
-        extra = WISE_EXPLANATION.format(explanation=explanation) if explanation else ""
-        return WISE_PROMPT.format(prompt=prompt, explanation=extra)
+        extra = WISE_EXPLANATION.replace("{explanation}", str(explanation)) if explanation else ""
+        return self.wise_prompt.replace("{prompt}", prompt).replace("{explanation}", extra)
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}

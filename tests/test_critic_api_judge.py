@@ -271,6 +271,19 @@ def test_wise_rubric_scores_and_uses_explanation(api):
     )
 
 
+def test_custom_wise_prompt_with_literal_braces(api):
+    template = 'Judge "{prompt}". {explanation}Give three integer scores as {"consistency": n, ...}'
+    critic = make(api, rubric="wise", wise_prompt=template)
+    res = critic.score(img(), "a fox", {"Explanation": "orange fur"})
+    sent = api.requests[0]["text"]
+    assert sent.startswith('Judge "a fox". What the image should show (explanation): orange fur')
+    assert sent.endswith('{"consistency": n, ...}')
+    assert res.details["prompt_sha256"] == hashlib.sha256(sent.encode()).hexdigest()
+    assert critic.config()["wise_prompt"] == template
+    with pytest.raises(MilrUserError, match="wise_prompt"):
+        make(api, rubric="wise", wise_prompt="no placeholder")
+
+
 def test_wise_bad_grades_are_a_clear_error(api):
     with pytest.raises(JudgeReplyError, match="outside 0-2|lacks"):
         make(api, rubric="wise", retries=0).score(img(), "badgrades")
