@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,9 +90,10 @@ def test_shapeseval_end_to_end_with_crash_resume_and_two_ranks(tmp_path):
     """ShapesEval with the shapes model and critic: a crash mid-run resumed, and 2 gloo ranks."""
     from milr.shapes.evalset import write_shapeseval
 
-    suite = write_shapeseval(tmp_path / "shapeseval.jsonl", per_tag=1, seed=0)  # 6 prompts
-    common = [str(suite), "--model", "shapes", "--critic", "shapes", "--steps", "3", "--no-progress",
-              "--device", "cpu", "--no-report"]
+    suite = write_shapeseval(tmp_path / "shapeseval.jsonl", per_tag=1, seed=0)
+    # 4 prompts (single_object, two_object, counting, colors), 2 steps: a few seconds per run
+    common = [str(suite), "--model", "shapes", "--critic", "shapes", "--steps", "2", "--limit", "4",
+              "--no-progress", "--device", "cpu", "--no-report"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def bench(*args, torchrun=False):
@@ -109,15 +111,20 @@ def test_shapeseval_end_to_end_with_crash_resume_and_two_ranks(tmp_path):
 
     single = tmp_path / "single"
     bench("--out", single)
-    # a crash after the 3rd record: keep 3 whole records and half of the 4th, then resume
+    # the same run crashed while writing its 3rd record: 2 whole records and half of the 3rd
     crashed = tmp_path / "crashed"
-    bench("--out", crashed, "--limit", "4")
+    shutil.copytree(single / "records", crashed / "records")
+    shutil.copy(single / "run.json", crashed / "run.json")
     shard = shard_files(crashed)[0]
     lines = shard.read_bytes().splitlines(keepends=True)
-    shard.write_bytes(b"".join(lines[:3]) + lines[3][: len(lines[3]) // 2])
-    bench("--out", crashed)
+    assert len(lines) == 4
+    shard.write_bytes(b"".join(lines[:2]) + lines[2][: len(lines[2]) // 2])
+    proc = bench("--out", crashed)
+    assert "resuming" in proc.stderr and "2 finished, 2 to do" in proc.stderr
     ddp = tmp_path / "ddp"
     bench("--out", ddp, torchrun=True)
     assert len(shard_files(ddp)) == 2
+    groups, overall, recs = results(single)
+    assert len(recs) == 4 and set(groups) == {"single_object", "two_object", "counting", "colors"}
     assert results(crashed) == results(single)
     assert results(ddp) == results(single)
