@@ -337,3 +337,18 @@ def test_wise_and_t2i_suites_run_and_aggregate(toy_site, shared_data, tmp_path, 
     s = run_bench(opts, solver_factory=bench_toy.make_solver)
     assert s["benchmark"] == "t2i-compbench" and list(s["groups"]) == ["color"] and s["records"] == 3
     assert s["overall"]["milr"] == pytest.approx(s["groups"]["color"]["milr"]["score"])
+
+
+def test_unusable_score_cache_warns_and_the_run_goes_on(toy_site, suite, tmp_path, fresh_plugins, capsys):
+    from milr.bench.runner import BenchOptions, run_bench
+
+    fresh_plugins.syspath_prepend(str(toy_site))
+    import bench_toy
+
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database" * 100)
+    opts = BenchOptions(suite=str(suite), critic=["flaky"], steps=1, limit=2, out=str(tmp_path / "c"),
+                        cache=str(junk), progress=False, report=False)
+    s = run_bench(opts, solver_factory=bench_toy.make_solver)
+    assert s["records"] == 2 and s["eval_errors"] == {"base": 0, "milr": 0}
+    assert "score cache" in capsys.readouterr().err

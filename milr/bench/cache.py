@@ -3,7 +3,9 @@
 The key is a hash of the image's pixel content, the prompt, the metadata, the critic's name and
 its configuration (`Critic.config()`), so re-evaluating a finished run with another evaluation
 critic reuses every image and only runs the new critic, and running it twice costs nothing.
-SQLite (WAL mode) lets every rank of a torchrun job share one cache file safely.
+SQLite (WAL mode) lets every rank on one machine share one cache file safely. WAL needs a local
+file system: for multi-node runs whose ``--out`` is on NFS, point ``--cache`` at a local path.
+A cache that fails is disabled with a warning; it never fails a run.
 """
 
 from __future__ import annotations
@@ -60,23 +62,43 @@ class ScoreCache:
         self._conn.commit()
         self.hits = 0
         self.misses = 0
+        self.broken = False
+
+    def _failed(self, exc: Exception) -> None:
+        """A cache that cannot be read or written is dropped (with one warning), never fatal."""
+        if not self.broken:
+            import sys
+
+            print(f"warning: score cache {self.path} disabled: {exc}", file=sys.stderr)
+        self.broken = True
 
     def get(self, key: str) -> CriticResult | None:
-        with self._lock:
-            row = self._conn.execute("SELECT result FROM scores WHERE key = ?", (key,)).fetchone()
+        if self.broken:
+            return None
+        try:
+            with self._lock:
+                row = self._conn.execute("SELECT result FROM scores WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return None
         if row is None:
             return None
         data = json.loads(row[0])
         return CriticResult(data["score"], data.get("passed"), data.get("details") or {})
 
     def put(self, key: str, critic: str, result: CriticResult) -> None:
+        if self.broken:
+            return
         text = json.dumps(result.to_dict(), allow_nan=False, default=str)
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO scores (key, critic, result) VALUES (?, ?, ?)",
-                (key, critic, text),
-            )
-            self._conn.commit()
+        try:
+            with self._lock:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO scores (key, critic, result) VALUES (?, ?, ?)",
+                    (key, critic, text),
+                )
+                self._conn.commit()
+        except sqlite3.Error as exc:
+            self._failed(exc)
 
     def __len__(self) -> int:
         with self._lock:

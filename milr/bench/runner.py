@@ -521,7 +521,7 @@ def _work(
     else:
         eval_critic = build_critic(list[Any](opts.eval_specs()))
         eval_critic.bind(generator=getattr(solver, "generator", None))
-    cache = ScoreCache(opts.cache or out / "score_cache.sqlite")
+    cache = open_cache(opts.cache or out / "score_cache.sqlite")
     progress = Progress(len(items), ctx, opts.progress)
     try:
         with RecordShard(shard_path(out, ctx.rank)) as store:
@@ -535,7 +535,19 @@ def _work(
             writer.close()
     finally:
         progress.close()
-        cache.close()
+        if cache is not None:
+            cache.close()
+
+
+def open_cache(path: str | Path) -> ScoreCache | None:
+    """The score cache, or None (with a warning) when the file cannot serve as one."""
+    import sqlite3
+
+    try:
+        return ScoreCache(path)
+    except (sqlite3.Error, OSError) as exc:
+        print(f"warning: score cache {path} unusable ({exc}); running without it", file=sys.stderr)
+        return None
 
 
 def finalize(out: str | Path, report: bool = True) -> dict[str, Any]:
@@ -582,7 +594,7 @@ def rescore(
     if run is None:
         raise MilrUserError(f"{out} holds no bench run (no {RUN_FILE})")
     critic = build_critic(list[Any](eval_critic))
-    score_cache = ScoreCache(cache or out / "score_cache.sqlite")
+    score_cache = open_cache(cache or out / "score_cache.sqlite")
     try:
         for path in shard_files(out):
             recs = read_jsonl(path)
@@ -602,9 +614,11 @@ def rescore(
                 rec.setdefault("timings", {})["eval_s"] = time.perf_counter() - t
             text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in recs)
             atomic_write_text(path, text)
-        print(f"score cache: {score_cache.hits} hits, {score_cache.misses} misses", file=sys.stderr)
+        if score_cache is not None:
+            print(f"score cache: {score_cache.hits} hits, {score_cache.misses} misses", file=sys.stderr)
     finally:
-        score_cache.close()
+        if score_cache is not None:
+            score_cache.close()
     settings = dict(run["settings"])
     old_eval = settings.get("eval_critic")
     settings["eval_critic"] = list(eval_critic)
