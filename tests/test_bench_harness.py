@@ -330,6 +330,12 @@ def test_wise_and_t2i_suites_run_and_aggregate(toy_site, shared_data, tmp_path, 
         expect = sum(WISE_WEIGHTS[g] * e[side]["score"] for g, e in s["groups"].items())
         assert s["overall"][side] == pytest.approx(expect)
     assert "WISE-weighted" in (tmp_path / "w" / "summary.md").read_text()
+    from milr.bench.export import export_run
+
+    assert export_run(tmp_path / "w", tmp_path / "wise-images") == 6
+    assert sorted(p.name for p in (tmp_path / "wise-images").iterdir()) == sorted(
+        f"{item['prompt_id']}.png" for item in WISE_ITEMS
+    )
 
     color = shared_data / "t2i-compbench" / "color_val.txt"
     opts = BenchOptions(suite=str(color), critic=["flaky"], steps=2, limit=3, out=str(tmp_path / "t"),
@@ -352,3 +358,14 @@ def test_unusable_score_cache_warns_and_the_run_goes_on(toy_site, suite, tmp_pat
     s = run_bench(opts, solver_factory=bench_toy.make_solver)
     assert s["records"] == 2 and s["eval_errors"] == {"base": 0, "milr": 0}
     assert "score cache" in capsys.readouterr().err
+
+
+def test_export_in_geneval_layout(reference, toy_site, tmp_path):
+    dest = tmp_path / "geneval-layout"
+    proc = _bench(toy_site, "export", reference, dest)
+    assert "exported 24 milr images" in proc.stdout
+    recs = {(r["prompt_id"], r["seed_index"]): r for r in load_all_records(reference)}
+    for (pid, s), rec in recs.items():
+        sample = dest / pid / "samples" / f"{s:04d}.png"
+        assert sample.read_bytes() == (reference / rec["milr"]["image"]).read_bytes()
+        assert json.loads((dest / pid / "metadata.jsonl").read_text()) == rec["metadata"]

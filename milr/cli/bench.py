@@ -2,7 +2,8 @@
 
 ``milr bench SUITE_FILE ...`` runs (the ``run`` subcommand is implied); ``milr bench summary
 DIR`` prints and rewrites a run's summary; ``milr bench rescore DIR --eval-critic SPEC``
-re-evaluates a finished run's images with another evaluation critic.
+re-evaluates a finished run's images with another evaluation critic; ``milr bench export DIR
+DEST`` lays the images out for a benchmark's official evaluator.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def bench() -> None:
     milr bench SUITE_FILE --model M --critic SPEC [--eval-critic SPEC] [--out DIR] ...
     milr bench summary DIR
     milr bench rescore DIR --eval-critic SPEC
+    milr bench export DIR DEST [--side milr|base]
     torchrun --nproc-per-node K -m milr bench SUITE_FILE ...   (one shard per rank)
     """
 
@@ -137,3 +139,15 @@ def rescore_cmd(run_dir: str, eval_critic: tuple[str, ...], cache: str | None, n
 
     summary = rescore(run_dir, list(eval_critic), cache=cache, report=not no_report)
     click.echo(to_markdown(summary, read_run(Path(run_dir))))
+
+
+@bench.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=str))
+@click.option("--side", default="milr", show_default=True, type=click.Choice(["milr", "base"]), help="Which images to export.")
+def export_cmd(run_dir: str, dest: str, side: str) -> None:
+    """Copy RUN_DIR's images into DEST in the benchmark's official layout (GenEval folders, WISE ids)."""
+    from milr.bench.export import export_run
+
+    n = export_run(run_dir, dest, side)
+    click.echo(f"exported {n} {side} images to {dest}")
