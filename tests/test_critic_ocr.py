@@ -187,3 +187,14 @@ class TestOCRContract(CriticContract):
         texts = ["STOP", "OPEN 24 HOURS", "Hello"]
         images = [render(t, size=(256, 128)) for t in texts]
         return images, [f'a sign that says "{t}"' for t in ["STOP", "CLOSED", "Hello"]], [{}] * 3
+
+
+def test_tesseract_workers_give_identical_results():
+    images = [render(t, size=(256, 128)) for t in ("STOP", "EXIT", "Hello")]
+    prompts = ['say "STOP"', 'say "EXIT"', 'say "Hello"']
+    one = OCRCritic(backend="tesseract", workers=1).score_batch(images, prompts, [{}] * 3)
+    three = OCRCritic(backend="tesseract", workers=3).score_batch(images, prompts, [{}] * 3)
+    assert [r.to_dict() for r in one] == [r.to_dict() for r in three]
+    assert all(r.passed for r in three)
+    with pytest.raises(MilrUserError, match="workers=0"):
+        OCRCritic(backend="tesseract", workers=0)
