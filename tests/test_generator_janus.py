@@ -67,6 +67,12 @@ def test_continue_reasoning_from_own_prefix_reproduces_rollout(gen):
     again = gen.continue_reasoning(PROMPT, r.tokens[:3])
     assert again.tokens == r.tokens
     torch.testing.assert_close(again.latents, r.latents, atol=1e-5, rtol=1e-5)
+    gen.memoize_reasoning = False
+    fresh = gen.continue_reasoning(PROMPT, r.tokens[:2])
+    gen.memoize_reasoning = True
+    memo = gen.continue_reasoning(PROMPT, r.tokens[:2])
+    assert gen.continue_reasoning(PROMPT, r.tokens[:2]) is memo  # reused, not regenerated
+    assert memo.tokens == fresh.tokens and torch.equal(memo.latents, fresh.latents)
     other = gen.continue_reasoning(PROMPT, [gen.tokenizer.convert_tokens_to_ids("blue")] * 2)
     assert other.tokens[:2] == [gen.tokenizer.convert_tokens_to_ids("blue")] * 2
 

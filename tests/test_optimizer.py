@@ -236,3 +236,31 @@ def test_interrupt_keeps_partial_result(gen):
     partial = info.value.milr_result
     assert partial.stop_reason == "interrupted" and len(partial.steps) == 2
     assert partial.initial_image is not None and partial.final_image is not None
+
+
+def _live_tensor_bytes() -> int:
+    import gc
+
+    gc.collect()
+    total = 0
+    for obj in gc.get_objects():
+        try:
+            if torch.is_tensor(obj):
+                total += obj.numel() * obj.element_size()
+        except Exception:  # objects that refuse introspection
+            continue
+    return total
+
+
+def test_memory_does_not_grow_with_steps(gen, red):
+    """No retained graphs or growing caches: live tensors after 30 steps ≈ after 3."""
+    base = _live_tensor_bytes()
+    seen: dict[int, int] = {}
+
+    def cb(rec, _):
+        if rec.step in (3, 30):
+            seen[rec.step] = _live_tensor_bytes() - base
+
+    cfg = MILRConfig(mode="both", max_steps=30, threshold=0.0, max_reasoning_tokens=6, image_k=0.25)
+    MILR(gen, red, cfg).run(PROMPT, callback=cb)
+    assert seen[30] <= seen[3] * 1.1 + 4096, seen

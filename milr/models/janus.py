@@ -151,6 +151,10 @@ class JanusGenerator(Generator):
         self.context = int(getattr(model.config.text_config, "max_position_embeddings", 4096))
         self._ids = self._token_ids()
         self._kv: dict[tuple[Any, ...], tuple[list[tuple[Any, Any]], torch.Tensor]] = {}
+        self._rollouts: dict[tuple[Any, ...], Reasoning] = {}
+        #: Reuse a reasoning rollout when the same prefix is asked for again. Greedy decoding
+        #: is deterministic, so this returns exactly what regenerating would (tested).
+        self.memoize_reasoning = True
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -319,6 +323,7 @@ class JanusGenerator(Generator):
     def clear_cache(self) -> None:
         """Forget cached prompt KV (frees memory between prompts)."""
         self._kv.clear()
+        self._rollouts.clear()
 
     # -- reasoning ---------------------------------------------------------------------------
     def write_reasoning(self, prompt: str) -> Reasoning:
@@ -335,6 +340,9 @@ class JanusGenerator(Generator):
         prefix = [int(t) for t in prefix_tokens][:budget]
         if eos in prefix:
             prefix = prefix[: prefix.index(eos)]
+        memo_key = (tuple(prompt_ids), tuple(prefix), budget)
+        if self.memoize_reasoning and memo_key in self._rollouts:
+            return self._rollouts[memo_key]
         with torch.no_grad():
             kv, h = self._prefill([prompt_ids])
             cache = self._cache_from(kv)
@@ -361,7 +369,12 @@ class JanusGenerator(Generator):
             else torch.zeros(0, self.hidden_size, device=self.device, dtype=self.dtype)
         )
         text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        return Reasoning(tokens=tokens, latents=lat.detach(), text=text)
+        out = Reasoning(tokens=tokens, latents=lat.detach(), text=text)
+        if self.memoize_reasoning:
+            if len(self._rollouts) >= 4:
+                self._rollouts.pop(next(iter(self._rollouts)))
+            self._rollouts[memo_key] = out
+        return out
 
     # -- image tokens ------------------------------------------------------------------------
     def sample_image_tokens(
