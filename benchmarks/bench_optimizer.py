@@ -12,12 +12,18 @@ Prints seconds per ``both`` step and its breakdown, the speedup, whether the tok
 identical, the bookkeeping share (latent capture + loss + backward + Adam + prefix sampling)
 and resident memory after 3 vs after ``--mem-steps`` steps.
 
-The model: Janus-Pro-1B text width (hidden 2048, MLP 5632, 16 heads, vocabulary 102400),
-576 image tokens (384 px), but only ``--layers`` transformer layers (Janus-Pro-1B has 24) and a
-narrower VQ decoder (``--vq-channels``, real: 128) so a run fits a few minutes on 2 CPU cores.
+The model: Janus-Pro-1B text width (hidden 2048, MLP 5632, 16 heads, vocabulary 102400), but
+only ``--layers`` transformer layers (Janus-Pro-1B has 24), a narrower VQ decoder
+(``--vq-channels``, real: 128), 64 image tokens by default (``--image-size 384`` for the real
+576) and 48 reasoning tokens, so a run fits a few minutes on 2 CPU cores. The memory run uses a
+1-layer, 16-image-token variant of the same width so that 30 steps are affordable.
 
-    python benchmarks/bench_optimizer.py                  # defaults below
-    python benchmarks/bench_optimizer.py --layers 24 --vq-channels 128 --device cuda
+A third loop, ``milr, no memo``, disables the reuse of an identical reasoning rollout, to show
+the KV cache's share of the speedup on its own.
+
+    python benchmarks/bench_optimizer.py                                   # CPU defaults
+    python benchmarks/bench_optimizer.py --image-size 384 --steps 1 --mem-steps 0 --skip-nomemo
+    python benchmarks/bench_optimizer.py --layers 24 --vq-channels 128 --image-size 384 --device cuda
 """
 
 from __future__ import annotations
@@ -82,7 +88,9 @@ def build(args):
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     model = JanusForConditionalGeneration(config).to(device=args.device, dtype=dtype).eval()
     processor = JanusProcessor(
-        image_processor=JanusImageProcessor(), tokenizer=_tokenizer(args.vocab), num_image_tokens=n_img
+        image_processor=JanusImageProcessor(),
+        tokenizer=_tokenizer(args.vocab),
+        num_image_tokens=n_img,
     )
     settings = JanusSettings(
         max_reasoning_tokens=args.reason_tokens,
@@ -131,21 +139,16 @@ def reference_class():
     return ReferenceJanus
 
 
-def run(gen, critic, args, steps, label, record_mem=False):
+def run(gen, critic, args, steps, label):
     from milr.optimizer import MILR, MILRConfig
 
     cfg = MILRConfig(
         mode="both", max_steps=steps, threshold=0.0, seed=42, text_k=0.1, image_k=0.01,
         max_reasoning_tokens=args.reason_tokens,
     )  # fmt: skip
-    mem = {}
+    mem: dict[int, float] = {}
 
     def cb(rec, res):
-        if record_mem and rec.step in (3, steps):
-            import gc
-
-            gc.collect()
-            mem[rec.step] = (rss_mb(), _cuda_peak(args.device))
         print(f"  [{label}] step {rec.step}: {sum(rec.timings.values()):.2f}s", flush=True)
 
     t = time.perf_counter()
@@ -153,12 +156,42 @@ def run(gen, critic, args, steps, label, record_mem=False):
     return res, time.perf_counter() - t, mem
 
 
-def _cuda_peak(device: str) -> float | None:
-    if not str(device).startswith("cuda"):
-        return None
+def live_tensor_mb() -> float:
+    """Bytes of all live torch tensors (model included), after a garbage collection."""
+    import gc
+    import warnings
+
     import torch
 
-    return torch.cuda.max_memory_allocated() / 2**20
+    gc.collect()
+    total = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            try:
+                if isinstance(obj, torch.Tensor):
+                    total += obj.numel() * obj.element_size()
+            except Exception:
+                continue
+    return total / 2**20
+
+
+def per_step(res):
+    steps = res.steps[1:]
+    keys = ("reasoning", "image_tokens", "decode", "critic", "update")
+    tot = {k: sum(s.timings.get(k, 0.0) for s in steps) / len(steps) for k in keys}
+    return tot, sum(tot.values())
+
+
+def same_run(a, b) -> bool:
+    return (
+        all(
+            (x.reasoning, x.text_prefix, x.image_prefix, x.score)
+            == (y.reasoning, y.text_prefix, y.image_prefix, y.score)
+            for x, y in zip(a.steps, b.steps)
+        )
+        and a.final_image.tobytes() == b.final_image.tobytes()
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,10 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mlp", type=int, default=5632)
     ap.add_argument("--vocab", type=int, default=102400)
     ap.add_argument("--vq-channels", type=int, default=32)
-    ap.add_argument("--image-size", type=int, default=384, help="384: 576 image tokens")
-    ap.add_argument("--reason-tokens", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per loop")
-    ap.add_argument("--mem-steps", type=int, default=30, help="steps of the memory run (0: skip)")
+    ap.add_argument("--image-size", type=int, default=128, help="128: 64 tokens; 384: 576")
+    ap.add_argument("--reason-tokens", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=2, help="timed steps per loop")
+    ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--skip-nomemo", action="store_true")
+    ap.add_argument("--mem-steps", type=int, default=30, help="memory run steps (0: skip)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--threads", type=int, default=2)
@@ -183,53 +218,76 @@ def main(argv: list[str] | None = None) -> int:
     from milr.models.janus import JanusGenerator
 
     torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     t0 = time.perf_counter()
     model, processor, settings = build(args)
+    n_img = (args.image_size // 16) ** 2
     print(
-        f"model: hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}, "
-        f"{(args.image_size // 16) ** 2} image tokens, "
-        f"VQ channels {args.vq_channels}, {args.dtype} on {args.device}, {args.threads} threads "
-        f"(built in {time.perf_counter() - t0:.1f}s)"
+        f"model: hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}, {n_img} image "
+        f"tokens, VQ channels {args.vq_channels}, {args.dtype} on {args.device}, "
+        f"{args.threads} threads, reasoning {args.reason_tokens} tokens "
+        f"(built in {time.perf_counter() - t0:.1f}s; load average {load:.1f})",
+        flush=True,
     )
     critic = milr.build_critic(["color:target=red"])
     mine = JanusGenerator(model, processor, settings, checkpoint="random-1B-wide")
-    ref = reference_class()(model, processor, settings, checkpoint="random-1B-wide")
+    runs = {"milr": run(mine, critic, args, args.steps, "milr")[0]}
+    if not args.skip_nomemo:
+        nomemo = JanusGenerator(model, processor, settings, checkpoint="random-1B-wide")
+        nomemo.memoize_reasoning = False
+        runs["milr, no memo"] = run(nomemo, critic, args, args.steps, "milr, no memo")[0]
+    if not args.skip_reference:
+        ref = reference_class()(model, processor, settings, checkpoint="random-1B-wide")
+        runs["reference"] = run(ref, critic, args, args.steps, "reference")[0]
 
-    res_m, wall_m, _ = run(mine, critic, args, args.steps, "milr")
-    res_r, wall_r, _ = run(ref, critic, args, args.steps, "reference")
-
-    def per_step(res):
-        steps = res.steps[1:]
-        keys = ("reasoning", "image_tokens", "decode", "critic", "update")
-        tot = {k: sum(s.timings.get(k, 0.0) for s in steps) / len(steps) for k in keys}
-        return tot, sum(tot.values())
-
-    bm, sm = per_step(res_m)
-    br, sr = per_step(res_r)
-    same = [
-        (a.reasoning, a.text_prefix, a.image_prefix, a.score)
-        == (b.reasoning, b.text_prefix, b.image_prefix, b.score)
-        for a, b in zip(res_m.steps, res_r.steps)
-    ]
-    identical = all(same) and res_m.final_image.tobytes() == res_r.final_image.tobytes()
+    table = {name: per_step(res) for name, res in runs.items()}
     print(f"\nseconds per `both` step (mean over steps 1..{args.steps})")
-    print(f"{'phase':<14}{'milr':>10}{'reference':>12}")
-    for k in bm:
-        print(f"{k:<14}{bm[k]:>10.3f}{br[k]:>12.3f}")
-    print(f"{'total':<14}{sm:>10.3f}{sr:>12.3f}")
-    print(f"speedup per step: {sr / sm:.2f}x   identical tokens/images/scores: {identical}")
-    print(f"bookkeeping (update: loss+backward+Adam+prefix sampling): {bm['update'] / sm:.2%} of a step")
-    print(f"reasoning tokens per step: {len(res_m.steps[1].text_prefix)} forced + "
-          f"{args.reason_tokens - len(res_m.steps[1].text_prefix)} regenerated")  # fmt: skip
+    print(f"{'phase':<14}" + "".join(f"{n:>16}" for n in table))
+    for k in table["milr"][0]:
+        print(f"{k:<14}" + "".join(f"{b[k]:>16.3f}" for b, _ in table.values()))
+    print(f"{'total':<14}" + "".join(f"{t:>16.3f}" for _, t in table.values()))
+    base = runs["milr"]
+    unchanged = sum(1 for s in base.steps[1:] if not s.text_prefix_changed)
+    print(f"text prefix unchanged (reasoning reused) in {unchanged}/{base.n_steps} milr steps")
+    for name, res in runs.items():
+        if name == "milr":
+            continue
+        print(
+            f"speedup of milr over {name}: {table[name][1] / table['milr'][1]:.2f}x; identical "
+            f"tokens, images and scores: {same_run(base, res)}"
+        )
+    bm, sm = table["milr"]
+    print(
+        f"bookkeeping (loss + backward + Adam + prefix sampling): {bm['update'] / sm:.2%} of a step"
+    )
 
     if args.mem_steps:
-        print(f"\nmemory run: {args.mem_steps} steps (milr loop)")
-        _, wall, mem = run(mine, critic, args, args.mem_steps, "mem", record_mem=True)
-        (r3, c3), (rn, cn) = mem[3], mem[args.mem_steps]
-        print(f"resident memory after 3 steps: {r3:.0f} MB, after {args.mem_steps}: {rn:.0f} MB "
-              f"({(rn - r3) / r3:+.1%}); process peak {peak_mb():.0f} MB")  # fmt: skip
-        if c3 is not None:
-            print(f"CUDA peak allocated after 3: {c3:.0f} MB, after {args.mem_steps}: {cn:.0f} MB")
+        # Memory: same code path on a model that makes 30 steps affordable on a CPU.
+        margs = argparse.Namespace(**{**vars(args), "layers": 1, "vocab": 32000, "image_size": 64,
+                                      "reason_tokens": 16})  # fmt: skip
+        del mine, runs, model
+        mmodel, mproc, msettings = build(margs)
+        mgen = JanusGenerator(mmodel, mproc, msettings, checkpoint="random-small")
+        from milr.optimizer import MILR, MILRConfig
+
+        mem: dict[int, tuple[float, float]] = {}
+        before = live_tensor_mb()
+
+        def cb(rec, res):
+            if rec.step in (3, args.mem_steps):
+                mem[rec.step] = (live_tensor_mb() - before, rss_mb())
+
+        cfg = MILRConfig(mode="both", max_steps=args.mem_steps, threshold=0.0, seed=1)
+        t = time.perf_counter()
+        MILR(mgen, critic, cfg).run("a red square", callback=cb)
+        (l3, r3), (ln, rn) = mem[3], mem[args.mem_steps]
+        print(
+            f"\nmemory, {args.mem_steps}-step `both` run (hidden {args.hidden}, 1 layer, vocab "
+            f"32000, 16 image tokens; {time.perf_counter() - t:.0f}s):\n"
+            f"  tensors alive beyond the model: {l3:.2f} MB after 3 steps, {ln:.2f} MB after "
+            f"{args.mem_steps}\n  resident set: {r3:.0f} MB after 3 steps, {rn:.0f} MB after "
+            f"{args.mem_steps} ({(rn - r3) / r3:+.1%}); process peak {peak_mb():.0f} MB"
+        )
     return 0
 
 

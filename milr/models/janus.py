@@ -152,6 +152,11 @@ class JanusGenerator(Generator):
         self._ids = self._token_ids()
         self._kv: dict[tuple[Any, ...], tuple[list[tuple[Any, Any]], torch.Tensor]] = {}
         self._rollouts: dict[tuple[Any, ...], Reasoning] = {}
+        import inspect
+
+        # transformers 5.x names the KV cache argument `cache`; 4.5x `past_key_values`.
+        params = inspect.signature(self.lm.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
         #: Reuse a reasoning rollout when the same prefix is asked for again. Greedy decoding
         #: is deterministic, so this returns exactly what regenerating would (tested).
         self.memoize_reasoning = True
@@ -286,7 +291,7 @@ class JanusGenerator(Generator):
     # -- the transformer ---------------------------------------------------------------------
     def _forward(self, embeds: torch.Tensor, cache: Any) -> torch.Tensor:
         """Run the language model on `embeds` with `cache`; post-norm last hidden states."""
-        out = self.lm(inputs_embeds=embeds, cache=cache, use_cache=True)
+        out = self.lm(inputs_embeds=embeds, use_cache=True, **{self._cache_kw: cache})
         return out.last_hidden_state
 
     def _prefill(self, rows: list[list[int]]) -> tuple[list[tuple[Any, Any]], torch.Tensor]:
