@@ -194,7 +194,7 @@ def test_seeds_depend_only_on_run_seed_and_prompt(reference, toy_site, suite, tm
 def test_sigkill_then_resume_matches_uninterrupted(reference, toy_site, suite, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "milr", "bench", str(suite), *BASE, "--seeds", "2",
-           "--out", str(out), "--opt", "sleep=0.05"]
+           "--out", str(out), "--opt", "sleep=0.1"]
     proc = subprocess.Popen(cmd, env=_env(toy_site), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -209,7 +209,7 @@ def test_sigkill_then_resume_matches_uninterrupted(reference, toy_site, suite, t
     partial = load_all_records(out)
     assert 5 <= len(partial) < 24, "the kill should land mid-run"
     assert not (out / "summary.json").exists()
-    proc2 = _bench(toy_site, suite, *BASE, "--seeds", "2", "--out", out, "--opt", "sleep=0.05")
+    proc2 = _bench(toy_site, suite, *BASE, "--seeds", "2", "--out", out, "--opt", "sleep=0.1")
     assert "resuming" in proc2.stderr
     assert _results(out) == _results(reference)
 
