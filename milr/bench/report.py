@@ -172,8 +172,9 @@ def _curve_plot(path: Path, records, curve, title: str, ylabel: str, ylim=None, 
     if 1 < len(groups) <= 10:
         for name, recs in groups.items():
             gx, gy = curve(recs)
-            if gx:
-                draw(gx, gy, lw=1, alpha=0.55, label=f"{name} ({len(recs)})", **kw)
+            if gx:  # a group whose prompts all stopped early keeps its last value to the end
+                gy = _carry(gy, len(xs))
+                draw(xs, gy, lw=1, alpha=0.55, label=f"{name} ({len(recs)})", **kw)
     draw(xs, ys, color="black", lw=2.2, marker="o", ms=3, label=f"all ({len(records)})", **kw)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("MILR step" if not step else "step budget")
