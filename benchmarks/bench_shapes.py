@@ -31,14 +31,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--shard", default="0/1", help="I/N: run every N-th record from I")
-    parser.add_argument("--merge", nargs="*", default=None, help="only merge JSON outputs and print")
+    parser.add_argument(
+        "--merge", nargs="*", default=None, help="only merge JSON outputs and print"
+    )
     args = parser.parse_args(argv)
     modes = args.modes.split(",")
     if args.merge is not None:
         from milr.shapes.evalset import TAGS
 
         rows = [r for f in args.merge for r in json.loads(Path(f).read_text())]
-        print(table(rows, [m for m in ("base", "text", "image", "both", "best_of_n") if m in modes], TAGS))
+        print(
+            table(
+                rows,
+                [m for m in ("base", "text", "image", "both", "best_of_n") if m in modes],
+                TAGS,
+            )
+        )
         return
 
     import torch
@@ -86,8 +94,11 @@ def main(argv: list[str] | None = None) -> None:
             text = gen.image_text(rec["prompt"], reasoning.text)
             toks = gen.sample_image_tokens(text, batch=1, generator=rng).tokens
             res = critic.score(gen.decode(toks)[0], rec["prompt"], rec)
-            row["base"] = {"passed": bool(res.passed), "reasoning": reasoning.text,
-                           "seconds": time.time() - t0}
+            row["base"] = {
+                "passed": bool(res.passed),
+                "reasoning": reasoning.text,
+                "seconds": time.time() - t0,
+            }
             if "both" in row:
                 assert row["both"]["initial_passed"] == row["base"]["passed"]
         if "best_of_n" in modes:
@@ -97,19 +108,26 @@ def main(argv: list[str] | None = None) -> None:
             reasoning = gen.write_reasoning(rec["prompt"])
             text = gen.image_text(rec["prompt"], reasoning.text)
             toks = gen.sample_image_tokens(text, batch=n, generator=rng).tokens
-            verdicts = [r.passed for r in critic.score_batch(gen.decode(toks), [rec["prompt"]] * n, [rec] * n)]
+            verdicts = [
+                r.passed
+                for r in critic.score_batch(gen.decode(toks), [rec["prompt"]] * n, [rec] * n)
+            ]
             row["best_of_n"] = {"passed": any(verdicts), "n": n, "seconds": time.time() - t0}
         rows.append(row)
         if i % 10 == 9 or i == len(records) - 1:
             out.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
             print(f"{i + 1}/{len(records)} prompts ({time.time() - t_all:.0f}s)", flush=True)
-    print(table(rows, [m for m in ("base", "text", "image", "both", "best_of_n") if m in modes], TAGS))
+    print(
+        table(rows, [m for m in ("base", "text", "image", "both", "best_of_n") if m in modes], TAGS)
+    )
 
 
 def table(rows: list[dict], modes: list[str], tags) -> str:
     """Markdown table: per-tag and overall accuracy per method, mean steps and seconds."""
-    lines = ["| method | " + " | ".join(tags) + " | overall | mean steps | s/prompt |",
-             "|---" * (len(tags) + 4) + "|"]
+    lines = [
+        "| method | " + " | ".join(tags) + " | overall | mean steps | s/prompt |",
+        "|---" * (len(tags) + 4) + "|",
+    ]
     for m in modes:
         accs = []
         cells = []

@@ -23,7 +23,10 @@ def truth_of(meta, objs) -> bool:
     from milr.geneval_rules import GENEVAL_COLORS, Detection, evaluate_rules
     from milr.shapes import world
 
-    dets = [Detection(d["class"], tuple(d["box"]), d["confidence"], d["color"]) for d in world.ground_truth(objs)]
+    dets = [
+        Detection(d["class"], tuple(d["box"]), d["confidence"], d["color"])
+        for d in world.ground_truth(objs)
+    ]
     return evaluate_rules(meta, dets, classes=world.SHAPES, colors=GENEVAL_COLORS).passed
 
 
@@ -75,7 +78,9 @@ def vq_round_trip(model_dir, arrays, batch: int = 64):
             tokens = vq.encode(x).image_tokens.view(x.shape[0], -1)
             px = model.decode_image_tokens(tokens)
             arr = ((px.float() + 1) / 2 * 255).clamp(0, 255).round().to(torch.uint8)
-            out.extend(Image.fromarray(a) for a in arr.permute(0, 2, 3, 1).numpy().astype(np.uint8))
+            out.extend(
+                Image.fromarray(a) for a in arr.numpy().astype(np.uint8)
+            )  # decode_image_tokens gives NHWC
     return out
 
 

@@ -61,7 +61,9 @@ class ShapesCritic(Critic):
             rgb = to_rgb(image, self.name)
             meta = self.metadata_for(prompt, meta or {})
             found = detect(rgb)
-            dets = [Detection(d["class"], tuple(d["box"]), d["confidence"], d["color"]) for d in found]
+            dets = [
+                Detection(d["class"], tuple(d["box"]), d["confidence"], d["color"]) for d in found
+            ]
             res = evaluate_rules(
                 meta, dets, config=self.rules, classes=SHAPES, colors=GENEVAL_COLORS
             )

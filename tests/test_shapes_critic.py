@@ -38,7 +38,10 @@ class TestShapesContract(CriticContract):
 
 
 def truth_verdict(meta, objs) -> bool:
-    dets = [Detection(d["class"], tuple(d["box"]), d["confidence"], d["color"]) for d in world.ground_truth(objs)]
+    dets = [
+        Detection(d["class"], tuple(d["box"]), d["confidence"], d["color"])
+        for d in world.ground_truth(objs)
+    ]
     return evaluate_rules(meta, dets, classes=world.SHAPES, colors=GENEVAL_COLORS).passed
 
 
@@ -113,3 +116,20 @@ def test_agreement_with_ground_truth():
         agree += c.score(world.render(objs), meta["prompt"], meta).passed == truth
     assert 0.3 < n_true / n < 0.9  # both verdicts are exercised
     assert agree / n >= 0.99
+
+
+def test_agreement_after_the_shipped_vq():
+    """The same kind of scenes through the shipped model's VQ encode/decode: >= 95% agreement."""
+    pytest.importorskip("torch")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from verify_shapes_critic import agreement, make_cases, vq_round_trip
+
+    from milr.shapes.model import model_path
+
+    cases = make_cases(120, seed=11)
+    decoded = vq_round_trip(model_path(), [world.render_array(o) for _m, o, _t in cases])
+    rate, misses = agreement(decoded, cases)
+    assert rate >= 0.95, misses

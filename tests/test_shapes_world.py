@@ -95,7 +95,7 @@ def test_plan_round_trip():
         objs = world.scene_for(random_metadata(rng), rng)
         text = world.plan_text(objs)
         assert world.parse_plan(text) == sorted(objs, key=lambda o: (o.row, o.col))
-    assert world.plan_text([world.Obj("circle", "red", 0, 1)]) == "red circle in row 1 column 2 ."
-    assert world.parse_plan("garbage red circle in row 9 column 1 . blue square in row 2 column 2.") == [
+    assert world.plan_text([world.Obj("circle", "red", 0, 1)]) == "red circle at r1c2 ."
+    assert world.parse_plan("garbage red circle at r9c1 . blue square at r2c2.") == [
         world.Obj("square", "blue", 1, 1)
     ]

@@ -31,7 +31,9 @@ def check_out_dir(out: str | Path) -> Path:
     """The output directory, created and proven writable, or `MilrUserError` before any work."""
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
-        raise MilrUserError(f"--out {str(path)!r} is a file, not a directory; pass a directory path")
+        raise MilrUserError(
+            f"--out {str(path)!r} is a file, not a directory; pass a directory path"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".milr-write-test"
@@ -55,7 +57,7 @@ def contact_sheet(rows: list[tuple[str, Any, Any, str, str]], path: Path, scale:
     from PIL import Image, ImageDraw
 
     cell = 64 * scale
-    text_w = 330
+    text_w = 270
     pad = 8
     head = 22
     width = text_w + 2 * (cell + pad) + pad
@@ -69,7 +71,7 @@ def contact_sheet(rows: list[tuple[str, Any, Any, str, str]], path: Path, scale:
         y = head + i * (cell + pad)
         words, lines, line = prompt.split(), [], ""
         for w in words:
-            if len(line) + len(w) + 1 > 44:
+            if len(line) + len(w) + 1 > 36:
                 lines.append(line)
                 line = w
             else:
@@ -81,7 +83,9 @@ def contact_sheet(rows: list[tuple[str, Any, Any, str, str]], path: Path, scale:
         for k, img in enumerate((initial, final)):
             if img is not None:
                 x = text_w + k * (cell + pad)
-                sheet.paste(img.convert("RGB").resize((cell, cell), Image.NEAREST), (x, y))
+                sheet.paste(
+                    img.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST), (x, y)
+                )
                 draw.rectangle([x - 1, y - 1, x + cell, y + cell], outline=(200, 200, 200))
     sheet.save(path)
     return path
@@ -92,13 +96,28 @@ def _verdict(passed: bool | None) -> str:
 
 
 @click.command()
-@click.option("--out", "-o", type=click.Path(), default="milr-demo", show_default=True,
-              help="Output directory (created; must be writable).")
-@click.option("--prompt", "-p", "prompts", multiple=True,
-              help="Prompt to run instead of the built-in ones (repeatable).")
-@click.option("--steps", type=int, default=20, show_default=True, help="Maximum MILR steps per prompt.")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(),
+    default="milr-demo",
+    show_default=True,
+    help="Output directory (created; must be writable).",
+)
+@click.option(
+    "--prompt",
+    "-p",
+    "prompts",
+    multiple=True,
+    help="Prompt to run instead of the built-in ones (repeatable).",
+)
+@click.option(
+    "--steps", type=int, default=20, show_default=True, help="Maximum MILR steps per prompt."
+)
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--mode", type=click.Choice(["both", "text", "image"]), default="both", show_default=True)
+@click.option(
+    "--mode", type=click.Choice(["both", "text", "image"]), default="both", show_default=True
+)
 def demo(out: str, prompts: tuple[str, ...], steps: int, seed: int, mode: str) -> None:
     """Run MILR on a few ShapesEval prompts with the shipped `shapes` model (offline, CPU).
 
@@ -111,7 +130,9 @@ def demo(out: str, prompts: tuple[str, ...], steps: int, seed: int, mode: str) -
     prompt_list = list(prompts) or list(DEMO_PROMPTS)
     for p in prompt_list:
         if not p.strip():
-            raise MilrUserError("--prompt '' is empty; pass a prompt such as 'a photo of two red circles'")
+            raise MilrUserError(
+                "--prompt '' is empty; pass a prompt such as 'a photo of two red circles'"
+            )
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -126,7 +147,10 @@ def demo(out: str, prompts: tuple[str, ...], steps: int, seed: int, mode: str) -
     t0 = time.perf_counter()
     click.echo("loading the shapes model and critic ...", err=True)
     generator = load_generator("shapes", device="cpu")
+    from milr.critics.shapes import ShapesCritic
+
     critic = get_registry().create_critic("shapes")
+    assert isinstance(critic, ShapesCritic)
     metas = [critic.metadata_for(p, {}) for p in prompt_list]  # bad prompts fail before any run
     config = MILRConfig(mode=mode, max_steps=steps, seed=seed)
     rows, table = [], []
@@ -142,17 +166,27 @@ def demo(out: str, prompts: tuple[str, ...], steps: int, seed: int, mode: str) -
         result = MILR(generator, critic, config).run(prompt, meta, callback=progress)
         folder = result.save(out_dir / slug(prompt, i + 1))
         first, last = result.steps[0], result.steps[-1]
-        rows.append((prompt, result.initial_image, result.image, _verdict(first.passed), _verdict(last.passed)))
-        table.append({
-            "prompt": prompt,
-            "initial": _verdict(first.passed),
-            "final": _verdict(result.steps[result.selected_step].passed),
-            "initial_score": first.score,
-            "final_score": result.score,
-            "steps": result.n_steps,
-            "seconds": round(result.wall_seconds, 2),
-            "folder": folder.name,
-        })
+        rows.append(
+            (
+                prompt,
+                result.initial_image,
+                result.image,
+                _verdict(first.passed),
+                _verdict(last.passed),
+            )
+        )
+        table.append(
+            {
+                "prompt": prompt,
+                "initial": _verdict(first.passed),
+                "final": _verdict(result.steps[result.selected_step].passed),
+                "initial_score": first.score,
+                "final_score": result.score,
+                "steps": result.n_steps,
+                "seconds": round(result.wall_seconds, 2),
+                "folder": folder.name,
+            }
+        )
     sheet = contact_sheet(rows, out_dir / "contact_sheet.png")
     (out_dir / "summary.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
     click.echo(format_table(table))

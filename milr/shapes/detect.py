@@ -50,7 +50,11 @@ def _to_array(image: Image | np.ndarray) -> np.ndarray:
     if image.mode != "RGB":
         image = image.convert("RGB")
     if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-        resample = PILImage.NEAREST if image.size[0] < IMAGE_SIZE else PILImage.BILINEAR
+        resample = (
+            PILImage.Resampling.NEAREST
+            if image.size[0] < IMAGE_SIZE
+            else PILImage.Resampling.BILINEAR
+        )
         image = image.resize((IMAGE_SIZE, IMAGE_SIZE), resample)
     return np.asarray(image, dtype=np.float32)
 

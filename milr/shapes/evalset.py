@@ -17,7 +17,14 @@ from typing import Any
 
 from milr.shapes.world import COLORS, NUMBERS, PLURALS, RELATIONS, SHAPES
 
-TAGS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+TAGS: tuple[str, ...] = (
+    "single_object",
+    "two_object",
+    "counting",
+    "colors",
+    "position",
+    "color_attr",
+)
 #: Prompts per tag in the default ShapesEval file (6 × 64 = 384 prompts).
 DEFAULT_PER_TAG = 64
 DEFAULT_SEED = 0
@@ -29,14 +36,20 @@ def _article(word: str) -> str:
 
 def _single_object(rng: random.Random) -> dict[str, Any]:
     s = rng.choice(SHAPES)
-    return {"tag": "single_object", "include": [{"class": s, "count": 1}],
-            "prompt": f"a photo of {_article(s)} {s}"}
+    return {
+        "tag": "single_object",
+        "include": [{"class": s, "count": 1}],
+        "prompt": f"a photo of {_article(s)} {s}",
+    }
 
 
 def _two_object(rng: random.Random) -> dict[str, Any]:
     a, b = rng.sample(SHAPES, 2)
-    return {"tag": "two_object", "include": [{"class": a, "count": 1}, {"class": b, "count": 1}],
-            "prompt": f"a photo of {_article(a)} {a} and {_article(b)} {b}"}
+    return {
+        "tag": "two_object",
+        "include": [{"class": a, "count": 1}, {"class": b, "count": 1}],
+        "prompt": f"a photo of {_article(a)} {a} and {_article(b)} {b}",
+    }
 
 
 def _counting(rng: random.Random) -> dict[str, Any]:
@@ -47,14 +60,21 @@ def _counting(rng: random.Random) -> dict[str, Any]:
         c = rng.choice(list(COLORS))
         clause["color"] = c
         words = f"{NUMBERS[n]} {c} {PLURALS[s]}"
-    return {"tag": "counting", "include": [clause], "exclude": [{"class": s, "count": n + 1}],
-            "prompt": f"a photo of {words}"}
+    return {
+        "tag": "counting",
+        "include": [clause],
+        "exclude": [{"class": s, "count": n + 1}],
+        "prompt": f"a photo of {words}",
+    }
 
 
 def _colors(rng: random.Random) -> dict[str, Any]:
     s, c = rng.choice(SHAPES), rng.choice(list(COLORS))
-    return {"tag": "colors", "include": [{"class": s, "count": 1, "color": c}],
-            "prompt": f"a photo of {_article(c)} {c} {s}"}
+    return {
+        "tag": "colors",
+        "include": [{"class": s, "count": 1, "color": c}],
+        "prompt": f"a photo of {_article(c)} {c} {s}",
+    }
 
 
 def _position(rng: random.Random) -> dict[str, Any]:
@@ -96,7 +116,9 @@ def random_metadata(rng: random.Random, tag: str | None = None) -> dict[str, Any
     return GENERATORS[tag or rng.choice(TAGS)](rng)
 
 
-def make_shapeseval(per_tag: int = DEFAULT_PER_TAG, seed: int = DEFAULT_SEED) -> list[dict[str, Any]]:
+def make_shapeseval(
+    per_tag: int = DEFAULT_PER_TAG, seed: int = DEFAULT_SEED
+) -> list[dict[str, Any]]:
     """The ShapesEval records: `per_tag` per tag, distinct prompts first, then repeats; seeded."""
     rng = random.Random(f"shapeseval-{seed}")
     records: list[dict[str, Any]] = []
@@ -114,7 +136,9 @@ def make_shapeseval(per_tag: int = DEFAULT_PER_TAG, seed: int = DEFAULT_SEED) ->
     return records
 
 
-def write_shapeseval(path: str | Path, per_tag: int = DEFAULT_PER_TAG, seed: int = DEFAULT_SEED) -> Path:
+def write_shapeseval(
+    path: str | Path, per_tag: int = DEFAULT_PER_TAG, seed: int = DEFAULT_SEED
+) -> Path:
     """Write a ShapesEval prompt file (GenEval metadata JSONL) and return its path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

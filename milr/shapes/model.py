@@ -59,10 +59,14 @@ def verify(directory: str | Path) -> Path:
     try:
         files = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise MilrUserError(f"shapes model file corrupt: {manifest_path} ({exc}); {_REINSTALL}") from None
+        raise MilrUserError(
+            f"shapes model file corrupt: {manifest_path} ({exc}); {_REINSTALL}"
+        ) from None
     for name in REQUIRED:
         if name not in files:
-            raise MilrUserError(f"shapes model manifest {manifest_path} does not list {name}; {_REINSTALL}")
+            raise MilrUserError(
+                f"shapes model manifest {manifest_path} does not list {name}; {_REINSTALL}"
+            )
     for name, info in files.items():
         path = d / name
         if not path.is_file():
@@ -73,7 +77,9 @@ def verify(directory: str | Path) -> Path:
                 f"shapes model file corrupt: {path} has {size} bytes, expected {info.get('size')}; {_REINSTALL}"
             )
         if _sha256(path) != info.get("sha256"):
-            raise MilrUserError(f"shapes model file corrupt: {path} fails its SHA-256 check; {_REINSTALL}")
+            raise MilrUserError(
+                f"shapes model file corrupt: {path} fails its SHA-256 check; {_REINSTALL}"
+            )
     return d
 
 

@@ -35,11 +35,17 @@ PATCH = 8  # VQ downsampling: 64 px -> 8×8 = 64 image tokens
 BOS, EOS, PAD, UNK = "<bos>", "<eos>", "<pad>", "<unk>"
 BOI, EOI, IMAGE = "<begin_of_image>", "<end_of_image>", "<image_placeholder>"
 ROLE_TOKENS = ("<|User|>", "<|Assistant|>")
-WORDS = (  # noqa: SIM905
-    ". , : ; ! ? ' \" ( ) - a an the of and or with on in at to is are photo image picture "
-    "row column left right above below one two three four 1 2 3 4 plan describe draw write "
-    "short visualization objects colors positions "
-).split() + list(world.SHAPES) + list(world.PLURALS.values()) + list(world.COLORS)
+WORDS = (
+    (  # noqa: SIM905
+        ". , : ; ! ? ' \" ( ) - a an the of and or with on in at to is are photo image picture "
+        "row column left right above below one two three four 1 2 3 4 plan describe draw write "
+        "short visualization objects colors positions "
+    ).split()
+    + list(world.SHAPES)
+    + list(world.PLURALS.values())
+    + list(world.COLORS)
+    + list(world.CELL_WORDS)
+)
 
 
 def vocabulary() -> dict[str, int]:
@@ -60,7 +66,10 @@ def make_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     tok.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in (BOS, EOS, PAD, UNK, BOI, EOI, IMAGE)]
+        [
+            AddedToken(t, special=True, normalized=False)
+            for t in (BOS, EOS, PAD, UNK, BOI, EOI, IMAGE)
+        ]
     )
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ROLE_TOKENS])
     return PreTrainedTokenizerFast(
@@ -127,7 +136,9 @@ def random_scene(rng: random.Random, max_objects: int = 4) -> list[world.Obj]:
     """A scene of 1..max_objects random objects in distinct cells."""
     n = rng.randint(1, max_objects)
     cells = rng.sample([(r, c) for r in range(world.GRID) for c in range(world.GRID)], n)
-    return [world.Obj(rng.choice(world.SHAPES), rng.choice(list(world.COLORS)), r, c) for r, c in cells]
+    return [
+        world.Obj(rng.choice(world.SHAPES), rng.choice(list(world.COLORS)), r, c) for r, c in cells
+    ]
 
 
 def to_tensor(arrays):
@@ -181,7 +192,9 @@ def patch_codes(objects: list[world.Obj]):
         k = shapes.index(o.shape) * len(colors) + colors.index(o.color)
         for qy in range(per_cell):
             for qx in range(per_cell):
-                grid[o.row * per_cell + qy, o.col * per_cell + qx] = 1 + k * per_cell**2 + qy * per_cell + qx
+                grid[o.row * per_cell + qy, o.col * per_cell + qx] = (
+                    1 + k * per_cell**2 + qy * per_cell + qx
+                )
     return grid
 
 
@@ -235,8 +248,11 @@ def train_vq(model, rng: random.Random, steps: int, full_steps: int, fh=None) ->
         loss.backward()
         opt.step()
         if step % 50 == 49 or step == total - 1:
-            log(f"vq step {step + 1}/{total} rec {rec.item():.4f} code-ce {ce.item():.4f} "
-                f"code-acc {acc.item():.4f} lr {lr:.5f} ({time.time() - t0:.0f}s)", fh)
+            log(
+                f"vq step {step + 1}/{total} rec {rec.item():.4f} code-ce {ce.item():.4f} "
+                f"code-acc {acc.item():.4f} lr {lr:.5f} ({time.time() - t0:.0f}s)",
+                fh,
+            )
     with torch.no_grad():  # store unit-norm codes: transformers' encode then equals cosine lookup
         vq.quantize.embedding.weight.copy_(F.normalize(vq.quantize.embedding.weight, dim=1))
     vq.eval()
@@ -292,12 +308,18 @@ class Sequences:
     def reasoning(self, prompt: str, plan: str) -> tuple[list[int], list[int]]:
         """(prompt ids, target ids): the plan follows the reasoning prompt and ends with EOS."""
         instr = SETTINGS["reasoning_instruction"].format(prompt=prompt)
-        ids = [self.bos] + self.encode(SETTINGS["reasoning_template"].format(instruction=instr, prompt=prompt))
+        ids = [self.bos] + self.encode(
+            SETTINGS["reasoning_template"].format(instruction=instr, prompt=prompt)
+        )
         return ids, self.encode(plan) + [self.eos]
 
     def image_prompt(self, prompt: str, plan: str | None, uncond: bool) -> list[int]:
         """Conditional (or unconditional: all but BOS/BOI → PAD) image prompt ending with BOI."""
-        text = prompt if plan is None else SETTINGS["image_text_template"].format(prompt=prompt, reasoning=plan)
+        text = (
+            prompt
+            if plan is None
+            else SETTINGS["image_text_template"].format(prompt=prompt, reasoning=plan)
+        )
         ids = [self.bos] + self.encode(SETTINGS["image_template"].format(text=text)) + [self.boi]
         if uncond:
             ids = [t if t in (self.bos, self.boi) else self.pad for t in ids]
@@ -346,7 +368,9 @@ def _lm_batch_image(seqs: Sequences, items, rng: random.Random, p_uncond: float,
     for it in items:
         u = rng.random()
         if u < p_uncond:
-            prompts.append(seqs.image_prompt(it["prompt"], it["plan"] if rng.random() < 0.5 else None, True))
+            prompts.append(
+                seqs.image_prompt(it["prompt"], it["plan"] if rng.random() < 0.5 else None, True)
+            )
         elif u < p_uncond + p_noplan:
             prompts.append(seqs.image_prompt(it["prompt"], None, False))
         else:
@@ -365,8 +389,18 @@ def _lm_batch_image(seqs: Sequences, items, rng: random.Random, p_uncond: float,
     return text, img, is_img, y
 
 
-def train_lm(model, data, rng: random.Random, steps: int, fh=None, batch_img: int = 24, batch_txt: int = 16,
-             lr: float = 2e-3, p_uncond: float = 0.15, p_noplan: float = 0.3) -> None:
+def train_lm(
+    model,
+    data,
+    rng: random.Random,
+    steps: int,
+    fh=None,
+    batch_img: int = 24,
+    batch_txt: int = 24,
+    lr: float = 2e-3,
+    p_uncond: float = 0.15,
+    p_noplan: float = 0.3,
+) -> None:
     """Train the text model, generation embeddings/aligner/head on reasoning and image rows."""
     import torch
     import torch.nn.functional as F
@@ -385,7 +419,9 @@ def train_lm(model, data, rng: random.Random, steps: int, fh=None, batch_img: in
     t0 = time.time()
     warm = 50
     for step in range(steps):
-        f = min(1.0, (step + 1) / warm) * (0.5 * (1 + math.cos(math.pi * step / steps)) * 0.95 + 0.05)
+        f = min(1.0, (step + 1) / warm) * (
+            0.5 * (1 + math.cos(math.pi * step / steps)) * 0.95 + 0.05
+        )
         for g in opt.param_groups:
             g["lr"] = lr * f
         # image rows
@@ -404,14 +440,17 @@ def train_lm(model, data, rng: random.Random, steps: int, fh=None, batch_img: in
         ht = lm(input_ids=x).last_hidden_state
         mt = yt != -100
         txt_loss = F.cross_entropy(model.lm_head(ht[mt]), yt[mt])
-        loss = img_loss + 0.5 * txt_loss
+        loss = img_loss + txt_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step % 25 == 24 or step == steps - 1:
-            log(f"lm step {step + 1}/{steps} image {img_loss.item():.3f} text {txt_loss.item():.3f} "
-                f"lr {lr * f:.5f} ({time.time() - t0:.0f}s)", fh)
+            log(
+                f"lm step {step + 1}/{steps} image {img_loss.item():.3f} text {txt_loss.item():.3f} "
+                f"lr {lr * f:.5f} ({time.time() - t0:.0f}s)",
+                fh,
+            )
     model.eval()
 
 
@@ -464,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vq-steps", type=int, default=700, help="VQ steps on 32 px crops")
     parser.add_argument("--vq-full-steps", type=int, default=150, help="VQ steps on full scenes")
     parser.add_argument("--scenes", type=int, default=12000, help="training scenes for the LM")
-    parser.add_argument("--lm-steps", type=int, default=1200)
+    parser.add_argument("--lm-steps", type=int, default=1600)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--vq-from", default=None, help="reuse the VQ of an earlier output dir")
     args = parser.parse_args(argv)
@@ -483,18 +522,26 @@ def main(argv: list[str] | None = None) -> None:
         from safetensors.torch import load_file
 
         state = load_file(str(Path(args.vq_from) / "model.safetensors"))
-        vq_state = {k[len("model.vqmodel."):]: v for k, v in state.items() if k.startswith("model.vqmodel.")}
+        vq_state = {
+            k[len("model.vqmodel.") :]: v
+            for k, v in state.items()
+            if k.startswith("model.vqmodel.")
+        }
         model.model.vqmodel.load_state_dict(vq_state)
         log(f"VQ loaded from {args.vq_from}", fh)
     else:
         train_vq(model, rng, args.vq_steps, args.vq_full_steps, fh)
     t_vq = time.time() - t_start
+    # the language-model stage has its own random streams, so `--vq-from` reproduces a full run
+    rng = random.Random(args.seed + 1)
+    torch.manual_seed(args.seed + 1)
     data = make_dataset(model, args.scenes, rng, fh)
     train_lm(model, data, rng, args.lm_steps, fh)
     total = time.time() - t_start
     meta = {k: v for k, v in vars(args).items() if k != "out"}
-    meta.update({"seconds_total": round(total, 1), "seconds_vq": round(t_vq, 1),
-                 "torch": torch.__version__})
+    meta.update(
+        {"seconds_total": round(total, 1), "seconds_vq": round(t_vq, 1), "torch": torch.__version__}
+    )
     fh.close()
     save(model, out, meta)
     log(f"done in {total / 60:.1f} min; wrote {out}")

@@ -116,14 +116,23 @@ def ground_truth(objects: list[Obj] | tuple[Obj, ...]) -> list[dict[str, Any]]:
     return [obj.to_detection() for obj in sorted(objects, key=lambda o: (o.row, o.col))]
 
 
-def plan_text(objects: list[Obj] | tuple[Obj, ...]) -> str:
-    """The reasoning text for a scene: each object with its colour and place, in reading order.
+def cell_word(row: int, col: int) -> str:
+    """The plan's word for a grid cell: ``r{row}c{col}``, 1-based (``r1c1`` is top left)."""
+    return f"r{row + 1}c{col + 1}"
 
-    Example: ``"red circle in row 1 column 2 . blue square in row 3 column 1 ."``
+
+CELL_WORDS: tuple[str, ...] = tuple(cell_word(r, c) for r in range(GRID) for c in range(GRID))
+
+
+def plan_text(objects: list[Obj] | tuple[Obj, ...]) -> str:
+    """The reasoning text for a scene: each object with its colour and cell, in reading order.
+
+    Example: ``"red circle at r1c3 . blue square at r3c2 ."`` (cell ``r{row}c{column}``,
+    1-based). One word per cell keeps the plan easy to bind to image positions.
     """
     parts = []
     for obj in sorted(objects, key=lambda o: (o.row, o.col)):
-        parts.append(f"{obj.color} {obj.shape} in row {obj.row + 1} column {obj.col + 1} .")
+        parts.append(f"{obj.color} {obj.shape} at {cell_word(obj.row, obj.col)} .")
     return " ".join(parts)
 
 
@@ -132,22 +141,13 @@ def parse_plan(text: str) -> list[Obj]:
     words = text.replace(".", " . ").split()
     out: list[Obj] = []
     seen: set[tuple[int, int]] = set()
-    i = 0
-    while i + 5 < len(words):
-        color, shape, w_in, w_row, r, w_col = words[i : i + 6]
-        c = words[i + 6] if i + 6 < len(words) else ""
-        ok = (
-            color in COLORS and shape in SHAPES and w_in == "in" and w_row == "row"
-            and w_col == "column" and r in {"1", "2", "3", "4"} and c in {"1", "2", "3", "4"}
-        )
-        if ok:
-            cell = (int(r) - 1, int(c) - 1)
-            if cell not in seen:
-                seen.add(cell)
-                out.append(Obj(shape, color, *cell))
-            i += 7
-        else:
-            i += 1
+    for i in range(len(words) - 3):
+        color, shape, at, cell = words[i : i + 4]
+        if color in COLORS and shape in SHAPES and at == "at" and cell in CELL_WORDS:
+            rc = (int(cell[1]) - 1, int(cell[3]) - 1)
+            if rc not in seen:
+                seen.add(rc)
+                out.append(Obj(shape, color, *rc))
     return out
 
 
@@ -207,9 +207,7 @@ def scene_for(metadata: dict[str, Any], rng: random.Random) -> list[Obj]:
         for clause, group in zip(include, groups, strict=True):
             if "position" in clause:
                 rel, j = clause["position"][0], int(clause["position"][1])
-                ok = ok and all(
-                    relation_holds(a.box, b.box, rel) for a in group for b in groups[j]
-                )
+                ok = ok and all(relation_holds(a.box, b.box, rel) for a in group for b in groups[j])
         if ok:
             return objs
     raise ValueError(f"cannot build a scene for {metadata!r}")
