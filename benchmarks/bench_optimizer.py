@@ -139,12 +139,12 @@ def reference_class():
     return ReferenceJanus
 
 
-def run(gen, critic, args, steps, label):
+def run(gen, critic, args, steps, label, lr=0.01):
     from milr.optimizer import MILR, MILRConfig
 
     cfg = MILRConfig(
         mode="both", max_steps=steps, threshold=0.0, seed=42, text_k=0.1, image_k=0.01,
-        max_reasoning_tokens=args.reason_tokens,
+        max_reasoning_tokens=args.reason_tokens, lr=lr,
     )  # fmt: skip
     mem: dict[int, float] = {}
 
@@ -203,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vq-channels", type=int, default=32)
     ap.add_argument("--image-size", type=int, default=128, help="128: 64 tokens; 384: 576")
     ap.add_argument("--reason-tokens", type=int, default=48)
-    ap.add_argument("--steps", type=int, default=2, help="timed steps per loop")
+    ap.add_argument("--steps", type=int, default=1, help="timed steps per loop and repeat")
+    ap.add_argument("--reps", type=int, default=2, help="repeats (the best is reported)")
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--small-lr", type=float, default=1e-5, help="second scenario (0: skip)")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--skip-nomemo", action="store_true")
     ap.add_argument("--mem-steps", type=int, default=30, help="memory run steps (0: skip)")
@@ -231,32 +234,53 @@ def main(argv: list[str] | None = None) -> int:
     )
     critic = milr.build_critic(["color:target=red"])
     mine = JanusGenerator(model, processor, settings, checkpoint="random-1B-wide")
-    runs = {"milr": run(mine, critic, args, args.steps, "milr")[0]}
+    loops = {"milr": mine}
     if not args.skip_nomemo:
         nomemo = JanusGenerator(model, processor, settings, checkpoint="random-1B-wide")
         nomemo.memoize_reasoning = False
-        runs["milr, no memo"] = run(nomemo, critic, args, args.steps, "milr, no memo")[0]
+        loops["milr, no memo"] = nomemo
     if not args.skip_reference:
-        ref = reference_class()(model, processor, settings, checkpoint="random-1B-wide")
-        runs["reference"] = run(ref, critic, args, args.steps, "reference")[0]
-
-    table = {name: per_step(res) for name, res in runs.items()}
-    print(f"\nseconds per `both` step (mean over steps 1..{args.steps})")
-    print(f"{'phase':<14}" + "".join(f"{n:>16}" for n in table))
-    for k in table["milr"][0]:
-        print(f"{k:<14}" + "".join(f"{b[k]:>16.3f}" for b, _ in table.values()))
-    print(f"{'total':<14}" + "".join(f"{t:>16.3f}" for _, t in table.values()))
-    base = runs["milr"]
-    unchanged = sum(1 for s in base.steps[1:] if not s.text_prefix_changed)
-    print(f"text prefix unchanged (reasoning reused) in {unchanged}/{base.n_steps} milr steps")
-    for name, res in runs.items():
-        if name == "milr":
-            continue
-        print(
-            f"speedup of milr over {name}: {table[name][1] / table['milr'][1]:.2f}x; identical "
-            f"tokens, images and scores: {same_run(base, res)}"
+        loops["reference"] = reference_class()(
+            model, processor, settings, checkpoint="random-1B-wide"
         )
-    bm, sm = table["milr"]
+    run(mine, critic, args, 1, "warm-up", lr=args.lr)  # first calls pay allocator/JIT costs
+    scenarios = [(f"lr {args.lr:g}", args.lr, args.reps)]
+    if args.small_lr:
+        scenarios.append(
+            (f"lr {args.small_lr:g} (text prefix stays: reasoning reused)", args.small_lr, 1)
+        )
+    bm = sm = None
+    for title, lr, reps in scenarios:
+        results: dict[str, list] = {name: [] for name in loops}
+        for _ in range(reps):  # alternate the loops so load changes hit all of them
+            for name, gen in loops.items():
+                if name == "milr, no memo" and lr != args.lr:
+                    continue
+                results[name].append(run(gen, critic, args, args.steps, name, lr=lr)[0])
+        table = {}
+        for name, runs in results.items():
+            if not runs:
+                continue
+            per = [per_step(r)[0] for r in runs]
+            phases = {k: min(p[k] for p in per) for k in per[0]}  # least disturbed repeat
+            table[name] = (phases, sum(phases.values()))
+        print(f"\n== {title}: seconds per `both` step, mean over steps 1..{args.steps}, "
+              f"best of {reps} ==")  # fmt: skip
+        print(f"{'phase':<14}" + "".join(f"{n:>16}" for n in table))
+        for k in table["milr"][0]:
+            print(f"{k:<14}" + "".join(f"{b[k]:>16.3f}" for b, _ in table.values()))
+        print(f"{'total':<14}" + "".join(f"{t:>16.3f}" for _, t in table.values()))
+        base = results["milr"][0]
+        unchanged = sum(1 for s in base.steps[1:] if not s.text_prefix_changed)
+        print(f"text prefix unchanged (reasoning reused) in {unchanged}/{base.n_steps} steps")
+        for name, runs in results.items():
+            if name != "milr" and runs:
+                print(
+                    f"speedup of milr over {name}: {table[name][1] / table['milr'][1]:.2f}x; "
+                    f"identical tokens, images, scores: {same_run(base, runs[0])}"
+                )
+        if bm is None:
+            bm, sm = table["milr"]
     print(
         f"bookkeeping (loss + backward + Adam + prefix sampling): {bm['update'] / sm:.2%} of a step"
     )
@@ -265,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         # Memory: same code path on a model that makes 30 steps affordable on a CPU.
         margs = argparse.Namespace(**{**vars(args), "layers": 1, "vocab": 32000, "image_size": 64,
                                       "reason_tokens": 16})  # fmt: skip
-        del mine, runs, model
+        del mine, loops, model
         mmodel, mproc, msettings = build(margs)
         mgen = JanusGenerator(mmodel, mproc, msettings, checkpoint="random-small")
         from milr.optimizer import MILR, MILRConfig

@@ -38,9 +38,11 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 REASONING_INSTRUCTION = (
-    'You are going to draw an image for the prompt "{prompt}". Before drawing, write a short '
-    "visualization of the image in about 50 words: name the objects and give only the "
-    "attributes, counts and spatial relations that the prompt states."
+    'You are asked to draw an image for the prompt "{prompt}". Write a brief, precise '
+    "visualization of everything in it: include every object the prompt mentions; give visual "
+    "attributes (colour, number, shape, texture) only where the prompt specifies them; state "
+    "the relations between objects (e.g. spatial) that the prompt specifies; use 50 words or "
+    "fewer; add nothing beyond what the prompt states. Output only the visualization."
 )
 SFT_TEMPLATE = "<|User|>: {content}\n\n<|Assistant|>:"
 SETTINGS_FILE = "milr.json"
