@@ -191,6 +191,9 @@ def plot_rewards(result: MILRResult, path: str | Path) -> None:
     thr = result.config.get("threshold")
     if isinstance(thr, (int, float)):
         ax.axhline(thr, color="gray", ls="--", lw=1, label=f"threshold {thr:g}")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("reward (score − 1)")
     ax.set_ylim(-1.05, 0.05)
