@@ -68,11 +68,15 @@ def main() -> None:
 
             args.model = str(save_tiny_janus(tmp / "tiny-janus"))
             args.critic = args.critic or "color:target=red,min_fraction=0.3"
-            print(f"NOTE: shapes model not available; using a tiny random Janus + critic {args.critic}")
+            print(
+                f"NOTE: shapes model not available; using a tiny random Janus + critic {args.critic}"
+            )
     args.critic = args.critic or "shapes"
     suite = write_shapeseval(tmp / "shapeseval.jsonl", per_tag=args.per_tag, seed=0)
     n = args.per_tag * 6
-    print(f"suite: {n} ShapesEval prompts, model {args.model}, critic {args.critic}, steps {args.steps}")
+    print(
+        f"suite: {n} ShapesEval prompts, model {args.model}, critic {args.critic}, steps {args.steps}"
+    )
 
     # -- 1. in-process overhead --------------------------------------------------------------
     load_s = 0.0
@@ -85,8 +89,14 @@ def main() -> None:
         return solver
 
     opts = runner.BenchOptions(
-        suite=str(suite), model=args.model, critic=[args.critic], steps=args.steps,
-        out=str(tmp / "inproc"), progress=False, device=args.device, report=False,
+        suite=str(suite),
+        model=args.model,
+        critic=[args.critic],
+        steps=args.steps,
+        out=str(tmp / "inproc"),
+        progress=False,
+        device=args.device,
+        report=False,
     )
     t0 = time.perf_counter()
     runner.run_bench(opts, solver_factory=timed_factory)
@@ -100,15 +110,23 @@ def main() -> None:
     in_loop = sum(r["timings"]["harness_s"] for r in recs)
     harness = wall - load_s - opt - ev
     print("\n== harness overhead (single process, in-process timing) ==")
-    print(f"wall {wall:.2f} s = load {load_s:.2f} s + optimizer {opt:.2f} s + eval critic {ev:.2f} s "
-          f"+ harness {harness:.3f} s")
-    print(f"harness / (optimizer + eval) = {100 * harness / (opt + ev):.2f}%  "
-          f"(per-record in-loop part: {100 * in_loop / (opt + ev):.2f}%)")
-    print(f"report (contact sheets + plots, once per run): {report_s:.2f} s = "
-          f"{100 * report_s / (opt + ev):.2f}% of optimizer + eval at this size")
+    print(
+        f"wall {wall:.2f} s = load {load_s:.2f} s + optimizer {opt:.2f} s + eval critic {ev:.2f} s "
+        f"+ harness {harness:.3f} s"
+    )
+    print(
+        f"harness / (optimizer + eval) = {100 * harness / (opt + ev):.2f}%  "
+        f"(per-record in-loop part: {100 * in_loop / (opt + ev):.2f}%)"
+    )
+    print(
+        f"report (contact sheets + plots, once per run): {report_s:.2f} s = "
+        f"{100 * report_s / (opt + ev):.2f}% of optimizer + eval at this size"
+    )
     summary = json.loads((tmp / "inproc" / "summary.json").read_text())
     o = summary["overall"]
-    print(f"ShapesEval overall accuracy: base {o['base']:.3f}, MILR {o['milr']:.3f}, delta {o['delta']:+.3f}")
+    print(
+        f"ShapesEval overall accuracy: base {o['base']:.3f}, MILR {o['milr']:.3f}, delta {o['delta']:+.3f}"
+    )
     for tag, e in summary["groups"].items():
         print(f"  {tag:14s} base {e['base']['accuracy']:.3f}  MILR {e['milr']['accuracy']:.3f}")
 
@@ -116,17 +134,44 @@ def main() -> None:
         return
     # -- 2. throughput: 1 process vs torchrun ranks ------------------------------------------
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    common = ["-m", "milr", "bench", str(suite), "--model", args.model, "--critic", args.critic,
-              "--steps", str(args.steps), "--no-progress", "--no-report", "--device", args.device]
-    print("\n== throughput (wall clock from launch to summary, incl. process start and model load) ==")
+    common = [
+        "-m",
+        "milr",
+        "bench",
+        str(suite),
+        "--model",
+        args.model,
+        "--critic",
+        args.critic,
+        "--steps",
+        str(args.steps),
+        "--no-progress",
+        "--no-report",
+        "--device",
+        args.device,
+    ]
+    print(
+        "\n== throughput (wall clock from launch to summary, incl. process start and model load) =="
+    )
     for label, pre in (
         ("1 process", [sys.executable]),
-        (f"{args.ranks} ranks (torchrun, gloo)", [sys.executable, "-m", "torch.distributed.run",
-                                                  "--standalone", "--nproc-per-node", str(args.ranks)]),
+        (
+            f"{args.ranks} ranks (torchrun, gloo)",
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                str(args.ranks),
+            ],
+        ),
     ):
         out = tmp / label.split()[0]
         t = time.perf_counter()
-        proc = subprocess.run([*pre, *common, "--out", str(out)], env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [*pre, *common, "--out", str(out)], env=env, capture_output=True, text=True
+        )
         w = time.perf_counter() - t
         if proc.returncode != 0:
             print(f"{label}: failed\n{proc.stderr[-2000:]}")
@@ -135,9 +180,13 @@ def main() -> None:
         busy = {}
         for r in recs:
             busy[r["rank"]] = busy.get(r["rank"], 0.0) + r["timings"]["total_s"]
-        print(f"{label:28s} {n / w * 60:7.1f} prompts/min  (wall {w:.1f} s; per-rank busy "
-              f"{', '.join(f'{v:.1f}s' for _, v in sorted(busy.items()))})")
-    print(f"\nCPU cores visible: {os.cpu_count()} (shared machines make multi-rank CPU figures noisy)")
+        print(
+            f"{label:28s} {n / w * 60:7.1f} prompts/min  (wall {w:.1f} s; per-rank busy "
+            f"{', '.join(f'{v:.1f}s' for _, v in sorted(busy.items()))})"
+        )
+    print(
+        f"\nCPU cores visible: {os.cpu_count()} (shared machines make multi-rank CPU figures noisy)"
+    )
 
 
 if __name__ == "__main__":

@@ -112,7 +112,9 @@ def suite(tmp_path_factory):
     """A small ShapesEval file: 2 prompts per tag (12)."""
     from milr.shapes.evalset import write_shapeseval
 
-    return write_shapeseval(tmp_path_factory.mktemp("suite") / "shapeseval.jsonl", per_tag=2, seed=3)
+    return write_shapeseval(
+        tmp_path_factory.mktemp("suite") / "shapeseval.jsonl", per_tag=2, seed=3
+    )
 
 
 def _env(site: Path) -> dict[str, str]:
@@ -138,8 +140,18 @@ def _results(out: Path) -> dict:
     recs = load_all_records(out)
     summary = json.loads((out / "summary.json").read_text())
     summary.pop("timing"), summary.pop("fingerprint", None), summary.pop("settings", None)
-    per = [(r["prompt_id"], r["seed_index"], r["seed"], r["base"]["image_sha256"],
-            r["milr"]["image_sha256"], r["milr"]["passed"], r["trajectory"]["scores"]) for r in recs]
+    per = [
+        (
+            r["prompt_id"],
+            r["seed_index"],
+            r["seed"],
+            r["base"]["image_sha256"],
+            r["milr"]["image_sha256"],
+            r["milr"]["passed"],
+            r["trajectory"]["scores"],
+        )
+        for r in recs
+    ]
     return {"summary": summary, "records": per}
 
 
@@ -158,14 +170,23 @@ def test_run_writes_records_summary_and_report(reference):
     assert len(read_jsonl(reference / "results.jsonl")) == 24
     rec = recs[0]
     assert rec["benchmark"] == "shapes" and rec["group"] == "single_object"
-    assert (reference / rec["base"]["image"]).is_file() and (reference / rec["milr"]["image"]).is_file()
+    assert (reference / rec["base"]["image"]).is_file() and (
+        reference / rec["milr"]["image"]
+    ).is_file()
     assert rec["milr"]["passed"] == (rec["milr"]["score"] >= 0.5)
     t = rec["timings"]
     assert t["total_s"] >= t["optimizer_s"] + t["eval_s"]
     summary = json.loads((reference / "summary.json").read_text())
     assert summary["benchmark"] == "shapes" and summary["metric"] == "accuracy"
     tags = summary["groups"]
-    assert list(tags) == ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
+    assert list(tags) == [
+        "single_object",
+        "two_object",
+        "counting",
+        "colors",
+        "position",
+        "color_attr",
+    ]
     for side in ("base", "milr"):
         expect = sum(tags[t][side]["accuracy"] for t in tags) / 6
         assert summary["overall"][side] == pytest.approx(expect)
@@ -193,9 +214,23 @@ def test_seeds_depend_only_on_run_seed_and_prompt(reference, toy_site, suite, tm
 
 def test_sigkill_then_resume_matches_uninterrupted(reference, toy_site, suite, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "milr", "bench", str(suite), *BASE, "--seeds", "2",
-           "--out", str(out), "--opt", "sleep=0.1"]
-    proc = subprocess.Popen(cmd, env=_env(toy_site), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "milr",
+        "bench",
+        str(suite),
+        *BASE,
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        "--opt",
+        "sleep=0.1",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=_env(toy_site), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -230,8 +265,23 @@ def test_torn_last_line_is_cut_and_resumed(reference, toy_site, suite, tmp_path)
 
 def test_two_rank_torchrun_gloo_equals_single_process(reference, toy_site, suite, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "milr", "bench", str(suite), *BASE, "--seeds", "2", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "milr",
+        "bench",
+        str(suite),
+        *BASE,
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, env=_env(toy_site), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     shards = shard_files(out)
@@ -246,15 +296,29 @@ def test_two_rank_torchrun_gloo_equals_single_process(reference, toy_site, suite
 def test_critic_failure_on_some_prompts_is_recorded_and_counted(toy_site, suite, tmp_path):
     out = tmp_path / "flaky"
     # the reward critic fails on "diamond" prompts (no images), the evaluation critic on "triangle"
-    _bench(toy_site, suite, *BASE[:2], "--critic", "flaky:fail_word=diamond", "--steps", "2",
-           "--eval-critic", "flaky:fail_word=triangle", "--no-progress", "--out", out)
+    _bench(
+        toy_site,
+        suite,
+        *BASE[:2],
+        "--critic",
+        "flaky:fail_word=diamond",
+        "--steps",
+        "2",
+        "--eval-critic",
+        "flaky:fail_word=triangle",
+        "--no-progress",
+        "--out",
+        out,
+    )
     recs = load_all_records(out)
     failed = [r for r in recs if r["error"]]
     assert failed and all("diamond" in r["prompt"] for r in failed)
     assert all("flaky critic refuses" in r["error"] for r in failed)
     assert all(r["base"] is None for r in failed)
     eval_err = [r for r in recs if not r["error"] and r["milr"]["error"]]
-    assert eval_err and all("triangle" in r["prompt"] and "diamond" not in r["prompt"] for r in eval_err)
+    assert eval_err and all(
+        "triangle" in r["prompt"] and "diamond" not in r["prompt"] for r in eval_err
+    )
     ok = [r for r in recs if not r["error"] and not r["milr"]["error"]]
     assert ok and all(r["milr"]["passed"] is not None for r in ok)
     summary = json.loads((out / "summary.json").read_text())
@@ -266,12 +330,40 @@ def test_critic_failure_on_some_prompts_is_recorded_and_counted(toy_site, suite,
 def test_config_mismatch_refused_then_forced(reference, toy_site, suite, tmp_path):
     out = tmp_path / "mix"
     _bench(toy_site, suite, *BASE, "--limit", "2", "--out", out)
-    proc = _bench(toy_site, suite, *BASE[:-3], "--steps", "6", "--seed", "7", "--no-progress",
-                  "--limit", "2", "--out", out, check=False)
+    proc = _bench(
+        toy_site,
+        suite,
+        *BASE[:-3],
+        "--steps",
+        "6",
+        "--seed",
+        "7",
+        "--no-progress",
+        "--limit",
+        "2",
+        "--out",
+        out,
+        check=False,
+    )
     assert proc.returncode == 2
-    assert "steps: 4 -> 6" in proc.stderr and "seed: 42 -> 7" in proc.stderr and "--force" in proc.stderr
-    proc = _bench(toy_site, suite, *BASE[:-3], "--steps", "6", "--no-progress", "--limit", "3",
-                  "--out", out, "--force")
+    assert (
+        "steps: 4 -> 6" in proc.stderr
+        and "seed: 42 -> 7" in proc.stderr
+        and "--force" in proc.stderr
+    )
+    proc = _bench(
+        toy_site,
+        suite,
+        *BASE[:-3],
+        "--steps",
+        "6",
+        "--no-progress",
+        "--limit",
+        "3",
+        "--out",
+        out,
+        "--force",
+    )
     run = json.loads((out / "run.json").read_text())
     assert run["settings"]["steps"] == 6 and run["history"][0]["settings"]["steps"] == 4
     assert len(load_all_records(out)) == 3
@@ -282,20 +374,38 @@ def test_rescore_uses_cache_and_no_regeneration(toy_site, suite, tmp_path):
     _bench(toy_site, suite, *BASE, "--limit", "4", "--out", out)
     before = {r["prompt_id"]: r for r in load_all_records(out)}
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
-    proc = _bench(toy_site, "rescore", out, "--eval-critic", "color:target=blue,min_fraction=0.5", "--no-report")
+    proc = _bench(
+        toy_site,
+        "rescore",
+        out,
+        "--eval-critic",
+        "color:target=blue,min_fraction=0.5",
+        "--no-report",
+    )
     assert "base" in proc.stdout
     after = {r["prompt_id"]: r for r in load_all_records(out)}
     assert {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")} == mtimes
     for pid, rec in after.items():
         assert rec["milr"]["image_sha256"] == before[pid]["milr"]["image_sha256"]
-        assert "fraction" in rec["milr"]["details"]["critics"]["color"]["details"]  # colour critic now
+        assert (
+            "fraction" in rec["milr"]["details"]["critics"]["color"]["details"]
+        )  # colour critic now
     run = json.loads((out / "run.json").read_text())
     assert run["settings"]["eval_critic"] == ["color:target=blue,min_fraction=0.5"]
     # scoring the same images with the same critic again is served from the cache
     assert "score cache: 0 hits, 8 misses" in proc.stderr
-    proc = _bench(toy_site, "rescore", out, "--eval-critic", "color:target=blue,min_fraction=0.5", "--no-report")
+    proc = _bench(
+        toy_site,
+        "rescore",
+        out,
+        "--eval-critic",
+        "color:target=blue,min_fraction=0.5",
+        "--no-report",
+    )
     assert "score cache: 8 hits, 0 misses" in proc.stderr
-    assert [r["milr"]["score"] for r in load_all_records(out)] == [r["milr"]["score"] for r in after.values()]
+    assert [r["milr"]["score"] for r in load_all_records(out)] == [
+        r["milr"]["score"] for r in after.values()
+    ]
     # and `milr bench summary DIR` prints the same table again
     proc = _bench(toy_site, "summary", out, "--no-report")
     assert "| **overall** |" in proc.stdout
@@ -323,9 +433,20 @@ def test_wise_and_t2i_suites_run_and_aggregate(toy_site, shared_data, tmp_path, 
 
     wise = tmp_path / "wise.json"
     wise.write_text(json.dumps(WISE_ITEMS))
-    opts = BenchOptions(suite=str(wise), critic=["flaky"], steps=2, out=str(tmp_path / "w"), progress=False, report=False)
+    opts = BenchOptions(
+        suite=str(wise),
+        critic=["flaky"],
+        steps=2,
+        out=str(tmp_path / "w"),
+        progress=False,
+        report=False,
+    )
     s = run_bench(opts, solver_factory=bench_toy.make_solver)
-    assert s["benchmark"] == "wise" and s["metric"] == "score" and list(s["groups"]) == list(WISE_WEIGHTS)
+    assert (
+        s["benchmark"] == "wise"
+        and s["metric"] == "score"
+        and list(s["groups"]) == list(WISE_WEIGHTS)
+    )
     for side in ("base", "milr"):
         expect = sum(WISE_WEIGHTS[g] * e[side]["score"] for g, e in s["groups"].items())
         assert s["overall"][side] == pytest.approx(expect)
@@ -338,14 +459,25 @@ def test_wise_and_t2i_suites_run_and_aggregate(toy_site, shared_data, tmp_path, 
     )
 
     color = shared_data / "t2i-compbench" / "color_val.txt"
-    opts = BenchOptions(suite=str(color), critic=["flaky"], steps=2, limit=3, out=str(tmp_path / "t"),
-                        progress=False, report=False)
+    opts = BenchOptions(
+        suite=str(color),
+        critic=["flaky"],
+        steps=2,
+        limit=3,
+        out=str(tmp_path / "t"),
+        progress=False,
+        report=False,
+    )
     s = run_bench(opts, solver_factory=bench_toy.make_solver)
-    assert s["benchmark"] == "t2i-compbench" and list(s["groups"]) == ["color"] and s["records"] == 3
+    assert (
+        s["benchmark"] == "t2i-compbench" and list(s["groups"]) == ["color"] and s["records"] == 3
+    )
     assert s["overall"]["milr"] == pytest.approx(s["groups"]["color"]["milr"]["score"])
 
 
-def test_unusable_score_cache_warns_and_the_run_goes_on(toy_site, suite, tmp_path, fresh_plugins, capsys):
+def test_unusable_score_cache_warns_and_the_run_goes_on(
+    toy_site, suite, tmp_path, fresh_plugins, capsys
+):
     from milr.bench.runner import BenchOptions, run_bench
 
     fresh_plugins.syspath_prepend(str(toy_site))
@@ -353,8 +485,16 @@ def test_unusable_score_cache_warns_and_the_run_goes_on(toy_site, suite, tmp_pat
 
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"this is not a database" * 100)
-    opts = BenchOptions(suite=str(suite), critic=["flaky"], steps=1, limit=2, out=str(tmp_path / "c"),
-                        cache=str(junk), progress=False, report=False)
+    opts = BenchOptions(
+        suite=str(suite),
+        critic=["flaky"],
+        steps=1,
+        limit=2,
+        out=str(tmp_path / "c"),
+        cache=str(junk),
+        progress=False,
+        report=False,
+    )
     s = run_bench(opts, solver_factory=bench_toy.make_solver)
     assert s["records"] == 2 and s["eval_errors"] == {"base": 0, "milr": 0}
     assert "score cache" in capsys.readouterr().err

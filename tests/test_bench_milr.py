@@ -35,14 +35,23 @@ def geneval3(shared_data, tmp_path_factory):
 def test_milr_records_match_the_optimizer_trajectory(tiny_janus, geneval3, tmp_path):
     out = tmp_path / "run"
     opts = BenchOptions(
-        suite=str(geneval3), model=str(tiny_janus), critic=["color:target=red,min_fraction=0.3"],
-        steps=2, out=str(out), progress=False, device="cpu",
+        suite=str(geneval3),
+        model=str(tiny_janus),
+        critic=["color:target=red,min_fraction=0.3"],
+        steps=2,
+        out=str(out),
+        progress=False,
+        device="cpu",
         optimizer={"threshold": 0.0},  # r = score - 1 > 0 never holds: all steps run
     )
     summary = run_bench(opts)
     recs = load_all_records(out)
     assert [r["group"] for r in recs] == ["single_object", "two_object", "colors"]
-    assert summary["records"] == 3 and set(summary["groups"]) == {"single_object", "two_object", "colors"}
+    assert summary["records"] == 3 and set(summary["groups"]) == {
+        "single_object",
+        "two_object",
+        "colors",
+    }
     for rec in recs:
         traj = rec["trajectory"]
         assert traj["steps"] == 2 and traj["stop_reason"] == "max_steps"
@@ -66,8 +75,15 @@ def test_milr_records_match_the_optimizer_trajectory(tiny_janus, geneval3, tmp_p
 def test_bad_optimizer_option_fails_before_any_work(tiny_janus, geneval3, tmp_path):
     from milr.errors import MilrUserError
 
-    opts = BenchOptions(suite=str(geneval3), model=str(tiny_janus), critic=["color"], steps=1,
-                        out=str(tmp_path / "bad"), progress=False, optimizer={"lr": -1})
+    opts = BenchOptions(
+        suite=str(geneval3),
+        model=str(tiny_janus),
+        critic=["color"],
+        steps=1,
+        out=str(tmp_path / "bad"),
+        progress=False,
+        optimizer={"lr": -1},
+    )
     with pytest.raises(MilrUserError, match="lr"):
         run_bench(opts)
     assert not list((tmp_path / "bad").glob("records/*.jsonl")) or all(
@@ -93,12 +109,29 @@ def test_shapeseval_end_to_end_with_crash_resume_and_two_ranks(tmp_path):
 
     suite = write_shapeseval(tmp_path / "shapeseval.jsonl", per_tag=1, seed=0)
     # 4 prompts (single_object, two_object, counting, colors), 2 steps: a few seconds per run
-    common = [str(suite), "--model", "shapes", "--critic", "shapes", "--steps", "2", "--limit", "4",
-              "--no-progress", "--device", "cpu", "--no-report"]
+    common = [
+        str(suite),
+        "--model",
+        "shapes",
+        "--critic",
+        "shapes",
+        "--steps",
+        "2",
+        "--limit",
+        "4",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--no-report",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def bench(*args, torchrun=False):
-        pre = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"] if torchrun else [sys.executable]
+        pre = (
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+            if torchrun
+            else [sys.executable]
+        )
         cmd = [*pre, "-m", "milr", "bench", *common, *map(str, args)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -106,9 +139,14 @@ def test_shapeseval_end_to_end_with_crash_resume_and_two_ranks(tmp_path):
 
     def results(out: Path):
         s = json.loads((out / "summary.json").read_text())
-        return s["groups"], s["overall"], [
-            (r["prompt_id"], r["base"]["image_sha256"], r["milr"]["image_sha256"]) for r in load_all_records(out)
-        ]
+        return (
+            s["groups"],
+            s["overall"],
+            [
+                (r["prompt_id"], r["base"]["image_sha256"], r["milr"]["image_sha256"])
+                for r in load_all_records(out)
+            ],
+        )
 
     # single process in-process; the resumed run reuses the loaded model (one load for both)
     from milr.bench.runner import MILRSolver
@@ -119,8 +157,17 @@ def test_shapeseval_end_to_end_with_crash_resume_and_two_ranks(tmp_path):
         return loaded.setdefault("s", MILRSolver(opts, device))
 
     def run_in_process(out: Path):
-        opts = BenchOptions(suite=str(suite), model="shapes", critic=["shapes"], steps=2, limit=4,
-                            out=str(out), progress=False, report=False, device="cpu")
+        opts = BenchOptions(
+            suite=str(suite),
+            model="shapes",
+            critic=["shapes"],
+            steps=2,
+            limit=4,
+            out=str(out),
+            progress=False,
+            report=False,
+            device="cpu",
+        )
         return run_bench(opts, solver_factory=solver)
 
     single = tmp_path / "single"

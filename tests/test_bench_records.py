@@ -31,8 +31,13 @@ def test_derived_seeds_are_stable_across_processes_and_hash_salt():
     assert len(set(here)) == 3 and all(0 <= s < 2**31 for s in here)
     code = "from milr.bench.records import derive_seed; print(derive_seed(42, '00017', 0))"
     for salt in ("1", "2"):
-        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": salt},
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": salt},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert int(out) == here[0]
     assert derive_seed(42, "00017", 0) == 19039747  # pinned: changing it breaks resumed runs
 
@@ -48,7 +53,12 @@ def test_append_is_fsynced_whole_lines_and_torn_tail_is_cut(tmp_path):
     assert [r["prompt_id"] for r in read_jsonl(path)] == ["0", "1", "2"]
     with RecordShard(path) as shard:  # reopening cuts the torn line before appending
         shard.append({"prompt_id": "3", "seed_index": 0})
-    assert [json.loads(x)["prompt_id"] for x in path.read_bytes().splitlines()] == ["0", "1", "2", "3"]
+    assert [json.loads(x)["prompt_id"] for x in path.read_bytes().splitlines()] == [
+        "0",
+        "1",
+        "2",
+        "3",
+    ]
     # a complete record that only lost its newline is kept
     path.write_bytes(path.read_bytes() + b'{"prompt_id": "4", "seed_index": 0}')
     with RecordShard(path) as shard:
@@ -85,7 +95,9 @@ def test_run_fingerprint_refuses_to_mix_and_names_the_settings(tmp_path):
     with pytest.raises(MilrUserError) as info:
         check_or_write_run(tmp_path, run_b, force=False)
     msg = str(info.value)
-    assert "steps: 20 -> 30" in msg and 'critic: ["shapes"] -> ["geneval"]' in msg and "--force" in msg
+    assert (
+        "steps: 20 -> 30" in msg and 'critic: ["shapes"] -> ["geneval"]' in msg and "--force" in msg
+    )
     assert "model" not in msg
     forced = check_or_write_run(tmp_path, run_b, force=True)
     assert forced["history"][0]["settings"] == a and len(forced["forced_changes"]) == 2
@@ -109,7 +121,9 @@ def test_score_cache_keys_on_content_prompt_metadata_and_critic_config(tmp_path)
     (r1,) = cached_evaluate(red, [im], ["a red square"], [{}], cache)
     assert (cache.hits, cache.misses) == (0, 1) and r1.passed is True
     (r2,) = cached_evaluate(red, [same_pixels], ["a red square"], [{}], cache)
-    assert (cache.hits, cache.misses) == (1, 1) and r2.score == r1.score and r2.details == r1.details
+    assert (
+        (cache.hits, cache.misses) == (1, 1) and r2.score == r1.score and r2.details == r1.details
+    )
     cached_evaluate(red, [im], ["another prompt"], [{}], cache)
     cached_evaluate(red, [im], ["a red square"], [{"tag": "colors"}], cache)
     (r3,) = cached_evaluate(blue, [im], ["a red square"], [{}], cache)
@@ -122,19 +136,34 @@ def test_score_cache_keys_on_content_prompt_metadata_and_critic_config(tmp_path)
 
 
 def _rec(pid, group, base, milr_, err=None, eval_err=False):
-    side = lambda p: None if err else (  # noqa: E731
-        {"score": None, "passed": None, "error": "x"} if eval_err else {"score": float(p), "passed": bool(p), "error": None}
-    )
-    return {"prompt_id": pid, "seed_index": 0, "group": group, "error": err,
-            "base": side(base), "milr": side(milr_), "trajectory": {"steps": 3, "stop_reason": "max_steps", "critic_calls": 4}}
+    def side(p):
+        if err:
+            return None
+        if eval_err:
+            return {"score": None, "passed": None, "error": "x"}
+        return {"score": float(p), "passed": bool(p), "error": None}
+
+    return {
+        "prompt_id": pid,
+        "seed_index": 0,
+        "group": group,
+        "error": err,
+        "base": side(base),
+        "milr": side(milr_),
+        "trajectory": {"steps": 3, "stop_reason": "max_steps", "critic_calls": 4},
+    }
 
 
 def test_geneval_summary_is_mean_over_tags_with_errors_counted():
     recs = [
-        _rec("0", "single_object", 1, 1), _rec("1", "single_object", 0, 1),
-        _rec("2", "counting", 0, 0), _rec("3", "counting", 0, 1), _rec("4", "counting", 0, 0),
+        _rec("0", "single_object", 1, 1),
+        _rec("1", "single_object", 0, 1),
+        _rec("2", "counting", 0, 0),
+        _rec("3", "counting", 0, 1),
+        _rec("4", "counting", 0, 0),
         _rec("5", "counting", 0, 0, err="RuntimeError: boom"),
-        _rec("6", "position", 1, 0, eval_err=False), _rec("7", "position", 0, 0, eval_err=True),
+        _rec("6", "position", 1, 0, eval_err=False),
+        _rec("7", "position", 0, 0, eval_err=True),
     ]
     s = summarize(recs, "geneval")
     assert list(s["groups"]) == ["single_object", "counting", "position"]
@@ -152,11 +181,26 @@ def test_geneval_summary_is_mean_over_tags_with_errors_counted():
 
 
 def test_wise_summary_uses_official_category_weights():
-    scores = {"Cultural": 0.2, "Time": 0.4, "Space": 0.6, "Biology": 0.1, "Physics": 0.3, "Chemistry": 0.5}
+    scores = {
+        "Cultural": 0.2,
+        "Time": 0.4,
+        "Space": 0.6,
+        "Biology": 0.1,
+        "Physics": 0.3,
+        "Chemistry": 0.5,
+    }
     recs = []
     for i, (cat, sc) in enumerate(scores.items()):
-        recs.append({"prompt_id": str(i), "seed_index": 0, "group": cat, "error": None,
-                     "base": {"score": sc, "passed": None}, "milr": {"score": sc + 0.1, "passed": None}})
+        recs.append(
+            {
+                "prompt_id": str(i),
+                "seed_index": 0,
+                "group": cat,
+                "error": None,
+                "base": {"score": sc, "passed": None},
+                "milr": {"score": sc + 0.1, "passed": None},
+            }
+        )
     s = summarize(recs, "wise")
     expect = 0.4 * 0.2 + 0.167 * 0.4 + 0.133 * 0.6 + 0.1 * 0.1 + 0.1 * 0.3 + 0.1 * 0.5
     assert s["metric"] == "score"
@@ -170,9 +214,27 @@ def test_wise_summary_uses_official_category_weights():
 
 def test_t2i_summary_is_per_category_mean_score():
     recs = [
-        {"prompt_id": "color_0", "seed_index": 0, "group": "color", "base": {"score": 0.2}, "milr": {"score": 0.6}},
-        {"prompt_id": "color_1", "seed_index": 0, "group": "color", "base": {"score": 0.4}, "milr": {"score": 0.8}},
-        {"prompt_id": "shape_0", "seed_index": 0, "group": "shape", "base": {"score": 0.5}, "milr": {"score": 0.5}},
+        {
+            "prompt_id": "color_0",
+            "seed_index": 0,
+            "group": "color",
+            "base": {"score": 0.2},
+            "milr": {"score": 0.6},
+        },
+        {
+            "prompt_id": "color_1",
+            "seed_index": 0,
+            "group": "color",
+            "base": {"score": 0.4},
+            "milr": {"score": 0.8},
+        },
+        {
+            "prompt_id": "shape_0",
+            "seed_index": 0,
+            "group": "shape",
+            "base": {"score": 0.5},
+            "milr": {"score": 0.5},
+        },
     ]
     s = summarize(recs, "t2i-compbench")
     assert s["groups"]["color"]["base"]["score"] == pytest.approx(0.3)
@@ -192,7 +254,11 @@ def test_record_writer_writes_files_before_records_in_order_and_surfaces_errors(
             writer.submit(rec, [(tmp_path / "images" / f"{i}.bin", lambda i=i: bytes([i]) * 10)])
         writer.close()
     recs = read_jsonl(shard_path(tmp_path, 0))
-    assert [r["prompt_id"] for r in recs] == [str(i) for i in range(6)] == [r["prompt_id"] for r in seen]
+    assert (
+        [r["prompt_id"] for r in recs]
+        == [str(i) for i in range(6)]
+        == [r["prompt_id"] for r in seen]
+    )
     assert all((tmp_path / "images" / f"{i}.bin").read_bytes() == bytes([i]) * 10 for i in range(6))
     assert all(r["timings"]["write_s"] >= 0 for r in recs)
 
@@ -201,7 +267,9 @@ def test_record_writer_writes_files_before_records_in_order_and_surfaces_errors(
 
     with RecordShard(shard_path(tmp_path, 1)) as store:
         writer = RecordWriter(store, lambda r: None)
-        writer.submit({"prompt_id": "a", "seed_index": 0, "timings": {}}, [(tmp_path / "x.bin", boom)])
+        writer.submit(
+            {"prompt_id": "a", "seed_index": 0, "timings": {}}, [(tmp_path / "x.bin", boom)]
+        )
         with pytest.raises(OSError, match="disk full"):
             writer.close()
     assert read_jsonl(shard_path(tmp_path, 1)) == []  # no record without its file

@@ -10,18 +10,48 @@ from milr.bench.suites import GENEVAL_TAGS, T2I_CATEGORIES, WISE_WEIGHTS, load_s
 from milr.errors import MilrUserError
 
 WISE_ITEMS = [
-    {"prompt_id": 1, "Prompt": "Traditional food of the Mid-Autumn Festival", "Explanation": "mooncakes",
-     "Category": "Cultural knowledge", "Subcategory": "Festival"},
-    {"prompt_id": 402, "Prompt": "The sky over a city at 3 a.m.", "Explanation": "dark night sky",
-     "Category": "Spatio-temporal reasoning", "Subcategory": "Longitudinal time"},
-    {"prompt_id": 600, "Prompt": "The view from the top of Mount Everest looking down", "Explanation": "clouds below",
-     "Category": "Spatio-temporal reasoning", "Subcategory": "Different perspectives"},
-    {"prompt_id": 705, "Prompt": "A caterpillar after metamorphosis", "Explanation": "a butterfly",
-     "Category": "Natural science", "Subcategory": "Biology: state"},
-    {"prompt_id": 850, "Prompt": "A straw in a glass of water", "Explanation": "bent by refraction",
-     "Category": "Natural science", "Subcategory": "Optics"},
-    {"prompt_id": 950, "Prompt": "An iron nail left in the rain for months", "Explanation": "rusty",
-     "Category": "Chemistry", "Subcategory": "Metal corrosion"},
+    {
+        "prompt_id": 1,
+        "Prompt": "Traditional food of the Mid-Autumn Festival",
+        "Explanation": "mooncakes",
+        "Category": "Cultural knowledge",
+        "Subcategory": "Festival",
+    },
+    {
+        "prompt_id": 402,
+        "Prompt": "The sky over a city at 3 a.m.",
+        "Explanation": "dark night sky",
+        "Category": "Spatio-temporal reasoning",
+        "Subcategory": "Longitudinal time",
+    },
+    {
+        "prompt_id": 600,
+        "Prompt": "The view from the top of Mount Everest looking down",
+        "Explanation": "clouds below",
+        "Category": "Spatio-temporal reasoning",
+        "Subcategory": "Different perspectives",
+    },
+    {
+        "prompt_id": 705,
+        "Prompt": "A caterpillar after metamorphosis",
+        "Explanation": "a butterfly",
+        "Category": "Natural science",
+        "Subcategory": "Biology: state",
+    },
+    {
+        "prompt_id": 850,
+        "Prompt": "A straw in a glass of water",
+        "Explanation": "bent by refraction",
+        "Category": "Natural science",
+        "Subcategory": "Optics",
+    },
+    {
+        "prompt_id": 950,
+        "Prompt": "An iron nail left in the rain for months",
+        "Explanation": "rusty",
+        "Category": "Chemistry",
+        "Subcategory": "Metal corrosion",
+    },
 ]
 
 
@@ -82,20 +112,45 @@ def test_shapeseval_detected(tmp_path):
     [
         ("empty.jsonl", "", "is empty"),
         ("blank.json", "  \n\n", "is empty"),
-        ("bad.jsonl", '{"tag": "counting", "include": [{"class": "dog", "count": 2}], "prompt": "two dogs"}\n{oops\n',
-         r"bad.jsonl:2: line is not JSON"),
-        ("nocount.jsonl", '{"tag": "counting", "include": [{"class": "dog", "count": 0}], "prompt": "x"}\n',
-         r"nocount.jsonl:1: field 'include'\[0\].count must be an integer >= 1"),
-        ("noprompt.jsonl", '{"tag": "colors", "include": [{"class": "dog"}]}\n',
-         r"noprompt.jsonl:1: field 'prompt'"),
-        ("notag.jsonl", '{"include": [{"class": "dog"}], "prompt": "a dog"}\n', r"notag.jsonl:1: field 'tag'"),
-        ("pos.jsonl", '{"tag": "position", "include": [{"class": "dog", "position": "left"}], "prompt": "p"}\n',
-         r"pos.jsonl:1: field 'include'\[0\].position must be \[relation, clause_index\]"),
-        ("wise.json", json.dumps([{"prompt_id": 3, "Prompt": "x", "Category": "Cultural", "Subcategory": "y"}]),
-         r"item 0 \(prompt_id 3\): missing field\(s\) 'Explanation'"),
+        (
+            "bad.jsonl",
+            '{"tag": "counting", "include": [{"class": "dog", "count": 2}], "prompt": "two dogs"}\n{oops\n',
+            r"bad.jsonl:2: line is not JSON",
+        ),
+        (
+            "nocount.jsonl",
+            '{"tag": "counting", "include": [{"class": "dog", "count": 0}], "prompt": "x"}\n',
+            r"nocount.jsonl:1: field 'include'\[0\].count must be an integer >= 1",
+        ),
+        (
+            "noprompt.jsonl",
+            '{"tag": "colors", "include": [{"class": "dog"}]}\n',
+            r"noprompt.jsonl:1: field 'prompt'",
+        ),
+        (
+            "notag.jsonl",
+            '{"include": [{"class": "dog"}], "prompt": "a dog"}\n',
+            r"notag.jsonl:1: field 'tag'",
+        ),
+        (
+            "pos.jsonl",
+            '{"tag": "position", "include": [{"class": "dog", "position": "left"}], "prompt": "p"}\n',
+            r"pos.jsonl:1: field 'include'\[0\].position must be \[relation, clause_index\]",
+        ),
+        (
+            "wise.json",
+            json.dumps(
+                [{"prompt_id": 3, "Prompt": "x", "Category": "Cultural", "Subcategory": "y"}]
+            ),
+            r"item 0 \(prompt_id 3\): missing field\(s\) 'Explanation'",
+        ),
         ("wise2.json", json.dumps({"Prompt": "x"}), "expected a JSON list"),
-        ("wise3.json", "[{\"prompt_id\": 1,", r"wise3.json:1: file is not JSON"),
-        ("wise4.json", json.dumps([{**WISE_ITEMS[0], "prompt_id": "one"}]), "field 'prompt_id' must be an integer"),
+        ("wise3.json", '[{"prompt_id": 1,', r"wise3.json:1: file is not JSON"),
+        (
+            "wise4.json",
+            json.dumps([{**WISE_ITEMS[0], "prompt_id": "one"}]),
+            "field 'prompt_id' must be an integer",
+        ),
         ("foo_val.txt", "a dog\n", "cannot tell the T2I-CompBench category"),
         ("color_val.txt", '{"prompt": "a dog"}\n', r"color_val.txt:1: looks like JSON"),
         ("data.csv", "prompt,tag\na dog,single\n", "unknown suite format"),

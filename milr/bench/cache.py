@@ -39,7 +39,9 @@ def critic_identity(critic: Critic) -> dict[str, Any]:
     return {"name": critic_label(critic), "class": type(critic).__name__, "config": critic.config()}
 
 
-def cache_key(image_hash: str, prompt: str, metadata: dict[str, Any], critic_id: dict[str, Any]) -> str:
+def cache_key(
+    image_hash: str, prompt: str, metadata: dict[str, Any], critic_id: dict[str, Any]
+) -> str:
     payload = canonical_json(
         {"image": image_hash, "prompt": prompt, "metadata": metadata, "critic": critic_id}
     )
@@ -77,7 +79,9 @@ class ScoreCache:
             return None
         try:
             with self._lock:
-                row = self._conn.execute("SELECT result FROM scores WHERE key = ?", (key,)).fetchone()
+                row = self._conn.execute(
+                    "SELECT result FROM scores WHERE key = ?", (key,)
+                ).fetchone()
         except sqlite3.Error as exc:
             self._failed(exc)
             return None
@@ -129,7 +133,10 @@ def cached_evaluate(
     cache.misses += len(todo)
     if todo:
         fresh = evaluate(
-            critic, [images[i] for i in todo], [prompts[i] for i in todo], [metadata[i] for i in todo]
+            critic,
+            [images[i] for i in todo],
+            [prompts[i] for i in todo],
+            [metadata[i] for i in todo],
         )
         for i, res in zip(todo, fresh):
             cache.put(keys[i], ident["name"], res)

@@ -25,7 +25,9 @@ def export_run(run_dir: str | Path, dest: str | Path, side: str = "milr") -> int
     records = load_all_records(run_dir)
     if not records:
         raise MilrUserError(f"{run_dir} holds no bench records")
-    benchmark = ((read_run(run_dir) or {}).get("settings") or {}).get("benchmark") or records[0].get("benchmark")
+    benchmark = ((read_run(run_dir) or {}).get("settings") or {}).get("benchmark") or records[
+        0
+    ].get("benchmark")
     if benchmark not in ("geneval", "shapes", "wise"):
         raise MilrUserError(
             f"no official layout known for benchmark {benchmark!r}; export supports geneval, shapes, wise"

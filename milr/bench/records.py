@@ -168,7 +168,9 @@ class RecordShard:
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one record as a single write, then fsync it."""
-        line = (json.dumps(record, ensure_ascii=False, allow_nan=False, default=str) + "\n").encode()
+        line = (
+            json.dumps(record, ensure_ascii=False, allow_nan=False, default=str) + "\n"
+        ).encode()
         written = 0
         while written < len(line):  # a regular-file write only comes back short on a full disk
             written += os.write(self._fd, line[written:])
@@ -237,7 +239,9 @@ def read_run(out: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise MilrUserError(f"{path} is unreadable ({exc}); restore it or use a new --out") from None
+        raise MilrUserError(
+            f"{path} is unreadable ({exc}); restore it or use a new --out"
+        ) from None
 
 
 def diff_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -90,9 +90,16 @@ def contact_sheet(out: Path, records: list[dict[str, Any]], title: str) -> Image
             draw.text((PAD, y + j * 16), line, fill="black", font=small)
         traj = rec.get("trajectory") or {}
         if rec.get("error"):
-            draw.text((PAD, y + THUMB - 14), f"error: {rec['error'][:40]}", fill=(190, 30, 30), font=small)
+            draw.text(
+                (PAD, y + THUMB - 14), f"error: {rec['error'][:40]}", fill=(190, 30, 30), font=small
+            )
         elif traj.get("steps") is not None:
-            draw.text((PAD, y + THUMB - 14), f"steps {traj['steps']} ({traj.get('stop_reason')})", fill=(90, 90, 90), font=small)
+            draw.text(
+                (PAD, y + THUMB - 14),
+                f"steps {traj['steps']} ({traj.get('stop_reason')})",
+                fill=(90, 90, 90),
+                font=small,
+            )
         for k, side in enumerate(("base", "milr")):
             x = TEXT_W + PAD + k * (THUMB + PAD)
             sheet.paste(_thumb(out, rec.get(side)), (x, y))
@@ -109,7 +116,8 @@ def _carry(values: list[Any], length: int) -> list[Any]:
 def reward_curve(records: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
     """Mean reward-critic score per step (records that stopped early carry their last score)."""
     series = [
-        [s for s in (r.get("trajectory") or {}).get("scores") or [] if s is not None] for r in records
+        [s for s in (r.get("trajectory") or {}).get("scores") or [] if s is not None]
+        for r in records
     ]
     series = [s for s in series if s]
     if not series:
@@ -193,15 +201,25 @@ def _curve_plot(path: Path, records, curve, title: str, ylabel: str, ylim=None, 
 def _plots(out: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
     written = []
     settings = summary.get("settings") or {}
-    if _curve_plot(out / "reward_vs_step.png", records, reward_curve,
-                   f"{summary['benchmark']}: reward-critic score vs step (early stops carry their last score)",
-                   "mean score (reward = score − 1)"):
+    if _curve_plot(
+        out / "reward_vs_step.png",
+        records,
+        reward_curve,
+        f"{summary['benchmark']}: reward-critic score vs step (early stops carry their last score)",
+        "mean score (reward = score − 1)",
+    ):
         written.append(out / "reward_vs_step.png")
     same = settings.get("critic") == settings.get("eval_critic")
     note = "" if same else "\n(steps between first and last: reward-critic verdicts)"
-    if _curve_plot(out / "accuracy_vs_budget.png", records, accuracy_by_budget,
-                   f"{summary['benchmark']}: accuracy vs step budget{note}", "accuracy",
-                   ylim=(0, 1.02), step=True):
+    if _curve_plot(
+        out / "accuracy_vs_budget.png",
+        records,
+        accuracy_by_budget,
+        f"{summary['benchmark']}: accuracy vs step budget{note}",
+        "accuracy",
+        ylim=(0, 1.02),
+        step=True,
+    ):
         written.append(out / "accuracy_vs_budget.png")
     return written
 

@@ -172,7 +172,11 @@ class MILRSolver:
     def _config(self, seed: int) -> Any:
         from milr.optimizer import MILRConfig
 
-        kwargs: dict[str, Any] = {"mode": self.opts.mode, "max_steps": self.opts.steps, "seed": seed}
+        kwargs: dict[str, Any] = {
+            "mode": self.opts.mode,
+            "max_steps": self.opts.steps,
+            "seed": seed,
+        }
         kwargs.update(self.opts.optimizer)
         try:
             return MILRConfig(**kwargs)
@@ -187,7 +191,9 @@ class MILRSolver:
         )
         full = result.to_dict()
         if result.initial_image is None or result.image is None:
-            raise RuntimeError(f"the optimizer returned no image (stop reason {result.stop_reason!r})")
+            raise RuntimeError(
+                f"the optimizer returned no image (stop reason {result.stop_reason!r})"
+            )
         return Outcome(
             base_image=result.initial_image,
             final_image=result.image,
@@ -207,11 +213,21 @@ def summarize_result(full: dict[str, Any]) -> dict[str, Any]:
         "passed": [st.get("passed") for st in steps],
         "critic_calls": full.get("critic_calls"),
     }
-    for key in ("images_scored", "tokens_generated", "best_step", "selected", "wall_seconds", "timings"):
+    for key in (
+        "images_scored",
+        "tokens_generated",
+        "best_step",
+        "selected",
+        "wall_seconds",
+        "timings",
+    ):
         if key in full:
             out[key] = full[key]
     if steps:
-        out["reasoning"] = {"initial": steps[0].get("reasoning"), "final": steps[-1].get("reasoning")}
+        out["reasoning"] = {
+            "initial": steps[0].get("reasoning"),
+            "final": steps[-1].get("reasoning"),
+        }
     return out
 
 
@@ -248,13 +264,21 @@ def _png_bytes(image: Image) -> bytes:
 
 
 def _score_pair(
-    critic: Critic, images: list[Image], prompt: BenchPrompt, cache: ScoreCache | None, hashes: list[str]
+    critic: Critic,
+    images: list[Image],
+    prompt: BenchPrompt,
+    cache: ScoreCache | None,
+    hashes: list[str],
 ) -> list[dict[str, Any]]:
     """Score base and MILR images; a failure is recorded per image, never raised."""
     n = len(images)
     try:
-        res = cached_evaluate(critic, images, [prompt.prompt] * n, [prompt.metadata] * n, cache, hashes)
-        return [{"score": r.score, "passed": r.passed, "details": r.details, "error": None} for r in res]
+        res = cached_evaluate(
+            critic, images, [prompt.prompt] * n, [prompt.metadata] * n, cache, hashes
+        )
+        return [
+            {"score": r.score, "passed": r.passed, "details": r.details, "error": None} for r in res
+        ]
     except Exception:
         pass
     out: list[dict[str, Any]] = []
@@ -352,14 +376,18 @@ class RecordWriter:
     At most `depth` records wait; `close` writes what is queued (also after Ctrl-C).
     """
 
-    def __init__(self, store: RecordShard, on_written: Callable[[dict[str, Any]], None], depth: int = 4) -> None:
+    def __init__(
+        self, store: RecordShard, on_written: Callable[[dict[str, Any]], None], depth: int = 4
+    ) -> None:
         import queue
         import threading
 
         self.store = store
         self.on_written = on_written
         self.error: BaseException | None = None
-        self._queue: queue.Queue[tuple[dict[str, Any], list[FileJob]] | None] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[tuple[dict[str, Any], list[FileJob]] | None] = queue.Queue(
+            maxsize=depth
+        )
         self._thread = threading.Thread(target=self._loop, name="milr-bench-writer", daemon=True)
         self._thread.start()
 
@@ -458,7 +486,9 @@ def _validate(opts: BenchOptions) -> None:
         raise MilrUserError("no reward critic; pass --critic SPEC (see `milr critics`)")
 
 
-def run_bench(opts: BenchOptions, solver_factory: SolverFactory | None = None) -> dict[str, Any] | None:
+def run_bench(
+    opts: BenchOptions, solver_factory: SolverFactory | None = None
+) -> dict[str, Any] | None:
     """Run (or resume) a benchmark; returns the summary on rank 0 and None on other ranks."""
     _validate(opts)
     ctx = init_distributed(opts.device, opts.dist_timeout_s)
@@ -468,7 +498,9 @@ def run_bench(opts: BenchOptions, solver_factory: SolverFactory | None = None) -
         ctx.close()
 
 
-def _run(opts: BenchOptions, ctx: DistContext, solver_factory: SolverFactory | None) -> dict[str, Any] | None:
+def _run(
+    opts: BenchOptions, ctx: DistContext, solver_factory: SolverFactory | None
+) -> dict[str, Any] | None:
     suite = load_suite(opts.suite, opts.format)
     out = Path(opts.out) if opts.out else default_out(opts)
     if opts.resume and not (out / "run.json").exists():
@@ -481,7 +513,9 @@ def _run(opts: BenchOptions, ctx: DistContext, solver_factory: SolverFactory | N
             check_or_write_run(out, run, force=opts.force)
             for rec in load_all_records(out):
                 if opts.retry_errors and (
-                    rec.get("error") or (rec.get("base") or {}).get("error") or (rec.get("milr") or {}).get("error")
+                    rec.get("error")
+                    or (rec.get("base") or {}).get("error")
+                    or (rec.get("milr") or {}).get("error")
                 ):
                     continue
                 done.add(record_key(rec))
@@ -516,7 +550,9 @@ def _work(
     factory = solver_factory or load_solver_factory(opts.solver)
     solver = factory(opts, device)
     reward_critic = getattr(solver, "critic", None)
-    if reward_critic is not None and canonical_json(opts.eval_specs()) == canonical_json(list(opts.critic)):
+    if reward_critic is not None and canonical_json(opts.eval_specs()) == canonical_json(
+        list(opts.critic)
+    ):
         eval_critic = reward_critic  # same critic: share its loaded weights
     else:
         eval_critic = build_critic(list[Any](opts.eval_specs()))
@@ -528,7 +564,19 @@ def _work(
             writer = RecordWriter(store, progress.update)
             try:
                 for prompt, seed_index in items:
-                    writer.submit(*run_one(solver, eval_critic, prompt, seed_index, opts, suite, out, cache, ctx.rank))
+                    writer.submit(
+                        *run_one(
+                            solver,
+                            eval_critic,
+                            prompt,
+                            seed_index,
+                            opts,
+                            suite,
+                            out,
+                            cache,
+                            ctx.rank,
+                        )
+                    )
             except BaseException:
                 writer.close(raise_errors=False)
                 raise
@@ -601,11 +649,18 @@ def rescore(
             for rec in recs:
                 if rec.get("error"):
                     continue
-                prompt = BenchPrompt(str(rec["prompt_id"]), rec["prompt"], rec.get("group", ""), rec.get("metadata") or {})
+                prompt = BenchPrompt(
+                    str(rec["prompt_id"]),
+                    rec["prompt"],
+                    rec.get("group", ""),
+                    rec.get("metadata") or {},
+                )
                 images, hashes = [], []
                 for side in ("base", "milr"):
                     with PILImage.open(out / rec[side]["image"]) as im:
-                        images.append(im.convert("RGB") if im.mode not in ("RGB", "L") else im.copy())
+                        images.append(
+                            im.convert("RGB") if im.mode not in ("RGB", "L") else im.copy()
+                        )
                     hashes.append(rec[side].get("image_sha256") or image_sha256(images[-1]))
                 t = time.perf_counter()
                 scored = _score_pair(critic, images, prompt, score_cache, hashes)
@@ -615,7 +670,10 @@ def rescore(
             text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in recs)
             atomic_write_text(path, text)
         if score_cache is not None:
-            print(f"score cache: {score_cache.hits} hits, {score_cache.misses} misses", file=sys.stderr)
+            print(
+                f"score cache: {score_cache.hits} hits, {score_cache.misses} misses",
+                file=sys.stderr,
+            )
     finally:
         if score_cache is not None:
             score_cache.close()

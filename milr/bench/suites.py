@@ -68,7 +68,12 @@ class BenchPrompt:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "prompt": self.prompt, "group": self.group, "metadata": self.metadata}
+        return {
+            "id": self.id,
+            "prompt": self.prompt,
+            "group": self.group,
+            "metadata": self.metadata,
+        }
 
 
 @dataclass
@@ -123,10 +128,12 @@ def _read_text(path: Path) -> str:
 def _check_clause(clause: Any, where: str, key: str, i: int) -> None:
     at = f"field {key!r}[{i}]"
     if not isinstance(clause, dict):
-        raise _err(where, f"{at} must be an object like {{\"class\": \"dog\", \"count\": 1}}, got {clause!r}")
+        raise _err(
+            where, f'{at} must be an object like {{"class": "dog", "count": 1}}, got {clause!r}'
+        )
     cls = clause.get("class")
     if not isinstance(cls, str) or not cls.strip():
-        raise _err(where, f"{at} needs a non-empty string \"class\", got {cls!r}")
+        raise _err(where, f'{at} needs a non-empty string "class", got {cls!r}')
     count = clause.get("count", 1)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise _err(where, f"{at}.count must be an integer >= 1, got {count!r}")
@@ -146,13 +153,18 @@ def _check_clause(clause: Any, where: str, key: str, i: int) -> None:
 
 def _geneval_entry(obj: Any, where: str) -> tuple[str, str, dict[str, Any]]:
     if not isinstance(obj, dict):
-        raise _err(where, f"expected a JSON object with \"tag\", \"include\", \"prompt\"; got {type(obj).__name__}")
+        raise _err(
+            where,
+            f'expected a JSON object with "tag", "include", "prompt"; got {type(obj).__name__}',
+        )
     prompt = obj.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise _err(where, f"field 'prompt' must be a non-empty string, got {prompt!r}")
     tag = obj.get("tag")
     if not isinstance(tag, str) or not tag.strip():
-        raise _err(where, f"field 'tag' must be a non-empty string (e.g. {GENEVAL_TAGS[0]!r}), got {tag!r}")
+        raise _err(
+            where, f"field 'tag' must be a non-empty string (e.g. {GENEVAL_TAGS[0]!r}), got {tag!r}"
+        )
     include = obj.get("include")
     if not isinstance(include, list) or not include:
         raise _err(where, f"field 'include' must be a non-empty list of clauses, got {include!r}")
@@ -176,12 +188,16 @@ def _load_jsonl(path: Path, text: str, fmt: str | None) -> Suite:
             records.append((lineno, json.loads(line)))
         except json.JSONDecodeError as exc:
             raise _err(
-                f"{path}:{lineno}", f"line is not JSON ({exc.msg} at column {exc.colno}); "
-                "GenEval/ShapesEval files have one JSON object per line"
+                f"{path}:{lineno}",
+                f"line is not JSON ({exc.msg} at column {exc.colno}); "
+                "GenEval/ShapesEval files have one JSON object per line",
             ) from None
     first = records[0][1]
     if isinstance(first, dict) and {"Prompt", "prompt_id"} <= set(first):
-        raise _err(f"{path}:{records[0][0]}", "this looks like a WISE record; WISE files are one JSON list (.json)")
+        raise _err(
+            f"{path}:{records[0][0]}",
+            "this looks like a WISE record; WISE files are one JSON list (.json)",
+        )
     if fmt is None:
         fmt = _detect_geneval_flavour(path, [r for _, r in records])
     seen: dict[str, int] = {}
@@ -253,7 +269,10 @@ def _load_t2i_files(files: list[Path], source: str) -> Suite:
             if not prompt:
                 continue
             if prompt[0] in "{[":
-                raise _err(f"{path}:{index + 1}", "looks like JSON; T2I-CompBench files hold one plain prompt per line")
+                raise _err(
+                    f"{path}:{index + 1}",
+                    "looks like JSON; T2I-CompBench files hold one plain prompt per line",
+                )
             prompts.append(
                 BenchPrompt(f"{category}_{index:05d}", prompt, category, {"category": category})
             )
@@ -284,30 +303,45 @@ def _load_wise_items(path: Path, text: str) -> tuple[list[BenchPrompt], str]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _err(
-            f"{path}:{exc.lineno}", f"file is not JSON ({exc.msg} at column {exc.colno}); "
-            "WISE files are a JSON list of objects"
+            f"{path}:{exc.lineno}",
+            f"file is not JSON ({exc.msg} at column {exc.colno}); "
+            "WISE files are a JSON list of objects",
         ) from None
     if not isinstance(data, list):
-        raise _err(str(path), f"expected a JSON list of WISE objects with fields {', '.join(WISE_FIELDS)}; got a {type(data).__name__}")
+        raise _err(
+            str(path),
+            f"expected a JSON list of WISE objects with fields {', '.join(WISE_FIELDS)}; got a {type(data).__name__}",
+        )
     if not data:
         raise _err(str(path), "the JSON list is empty; no prompts to run")
     prompts = []
     for i, obj in enumerate(data):
         where = f"{path}: item {i}"
         if not isinstance(obj, dict):
-            raise _err(where, f"expected an object with fields {', '.join(WISE_FIELDS)}, got {obj!r}")
+            raise _err(
+                where, f"expected an object with fields {', '.join(WISE_FIELDS)}, got {obj!r}"
+            )
         missing = [f for f in WISE_FIELDS if f not in obj]
         if missing:
             pid = obj.get("prompt_id", "?")
-            raise _err(f"{where} (prompt_id {pid})", f"missing field(s) {', '.join(repr(m) for m in missing)}")
+            raise _err(
+                f"{where} (prompt_id {pid})",
+                f"missing field(s) {', '.join(repr(m) for m in missing)}",
+            )
         pid = obj["prompt_id"]
         if isinstance(pid, bool) or not isinstance(pid, int):
             raise _err(where, f"field 'prompt_id' must be an integer, got {pid!r}")
         for key in ("Prompt", "Category", "Subcategory"):
             if not isinstance(obj[key], str) or not obj[key].strip():
-                raise _err(f"{where} (prompt_id {pid})", f"field {key!r} must be a non-empty string, got {obj[key]!r}")
+                raise _err(
+                    f"{where} (prompt_id {pid})",
+                    f"field {key!r} must be a non-empty string, got {obj[key]!r}",
+                )
         if not isinstance(obj["Explanation"], str):
-            raise _err(f"{where} (prompt_id {pid})", f"field 'Explanation' must be a string, got {obj['Explanation']!r}")
+            raise _err(
+                f"{where} (prompt_id {pid})",
+                f"field 'Explanation' must be a string, got {obj['Explanation']!r}",
+            )
         try:
             group = wise_category(obj["Category"], obj["Subcategory"], pid)
         except ValueError as exc:

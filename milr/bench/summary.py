@@ -66,7 +66,9 @@ def _side_stats(recs: list[dict[str, Any]], side: str) -> dict[str, Any]:
     }
 
 
-def _overall(benchmark: str, per_group: dict[str, dict[str, Any]], side: str, metric: str) -> tuple[float | None, str]:
+def _overall(
+    benchmark: str, per_group: dict[str, dict[str, Any]], side: str, metric: str
+) -> tuple[float | None, str]:
     values = {g: v[side][metric] for g, v in per_group.items() if v[side][metric] is not None}
     if not values:
         return None, "none"
@@ -80,7 +82,9 @@ def _overall(benchmark: str, per_group: dict[str, dict[str, Any]], side: str, me
             how += " (renormalised: categories missing)"
         return sum(weights[g] * values[g] for g in values) / total, how
     if benchmark == "t2i-compbench":
-        return mean(values.values()), "unweighted mean over categories (T2I-CompBench defines no overall)"
+        return mean(
+            values.values()
+        ), "unweighted mean over categories (T2I-CompBench defines no overall)"
     return mean(values.values()), "mean over tags"
 
 
@@ -169,10 +173,17 @@ def _fmt(v: float | None, pct: bool = False) -> str:
 def to_markdown(summary: dict[str, Any], run: dict[str, Any] | None = None) -> str:
     """The summary as a Markdown report (also what the CLI prints)."""
     metric = summary["metric"]
-    col = "Group" if summary["benchmark"] == "t2i-compbench" else (
-        "Category" if summary["benchmark"] == "wise" else "Tag"
+    col = (
+        "Group"
+        if summary["benchmark"] == "t2i-compbench"
+        else ("Category" if summary["benchmark"] == "wise" else "Tag")
     )
-    title = {"geneval": "GenEval", "shapes": "ShapesEval", "wise": "WISE", "t2i-compbench": "T2I-CompBench"}
+    title = {
+        "geneval": "GenEval",
+        "shapes": "ShapesEval",
+        "wise": "WISE",
+        "t2i-compbench": "T2I-CompBench",
+    }
     lines = [f"# {title.get(summary['benchmark'], summary['benchmark'])} — base vs MILR", ""]
     if run:
         s = run.get("settings", {})
@@ -231,7 +242,9 @@ def write_summary(out: str | Path, records: list[dict[str, Any]] | None = None) 
         records = load_all_records(out)
     if not records:
         raise MilrUserError(f"{out} holds no bench records (records/*.jsonl or results.jsonl)")
-    benchmark = (run or {}).get("settings", {}).get("benchmark") or records[0].get("benchmark", "geneval")
+    benchmark = (run or {}).get("settings", {}).get("benchmark") or records[0].get(
+        "benchmark", "geneval"
+    )
     summary = summarize(records, benchmark)
     summary["timing"] = timing_summary(records)
     if run:

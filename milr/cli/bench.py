@@ -56,42 +56,148 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
 
 @bench.command("run")
 @click.argument("suite_file", type=click.Path(dir_okay=True, path_type=str))
-@click.option("--model", "-m", default="shapes", show_default=True, help="Model name, checkpoint directory or hub id.")
-@click.option("--critic", "-c", "critic", multiple=True, help="Reward critic spec (repeatable); default: shapes.")
-@click.option("--eval-critic", "eval_critic", multiple=True, help="Evaluation critic spec (repeatable); default: the reward critic (oracle run).")
-@click.option("--mode", default="both", show_default=True, type=click.Choice(["text", "image", "both", "text_image", "image_text"]), help="MILR mode.")
-@click.option("--steps", default=20, show_default=True, type=int, help="Maximum MILR steps per prompt.")
+@click.option(
+    "--model",
+    "-m",
+    default="shapes",
+    show_default=True,
+    help="Model name, checkpoint directory or hub id.",
+)
+@click.option(
+    "--critic",
+    "-c",
+    "critic",
+    multiple=True,
+    help="Reward critic spec (repeatable); default: shapes.",
+)
+@click.option(
+    "--eval-critic",
+    "eval_critic",
+    multiple=True,
+    help="Evaluation critic spec (repeatable); default: the reward critic (oracle run).",
+)
+@click.option(
+    "--mode",
+    default="both",
+    show_default=True,
+    type=click.Choice(["text", "image", "both", "text_image", "image_text"]),
+    help="MILR mode.",
+)
+@click.option(
+    "--steps", default=20, show_default=True, type=int, help="Maximum MILR steps per prompt."
+)
 @click.option("--seeds", default=1, show_default=True, type=int, help="Images (seeds) per prompt.")
-@click.option("--seed", default=42, show_default=True, type=int, help="Run seed; per-prompt seeds derive from it and the prompt id.")
+@click.option(
+    "--seed",
+    default=42,
+    show_default=True,
+    type=int,
+    help="Run seed; per-prompt seeds derive from it and the prompt id.",
+)
 @click.option("--out", "-o", default=None, help="Run directory (default bench-runs/SUITE-MODEL).")
 @click.option("--limit", default=None, type=int, help="Only the first N prompts of the suite.")
-@click.option("--format", "fmt", default=None, type=click.Choice(["geneval", "shapes", "t2i-compbench", "wise"]), help="Suite format when the file name does not tell.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (under torchrun, cuda means cuda:LOCAL_RANK).")
-@click.option("--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU).")
-@click.option("--opt", "opt", multiple=True, metavar="KEY=VALUE", help="Extra optimizer setting (repeatable), e.g. --opt threshold=-0.2 --opt select=best.")
-@click.option("--resume", is_flag=True, help="Require an existing run in --out and continue it (continuing is automatic anyway).")
-@click.option("--force", is_flag=True, help="Continue a run directory made with different settings.")
+@click.option(
+    "--format",
+    "fmt",
+    default=None,
+    type=click.Choice(["geneval", "shapes", "t2i-compbench", "wise"]),
+    help="Suite format when the file name does not tell.",
+)
+@click.option(
+    "--device",
+    default=None,
+    help="cpu, cuda, cuda:1 ... (under torchrun, cuda means cuda:LOCAL_RANK).",
+)
+@click.option(
+    "--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)."
+)
+@click.option(
+    "--opt",
+    "opt",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra optimizer setting (repeatable), e.g. --opt threshold=-0.2 --opt select=best.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Require an existing run in --out and continue it (continuing is automatic anyway).",
+)
+@click.option(
+    "--force", is_flag=True, help="Continue a run directory made with different settings."
+)
 @click.option("--retry-errors", is_flag=True, help="Redo records that carry an error.")
-@click.option("--cache", default=None, help="Score cache file (default OUT/score_cache.sqlite); share one across runs.")
-@click.option("--solver", default=None, metavar="MODULE:CALLABLE", help="Advanced: another solver factory (default: MILR).")
+@click.option(
+    "--cache",
+    default=None,
+    help="Score cache file (default OUT/score_cache.sqlite); share one across runs.",
+)
+@click.option(
+    "--solver",
+    default=None,
+    metavar="MODULE:CALLABLE",
+    help="Advanced: another solver factory (default: MILR).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-report", is_flag=True, help="Skip contact sheets and plots.")
-@click.option("--dist-timeout", default=6 * 3600.0, show_default=True, type=float, help="Seconds a rank waits for the others at the end (torchrun).")
-def run_cmd(suite_file: str, model: str, critic: tuple[str, ...], eval_critic: tuple[str, ...], mode: str,
-            steps: int, seeds: int, seed: int, out: str | None, limit: int | None, fmt: str | None,
-            device: str | None, dtype: str | None, opt: tuple[str, ...], resume: bool, force: bool,
-            retry_errors: bool, cache: str | None, solver: str | None, no_progress: bool,
-            no_report: bool, dist_timeout: float) -> None:
+@click.option(
+    "--dist-timeout",
+    default=6 * 3600.0,
+    show_default=True,
+    type=float,
+    help="Seconds a rank waits for the others at the end (torchrun).",
+)
+def run_cmd(
+    suite_file: str,
+    model: str,
+    critic: tuple[str, ...],
+    eval_critic: tuple[str, ...],
+    mode: str,
+    steps: int,
+    seeds: int,
+    seed: int,
+    out: str | None,
+    limit: int | None,
+    fmt: str | None,
+    device: str | None,
+    dtype: str | None,
+    opt: tuple[str, ...],
+    resume: bool,
+    force: bool,
+    retry_errors: bool,
+    cache: str | None,
+    solver: str | None,
+    no_progress: bool,
+    no_report: bool,
+    dist_timeout: float,
+) -> None:
     """Run (or resume) SUITE_FILE: base and MILR images per prompt, scored by the evaluation critic."""
     from milr.bench.runner import BenchOptions, default_out, run_bench
     from milr.bench.summary import to_markdown
 
     opts = BenchOptions(
-        suite=suite_file, model=model, critic=list(critic) or ["shapes"],
-        eval_critic=list(eval_critic) or None, mode=mode, steps=steps, seeds=seeds, seed=seed,
-        out=out, limit=limit, format=fmt, device=device, dtype=dtype, optimizer=_parse_opt(opt),
-        solver=solver, resume=resume, force=force, retry_errors=retry_errors, cache=cache,
-        progress=not no_progress, report=not no_report, dist_timeout_s=dist_timeout,
+        suite=suite_file,
+        model=model,
+        critic=list(critic) or ["shapes"],
+        eval_critic=list(eval_critic) or None,
+        mode=mode,
+        steps=steps,
+        seeds=seeds,
+        seed=seed,
+        out=out,
+        limit=limit,
+        format=fmt,
+        device=device,
+        dtype=dtype,
+        optimizer=_parse_opt(opt),
+        solver=solver,
+        resume=resume,
+        force=force,
+        retry_errors=retry_errors,
+        cache=cache,
+        progress=not no_progress,
+        report=not no_report,
+        dist_timeout_s=dist_timeout,
     )
     summary = run_bench(opts)
     if summary is not None:
@@ -126,10 +232,20 @@ def summary_cmd(run_dir: str, no_report: bool, as_json: bool) -> None:
 
 @bench.command("rescore")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
-@click.option("--eval-critic", "eval_critic", multiple=True, required=True, help="New evaluation critic spec (repeatable).")
-@click.option("--cache", default=None, help="Score cache file (default RUN_DIR/score_cache.sqlite).")
+@click.option(
+    "--eval-critic",
+    "eval_critic",
+    multiple=True,
+    required=True,
+    help="New evaluation critic spec (repeatable).",
+)
+@click.option(
+    "--cache", default=None, help="Score cache file (default RUN_DIR/score_cache.sqlite)."
+)
 @click.option("--no-report", is_flag=True)
-def rescore_cmd(run_dir: str, eval_critic: tuple[str, ...], cache: str | None, no_report: bool) -> None:
+def rescore_cmd(
+    run_dir: str, eval_critic: tuple[str, ...], cache: str | None, no_report: bool
+) -> None:
     """Re-evaluate RUN_DIR's saved images with another evaluation critic (no regeneration)."""
     from pathlib import Path
 
@@ -144,7 +260,13 @@ def rescore_cmd(run_dir: str, eval_critic: tuple[str, ...], cache: str | None, n
 @bench.command("export")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
 @click.argument("dest", type=click.Path(file_okay=False, path_type=str))
-@click.option("--side", default="milr", show_default=True, type=click.Choice(["milr", "base"]), help="Which images to export.")
+@click.option(
+    "--side",
+    default="milr",
+    show_default=True,
+    type=click.Choice(["milr", "base"]),
+    help="Which images to export.",
+)
 def export_cmd(run_dir: str, dest: str, side: str) -> None:
     """Copy RUN_DIR's images into DEST in the benchmark's official layout (GenEval folders, WISE ids)."""
     from milr.bench.export import export_run
