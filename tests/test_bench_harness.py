@@ -509,3 +509,25 @@ def test_export_in_geneval_layout(reference, toy_site, tmp_path):
         sample = dest / pid / "samples" / f"{s:04d}.png"
         assert sample.read_bytes() == (reference / rec["milr"]["image"]).read_bytes()
         assert json.loads((dest / pid / "metadata.jsonl").read_text()) == rec["metadata"]
+
+
+def test_startup_failure_leaves_no_run_to_refuse(toy_site, suite, tmp_path):
+    out = tmp_path / "typo"
+    proc = _bench(toy_site, suite, *BASE[:2], "--critic", "flakyy", "--out", out, check=False)
+    assert proc.returncode == 2 and "unknown critic 'flakyy'" in proc.stderr
+    # a bad model path is only found by the solver, after run.json was written ...
+    proc = _bench(
+        toy_site,
+        suite,
+        "--critic",
+        "color",
+        "--model",
+        "/nonexistent/model",
+        "--out",
+        out,
+        check=False,
+    )
+    assert proc.returncode == 2 and "/nonexistent/model" in proc.stderr
+    # ... yet the corrected command is not refused: the directory holds no records to mix
+    _bench(toy_site, suite, *BASE, "--limit", "1", "--out", out)
+    assert len(load_all_records(out)) == 1

@@ -273,6 +273,9 @@ def check_or_write_run(out: Path, run: dict[str, Any], *, force: bool) -> dict[s
         return run
     if old.get("fingerprint") == run["fingerprint"]:
         return old
+    if not load_all_records(out):  # nothing to mix (e.g. the last attempt failed at startup)
+        atomic_write_text(out / RUN_FILE, json.dumps(run, indent=2, sort_keys=True) + "\n")
+        return run
     diffs = diff_settings(old.get("settings", {}), run["settings"])
     if not force:
         raise MilrUserError(

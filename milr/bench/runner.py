@@ -486,11 +486,23 @@ def _validate(opts: BenchOptions) -> None:
         raise MilrUserError("no reward critic; pass --critic SPEC (see `milr critics`)")
 
 
+def _check_specs(specs: list[str]) -> None:
+    """Fail fast on an unknown critic name or a malformed spec, before any model loads."""
+    from milr.registry import get_registry
+    from milr.specs import resolve_specs
+
+    parsed, _ = resolve_specs(list(specs))
+    registry = get_registry()
+    for spec in parsed:
+        registry.critic_entry(spec.name)
+
+
 def run_bench(
     opts: BenchOptions, solver_factory: SolverFactory | None = None
 ) -> dict[str, Any] | None:
     """Run (or resume) a benchmark; returns the summary on rank 0 and None on other ranks."""
     _validate(opts)
+    _check_specs(list(opts.critic) + opts.eval_specs())
     ctx = init_distributed(opts.device, opts.dist_timeout_s)
     try:
         return _run(opts, ctx, solver_factory)
