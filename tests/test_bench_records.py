@@ -92,6 +92,11 @@ def test_run_fingerprint_refuses_to_mix_and_names_the_settings(tmp_path):
     assert check_or_write_run(tmp_path, dict(run), force=False)["fingerprint"] == run["fingerprint"]
     b = {"model": "shapes", "steps": 30, "critic": ["geneval"]}
     run_b = {"fingerprint": fingerprint(b), "settings": b, "created": "t1"}
+    # no records yet: nothing to mix, the new settings simply replace the old
+    assert check_or_write_run(tmp_path, run_b, force=False)["settings"] == b
+    check_or_write_run(tmp_path, run, force=True)
+    with RecordShard(shard_path(tmp_path, 0)) as shard:
+        shard.append({"prompt_id": "0", "seed_index": 0})
     with pytest.raises(MilrUserError) as info:
         check_or_write_run(tmp_path, run_b, force=False)
     msg = str(info.value)
