@@ -151,6 +151,7 @@ def run(gen, critic, args, steps, label, lr=0.01):
     def cb(rec, res):
         print(f"  [{label}] step {rec.step}: {sum(rec.timings.values()):.2f}s", flush=True)
 
+    gen.clear_cache()  # no prompt KV or rollout carried over from an earlier run
     t = time.perf_counter()
     res = MILR(gen, critic, cfg).run("a red square left of a blue circle", callback=cb)
     return res, time.perf_counter() - t, mem

@@ -63,18 +63,21 @@ def test_reasoning_latents_are_post_norm_hidden_states(gen):
 
 
 def test_continue_reasoning_from_own_prefix_reproduces_rollout(gen):
+    gen.clear_cache()
     r = gen.write_reasoning(PROMPT)
-    again = gen.continue_reasoning(PROMPT, r.tokens[:3])
-    assert again.tokens == r.tokens
-    torch.testing.assert_close(again.latents, r.latents, atol=1e-5, rtol=1e-5)
     gen.memoize_reasoning = False
-    fresh = gen.continue_reasoning(PROMPT, r.tokens[:2])
-    gen.memoize_reasoning = True
-    memo = gen.continue_reasoning(PROMPT, r.tokens[:2])
-    assert gen.continue_reasoning(PROMPT, r.tokens[:2]) is memo  # reused, not regenerated
-    assert memo.tokens == fresh.tokens and torch.equal(memo.latents, fresh.latents)
-    other = gen.continue_reasoning(PROMPT, [gen.tokenizer.convert_tokens_to_ids("blue")] * 2)
-    assert other.tokens[:2] == [gen.tokenizer.convert_tokens_to_ids("blue")] * 2
+    try:
+        again = gen.continue_reasoning(PROMPT, r.tokens[:3])  # regenerated with the KV cache
+    finally:
+        gen.memoize_reasoning = True
+    assert again is not r and again.tokens == r.tokens
+    torch.testing.assert_close(again.latents, r.latents, atol=1e-5, rtol=1e-5)
+    # memo: a prefix of a greedy rollout continues into that same rollout, so it is reused
+    assert gen.continue_reasoning(PROMPT, r.tokens[:3]) is r
+    blue = gen.tokenizer.convert_tokens_to_ids("blue")
+    other = gen.continue_reasoning(PROMPT, [blue, blue])
+    assert other is not r and other.tokens[:2] == [blue, blue]
+    assert gen.continue_reasoning(PROMPT, other.tokens[:4]) is other
 
 
 def test_image_latent_shapes_prefix_and_cfg_head(gen):

@@ -348,8 +348,10 @@ class JanusGenerator(Generator):
         if eos in prefix:
             prefix = prefix[: prefix.index(eos)]
         memo_key = (tuple(prompt_ids), tuple(prefix), budget)
-        if self.memoize_reasoning and memo_key in self._rollouts:
-            return self._rollouts[memo_key]
+        if self.memoize_reasoning:
+            hit = self._memo_lookup(memo_key)
+            if hit is not None:
+                return hit
         with torch.no_grad():
             kv, h = self._prefill([prompt_ids])
             cache = self._cache_from(kv)
@@ -382,6 +384,24 @@ class JanusGenerator(Generator):
                 self._rollouts.pop(next(iter(self._rollouts)))
             self._rollouts[memo_key] = out
         return out
+
+    def _memo_lookup(self, key: tuple[Any, ...]) -> Reasoning | None:
+        """A memoised rollout that greedy decoding from `key`'s prefix would reproduce exactly.
+
+        A rollout forced with prefix ``p0`` and continued greedily also answers any prefix
+        ``p`` with ``p0 ⊆ p ⊆ rollout.tokens`` (same prompt and budget): from ``p`` greedy
+        decoding retraces the same tokens.
+        """
+        prompt_ids, prefix, budget = key
+        for (p_ids, p0, b), out in self._rollouts.items():
+            if (
+                p_ids == prompt_ids
+                and b == budget
+                and len(p0) <= len(prefix) <= len(out.tokens)
+                and tuple(out.tokens[: len(prefix)]) == prefix
+            ):
+                return out
+        return None
 
     # -- image tokens ------------------------------------------------------------------------
     def sample_image_tokens(
