@@ -27,6 +27,9 @@ MIN_AREA = 12
 IOU_ZERO, IOU_ONE = 0.45, 0.80
 #: Regions wider or taller than this are merged shapes or smears, not one object.
 MAX_EXTENT = int(SHAPE_SIZE * 1.6)
+#: A region's confidence scales from 0 at this extent (px) to full at `FULL_EXTENT`: objects
+#: are 12 px, so a 4-6 px fragment (one stray image token) is not reported as an object.
+MIN_EXTENT, FULL_EXTENT = 5, 9
 
 _NAMES = ("background", *COLORS)
 _PALETTE = (BACKGROUND, *COLORS.values())
@@ -127,13 +130,15 @@ def detect(image: Image | np.ndarray) -> list[dict[str, Any]]:
             region[ys - y0, xs - x0] = True
             shape, iou, ious = classify_region(region)
             conf = confidence_from_iou(iou)
-            if max(y1 - y0, x1 - x0) > MAX_EXTENT or min(y1 - y0, x1 - x0) < 4:
+            extent = max(y1 - y0, x1 - x0)
+            if extent > MAX_EXTENT or min(y1 - y0, x1 - x0) < 4:
                 conf *= 0.25
+            conf *= min(1.0, max(0.0, (extent - MIN_EXTENT) / (FULL_EXTENT - MIN_EXTENT)))
             found.append(
                 {
                     "class": shape,
                     "box": [float(x0), float(y0), float(x1), float(y1)],
-                    "confidence": round(conf, 4),
+                    "confidence": round(float(conf), 4),
                     "color": _NAMES[k],
                     "iou": round(iou, 4),
                     "area": len(pix),

@@ -29,7 +29,7 @@ HIDDEN = 128
 LAYERS = 4
 HEADS = 4
 CODEBOOK = 128
-PATCH = 8  # VQ downsampling: 64 px -> 8×8 = 64 image tokens
+PATCH = 8  # VQ downsampling: 64 px -> 8×8 = 64 image tokens (a grid cell is 2×2 tokens)
 
 # --- tokenizer ------------------------------------------------------------------------------
 BOS, EOS, PAD, UNK = "<bos>", "<eos>", "<pad>", "<unk>"
@@ -176,11 +176,12 @@ def vq_quantize(model, x):
 
 
 def patch_codes(objects: list[world.Obj]):
-    """The renderer's code for each 8×8 patch of a scene, in raster order (64 ints).
+    """The renderer's code for each `PATCH`-px patch of a scene, as a ``(side, side)`` grid.
 
-    0 is an empty patch; ``1 + (shape·6 + colour)·4 + quadrant`` is one quadrant of one object
-    (4 shapes × 6 colours × 4 quadrants = 96 codes). Grid-aligned scenes consist of exactly
-    these patches, so this assignment is the ideal codebook use the VQ is trained towards.
+    With 16 px patches a patch is one grid cell: 0 is an empty cell and ``1 + shape·6 +
+    colour`` a cell holding that object (4 shapes × 6 colours = 24 codes); with smaller
+    patches each quadrant of an object gets its own code. Grid-aligned scenes consist of
+    exactly these patches, so this is the ideal codebook use the VQ is trained towards.
     """
     import torch
 
