@@ -31,11 +31,11 @@ def bench() -> None:
     """Benchmark MILR on GenEval, T2I-CompBench, WISE or ShapesEval.
 
     \b
-    milr bench SUITE_FILE --model M --critic SPEC [--eval-critic SPEC] [--out DIR] ...
-    milr bench summary DIR
-    milr bench rescore DIR --eval-critic SPEC
-    milr bench export DIR DEST [--side milr|base]
-    torchrun --nproc-per-node K -m milr bench SUITE_FILE ...   (one shard per rank)
+        milr bench SUITE_FILE --model M --critic SPEC [--eval-critic SPEC] [--out DIR] ...
+        milr bench summary DIR
+        milr bench rescore DIR --eval-critic SPEC
+        milr bench export DIR DEST [--side milr|base]
+        torchrun --nproc-per-node K -m milr bench SUITE_FILE ...   (one shard per rank)
     """
 
 
