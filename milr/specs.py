@@ -17,11 +17,15 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from milr.errors import SpecError
+
+if TYPE_CHECKING:
+    from milr.ensemble import Ensemble
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -147,12 +151,14 @@ def resolve_specs(items: list[str]) -> tuple[list[CriticSpec], dict[str, Any]]:
     return specs, options
 
 
-def build_critic(specs: str | CriticSpec | list[str | CriticSpec], on_error: str | None = None):
+def build_critic(
+    specs: str | CriticSpec | Sequence[str | CriticSpec], on_error: str | None = None
+) -> Ensemble:
     """Build a critic from spec strings/objects: always an `Ensemble` (one member is fine)."""
     from milr.ensemble import Ensemble
     from milr.registry import get_registry
 
-    items = specs if isinstance(specs, list) else [specs]
+    items: list[str | CriticSpec] = [specs] if isinstance(specs, (str, CriticSpec)) else list(specs)
     options: dict[str, Any] = {}
     parsed: list[CriticSpec] = []
     for item in items:
