@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem-steps", type=int, default=30, help="memory run steps (0: skip)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="1 keeps CPU time free of spin-waits")
     ap.add_argument(
         "--clock",
         choices=["cpu", "wall"],
