@@ -199,6 +199,7 @@ class MILR:
         self.config = config
         self._bound = False
         self.latents: dict[str, Any] = {}
+        self._pending: list[_Candidate] | None = None
         self.initial_latents: dict[str, Any] = {}
 
     # -- scoring -----------------------------------------------------------------------------
@@ -247,9 +248,10 @@ class MILR:
         t0 = time.perf_counter()
         self._pending = None
         saved_cap = None
-        if cfg.max_reasoning_tokens is not None and hasattr(gen, "settings"):
-            saved_cap = gen.settings.max_reasoning_tokens
-            gen.settings.max_reasoning_tokens = cfg.max_reasoning_tokens
+        settings = getattr(gen, "settings", None)
+        if cfg.max_reasoning_tokens is not None and settings is not None:
+            saved_cap = settings.max_reasoning_tokens
+            settings.max_reasoning_tokens = cfg.max_reasoning_tokens
         try:
             with torch.enable_grad():
                 self._run(prompt, metadata, callback, result)
@@ -264,8 +266,8 @@ class MILR:
             raise
         finally:
             self._pending = None
-            if saved_cap is not None:
-                gen.settings.max_reasoning_tokens = saved_cap
+            if saved_cap is not None and settings is not None:
+                settings.max_reasoning_tokens = saved_cap
         result.wall_seconds = time.perf_counter() - t0
         return result
 
@@ -410,7 +412,8 @@ class MILR:
                 for z, before, opt, state in snapshot:  # the step is not applied
                     with torch.no_grad():
                         z.copy_(before)
-                    opt.load_state_dict(state)
+                    if opt is not None:
+                        opt.load_state_dict(state)
                 raise
             best = max(range(len(cands)), key=lambda i: cands[i].score)
             new = cands[best]

@@ -206,7 +206,7 @@ class JanusGenerator(Generator):
             ) from None
         if settings_dir is None:
             settings_dir = _snapshot_dir(source)
-        model.to(dev)
+        model.to(dev)  # type: ignore[arg-type]
         return cls(model, processor, JanusSettings.load(settings_dir), checkpoint=source)
 
     # -- token ids and prompts ---------------------------------------------------------------
@@ -245,7 +245,8 @@ class JanusGenerator(Generator):
 
     def _encode(self, text: str) -> list[int]:
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return ([self._ids["bos"]] if self.settings.add_bos else []) + ids  # type: ignore[list-item]
+        bos = self._ids["bos"]
+        return ([int(bos)] if self.settings.add_bos and bos is not None else []) + ids
 
     def reasoning_prompt(self, prompt: str) -> str:
         """The full text the reasoning is written after."""
@@ -309,7 +310,7 @@ class JanusGenerator(Generator):
         cache = DynamicCache()
         with torch.no_grad():
             h = self._forward(self.embed(ids), cache)[:, -1]
-        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        kv = [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr]
         if len(self._kv) >= 4:  # a few prompts: reasoning + image (+ candidates)
             self._kv.pop(next(iter(self._kv)))
         self._kv[key] = (kv, h)
