@@ -73,6 +73,20 @@ def check_dtype(dtype: str, critic: str) -> str:
     return dtype
 
 
+def check_threshold(threshold: float | None, critic: str) -> float | None:
+    """Validate an optional verdict threshold on the [0, 1] score; returns it as a float."""
+    if threshold is not None and not 0 <= float(threshold) <= 1:
+        raise MilrUserError(f"{critic} critic: threshold={threshold!r} must lie in [0, 1]")
+    return None if threshold is None else float(threshold)
+
+
+def check_batch_size(batch_size: int, critic: str) -> int:
+    """Validate an encoding batch size (an int >= 1, not a bool)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise MilrUserError(f"{critic} critic: batch_size={batch_size!r} must be an integer >= 1")
+    return batch_size
+
+
 def torch_dtype(dtype: str) -> Any:
     import torch
 
@@ -235,3 +249,24 @@ def image_text_cosines(
     img = encode_images(bundle, images, batch_size)
     rows = text[[index[p] for p in prompts]]
     return [float(v) for v in (img * rows).sum(-1)]
+
+
+def critic_bundle(critic: Any) -> OpenClipBundle:
+    """The cached model of a critic with ``arch``/``weights``/``device``/``dtype`` attributes."""
+    device = resolve_device(critic.device, critic.name)
+    return load_open_clip(
+        critic.arch,
+        critic.weights,
+        device=device,
+        dtype=critic.dtype,
+        critic=critic.name,
+        extra=critic.extra,
+    )
+
+
+def check_prompts(prompts: list[Any], critic: str) -> list[str]:
+    """Require every prompt to be a str (image-prompt critics); returns them as a list."""
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise MilrUserError(f"{critic} critic: prompt {i} is {type(p).__name__}, expected str")
+    return list(prompts)

@@ -53,13 +53,11 @@ class HPSCritic(Critic):
             raise MilrUserError(
                 f"hps critic: need -1 <= low < high <= 1, got low={low!r}, high={high!r}"
             )
-        if threshold is not None and not 0 <= float(threshold) <= 1:
-            raise MilrUserError(f"hps critic: threshold={threshold!r} must lie in [0, 1]")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise MilrUserError(f"hps critic: batch_size={batch_size!r} must be an integer >= 1")
+        threshold = _openclip.check_threshold(threshold, self.name)
+        batch_size = _openclip.check_batch_size(batch_size, self.name)
         self.weights, self.arch = weights, arch
         self.low, self.high = float(low), float(high)
-        self.threshold = None if threshold is None else float(threshold)
+        self.threshold = threshold
         self.device, self.dtype = device, _openclip.check_dtype(dtype, self.name)
         self.batch_size = batch_size
         self._config: dict[str, Any] = {
@@ -68,23 +66,13 @@ class HPSCritic(Critic):
         }  # fmt: skip
 
     def _bundle(self) -> _openclip.OpenClipBundle:
-        device = _openclip.resolve_device(self.device, self.name)
-        return _openclip.load_open_clip(
-            self.arch,
-            self.weights,
-            device=device,
-            dtype=self.dtype,
-            critic=self.name,
-            extra=self.extra,
-        )
+        return _openclip.critic_bundle(self)
 
     def score_batch(self, images, prompts, metadata):
         rgb = [to_rgb(im, self.name) for im in images]
-        for i, p in enumerate(prompts):
-            if not isinstance(p, str):
-                raise MilrUserError(f"hps critic: prompt {i} is {type(p).__name__}, expected str")
+        texts = _openclip.check_prompts(prompts, self.name)
         bundle = self._bundle()
-        raw = _openclip.image_text_cosines(bundle, rgb, list(prompts), self.batch_size)
+        raw = _openclip.image_text_cosines(bundle, rgb, texts, self.batch_size)
         out = []
         for hps in raw:
             score = min(1.0, max(0.0, (hps - self.low) / (self.high - self.low)))
