@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from milr import Critic, CriticResult, MilrUserError, hookimpl
 from milr.critics import _openclip
 from milr.critics._images import to_rgb
+from milr.critics.color import COLORS
 from milr.geneval_rules import (
     GENEVAL_CLASSES,
     GENEVAL_COLORS,
@@ -48,19 +49,8 @@ COLOR_TEMPLATES: tuple[str, ...] = (
     "a photo of a {color} object",
 )
 
-#: RGB prototypes of GenEval's ten colours for the pixel-statistics fallback.
-COLOR_PROTOTYPES: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "orange": (245, 140, 20),
-    "yellow": (240, 220, 30),
-    "green": (40, 170, 60),
-    "blue": (30, 70, 220),
-    "purple": (130, 50, 180),
-    "pink": (245, 130, 190),
-    "brown": (130, 80, 40),
-    "black": (10, 10, 10),
-    "white": (245, 245, 245),
-}
+#: RGB prototypes of GenEval's ten colours for the pixel-statistics fallback (from ``color``).
+COLOR_PROTOTYPES: dict[str, tuple[int, int, int]] = {c: COLORS[c] for c in GENEVAL_COLORS}
 
 _YOLO_CACHE: dict[tuple[Any, ...], Any] = {}
 _YOLO_LOCK = threading.Lock()
