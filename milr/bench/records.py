@@ -67,9 +67,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a mix."""
-    path = Path(path)
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write `data` to a fsynced temp file beside `path`, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -82,6 +81,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a mix."""
+    path = Path(path)
+    _replace_file(path, data)
     _fsync_dir(path.parent)
 
 
@@ -89,18 +94,7 @@ def write_files_durably(files: list[tuple[Path, bytes]]) -> None:
     """Write several files atomically (temp, fsync, rename each), then fsync each folder once."""
     folders: dict[Path, None] = {}
     for path, data in files:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        _replace_file(path, data)
         folders[path.parent] = None
     for folder in folders:
         _fsync_dir(folder)
