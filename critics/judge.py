@@ -170,6 +170,29 @@ def yes_no_scores(
     return out
 
 
+def yes_no_results(
+    scores: list[dict[str, float]],
+    prompts: list[str],
+    question: str,
+    threshold: float | None,
+    model: str,
+) -> list[CriticResult]:
+    """Critic results from `yes_no_scores` rows: verdict against `threshold`, question shown."""
+    return [
+        CriticResult(
+            s["score"],
+            None if threshold is None else s["score"] >= threshold,
+            {
+                "p_yes": s["p_yes"],
+                "p_no": s["p_no"],
+                "question": question.replace("{prompt}", p),
+                "model": model,
+            },
+        )
+        for s, p in zip(scores, prompts, strict=True)
+    ]
+
+
 def resolve_device_dtype(device: str | None, dtype: str, critic: str) -> tuple[str, Any]:
     """``device=None`` picks CUDA when present; ``dtype="auto"`` is bf16 on CUDA, fp32 on CPU."""
     import torch
@@ -319,19 +342,7 @@ class JudgeCritic(Critic):
             batch_size=self.batch_size,
             add_special_tokens=built[0][1] if built else False,
         )
-        return [
-            CriticResult(
-                s["score"],
-                None if self.threshold is None else s["score"] >= self.threshold,
-                {
-                    "p_yes": s["p_yes"],
-                    "p_no": s["p_no"],
-                    "question": self.question.replace("{prompt}", p),
-                    "model": self.model_source,
-                },
-            )
-            for s, p in zip(scores, prompts, strict=True)
-        ]
+        return yes_no_results(scores, prompts, self.question, self.threshold, self.model_source)
 
 
 @hookimpl

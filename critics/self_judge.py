@@ -34,6 +34,7 @@ from milr.critics.judge import (
     check_question,
     check_threshold,
     parse_words,
+    yes_no_results,
     yes_no_scores,
     yes_no_tokens,
 )
@@ -151,19 +152,7 @@ class SelfJudgeCritic(Critic):
             add_special_tokens=False,
         )
         model_name = getattr(gen, "checkpoint", None) or type(model).__name__
-        return [
-            CriticResult(
-                s["score"],
-                None if self.threshold is None else s["score"] >= self.threshold,
-                {
-                    "p_yes": s["p_yes"],
-                    "p_no": s["p_no"],
-                    "question": self.question.replace("{prompt}", p),
-                    "model": str(model_name),
-                },
-            )
-            for s, p in zip(scores, prompts, strict=True)
-        ]
+        return yes_no_results(scores, prompts, self.question, self.threshold, str(model_name))
 
 
 @hookimpl
