@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from milr.cli.common import critic_specs_option, parse_metadata
 from milr.errors import MilrUserError
 
 MODES = ("both", "text", "image", "text_image", "image_text")
@@ -27,14 +28,7 @@ def _config_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
 @click.command()
 @click.argument("prompt")
 @click.option("--model", "-M", required=True, help="Model: 'shapes', a Janus directory or hub id.")
-@click.option(
-    "--critic",
-    "-c",
-    "critic_specs",
-    multiple=True,
-    required=True,
-    help="NAME or NAME:key=value,...,weight=W, or a .toml spec file; repeat for an ensemble.",
-)
+@critic_specs_option
 @click.option("--mode", type=click.Choice(MODES), default="both", show_default=True)
 @click.option("--steps", type=int, default=20, show_default=True, help="Maximum MILR steps.")
 @click.option("--seed", type=int, default=42, show_default=True)
@@ -66,7 +60,6 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
 
     Writes initial.png, final.png, best.png, trajectory.json and reward.png to --out.
     """
-    from milr.cli.score import parse_metadata
     from milr.specs import resolve_specs
 
     if not prompt.strip():

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from milr.cli.common import critic_specs_option, parse_metadata
 from milr.errors import MilrUserError
 
 
@@ -29,41 +30,11 @@ def load_images(paths: tuple[str, ...]) -> list[Any]:
     return images
 
 
-def parse_metadata(value: str | None) -> dict[str, Any]:
-    """Metadata is inline JSON or a path to a JSON file; it must be an object."""
-    if value is None:
-        return {}
-    text = value
-    source = "--metadata"
-    if not value.lstrip().startswith("{"):
-        path = Path(value)
-        if not path.is_file():
-            raise MilrUserError(
-                f"--metadata {value!r} is neither a JSON object nor an existing file"
-            )
-        text = path.read_text(encoding="utf-8")
-        source = value
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MilrUserError(f"{source} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise MilrUserError(f"{source} must be a JSON object, got {type(data).__name__}")
-    return data
-
-
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--prompt", "-p", required=True, help="The prompt the images should show.")
 @click.option("--metadata", "-m", default=None, help="Metadata as inline JSON or a JSON file path.")
-@click.option(
-    "--critic",
-    "-c",
-    "critic_specs",
-    multiple=True,
-    required=True,
-    help="NAME or NAME:key=value,...,weight=W, or a .toml spec file; repeat for an ensemble.",
-)
+@critic_specs_option
 @click.option(
     "--on-error",
     type=click.Choice(["raise", "skip"]),
