@@ -24,6 +24,17 @@ def site(tmp_path, fresh_plugins):
     return tmp_path
 
 
+def _install_broken(site):
+    """Install ``milr-broken``, whose plugin module raises on import."""
+    make_distribution(
+        site,
+        "milr-broken",
+        "0.0.1",
+        {"broken_plugin": BROKEN_IMPORT_PLUGIN},
+        {"broken": "broken_plugin"},
+    )
+
+
 def test_builtins_register_through_the_hook(fresh_plugins):
     reg = get_registry()
     entry = reg.critics["color"]
@@ -57,13 +68,7 @@ def test_broken_plugins_are_isolated_and_reported(site):
     make_distribution(
         site, "milr-good", "1.0", {"good_plugin": GOOD_PLUGIN}, {"good": "good_plugin"}
     )
-    make_distribution(
-        site,
-        "milr-broken",
-        "0.0.1",
-        {"broken_plugin": BROKEN_IMPORT_PLUGIN},
-        {"broken": "broken_plugin"},
-    )
+    _install_broken(site)
     make_distribution(
         site,
         "milr-badreg",
@@ -82,13 +87,7 @@ def test_broken_plugins_are_isolated_and_reported(site):
 
 
 def test_strict_mode_makes_a_broken_plugin_fatal(site):
-    make_distribution(
-        site,
-        "milr-broken",
-        "0.0.1",
-        {"broken_plugin": BROKEN_IMPORT_PLUGIN},
-        {"broken": "broken_plugin"},
-    )
+    _install_broken(site)
     site_mp = pytest.MonkeyPatch()
     site_mp.setenv("MILR_STRICT_PLUGINS", "1")
     try:
