@@ -270,3 +270,15 @@ def check_prompts(prompts: list[Any], critic: str) -> list[str]:
         if not isinstance(p, str):
             raise MilrUserError(f"{critic} critic: prompt {i} is {type(p).__name__}, expected str")
     return list(prompts)
+
+
+def prompt_cosines(
+    critic: Any, images: list[Any], prompts: list[Any]
+) -> tuple[OpenClipBundle, list[float]]:
+    """Check inputs, load the critic's model and return it with each image-prompt cosine."""
+    from milr.critics._images import to_rgb
+
+    rgb = [to_rgb(im, critic.name) for im in images]
+    texts = check_prompts(prompts, critic.name)
+    bundle = critic_bundle(critic)
+    return bundle, image_text_cosines(bundle, rgb, texts, critic.batch_size)

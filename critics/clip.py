@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 
 from milr import Critic, CriticResult, MilrUserError, hookimpl
 from milr.critics import _openclip
-from milr.critics._images import to_rgb
 
 
 class ClipScoreCritic(Critic):
@@ -52,10 +51,7 @@ class ClipScoreCritic(Critic):
         return _openclip.critic_bundle(self)
 
     def score_batch(self, images, prompts, metadata):
-        rgb = [to_rgb(im, self.name) for im in images]
-        texts = _openclip.check_prompts(prompts, self.name)
-        bundle = self._bundle()
-        cosines = _openclip.image_text_cosines(bundle, rgb, texts, self.batch_size)
+        bundle, cosines = _openclip.prompt_cosines(self, images, prompts)
         out = []
         for cos in cosines:
             score = min(1.0, self.w * max(cos, 0.0))

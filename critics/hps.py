@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 
 from milr import Critic, CriticResult, MilrUserError, hookimpl
 from milr.critics import _openclip
-from milr.critics._images import to_rgb
 
 
 class HPSCritic(Critic):
@@ -69,10 +68,7 @@ class HPSCritic(Critic):
         return _openclip.critic_bundle(self)
 
     def score_batch(self, images, prompts, metadata):
-        rgb = [to_rgb(im, self.name) for im in images]
-        texts = _openclip.check_prompts(prompts, self.name)
-        bundle = self._bundle()
-        raw = _openclip.image_text_cosines(bundle, rgb, texts, self.batch_size)
+        bundle, raw = _openclip.prompt_cosines(self, images, prompts)
         out = []
         for hps in raw:
             score = min(1.0, max(0.0, (hps - self.low) / (self.high - self.low)))
