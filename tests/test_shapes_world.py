@@ -99,3 +99,35 @@ def test_plan_round_trip():
     assert world.parse_plan("garbage red circle at r9c1 . blue square at r2c2.") == [
         world.Obj("square", "blue", 1, 1)
     ]
+
+
+def test_training_script_smoke(tmp_path):
+    """A few steps of every training stage write a checkpoint the Janus adapter loads."""
+    pytest.importorskip("torch")
+    from milr.generator import load_generator
+    from milr.shapes import train
+    from milr.shapes.model import model_path
+
+    out = tmp_path / "m"
+    train.main(
+        [
+            "--out",
+            str(out),
+            "--vq-steps",
+            "2",
+            "--vq-full-steps",
+            "1",
+            "--scenes",
+            "48",
+            "--lm-steps",
+            "2",
+        ]
+    )
+    assert model_path(out) == out.resolve()  # manifest written and verified
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["lm_steps"] == 2 and meta["seconds_total"] > 0
+    gen = load_generator(str(out), device="cpu")
+    assert gen.image_token_count == 64
+    text = gen.image_text("a photo of a red circle", None)
+    toks = gen.sample_image_tokens(text, batch=1, generator=gen.rng(0)).tokens
+    assert toks.shape == (1, 64) and gen.decode(toks)[0].size == (64, 64)
