@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -50,8 +51,11 @@ def test_out_is_a_file(tmp_path):
     assert isinstance(res.exception, MilrUserError) and "is a file" in str(res.exception)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_out_unwritable(tmp_path):
+    if os.geteuid() == 0:  # root ignores permission bits; /proc refuses new entries even to root
+        with pytest.raises(MilrUserError, match="not writable"):
+            check_out_dir(Path("/proc/milr-demo-test"))
+        return
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
@@ -60,6 +64,17 @@ def test_out_unwritable(tmp_path):
             check_out_dir(ro / "sub")
     finally:
         ro.chmod(0o700)
+
+
+def test_console_script_bad_out_exits_2_before_any_work(tmp_path):
+    from cli_helpers import run_milr
+
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    out = run_milr("demo", "--out", str(f))
+    assert out.returncode == 2, out.stderr
+    assert str(f) in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
 
 
 def test_out_under_a_file_is_rejected(tmp_path):
