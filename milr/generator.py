@@ -72,6 +72,11 @@ class Generator(ABC):
 
     # -- sizes -------------------------------------------------------------------------------
     @property
+    def default_cfg_scale(self) -> float:
+        """Guidance scale used when the run does not set one (5.0: the paper's, for Janus-Pro)."""
+        return 5.0
+
+    @property
     @abstractmethod
     def image_token_count(self) -> int:
         """Number of discrete tokens per image (576 for Janus-Pro at 384 px)."""

@@ -54,6 +54,9 @@ class MILRConfig:
       with a mean-reward baseline on the sampled prefix tokens.
     - ``stop_on_pass``: also stop when the critic's verdict passes.
     - ``max_reasoning_tokens``: cap on reasoning length (None: the generator's, 512 for Janus).
+    - ``cfg_scale``: classifier-free guidance; None uses the checkpoint's recommendation
+      (`Generator.default_cfg_scale`: 5.0, the paper's value, for Janus-Pro; a checkpoint's
+      ``milr.json`` may set another, e.g. the small ``shapes`` model).
     """
 
     mode: str = "both"
@@ -62,7 +65,7 @@ class MILRConfig:
     lr: float = 0.01
     max_steps: int = 20
     threshold: float = -0.1
-    cfg_scale: float = 5.0
+    cfg_scale: float | None = None
     temperature: float = 1.0
     seed: int = 42
     select: str = "last"
@@ -96,7 +99,7 @@ class MILRConfig:
             raise MilrUserError(
                 f"threshold={self.threshold!r} must lie in [-1, 0] (rewards are score − 1)"
             )
-        if not _positive(self.cfg_scale):
+        if self.cfg_scale is not None and not _positive(self.cfg_scale):
             raise MilrUserError(f"cfg_scale={self.cfg_scale!r} must be a positive number")
         if not _positive(self.temperature):
             raise MilrUserError(f"temperature={self.temperature!r} must be a positive number")
@@ -196,6 +199,10 @@ class MILR:
             config = MILRConfig(**{**config.to_dict(), **overrides})
         self.generator = generator
         self.critic = critic
+        if config.cfg_scale is None:  # the checkpoint's recommendation (5.0 for Janus-Pro)
+            config = MILRConfig(
+                **{**config.to_dict(), "cfg_scale": float(generator.default_cfg_scale)}
+            )
         self.config = config
         self._bound = False
         self.latents: dict[str, Any] = {}

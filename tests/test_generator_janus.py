@@ -204,3 +204,22 @@ def test_module_import_is_cheap():
         [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_checkpoint_cfg_scale_is_the_run_default(gen, tiny_dir, tmp_path):
+    from milr.optimizer import MILR, MILRConfig
+
+    critic = milr.build_critic("color:target=red")
+    assert gen.default_cfg_scale == 5.0  # the paper's value when milr.json says nothing
+    assert MILR(gen, critic).config.cfg_scale == 5.0
+    d = tmp_path / "guided"
+    shutil.copytree(tiny_dir, d)
+    settings = json.loads((d / "milr.json").read_text())
+    (d / "milr.json").write_text(json.dumps({**settings, "cfg_scale": 2.5}))
+    g = milr.load_generator(d)
+    assert g.default_cfg_scale == 2.5
+    assert MILR(g, critic).config.cfg_scale == 2.5
+    assert MILR(g, critic, MILRConfig(cfg_scale=7.0)).config.cfg_scale == 7.0  # explicit wins
+    (d / "milr.json").write_text(json.dumps({**settings, "cfg_scale": -1}))
+    with pytest.raises(MilrUserError, match="cfg_scale=-1"):
+        milr.load_generator(d)

@@ -44,7 +44,12 @@ def _config_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
 @click.option("--image-k", type=float, default=None, help="Fraction of image tokens [0.01].")
 @click.option("--lr", type=float, default=None, help="Adam learning rate [0.01].")
 @click.option("--threshold", type=float, default=None, help="Stop when score-1 > this [-0.1].")
-@click.option("--cfg-scale", type=float, default=None, help="Classifier-free guidance [5].")
+@click.option(
+    "--cfg-scale",
+    type=float,
+    default=None,
+    help="Classifier-free guidance scale [default: the checkpoint's; 5 for Janus-Pro].",
+)
 @click.option("--temperature", type=float, default=None, help="Image sampling temperature [1].")
 @click.option("--samples-per-step", type=int, default=None, help="K candidates per step [1].")
 @click.option("--stop-on-pass", is_flag=True, default=None, help="Stop when the verdict passes.")

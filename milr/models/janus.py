@@ -20,6 +20,8 @@ key with an optional ``milr.json`` in its directory):
   overrides ``bos_token_id``, ``eos_token_id``, ``pad_token_id``, ``boi_token_id`` (defaults:
   the generation config, then the tokenizer). ``strip_prompt_period`` (default false) drops a
   trailing period of the prompt before ``image_text_template`` is applied.
+- ``cfg_scale`` (default 5.0, the paper's value for Janus-Pro): the classifier-free guidance
+  scale this checkpoint is meant to sample with; used when a run leaves ``cfg_scale`` unset.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class JanusSettings:
     eos_token_id: int | None = None
     pad_token_id: int | None = None
     boi_token_id: int | None = None
+    cfg_scale: float | None = None
 
     @classmethod
     def load(cls, directory: Path | None) -> JanusSettings:
@@ -87,6 +90,11 @@ class JanusSettings:
                 f"unknown keys {unknown} in {path}; allowed: {', '.join(sorted(known))}"
             )
         settings = cls(**{k: v for k, v in data.items() if k in known})
+        cfg = settings.cfg_scale
+        if cfg is not None and (
+            isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not cfg > 0
+        ):
+            raise MilrUserError(f"cfg_scale={cfg!r} in {path} must be a positive number")
         if settings.uncond != "pad":
             raise MilrUserError(f"uncond={settings.uncond!r} in {path}; only 'pad' is supported")
         return settings
@@ -277,6 +285,11 @@ class JanusGenerator(Generator):
     @property
     def max_reasoning_tokens(self) -> int:
         return int(self.settings.max_reasoning_tokens)
+
+    @property
+    def default_cfg_scale(self) -> float:
+        cfg = self.settings.cfg_scale
+        return 5.0 if cfg is None else float(cfg)
 
     def check_prompt(self, prompt: str) -> None:
         super().check_prompt(prompt)
