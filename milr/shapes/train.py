@@ -21,6 +21,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from milr.models.wordlevel import (  # noqa: F401 - re-exported names
+    BOI,
+    BOS,
+    EOI,
+    EOS,
+    IMAGE,
+    PAD,
+    ROLE_TOKENS,
+    UNK,
+    word_level_tokenizer,
+)
 from milr.shapes import world
 from milr.shapes.evalset import random_metadata
 
@@ -32,9 +43,7 @@ CODEBOOK = 128
 PATCH = 8  # VQ downsampling: 64 px -> 8×8 = 64 image tokens (a grid cell is 2×2 tokens)
 
 # --- tokenizer ------------------------------------------------------------------------------
-BOS, EOS, PAD, UNK = "<bos>", "<eos>", "<pad>", "<unk>"
-BOI, EOI, IMAGE = "<begin_of_image>", "<end_of_image>", "<image_placeholder>"
-ROLE_TOKENS = ("<|User|>", "<|Assistant|>")
+
 WORDS = (
     (  # noqa: SIM905
         ". , : ; ! ? ' \" ( ) - a an the of and or with on in at to is are photo image picture "
@@ -58,30 +67,7 @@ def vocabulary() -> dict[str, int]:
 
 def make_tokenizer():
     """A word-level fast tokenizer over the shapes vocabulary (offline, deterministic)."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(vocab=vocabulary(), unk_token=UNK))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-    tok.add_special_tokens(
-        [
-            AddedToken(t, special=True, normalized=False)
-            for t in (BOS, EOS, PAD, UNK, BOI, EOI, IMAGE)
-        ]
-    )
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ROLE_TOKENS])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
-        extra_special_tokens={"image_token": IMAGE, "boi_token": BOI, "eoi_token": EOI},
-        padding_side="left",
-        model_max_length=512,
-    )
+    return word_level_tokenizer(vocabulary(), model_max_length=512)
 
 
 def janus_config():

@@ -12,9 +12,17 @@ import json
 from pathlib import Path
 
 #: Special tokens of the tiny tokenizer (the real Janus-Pro uses DeepSeek's spellings).
-BOS, EOS, PAD, UNK = "<bos>", "<eos>", "<pad>", "<unk>"
-BOI, EOI, IMAGE = "<begin_of_image>", "<end_of_image>", "<image_placeholder>"
-ROLE_TOKENS = ("<|User|>", "<|Assistant|>")
+from milr.models.wordlevel import (  # noqa: F401 - re-exported names
+    BOI,
+    BOS,
+    EOI,
+    EOS,
+    IMAGE,
+    PAD,
+    ROLE_TOKENS,
+    UNK,
+    word_level_tokenizer,
+)
 
 _WORD_TEXT = (
     ". , : ; ! ? ' \" ( ) - a an the of and or with on in to at is are be it this that "
@@ -42,31 +50,7 @@ def _vocab(size: int) -> dict[str, int]:
 
 
 def _tokenizer(vocab_size: int):
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = _vocab(vocab_size)
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-    tok.add_special_tokens(
-        [
-            AddedToken(t, special=True, normalized=False)
-            for t in (BOS, EOS, PAD, UNK, BOI, EOI, IMAGE)
-        ]
-    )
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ROLE_TOKENS])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
-        extra_special_tokens={"image_token": IMAGE, "boi_token": BOI, "eoi_token": EOI},
-        padding_side="left",
-        model_max_length=1024,
-    )
+    return word_level_tokenizer(_vocab(vocab_size), model_max_length=1024)
 
 
 def tiny_janus_config(
