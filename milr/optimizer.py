@@ -204,6 +204,8 @@ class MILR:
                 **{**config.to_dict(), "cfg_scale": float(generator.default_cfg_scale)}
             )
         self.config = config
+        #: The guidance scale in force (the config's, resolved against the checkpoint's).
+        self.cfg_scale: float = float(config.cfg_scale)  # type: ignore[arg-type]
         self._bound = False
         self.latents: dict[str, Any] = {}
         self._pending: list[_Candidate] | None = None
@@ -312,7 +314,7 @@ class MILR:
         with timer("image_tokens"):
             if len(set(texts)) == 1:  # one prompt: one batch
                 out = gen.sample_image_tokens(
-                    texts[0], image_prefixes, batch=k, cfg_scale=cfg.cfg_scale,
+                    texts[0], image_prefixes, batch=k, cfg_scale=self.cfg_scale,
                     temperature=cfg.temperature, generator=rng, capture=capture,
                 )  # fmt: skip
                 tokens_list = list(out.tokens)
@@ -322,7 +324,7 @@ class MILR:
                 for i, text in enumerate(texts):
                     pre = None if image_prefixes is None else image_prefixes[i : i + 1]
                     out = gen.sample_image_tokens(
-                        text, pre, batch=1, cfg_scale=cfg.cfg_scale, temperature=cfg.temperature,
+                        text, pre, batch=1, cfg_scale=self.cfg_scale, temperature=cfg.temperature,
                         generator=rng, capture=capture,
                     )  # fmt: skip
                     tokens_list.append(out.tokens[0])
@@ -451,7 +453,7 @@ class MILR:
             if mod == "text":
                 logits = gen.text_head(z)
             else:
-                logits = gen.image_head(z, cfg.cfg_scale) / cfg.temperature
+                logits = gen.image_head(z, self.cfg_scale) / cfg.temperature
             logp = torch.log_softmax(logits.float(), dim=-1)  # [P, V]
             if pending is None:
                 a = logp.detach().argmax(-1)
@@ -494,7 +496,7 @@ class MILR:
             elif cfg.uses_text:
                 text_prefixes = [[]] * k  # reasoning is kept greedy without a text prefix
             if z_v is not None:
-                fused = gen.image_head(z_v, cfg.cfg_scale)
+                fused = gen.image_head(z_v, self.cfg_scale)
                 if cfg.temperature != 1.0:
                     fused = fused / cfg.temperature
                 probs = torch.softmax(fused, dim=-1).to(_rng_device(rng))  # [N, V]
