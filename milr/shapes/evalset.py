@@ -15,16 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from milr.geneval_rules import TAGS
 from milr.shapes.world import COLORS, NUMBERS, PLURALS, RELATIONS, SHAPES
 
-TAGS: tuple[str, ...] = (
-    "single_object",
-    "two_object",
-    "counting",
-    "colors",
-    "position",
-    "color_attr",
-)
 #: Prompts per tag in the default ShapesEval file (6 × 64 = 384 prompts).
 DEFAULT_PER_TAG = 64
 DEFAULT_SEED = 0
