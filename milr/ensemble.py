@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import traceback
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr.critic import Critic, CriticResult, critic_label, evaluate
@@ -85,7 +84,6 @@ class Ensemble(Critic):
                 if self.on_error == "raise":
                     raise
                 per_member[label] = f"{type(exc).__name__}: {exc}"
-                per_member[label + "\0tb"] = traceback.format_exc(limit=3)  # type: ignore[assignment]
         out: list[CriticResult] = []
         for i in range(n):
             total = 0.0

@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from milr import hookspecs
-from milr.errors import PluginError
+from milr.errors import DuplicateNameError, PluginError
 
 ENTRY_POINT_GROUP = "milr"
 
@@ -163,14 +163,12 @@ class PluginManager:
                 self.plugins[info.name] = info
             try:
                 impl.function(register=make_register(info))
+            except PluginError:
+                raise
+            except DuplicateNameError as exc:  # a shadowed critic corrupts results: always fatal
+                info.error = f"register: {exc}"
+                raise
             except Exception as exc:
-                if isinstance(exc, PluginError):
-                    raise
-                from milr.errors import DuplicateNameError
-
-                if isinstance(exc, DuplicateNameError):
-                    info.error = f"register: {exc}"
-                    raise
                 self._record_failure(info, exc, "register")
 
 
