@@ -73,7 +73,7 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
     from milr.optimizer import MILRConfig
 
     config = MILRConfig(**_config_kwargs(opts))
-    resolve_specs(list(critic_specs))
+    specs, spec_options = resolve_specs(list(critic_specs))
     metadata = parse_metadata(opts["metadata"])
     out = Path(opts["out"])
     if out.exists() and not out.is_dir():
@@ -83,7 +83,7 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
     from milr.optimizer import MILR
     from milr.specs import build_critic
 
-    critic = build_critic(list(critic_specs), on_error=opts["on_error"])
+    critic = build_critic(specs, on_error=opts["on_error"] or spec_options.get("on_error"))
     generator = load_generator(model, device=opts["device"], dtype=opts["dtype"])
     bar = None
     if not opts["quiet"]:

@@ -47,10 +47,11 @@ def score(images, prompt, metadata, critic_specs, on_error, as_json) -> None:
     from milr.critic import evaluate
     from milr.specs import build_critic, resolve_specs
 
-    resolve_specs(list(critic_specs))  # validate specs before touching any file or model
+    # parse specs (and .toml files) once, before touching any image or model
+    specs, options = resolve_specs(list(critic_specs))
     meta = parse_metadata(metadata)
     pil_images = load_images(images)
-    critic = build_critic(list(critic_specs), on_error=on_error)
+    critic = build_critic(specs, on_error=on_error or options.get("on_error"))
     results = evaluate(critic, pil_images, [prompt] * len(pil_images), [meta] * len(pil_images))
     out = []
     for path, res in zip(images, results):
