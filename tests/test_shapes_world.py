@@ -117,6 +117,8 @@ def test_training_script_smoke(tmp_path):
             "2",
             "--vq-full-steps",
             "1",
+            "--decoder-steps",
+            "1",
             "--scenes",
             "48",
             "--lm-steps",

@@ -259,6 +259,43 @@ def train_vq(model, rng: random.Random, steps: int, full_steps: int, fh=None) ->
     )
 
 
+def refine_decoder(model, rng: random.Random, steps: int, fh=None, batch: int = 16) -> None:
+    """Train only the VQ decoder (and ``post_quant_conv``) on the renderer's codes.
+
+    Stage 1 gets the encoder to every code quickly, but the decoder must draw each 16 px cell
+    from a single code vector: the cell's inner geometry (a triangle's slopes, a square's
+    corners) has to be inferred from neighbouring cells and the image border, which takes far
+    longer than the code assignment. Without the encoder in the loop a step costs about half.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    vq = model.model.vqmodel
+    vq.train()
+    params = list(vq.decoder.parameters()) + list(vq.post_quant_conv.parameters())
+    opt = torch.optim.Adam(params, lr=2e-3)
+    codebook = F.normalize(vq.quantize.embedding.weight, dim=1).detach()
+    t0 = time.time()
+    for step in range(steps):
+        lr = 2e-3 * (0.5 * (1 + math.cos(math.pi * step / steps)) * 0.9 + 0.1)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        scenes = [random_scene(rng, max_objects=6) for _ in range(batch)]
+        x = to_tensor([world.render_array(s) for s in scenes])
+        q = codebook[torch.stack([patch_codes(s) for s in scenes])].permute(0, 3, 1, 2)
+        y = vq.decoder(vq.post_quant_conv(q))
+        fg = (x < 0.9).any(1, keepdim=True).float()
+        w = 1.0 + 9.0 * F.max_pool2d(fg, 3, 1, 1)
+        rec = ((y - x) ** 2 * w).mean() + 0.5 * ((y - x).abs() * w).mean()
+        opt.zero_grad(set_to_none=True)
+        rec.backward()
+        opt.step()
+        if step % 50 == 49 or step == steps - 1:
+            log(f"decoder step {step + 1}/{steps} rec {rec.item():.4f} lr {lr:.5f} "
+                f"({time.time() - t0:.0f}s)", fh)  # fmt: skip
+    vq.eval()
+
+
 def encode_images(model, arrays, batch: int = 64):
     """Image tokens ``(N, 16)`` of uint8 scenes, with the trained VQ."""
     import torch
@@ -503,6 +540,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vq-steps", type=int, default=0, help="VQ steps on 32 px crops")
     parser.add_argument("--vq-full-steps", type=int, default=900, help="VQ steps on full scenes")
+    parser.add_argument(
+        "--decoder-steps", type=int, default=2500, help="decoder-only steps after the VQ"
+    )
     parser.add_argument("--scenes", type=int, default=12000, help="training scenes for the LM")
     parser.add_argument("--lm-steps", type=int, default=1600)
     parser.add_argument("--threads", type=int, default=1)
@@ -532,6 +572,7 @@ def main(argv: list[str] | None = None) -> None:
         log(f"VQ loaded from {args.vq_from}", fh)
     else:
         train_vq(model, rng, args.vq_steps, args.vq_full_steps, fh)
+        refine_decoder(model, rng, args.decoder_steps, fh)
     t_vq = time.time() - t_start
     # the language-model stage has its own random streams, so `--vq-from` reproduces a full run
     rng = random.Random(args.seed + 1)
