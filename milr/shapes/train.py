@@ -545,7 +545,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--scenes", type=int, default=12000, help="training scenes for the LM")
     parser.add_argument("--lm-steps", type=int, default=1600)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads (the result depends on it)"
+    )
     parser.add_argument("--vq-from", default=None, help="reuse the VQ of an earlier output dir")
     args = parser.parse_args(argv)
 
