@@ -185,6 +185,15 @@ def patch_codes(objects: list[world.Obj]):
     return grid
 
 
+def reconstruction_loss(y, x):
+    """Pixel loss of decoded `y` against scene `x`: MSE + ½ L1, object pixels and edges ×10."""
+    import torch.nn.functional as F
+
+    fg = (x < 0.9).any(1, keepdim=True).float()
+    w = 1.0 + 9.0 * F.max_pool2d(fg, 3, 1, 1)  # objects and their edges
+    return ((y - x) ** 2 * w).mean() + 0.5 * ((y - x).abs() * w).mean()
+
+
 def train_vq(model, rng: random.Random, steps: int, full_steps: int, fh=None) -> None:
     """Train encoder, codebook and decoder on rendered scenes, with renderer-supervised codes.
 
@@ -230,9 +239,7 @@ def train_vq(model, rng: random.Random, steps: int, full_steps: int, fh=None) ->
         acc = (logits.argmax(1) == ids).float().mean()
         q = codebook[ids].permute(0, 3, 1, 2)
         y = vq.decoder(vq.post_quant_conv(q))
-        fg = (x < 0.9).any(1, keepdim=True).float()
-        w = 1.0 + 9.0 * F.max_pool2d(fg, 3, 1, 1)  # objects and their edges
-        rec = ((y - x) ** 2 * w).mean() + 0.5 * ((y - x).abs() * w).mean()
+        rec = reconstruction_loss(y, x)
         loss = rec + ce
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -284,9 +291,7 @@ def refine_decoder(model, rng: random.Random, steps: int, fh=None, batch: int = 
         x = to_tensor([world.render_array(s) for s in scenes])
         q = codebook[torch.stack([patch_codes(s) for s in scenes])].permute(0, 3, 1, 2)
         y = vq.decoder(vq.post_quant_conv(q))
-        fg = (x < 0.9).any(1, keepdim=True).float()
-        w = 1.0 + 9.0 * F.max_pool2d(fg, 3, 1, 1)
-        rec = ((y - x) ** 2 * w).mean() + 0.5 * ((y - x).abs() * w).mean()
+        rec = reconstruction_loss(y, x)
         opt.zero_grad(set_to_none=True)
         rec.backward()
         opt.step()
