@@ -1,10 +1,11 @@
 """Train the `shapes` model from scratch: ``python -m milr.shapes.train --out DIR --seed 0``.
 
-Three stages, all on rendered scenes of the shapes world, seeded and CPU-sized:
+Four stages, all on rendered scenes of the shapes world, seeded and CPU-sized:
 1. the VQ autoencoder (`JanusVQVAE` inside the Janus model) on random scenes, with a cosine
    codebook that matches how transformers decodes (unit-norm codebook entries);
-2. every training scene encoded once into 16 image tokens (one per grid cell);
-3. the Llama text model with the generation embeddings, aligner and head, on two tasks:
+2. the VQ decoder alone, on the renderer's codes (`refine_decoder`);
+3. every training scene encoded once into 16 image tokens (one per grid cell);
+4. the Llama text model with the generation embeddings, aligner and head, on two tasks:
    prompt → reasoning plan (text tokens) and prompt + plan → image tokens, with the prompt
    blanked to pad for a fraction of image samples (classifier-free guidance), exactly as the
    adapter forms the unconditional row.
@@ -185,6 +186,11 @@ def patch_codes(objects: list[world.Obj]):
     return grid
 
 
+def cosine_lr(step: int, total: int, peak: float = 2e-3) -> float:
+    """Cosine decay from `peak` to a tenth of it over `total` steps (the VQ and decoder stages)."""
+    return peak * (0.5 * (1 + math.cos(math.pi * step / total)) * 0.9 + 0.1)
+
+
 def reconstruction_loss(y, x):
     """Pixel loss of decoded `y` against scene `x`: MSE + ½ L1, object pixels and edges ×10."""
     import torch.nn.functional as F
@@ -229,7 +235,7 @@ def train_vq(model, rng: random.Random, steps: int, full_steps: int, fh=None) ->
             codes.append(code)
         x = to_tensor(arrays)
         ids = torch.stack(codes)  # (B, h, w)
-        lr = 2e-3 * (0.5 * (1 + math.cos(math.pi * step / total)) * 0.9 + 0.1)
+        lr = cosine_lr(step, total)
         for g in opt.param_groups:
             g["lr"] = lr
         codebook = F.normalize(vq.quantize.embedding.weight, dim=1)
@@ -254,11 +260,9 @@ def train_vq(model, rng: random.Random, steps: int, full_steps: int, fh=None) ->
         vq.quantize.embedding.weight.copy_(F.normalize(vq.quantize.embedding.weight, dim=1))
     vq.eval()
     scenes = [random_scene(rng, max_objects=4) for _ in range(512)]
-    with torch.no_grad():
-        _, _, idx = vq_quantize(model, to_tensor([world.render_array(s) for s in scenes]))
-    truth = torch.stack([patch_codes(s) for s in scenes]).view(-1)
-    cells = (idx == truth).float()
-    scene_ok = cells.view(len(scenes), -1).all(1).float().mean()
+    idx = encode_images(model, [world.render_array(s) for s in scenes])
+    cells = (idx == torch.stack([patch_codes(s).view(-1) for s in scenes])).float()
+    scene_ok = cells.all(1).float().mean()
     log(
         f"vq held-out: code accuracy {cells.mean().item():.4f}, scenes with every code right "
         f"{scene_ok.item():.4f} (512 fresh scenes)",
@@ -284,7 +288,7 @@ def refine_decoder(model, rng: random.Random, steps: int, fh=None, batch: int = 
     codebook = F.normalize(vq.quantize.embedding.weight, dim=1).detach()
     t0 = time.time()
     for step in range(steps):
-        lr = 2e-3 * (0.5 * (1 + math.cos(math.pi * step / steps)) * 0.9 + 0.1)
+        lr = cosine_lr(step, steps)
         for g in opt.param_groups:
             g["lr"] = lr
         scenes = [random_scene(rng, max_objects=6) for _ in range(batch)]
