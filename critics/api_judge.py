@@ -1,78 +1,87 @@
-"""`api-judge`: any OpenAI-compatible chat-completions endpoint (GPT-4o, a vLLM server) as a judge.
+"""`api-judge`: an OpenAI-compatible chat-completions endpoint (GPT-4o, Azure OpenAI, a vLLM or
+lmdeploy server) as a judge, through the official ``openai`` client.
 
-Each image is sent as a base64 PNG data URL with a rubric prompt:
+Each image goes as a base64 PNG data URL with the text of a rubric (`milr.critics.rubrics`):
 
-- ``rubric="yesno"``: "Does this image show ...? Answer yes or no." The score is
-  ``P(yes) / (P(yes) + P(no))`` from the first answer token's ``top_logprobs`` when the server
-  returns them (tokens compared case-insensitively, spaces stripped), otherwise 1.0 for an
-  answer starting with "yes" and 0.0 for "no". The verdict passes when ``score >= 0.5``.
-- ``rubric="wise"``: the WISE benchmark's grading (consistency, realism, aesthetic quality,
-  each 0-2, JSON reply); ``score = WiScore = (0.7 C + 0.2 R + 0.1 A) / 2``. The metadata's
-  ``Explanation`` (WISE's note of what the image must show) is added to the prompt when present.
-  No verdict.
+- ``rubric="yesno"`` (default): ``score = P(yes) / (P(yes) + P(no))`` from the answer token's
+  ``top_logprobs`` when the server returns them (every tokenizer spelling of a word counts:
+  ``Yes``, ``ĠYes``, ``▁yes``), otherwise 1.0 / 0.0 from the answer's first word. Verdict
+  ``score >= 0.5``.
+- ``rubric="wise"``: WISE's grades (consistency, realism, aesthetic quality, 0-2 each) read from
+  JSON or from WISE's plain ``Consistency: 2`` lines; ``score = WiScore = (0.7 C + 0.2 R +
+  0.1 A) / 2`` (WISE, arXiv 2503.07265). The metadata's ``Explanation`` fills ``{explanation}``.
+- ``rubric="likert5"``: a 1-5 ``Final Score`` (UnifiedReward style), ``score = (s - 1) / 4``.
+- ``rubric="checklist"``: SelfReward-style JSON ``{"Score": 0}`` / ``-1``; ``score = Score + 1``.
 
-The API key is read from the environment variable *named* by ``api_key_env`` at request time;
-it is never a parameter, never stored in the critic's config, repr or details, and never
-logged. Requests run ``concurrency`` at a time; 429, 5xx, timeouts and connection errors are
-retried ``retries`` times with exponential backoff (``backoff * 2**attempt`` seconds, or the
-server's ``Retry-After`` when shorter than 60 s). A reply that still fails, or that cannot be
-parsed, raises `JudgeReplyError` naming the image; an `Ensemble` applies its ``on_error``
-policy to it. Details record the judge model, the rubric and the SHA-256 of the judge prompt.
+``template=`` or ``template_file=`` replaces the rubric's wording (e.g. WISE's own grading
+prompt, for the paper's numbers); details record its SHA-256.
+
+Endpoints: ``api_type="openai"`` (default) posts to ``{base_url}/chat/completions``;
+``api_type="azure"`` uses ``AsyncAzureOpenAI`` with ``base_url`` as the Azure endpoint
+(``https://RESOURCE.openai.azure.com``), ``deployment`` (default: ``model``) and
+``api_version``.
+
+Key: read at request time from the environment variable *named* by ``api_key_env``; never a
+parameter, never in the critic's config, repr, details or errors. Every text milr repeats from
+the server (error reasons, answers in details) has the key's value replaced by ``***``.
+
+Bounds: each HTTP attempt has a total deadline of ``timeout`` seconds (connect, upload and the
+whole reply: a reply that trickles in is cut at the deadline). The openai client retries
+``retries`` times on connection errors, timeouts, 408, 409, 429 and 5xx, waiting what the
+server's ``Retry-After`` says (seconds or an HTTP date, RFC 9110 §10.2.3) when that is at most
+120 s, else its own backoff (0.5 s doubling, at most 8 s, with jitter); a ``Retry-After`` over
+120 s is not waited for and the image fails. So one image costs at most
+``(retries + 1) * timeout`` seconds plus those waits. Requests run ``concurrency`` at a time.
+
+Failures: an image whose request fails or whose answer the rubric cannot read raises
+`JudgeReplyError` (an `ExternalServiceError`: not the user's input and not a milr bug) naming
+the image, the endpoint and the server's reason; an `Ensemble` applies its ``on_error`` policy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import hashlib
+import concurrent.futures
+import importlib
 import io
-import json
-import logging
 import math
 import os
 import re
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import warnings
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr import Critic, CriticResult, MilrUserError, hookimpl
 from milr.critic import require
 from milr.critics._images import to_rgb
-from milr.errors import MilrError
+from milr.critics.rubrics import (
+    WISE_TEMPLATE,
+    YESNO_TEMPLATE,
+    RubricReplyError,
+    get_rubric,
+    load_template,
+    template_sha256,
+    yes_no_from_logprobs,
+)
+from milr.errors import ExternalServiceError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-log = logging.getLogger(__name__)
-
-RUBRICS = ("yesno", "wise")
-YESNO_QUESTION = 'Does this image show "{prompt}"? Answer with a single word: yes or no.'
-WISE_PROMPT = """You are a strict judge of text-to-image generation. Grade the image for the prompt below.
-
-Prompt: {prompt}
-{explanation}
-Give three integer scores from 0 to 2:
-- consistency: does the image accurately show what the prompt asks for (2 = fully, 1 = partly, 0 = not)?
-- realism: is the image realistic and physically plausible (2 = very, 1 = somewhat, 0 = not)?
-- aesthetic_quality: is the image well composed and visually pleasing (2 = very, 1 = somewhat, 0 = not)?
-
-Reply with JSON only, exactly like: {"consistency": 0, "realism": 0, "aesthetic_quality": 0}"""
-WISE_EXPLANATION = "What the image should show (explanation): {explanation}\n"
-WISE_WEIGHTS = {"consistency": 0.7, "realism": 0.2, "aesthetic_quality": 0.1}
-_WISE_ALIASES = {
-    "consistency": "consistency",
-    "realism": "realism",
-    "aesthetic_quality": "aesthetic_quality",
-    "aesthetic": "aesthetic_quality",
-    "aesthetics": "aesthetic_quality",
-}
+#: Old names, kept for code that imported them.
+YESNO_QUESTION = YESNO_TEMPLATE
+WISE_PROMPT = WISE_TEMPLATE
+API_TYPES = ("openai", "azure")
+#: Longest server-requested wait (s) the openai client honours; longer ones fail the image.
+MAX_RETRY_AFTER = 120.0
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY_PREFIXES = ("sk-", "sk_", "hf_", "ghp_", "gho_", "xai-", "key-", "aiza", "pk-", "rk-")
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+REDACTED = "***"
 
 
-class JudgeReplyError(MilrError):
-    """The judge endpoint failed or answered in a way the rubric cannot read, for one image."""
+class JudgeReplyError(ExternalServiceError):
+    """The judge endpoint failed, or answered in a way the rubric cannot read, for some images."""
 
 
 def looks_like_secret(value: str) -> bool:
@@ -86,6 +95,19 @@ def looks_like_secret(value: str) -> bool:
     return len(value) >= 32 and any(c.isdigit() for c in value) and "_" not in value
 
 
+def redact(value: Any, secret: str | None) -> Any:
+    """`value` with every occurrence of `secret` replaced by ``***`` (strings, lists, dicts)."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, REDACTED)
+    if isinstance(value, dict):
+        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v, secret) for v in value)
+    return value
+
+
 def image_data_url(image: Image) -> str:
     """The image as a ``data:image/png;base64,...`` URL."""
     buf = io.BytesIO()
@@ -93,85 +115,80 @@ def image_data_url(image: Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def parse_wise(content: str) -> dict[str, float]:
-    """Read the three 0-2 grades from a JSON reply (code fences and surrounding text allowed)."""
-    match = re.search(r"\{.*\}", content, flags=re.S)
-    if not match:
-        raise ValueError("no JSON object in the reply")
-    try:
-        data = json.loads(match.group(0))
-    except ValueError as exc:
-        raise ValueError(f"reply JSON does not parse ({exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError("reply JSON is not an object")
-    grades: dict[str, float] = {}
-    for key, value in data.items():
-        norm = _WISE_ALIASES.get(str(key).strip().lower().replace(" ", "_"))
-        if norm is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _http_module(openai: Any) -> Any:
+    """The HTTP library (``httpx`` or ``httpx2``) under the installed openai client."""
+    for cls in openai.DefaultAsyncHttpxClient.__mro__:
+        if cls.__name__ == "AsyncClient" and not cls.__module__.startswith("openai"):
+            return importlib.import_module(cls.__module__.split(".")[0])
+    raise MilrUserError(  # pragma: no cover - only with an openai release of another design
+        "api-judge critic: cannot find the HTTP library of the installed openai client; "
+        "install a supported release with: pip install 'milr[api]'"
+    )
+
+
+def _deadline_transport(httpx: Any, inner: Any, seconds: float) -> Any:
+    """A transport that gives each request a total deadline: connect, send and the whole body.
+
+    httpx's own timeouts bound each socket operation, so a reply that trickles in one byte per
+    second never trips them; here the full exchange runs under one `asyncio.wait_for`.
+    """
+
+    class DeadlineTransport(httpx.AsyncBaseTransport):  # type: ignore[misc, name-defined]
+        async def handle_async_request(self, request: Any) -> Any:
+            async def exchange() -> Any:
+                response = await inner.handle_async_request(request)
+                try:
+                    body = b"".join([chunk async for chunk in response.stream])
+                finally:
+                    await response.aclose()
+                return httpx.Response(
+                    response.status_code,
+                    headers=response.headers,
+                    stream=httpx.ByteStream(body),
+                    extensions=response.extensions,
+                    request=request,
+                )
+
             try:
-                value = float(str(value).strip())
-            except ValueError:
-                raise ValueError(f"{key!r} is {value!r}, not a number from 0 to 2") from None
-        if not 0 <= float(value) <= 2 or math.isnan(float(value)):
-            raise ValueError(f"{key!r} is {value!r}, outside 0-2")
-        grades[norm] = float(value)
-    missing = [k for k in WISE_WEIGHTS if k not in grades]
-    if missing:
-        raise ValueError(f"reply JSON lacks {missing}")
-    return grades
+                return await asyncio.wait_for(exchange(), seconds)
+            except asyncio.TimeoutError:
+                raise httpx.ReadTimeout(
+                    f"no complete reply within {seconds:g} s", request=request
+                ) from None
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    return DeadlineTransport()
 
 
-def wiscore(grades: dict[str, float]) -> float:
-    """WiScore = (0.7 C + 0.2 R + 0.1 A) / 2, in [0, 1]."""
-    # integer weights (7, 2, 1)/20 keep 2/2/2 at exactly 1.0
-    return (7 * grades["consistency"] + 2 * grades["realism"] + grades["aesthetic_quality"]) / 20
-
-
-def parse_yesno(choice: dict[str, Any]) -> tuple[float, str]:
-    """Score and method ('logprobs' or 'answer') from one chat-completions choice."""
-    content = (choice.get("message") or {}).get("content")
-    logprobs = choice.get("logprobs") or {}
-    first = (logprobs.get("content") or [None])[0] if isinstance(logprobs, dict) else None
-    if isinstance(first, dict):
-        p_yes = p_no = 0.0
-        for alt in first.get("top_logprobs") or [first]:
-            tok = str(alt.get("token", "")).strip().lower()
-            lp = alt.get("logprob")
-            if not isinstance(lp, (int, float)):
-                continue
-            if tok == "yes":
-                p_yes += math.exp(lp)
-            elif tok == "no":
-                p_no += math.exp(lp)
-        if p_yes + p_no > 0:
-            return p_yes / (p_yes + p_no), "logprobs"
-    if not isinstance(content, str):
-        raise ValueError("the reply has no message content")
-    word = re.sub(r"[^a-z]", " ", content.strip().lower()).split()
-    if word and word[0] == "yes":
-        return 1.0, "answer"
-    if word and word[0] == "no":
-        return 0.0, "answer"
-    raise ValueError(f"the answer {content[:80]!r} starts with neither yes nor no")
+def _run(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, also when this thread has a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # e.g. inside Jupyter
+        return pool.submit(asyncio.run, coro).result()
 
 
 class APIJudgeCritic(Critic):
-    """A remote VLM judge through an OpenAI-compatible ``/chat/completions`` endpoint.
+    """A remote VLM judge through an OpenAI-compatible chat-completions endpoint.
 
-    Parameters: ``base_url`` (e.g. ``https://api.openai.com/v1`` or ``http://localhost:8000/v1``),
-    ``model``, ``api_key_env`` (the NAME of the environment variable with the key; ``none`` for
-    servers without auth), ``rubric`` (``yesno`` | ``wise``), ``question`` (yesno, with
-    ``{prompt}``), ``wise_prompt`` (wise; ``{prompt}`` and optional ``{explanation}``, e.g. the
-    WISE paper's own grading prompt; default `WISE_PROMPT`), ``concurrency``, ``timeout`` (seconds per request), ``retries``, ``backoff``
-    (seconds), ``logprobs`` (ask for token log-probabilities in yesno), ``max_tokens``,
-    ``temperature``.
+    Parameters: ``base_url`` (``https://api.openai.com/v1``, ``http://localhost:8000/v1``, or the
+    Azure endpoint), ``model``, ``api_type`` (``openai`` | ``azure``), ``deployment`` and
+    ``api_version`` (Azure), ``api_key_env`` (the NAME of the environment variable holding the
+    key; ``none`` for servers without auth), ``rubric`` (``yesno`` | ``wise`` | ``likert5`` |
+    ``checklist``), ``template`` / ``template_file`` (the rubric's wording, with ``{prompt}``),
+    ``concurrency``, ``timeout`` (s, total per HTTP attempt), ``retries``, ``logprobs`` (ask for
+    token log-probabilities in yesno), ``max_tokens``, ``temperature``. Deprecated:
+    ``question`` and ``wise_prompt`` (use ``template``), ``backoff`` (ignored: the openai client
+    owns backoff).
     """
 
     name: ClassVar[str] = "api-judge"
-    description: ClassVar[str] = "OpenAI-compatible API judge (yes/no or WISE rubric)"
-    requires: ClassVar[tuple[str, ...]] = ("httpx",)
+    description: ClassVar[str] = "OpenAI-compatible API judge (yesno, wise, likert5, checklist)"
+    requires: ClassVar[tuple[str, ...]] = ("openai",)
     extra: ClassVar[str | None] = "api"
     inputs: ClassVar[tuple[str, ...]] = ("image", "prompt", "Explanation")
 
@@ -181,15 +198,20 @@ class APIJudgeCritic(Critic):
         model: str | None = None,
         api_key_env: str | None = "OPENAI_API_KEY",
         rubric: str = "yesno",
-        question: str = YESNO_QUESTION,
-        wise_prompt: str = WISE_PROMPT,
+        template: str | None = None,
+        template_file: str | None = None,
+        api_type: str = "openai",
+        deployment: str | None = None,
+        api_version: str | None = None,
         concurrency: int = 4,
         timeout: float = 60.0,
         retries: int = 3,
-        backoff: float = 1.0,
         logprobs: bool = True,
         max_tokens: int | None = None,
         temperature: float = 0.0,
+        question: str | None = None,
+        wise_prompt: str | None = None,
+        backoff: float | None = None,
         api_key: Any = None,
     ) -> None:
         if api_key is not None:
@@ -205,6 +227,21 @@ class APIJudgeCritic(Critic):
             )
         if not isinstance(model, str) or not model.strip():
             raise MilrUserError("api-judge critic needs model=NAME (e.g. model=gpt-4o)")
+        if api_type not in API_TYPES:
+            raise MilrUserError(
+                f"api-judge critic: api_type={api_type!r} is unknown; use one of "
+                f"{', '.join(API_TYPES)}"
+            )
+        if api_type == "azure" and not api_version:
+            raise MilrUserError(
+                "api-judge critic: api_type=azure needs api_version=... (e.g. "
+                "api_version=2024-10-21), the Azure OpenAI REST API version"
+            )
+        if api_type != "azure" and (deployment is not None or api_version is not None):
+            raise MilrUserError(
+                "api-judge critic: deployment= and api_version= are for api_type=azure; "
+                "add api_type=azure or drop them"
+            )
         if isinstance(api_key_env, str) and api_key_env.strip().lower() in ("", "none", "null"):
             api_key_env = None
         if api_key_env is not None:
@@ -219,61 +256,68 @@ class APIJudgeCritic(Critic):
                     f"api-judge critic: api_key_env={api_key_env!r} is not a valid environment "
                     "variable name ([A-Za-z_][A-Za-z0-9_]*)"
                 )
-        if rubric not in RUBRICS:
-            raise MilrUserError(
-                f"api-judge critic: rubric={rubric!r} is unknown; use one of {', '.join(RUBRICS)}"
+        self.rubric = get_rubric(rubric, self.name)
+        for old, value, applies in (
+            ("question", question, "yesno"),
+            ("wise_prompt", wise_prompt, "wise"),
+        ):
+            if value is None:
+                continue
+            warnings.warn(
+                f"api-judge critic: {old}= is deprecated; pass template= (or template_file=)",
+                DeprecationWarning,
+                stacklevel=2,
             )
-        if not isinstance(question, str) or "{prompt}" not in question:
-            raise MilrUserError(f"api-judge critic: question={question!r} must contain {{prompt}}")
-        if not isinstance(wise_prompt, str) or "{prompt}" not in wise_prompt:
-            raise MilrUserError(
-                f"api-judge critic: wise_prompt={wise_prompt!r} must contain {{prompt}} "
-                "(and may contain {explanation})"
+            if rubric == applies and template is None and template_file is None:
+                template = value
+        if backoff is not None:
+            warnings.warn(
+                "api-judge critic: backoff= is deprecated and ignored; the openai client waits "
+                "0.5 s doubling up to 8 s between retries, or the server's Retry-After",
+                DeprecationWarning,
+                stacklevel=2,
             )
-        for pname, value, lo in (("concurrency", concurrency, 1), ("retries", retries, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        self.template = load_template(self.rubric, template, template_file, self.name)
+        for pname, count, lo in (("concurrency", concurrency, 1), ("retries", retries, 0)):
+            if isinstance(count, bool) or not isinstance(count, int) or count < lo:
                 raise MilrUserError(
-                    f"api-judge critic: {pname}={value!r} must be an integer >= {lo}"
+                    f"api-judge critic: {pname}={count!r} must be an integer >= {lo}"
                 )
-        for pname, seconds in (("timeout", timeout), ("backoff", backoff)):
-            if (
-                isinstance(seconds, bool)
-                or not isinstance(seconds, (int, float))
-                or seconds < 0
-                or (pname == "timeout" and seconds == 0)
-            ):
-                raise MilrUserError(
-                    f"api-judge critic: {pname}={seconds!r} must be a positive number of seconds"
-                )
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < math.inf
+        ):
+            raise MilrUserError(
+                f"api-judge critic: timeout={timeout!r} must be a positive number of seconds"
+            )
         self.base_url = base_url.rstrip("/")
         self.model = model
+        self.api_type = api_type
+        self.deployment = deployment or (model if api_type == "azure" else None)
+        self.api_version = api_version
         self.api_key_env = api_key_env
-        self.rubric = rubric
-        self.question = question
-        self.wise_prompt = wise_prompt
         self.concurrency = concurrency
         self.timeout = float(timeout)
         self.retries = retries
-        self.backoff = float(backoff)
         self.logprobs = bool(logprobs)
-        self.max_tokens = (
-            max_tokens if max_tokens is not None else (1 if rubric == "yesno" else 300)
-        )
+        self.max_tokens = max_tokens if max_tokens is not None else self.rubric.max_new_tokens
         self.temperature = float(temperature)
-        self._client: Any = None
-        self._client_lock = threading.Lock()
         self._config = {
             "base_url": self.base_url,
             "model": model,
+            "api_type": api_type,
+            "deployment": self.deployment,
+            "api_version": api_version,
             "api_key_env": api_key_env,
             "rubric": rubric,
-            "question": question,
-            "wise_prompt": "default" if wise_prompt == WISE_PROMPT else wise_prompt,
-            "wise_prompt_sha256": hashlib.sha256(wise_prompt.encode("utf-8")).hexdigest(),
+            "template": "default"
+            if self.template == self.rubric.default_template
+            else self.template,
+            "template_sha256": template_sha256(self.template),
             "concurrency": concurrency,
             "timeout": self.timeout,
             "retries": retries,
-            "backoff": self.backoff,
             "logprobs": self.logprobs,
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
@@ -281,38 +325,58 @@ class APIJudgeCritic(Critic):
 
     # -- requests -----------------------------------------------------------------------------
 
+    @property
+    def endpoint(self) -> str:
+        """Where requests go, for messages (no key, no query string)."""
+        if self.api_type == "azure":
+            return f"{self.base_url}/openai/deployments/{self.deployment}/chat/completions"
+        return f"{self.base_url}/chat/completions"
+
     def judge_prompt(self, prompt: str, metadata: dict[str, Any]) -> str:
         """The text sent with the image for this prompt (hashed into the details)."""
-        if self.rubric == "yesno":
-            return self.question.replace("{prompt}", prompt)
-        explanation = metadata.get("Explanation") or metadata.get("explanation")
-        extra = WISE_EXPLANATION.replace("{explanation}", str(explanation)) if explanation else ""
-        return self.wise_prompt.replace("{prompt}", prompt).replace("{explanation}", extra)
+        return self.rubric.render(self.template, prompt, metadata)
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key_env is not None:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise MilrUserError(
-                    f"api-judge critic: environment variable {self.api_key_env} is not set; export "
-                    f"the API key as {self.api_key_env}=..., pass api_key_env=OTHER_NAME, or "
-                    "api_key_env=none for a server without authentication"
-                )
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+    def _api_key(self) -> str | None:
+        if self.api_key_env is None:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise MilrUserError(
+                f"api-judge critic: environment variable {self.api_key_env} is not set; export "
+                f"the API key as {self.api_key_env}=..., pass api_key_env=OTHER_NAME, or "
+                "api_key_env=none for a server without authentication"
+            )
+        return key
 
-    def _http(self) -> Any:
-        with self._client_lock:
-            if self._client is None:
-                httpx = require("httpx", self.extra, self.name)
-                self._client = httpx.Client(
-                    timeout=httpx.Timeout(self.timeout),
-                    limits=httpx.Limits(max_connections=self.concurrency),
-                )
-            return self._client
+    def _client(self, key: str | None) -> Any:
+        openai = require("openai", self.extra, self.name)
+        httpx = _http_module(openai)
+        inner = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(
+                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+            )
+        )
+        http_client = openai.DefaultAsyncHttpxClient(
+            transport=_deadline_transport(httpx, inner, self.timeout),
+            timeout=httpx.Timeout(self.timeout),
+        )
+        common: dict[str, Any] = {
+            "api_key": key or "unused",
+            "timeout": self.timeout,
+            "max_retries": self.retries,
+            "http_client": http_client,
+        }
 
-    def _payload(self, text: str, image_url: str) -> dict[str, Any]:
+        if self.api_type == "azure":
+            return openai.AsyncAzureOpenAI(
+                azure_endpoint=self.base_url,
+                azure_deployment=self.deployment,
+                api_version=self.api_version,
+                **common,
+            )
+        return openai.AsyncOpenAI(base_url=self.base_url, **common)
+
+    def _request(self, text: str, image_url: str) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [
@@ -327,142 +391,183 @@ class APIJudgeCritic(Critic):
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
         }
-        if self.rubric == "yesno" and self.logprobs:
+        if self.rubric.name == "yesno" and self.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = 20
         return body
 
-    def _post(
-        self, index: int, body: dict[str, Any], headers: dict[str, str]
-    ) -> tuple[dict[str, Any], int]:
-        """POST with retries; returns (reply JSON, attempts)."""
-        httpx = require("httpx", self.extra, self.name)
-        client = self._http()
-        url = f"{self.base_url}/chat/completions"
-        last = ""
-        for attempt in range(self.retries + 1):
-            wait = self.backoff * (2**attempt)
-            try:
-                resp = client.post(url, json=body, headers=headers)
-            except httpx.TimeoutException:
-                last = f"timed out after {self.timeout:g} s"
-            except httpx.TransportError as exc:
-                last = f"connection error: {type(exc).__name__}: {exc}"
-            else:
-                if resp.status_code == 200:
-                    try:
-                        data = resp.json()
-                    except ValueError:
-                        raise JudgeReplyError(
-                            f"api-judge: image {index}: {url} answered 200 with a body that is not "
-                            f"JSON: {resp.text[:200]!r}"
-                        ) from None
-                    return data, attempt + 1
-                last = f"HTTP {resp.status_code}: {resp.text[:200]!r}"
-                if resp.status_code not in RETRY_STATUS:
-                    hint = ""
-                    if resp.status_code in (401, 403):
-                        hint = (
-                            f" (check the key in ${self.api_key_env})"
-                            if self.api_key_env
-                            else " (the server wants a key: set api_key_env)"
-                        )
-                    raise JudgeReplyError(
-                        f"api-judge: image {index}: {url} refused the request: {last}{hint}"
-                    )
-                retry_after = resp.headers.get("retry-after")
+    def _failure(self, openai: Any, exc: Exception, key: str | None) -> str:
+        """One line: what went wrong with the request, in the server's words, key redacted."""
+        if isinstance(exc, openai.APIStatusError):
+            body = exc.body
+            reason: Any = None
+            if isinstance(body, dict):
+                err = body.get("error", body)
+                reason = err.get("message") if isinstance(err, dict) else err
+            if not reason:
                 try:
-                    if retry_after is not None and 0 <= float(retry_after) < 60:
-                        wait = float(retry_after)
-                except ValueError:
-                    pass
-            if attempt < self.retries:
-                log.warning(
-                    "api-judge: image %d: %s; retry %d/%d in %.2f s",
-                    index,
-                    last,
-                    attempt + 1,
-                    self.retries,
-                    wait,
+                    reason = exc.response.text
+                except Exception:  # a body that cannot be decoded
+                    reason = None
+            text = f"HTTP {exc.status_code}: {str(reason or exc.message)[:300]}"
+            if exc.status_code in (401, 403):
+                text += (
+                    f" (check the key in ${self.api_key_env})"
+                    if self.api_key_env
+                    else " (the server wants a key: set api_key_env)"
                 )
-                time.sleep(wait)
-        raise JudgeReplyError(
-            f"api-judge: image {index}: {url} failed after {self.retries + 1} attempts: {last}"
-        )
+            retry_after = exc.response.headers.get("retry-after")
+            if exc.status_code == 429 and retry_after:
+                text += (
+                    f" (Retry-After {retry_after!r}; milr waits at most {MAX_RETRY_AFTER:g} s, "
+                    f"after up to {self.retries} retries)"
+                )
+        elif isinstance(exc, openai.APITimeoutError):
+            text = (
+                f"no complete reply within timeout={self.timeout:g} s ({self.retries + 1} attempts)"
+            )
+        elif isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc.__context__
+            detail = f"{type(cause).__name__}: {cause}" if cause else str(exc)
+            text = f"connection failed after {self.retries + 1} attempts: {detail}"
+        else:
+            text = f"{type(exc).__name__}: {exc}"
+        return " ".join(str(redact(text, key)).split())
 
-    def _judge_one(
+    async def _judge_one(
         self,
+        client: Any,
+        openai: Any,
+        sem: asyncio.Semaphore,
+        key: str | None,
         index: int,
         image: Image,
         prompt: str,
         metadata: dict[str, Any],
-        headers: dict[str, str],
-    ) -> CriticResult:
+    ) -> CriticResult | tuple[int, str]:
         text = self.judge_prompt(prompt, metadata)
-        started = time.perf_counter()
-        reply, attempts = self._post(index, self._payload(text, image_data_url(image)), headers)
+        body = self._request(text, image_data_url(image))
+        async with sem:
+            started = time.perf_counter()
+            try:
+                if key is None:  # a server without auth: send no credential header at all
+                    body["extra_headers"] = {
+                        "Authorization": openai.Omit(),
+                        "api-key": openai.Omit(),
+                    }
+                raw = await client.chat.completions.with_raw_response.create(**body)
+            except openai.OpenAIError as exc:
+                return index, self._failure(openai, exc, key)
+            try:
+                reply = raw.parse()
+            except (ValueError, TypeError, openai.OpenAIError):
+                text_body = " ".join(raw.http_response.text[:200].split())
+                return index, str(
+                    redact(
+                        f"HTTP {raw.status_code} with a body that is not chat-completions JSON: "
+                        f"{text_body!r}",
+                        key,
+                    )
+                )
         details: dict[str, Any] = {
             "judge_model": self.model,
-            "reply_model": reply.get("model") if isinstance(reply, dict) else None,
-            "rubric": self.rubric,
-            "prompt_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-            "attempts": attempts,
+            "reply_model": getattr(reply, "model", None),
+            "rubric": self.rubric.name,
+            "prompt_sha256": template_sha256(text),
+            "template_sha256": self._config["template_sha256"],
+            "attempts": int(getattr(raw, "retries_taken", 0)) + 1,
             "seconds": round(time.perf_counter() - started, 4),
         }
         try:
-            choice = reply["choices"][0]
-            content = (choice.get("message") or {}).get("content")
-            if self.rubric == "yesno":
-                score, method = parse_yesno(choice)
-                details.update(answer=content, method=method)
-                passed: bool | None = score >= 0.5
-            else:
-                if not isinstance(content, str):
-                    raise ValueError("the reply has no message content")
-                grades = parse_wise(content)
-                score = wiscore(grades)
-                details.update(answer=content, grades=grades)
-                passed = None
-        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-            raise JudgeReplyError(
-                f"api-judge: image {index}: malformed reply from {self.model!r} for rubric "
-                f"{self.rubric!r}: {exc}; reply: {json.dumps(reply)[:300]}"
-            ) from None
-        usage = reply.get("usage")
-        if isinstance(usage, dict):
-            details["usage"] = {k: v for k, v in usage.items() if isinstance(v, (int, float))}
-        return CriticResult(min(1.0, max(0.0, float(score))), passed, details)
+            score, passed, extra = self._read(reply)
+        except RubricReplyError as exc:
+            content = _content(reply)
+            return index, " ".join(
+                str(
+                    redact(
+                        f"the reply cannot be read as rubric {self.rubric.name!r}: {exc}; "
+                        f"reply: {content[:200]!r}",
+                        key,
+                    )
+                ).split()
+            )
+        details.update(extra)
+        usage = getattr(reply, "usage", None)
+        if usage is not None:
+            details["usage"] = {
+                k: v for k, v in usage.model_dump().items() if isinstance(v, (int, float))
+            }
+        return CriticResult(min(1.0, max(0.0, float(score))), passed, redact(details, key))
+
+    def _read(self, reply: Any) -> tuple[float, bool | None, dict[str, Any]]:
+        choices = getattr(reply, "choices", None) or []
+        if not choices:
+            raise RubricReplyError("the reply has no choices")
+        choice = choices[0]
+        content = _content(reply)
+        if self.rubric.name == "yesno":
+            logprobs = getattr(choice, "logprobs", None)
+            first = (getattr(logprobs, "content", None) or [None])[0]
+            if first is not None:
+                alts = [(t.token, t.logprob) for t in (first.top_logprobs or [])] or [
+                    (first.token, first.logprob)
+                ]
+                pair = yes_no_from_logprobs(alts)
+                if pair is not None:
+                    p_yes, p_no = pair
+                    score = p_yes / (p_yes + p_no)
+                    return (
+                        score,
+                        score >= 0.5,
+                        {
+                            "answer": content,
+                            "method": "logprobs",
+                            "p_yes": p_yes,
+                            "p_no": p_no,
+                        },
+                    )
+        parsed = self.rubric.parse(content)
+        return parsed.score, parsed.passed, {"answer": content, **parsed.details}
+
+    async def _judge_all(
+        self,
+        images: list[Image],
+        prompts: list[str],
+        metadata: list[dict[str, Any]],
+        key: str | None,
+    ) -> list[CriticResult | tuple[int, str]]:
+        openai = require("openai", self.extra, self.name)
+        sem = asyncio.Semaphore(self.concurrency)
+        async with self._client(key) as client:
+            return await asyncio.gather(
+                *(
+                    self._judge_one(client, openai, sem, key, i, im, p, m)
+                    for i, (im, p, m) in enumerate(zip(images, prompts, metadata, strict=True))
+                )
+            )
 
     def score_batch(
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
     ) -> list[CriticResult]:
         rgb = [to_rgb(im, self.name) for im in images]
-        headers = self._headers()
+        key = self._api_key()
         if not rgb:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(rgb))) as pool:
-            futures = [
-                pool.submit(self._judge_one, i, im, p, m, headers)
-                for i, (im, p, m) in enumerate(zip(rgb, prompts, metadata, strict=True))
-            ]
-            results: list[CriticResult] = []
-            errors: list[str] = []
-            for fut in futures:
-                try:
-                    results.append(fut.result())
-                except JudgeReplyError as exc:
-                    errors.append(str(exc))
-        if errors:
-            more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-            raise JudgeReplyError("; ".join(errors[:3]) + more)
-        return results
+        outcome = _run(self._judge_all(rgb, prompts, metadata, key))
+        failures = [o for o in outcome if isinstance(o, tuple)]
+        if failures:
+            raise JudgeReplyError(
+                f"{self.name} at {self.endpoint}",
+                [(i, reason) for i, reason in failures],
+            )
+        return [o for o in outcome if isinstance(o, CriticResult)]
 
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        with self._client_lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+
+def _content(reply: Any) -> str:
+    choices = getattr(reply, "choices", None) or []
+    message = getattr(choices[0], "message", None) if choices else None
+    content = getattr(message, "content", None)
+    return content if isinstance(content, str) else ""
 
 
 @hookimpl

@@ -12,6 +12,7 @@ from milr.critic import Critic, CriticResult, evaluate
 from milr.ensemble import Ensemble
 from milr.errors import (
     ContractViolation,
+    ExternalServiceError,
     MilrError,
     MilrUserError,
     MissingDependencyError,
@@ -50,6 +51,7 @@ __all__ = [
     "CriticResult",
     "CriticSpec",
     "Ensemble",
+    "ExternalServiceError",
     "MilrError",
     "MilrUserError",
     "MissingDependencyError",

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from milr.cli.common import critic_specs_option, parse_metadata
-from milr.errors import MilrUserError
+from milr.errors import ExternalServiceError, MilrUserError
 
 
 def load_images(paths: tuple[str, ...]) -> list[Any]:
@@ -52,7 +52,11 @@ def score(images, prompt, metadata, critic_specs, on_error, as_json) -> None:
     meta = parse_metadata(metadata)
     pil_images = load_images(images)
     critic = build_critic(specs, on_error=on_error or options.get("on_error"))
-    results = evaluate(critic, pil_images, [prompt] * len(pil_images), [meta] * len(pil_images))
+    try:
+        results = evaluate(critic, pil_images, [prompt] * len(pil_images), [meta] * len(pil_images))
+    except ExternalServiceError as exc:
+        exc.names = [str(p) for p in images]
+        raise
     out = []
     for path, res in zip(images, results):
         out.append(
