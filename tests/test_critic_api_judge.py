@@ -477,3 +477,126 @@ class TestAPIJudgeContract(CriticContract):
 
     def make_critic(self):
         return make(_SERVER["api"], api_key_env="none")
+
+
+# -- the CLI: one line per failed image, and no key anywhere a run writes -----------------------------
+
+SOLVER = '''
+from PIL import Image
+from milr.bench.runner import Outcome
+
+
+class StillSolver:
+    """No optimisation: one flat image per seed, so the run exercises only the evaluation."""
+
+    def __init__(self, opts, device):
+        pass
+
+    def solve(self, prompt, seed):
+        image = Image.new("RGB", (32, 32), (seed % 256, 60, 90))
+        traj = {"steps": 0, "stop_reason": "max_steps", "scores": [0.0], "rewards": [-1.0],
+                "passed": [False], "critic_calls": 0}
+        return Outcome(image, image, traj, {"seed": seed})
+
+
+def make_solver(opts, device):
+    return StillSolver(opts, device)
+'''
+
+
+def _all_text_under(folder) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def test_milr_score_judge_failure_is_one_line_with_image_endpoint_reason(api, tmp_path):
+    from cli_helpers import run_milr
+
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    img(64).save(good)
+    img(64).save(bad)
+    spec = f"api-judge:base_url={api.url},model=fake-4o,api_key_env={ENV},retries=0,logprobs=false"
+    proc = run_milr(
+        "score", str(bad), "--prompt", "an echo-401 cat", "--critic", spec, env={ENV: KEY}
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: {bad}: api-judge at {api.url}/chat/completions: HTTP 401: invalid credentials: "
+        f"Bearer *** (check the key in ${ENV})"
+    ]
+    assert "please report" not in proc.stderr and "Traceback" not in proc.stderr
+    assert KEY not in proc.stdout + proc.stderr
+    # a working image and an answer that echoes the key: exit 0, key redacted in the output
+    proc = run_milr(
+        "score",
+        str(good),
+        "--prompt",
+        "an echo-answer cat",
+        "--critic",
+        spec,
+        "--json",
+        env={ENV: KEY},
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)["results"][0]
+    assert "Bearer ***" in out["critics"]["api-judge"]["details"]["answer"]
+    assert KEY not in proc.stdout + proc.stderr
+
+
+def test_milr_bench_with_a_key_echoing_server_writes_the_key_nowhere(api, tmp_path):
+    from cli_helpers import run_milr
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "still_solver.py").write_text(SOLVER)
+    suite = tmp_path / "wise.json"
+    items = [
+        {
+            "prompt_id": 1,
+            "Prompt": "an echo-401 lantern",
+            "Explanation": "x",
+            "Category": "Cultural knowledge",
+            "Subcategory": "Festival",
+        },
+        {
+            "prompt_id": 2,
+            "Prompt": "an echo-answer lantern",
+            "Explanation": "y",
+            "Category": "Natural science",
+            "Subcategory": "Physics",
+        },
+    ]
+    suite.write_text(json.dumps(items))
+    out = tmp_path / "run"
+    spec = f"api-judge:base_url={api.url},model=fake-4o,api_key_env={ENV},retries=0,logprobs=false"
+    env = {ENV: KEY, "PYTHONPATH": str(site), "MILR_DEBUG": "1"}
+    proc = run_milr(
+        "bench",
+        str(suite),
+        "--solver",
+        "still_solver:make_solver",
+        "--critic",
+        spec,
+        "--steps",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [
+        json.loads(line)
+        for f in sorted((out / "records").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+    errors = [r["milr"]["error"] for r in records if r["milr"] and r["milr"]["error"]]
+    answers = [
+        json.dumps(r["milr"]["details"]) for r in records if r["milr"] and not r["milr"]["error"]
+    ]
+    assert errors and all("HTTP 401: invalid credentials: Bearer ***" in e for e in errors)
+    assert answers and all("Bearer ***" in a for a in answers)
+    written = _all_text_under(out)
+    assert b"Bearer ***" in written  # the server's texts were kept, only the key is gone
+    assert KEY.encode() not in written
+    assert KEY not in proc.stdout + proc.stderr
