@@ -19,6 +19,7 @@ from milr.errors import (
     UnknownCriticError,
 )
 from milr.hookspecs import hookimpl
+from milr.params import CriticParams, critic_parameters
 from milr.registry import get_registry
 from milr.specs import CriticSpec, build_critic, load_spec_file, parse_spec
 
@@ -47,6 +48,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ContractViolation",
     "Critic",
+    "CriticParams",
     "CriticResult",
     "CriticSpec",
     "Ensemble",
@@ -56,6 +58,7 @@ __all__ = [
     "SpecError",
     "UnknownCriticError",
     "build_critic",
+    "critic_parameters",
     "evaluate",
     "get_registry",
     "hookimpl",
