@@ -23,6 +23,8 @@ secrets left out. The validation rules, in one place:
 - numbers are finite (no NaN/inf); ints are accepted for floats, integral floats for ints;
 - values from spec strings (JSON-parsed by `milr.specs`) coerce to the declared type, so
   ``text=123`` reaches a ``str`` field as ``"123"``;
+- a required field (no default) given as None is reported as missing, with the field's
+  ``json_schema_extra={"hint": "..."}`` (how to get the value) or else its description;
 - a field is secret when typed ``pydantic.SecretStr`` or declared with
   ``json_schema_extra={"secret": True}``; secret values never appear in errors or ``config()``.
 """
@@ -32,15 +34,18 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from milr.errors import MilrUserError
 
 __all__ = [
+    "BatchSize",
     "CriticParams",
+    "Device",
+    "VerdictThreshold",
     "critic_parameters",
     "format_constraints",
     "is_secret",
@@ -73,6 +78,22 @@ class CriticParams(BaseModel):
             if not _admits_bool(annotation) and _admits_number(annotation):
                 raise ValueError("is a boolean, not a number")
         return value
+
+
+# -- parameter types shared by many critics (one rule each) -------------------------------------
+
+#: An optional verdict threshold on the [0, 1] score: ``passed = score >= threshold``.
+VerdictThreshold = Annotated[
+    float | None,
+    Field(ge=0, le=1, description="verdict passes when score >= threshold; None: no verdict"),
+]
+#: Images per forward pass of a model-backed critic.
+BatchSize = Annotated[int, Field(ge=1, description="images per forward pass")]
+#: A torch device spelling; resolved (and checked against the hardware) at first use.
+Device = Annotated[
+    str,
+    Field(min_length=1, description="torch device: auto (CUDA when available), cpu, cuda, cuda:N"),
+]
 
 
 # -- annotation helpers -------------------------------------------------------------------------
@@ -237,10 +258,15 @@ def _message(critic: str, model: type[CriticParams], error: Any, secret_names: s
     if field is None:  # a model-level (cross-field) rule
         reason = ctx.get("error", error.get("msg", ""))
         return f"critic {critic!r}: {reason}"
-    if kind == "missing":
-        desc = model.model_fields[field].description if field in model.model_fields else None
-        hint = f" ({desc})" if desc else ""
-        return f"critic {critic!r}: parameter {field!r} is required{hint}"
+    info = model.model_fields.get(field)
+    if (
+        info is not None
+        and info.is_required()
+        and (kind == "missing" or error.get("input") is None)
+    ):
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        hint = extra.get("hint") or info.description
+        return f"critic {critic!r}: parameter {field!r} is required" + (f": {hint}" if hint else "")
     value = "***" if field in secret_names else repr(error.get("input"))
     if kind in _BOUND_TYPES:
         key, sym = _BOUND_TYPES[kind]

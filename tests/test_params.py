@@ -137,7 +137,8 @@ def test_unknown_keyword_suggestions():
 
 
 def test_required_parameter_and_cross_field_rule():
-    assert err(Required) == ("critic 'needs': parameter 'path' is required (where the weights are)")
+    assert err(Required) == ("critic 'needs': parameter 'path' is required: where the weights are")
+    assert err(Required, path=None) == err(Required)
     assert err(Toy, low=2.0, high=1.0) == "critic 'toy': need low < high, got low=2.0, high=1.0"
 
 
