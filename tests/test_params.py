@@ -239,3 +239,23 @@ def _image():
     from PIL import Image
 
     return Image.new("RGB", (4, 4), (1, 2, 3))
+
+
+def test_higher_is_better_false_is_refused_and_true_is_deprecated():
+    with pytest.raises(TypeError, match=r"higher_is_better=False.*return 1 - score"):
+
+        class Lower(Critic):  # noqa: F841 - defining the class is the test
+            name: ClassVar[str] = "lower"
+            higher_is_better: ClassVar[bool] = False
+
+            def score_batch(self, images, prompts, metadata):
+                return []
+
+    with pytest.warns(DeprecationWarning, match="higher_is_better is deprecated"):
+
+        class Upper(Critic):  # noqa: F841
+            name: ClassVar[str] = "upper"
+            higher_is_better: ClassVar[bool] = True
+
+            def score_batch(self, images, prompts, metadata):
+                return []
