@@ -92,7 +92,7 @@ BatchSize = Annotated[int, Field(ge=1, description="images per forward pass")]
 #: A torch device spelling; resolved (and checked against the hardware) at first use.
 Device = Annotated[
     str,
-    Field(min_length=1, description="torch device: auto (CUDA when available), cpu, cuda, cuda:N"),
+    Field(description="torch device: auto (CUDA when available), cpu, cuda, cuda:N"),
 ]
 
 
@@ -190,7 +190,7 @@ def _jsonable(value: Any) -> Any:
 def critic_parameters(cls: type[Any]) -> list[dict[str, Any]]:
     """The declared parameters of a critic class, for ``milr critics`` and the docs.
 
-    Returns one dict per parameter, in declaration order, with keys ``name``, ``type`` (readable
+    Returns one dict per parameter, required ones first, otherwise in declaration order, with keys ``name``, ``type`` (readable
     string), ``default`` (JSON-able; None when ``required``), ``required`` (bool),
     ``description`` (one line), ``constraints`` (``{"gt": 0, "le": 1}``-style dict) and
     ``secret`` (bool; a secret's default is never shown). An undeclared (old-style) critic
@@ -215,7 +215,7 @@ def critic_parameters(cls: type[Any]) -> list[dict[str, Any]]:
                 "secret": secret,
             }
         )
-    return out
+    return sorted(out, key=lambda row: not row["required"])  # stable: declaration order kept
 
 
 # -- validation ---------------------------------------------------------------------------------
