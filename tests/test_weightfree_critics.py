@@ -43,7 +43,9 @@ def test_color_fraction_and_verdict():
 
 def test_color_hex_target_and_bad_target():
     assert ColorCritic(target="#00ff00").rgb == (0, 255, 0)
-    with pytest.raises(milr.MilrUserError, match="unknown target 'mauve'"):
+    with pytest.raises(
+        milr.MilrUserError, match="critic 'color': parameter 'target'='mauve' is not a colour"
+    ):
         ColorCritic(target="mauve")
 
 

@@ -72,7 +72,6 @@ class CriticContract:
         name = type(critic).name
         assert NAME_RE.match(name), f"registry name {name!r} must match [a-z0-9_-]+"
         assert type(critic).description and "\n" not in type(critic).description
-        assert type(critic).higher_is_better is True
 
     def test_batch_shape_and_types(self) -> None:
         critic = self.make_critic()
