@@ -13,8 +13,11 @@ from milr.errors import ExternalServiceError, MilrUserError
 
 
 def load_images(paths: tuple[str, ...]) -> list[Any]:
-    """Open every image up front so a bad file fails before any model loads."""
+    """Open every image up front as 8-bit RGB (`milr.images.to_rgb`: EXIF rotation, first
+    frame, 16-bit and float greys scaled), so a bad file fails before any model loads."""
     from PIL import Image, UnidentifiedImageError
+
+    from milr.images import to_rgb
 
     images = []
     for p in paths:
@@ -24,7 +27,7 @@ def load_images(paths: tuple[str, ...]) -> list[Any]:
         try:
             with Image.open(path) as im:
                 im.load()
-                images.append(im.copy())
+                images.append(to_rgb(im, "milr score", name=str(p)).copy())
         except (UnidentifiedImageError, OSError) as exc:
             raise MilrUserError(f"cannot read {p!r} as an image: {exc}") from None
     return images
