@@ -45,14 +45,15 @@ import base64
 import concurrent.futures
 import importlib
 import io
-import math
 import os
 import re
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from milr import Critic, CriticResult, MilrUserError, hookimpl
+from pydantic import Field, field_validator, model_validator
+
+from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
 from milr.critic import require
 from milr.critics._images import to_rgb
 from milr.critics.rubrics import (
@@ -175,15 +176,10 @@ def _run(coro: Any) -> Any:
 class APIJudgeCritic(Critic):
     """A remote VLM judge through an OpenAI-compatible chat-completions endpoint.
 
-    Parameters: ``base_url`` (``https://api.openai.com/v1``, ``http://localhost:8000/v1``, or the
-    Azure endpoint), ``model``, ``api_type`` (``openai`` | ``azure``), ``deployment`` and
-    ``api_version`` (Azure), ``api_key_env`` (the NAME of the environment variable holding the
-    key; ``none`` for servers without auth), ``rubric`` (``yesno`` | ``wise`` | ``likert5`` |
-    ``checklist``), ``template`` / ``template_file`` (the rubric's wording, with ``{prompt}``),
-    ``concurrency``, ``timeout`` (s, total per HTTP attempt), ``retries``, ``logprobs`` (ask for
-    token log-probabilities in yesno), ``max_tokens``, ``temperature``. Deprecated:
-    ``question`` and ``wise_prompt`` (use ``template``), ``backoff`` (ignored: the openai client
-    owns backoff).
+    Parameters are declared in `APIJudgeCritic.Params` (``milr critics api-judge`` lists them).
+    Never a parameter: ``api_key`` (refused, the key is never echoed). Deprecated and still
+    accepted with a `DeprecationWarning`: ``question`` (yesno) and ``wise_prompt`` (wise), both
+    now ``template``; ``backoff`` (ignored: the openai client owns backoff).
     """
 
     name: ClassVar[str] = "api-judge"
@@ -192,136 +188,156 @@ class APIJudgeCritic(Critic):
     extra: ClassVar[str | None] = "api"
     inputs: ClassVar[tuple[str, ...]] = ("image", "prompt", "Explanation")
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        model: str | None = None,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        rubric: str = "yesno",
-        template: str | None = None,
-        template_file: str | None = None,
-        api_type: str = "openai",
-        deployment: str | None = None,
-        api_version: str | None = None,
-        concurrency: int = 4,
-        timeout: float = 60.0,
-        retries: int = 3,
-        logprobs: bool = True,
-        max_tokens: int | None = None,
-        temperature: float = 0.0,
-        question: str | None = None,
-        wise_prompt: str | None = None,
-        backoff: float | None = None,
-        api_key: Any = None,
-    ) -> None:
-        if api_key is not None:
+    class Params(CriticParams):
+        base_url: str = Field(
+            description="http(s) URL of the API: https://api.openai.com/v1, "
+            "http://localhost:8000/v1, or the Azure endpoint https://RESOURCE.openai.azure.com",
+            json_schema_extra={"hint": "e.g. base_url=https://api.openai.com/v1"},
+        )
+        model: str = Field(
+            min_length=1,
+            description="the judge model's name, e.g. gpt-4o",
+            json_schema_extra={"hint": "e.g. model=gpt-4o"},
+        )
+        api_key_env: str | None = Field(
+            "OPENAI_API_KEY",
+            description="NAME of the environment variable holding the key; none for no auth",
+        )
+        rubric: Literal["yesno", "wise", "likert5", "checklist"] = Field(
+            "yesno", description="how the judge is asked and its answer scored (see rubrics)"
+        )
+        template: str | None = Field(
+            None, description="the rubric's text with {prompt}; None: milr's default wording"
+        )
+        template_file: str | None = Field(
+            None, description="path of a UTF-8 file holding the template (a paper's wording)"
+        )
+        api_type: Literal["openai", "azure"] = Field(
+            "openai", description="openai: {base_url}/chat/completions; azure: Azure OpenAI"
+        )
+        deployment: str | None = Field(
+            None, description="Azure deployment name (api_type=azure); None: the model name"
+        )
+        api_version: str | None = Field(
+            None, description="Azure OpenAI REST API version, e.g. 2024-10-21 (api_type=azure)"
+        )
+        concurrency: int = Field(4, ge=1, description="requests in flight at once")
+        timeout: float = Field(
+            60.0, gt=0, description="seconds; total deadline of each HTTP attempt, reply included"
+        )
+        retries: int = Field(
+            3, ge=0, description="retries on timeouts, connection errors, 408/409/429/5xx"
+        )
+        logprobs: bool = Field(
+            True, description="yesno: ask for token log-probabilities (smooth P(yes))"
+        )
+        max_tokens: int | None = Field(
+            None, ge=1, description="answer length bound; None: the rubric's (1 for yesno)"
+        )
+        temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature")
+
+        @field_validator("base_url")
+        @classmethod
+        def _http_url(cls, value: str) -> str:
+            if not re.match(r"^https?://\S+$", value):
+                raise ValueError(
+                    "must be an http(s) URL of an OpenAI-compatible API, e.g. "
+                    "https://api.openai.com/v1"
+                )
+            return value.rstrip("/")
+
+        @field_validator("api_key_env")
+        @classmethod
+        def _env_name(cls, value: str | None) -> str | None:
+            if value is None or value.strip().lower() in ("", "none", "null"):
+                return None
+            if not _ENV_NAME.match(value):
+                raise ValueError("is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+            return value
+
+        @model_validator(mode="after")
+        def _azure_fields(self) -> APIJudgeCritic.Params:
+            if self.api_type == "azure" and not self.api_version:
+                raise ValueError(
+                    "api_type=azure needs api_version=... (e.g. api_version=2024-10-21), the "
+                    "Azure OpenAI REST API version"
+                )
+            if self.api_type != "azure" and (
+                self.deployment is not None or self.api_version is not None
+            ):
+                raise ValueError(
+                    "deployment= and api_version= are for api_type=azure; add api_type=azure "
+                    "or drop them"
+                )
+            return self
+
+    params: Params
+
+    def __init__(self, **kwargs: Any) -> None:
+        # checked before validation, whose messages repeat values: a key must never be echoed
+        if kwargs.get("api_key") is not None:
             raise MilrUserError(
                 "api-judge critic: never pass the API key itself (it would end up in shell "
                 "history, spec files and logs); export it in an environment variable and pass "
                 "its name, e.g. api_key_env=OPENAI_API_KEY"
             )
-        if not isinstance(base_url, str) or not re.match(r"^https?://", base_url):
-            raise MilrUserError(
-                f"api-judge critic: base_url={base_url!r} must be an http(s) URL of an "
-                "OpenAI-compatible API, e.g. https://api.openai.com/v1"
-            )
-        if not isinstance(model, str) or not model.strip():
-            raise MilrUserError("api-judge critic needs model=NAME (e.g. model=gpt-4o)")
-        if api_type not in API_TYPES:
-            raise MilrUserError(
-                f"api-judge critic: api_type={api_type!r} is unknown; use one of "
-                f"{', '.join(API_TYPES)}"
-            )
-        if api_type == "azure" and not api_version:
-            raise MilrUserError(
-                "api-judge critic: api_type=azure needs api_version=... (e.g. "
-                "api_version=2024-10-21), the Azure OpenAI REST API version"
-            )
-        if api_type != "azure" and (deployment is not None or api_version is not None):
-            raise MilrUserError(
-                "api-judge critic: deployment= and api_version= are for api_type=azure; "
-                "add api_type=azure or drop them"
-            )
-        if isinstance(api_key_env, str) and api_key_env.strip().lower() in ("", "none", "null"):
-            api_key_env = None
-        if api_key_env is not None:
-            if not isinstance(api_key_env, str) or looks_like_secret(api_key_env):
-                raise MilrUserError(
-                    "api-judge critic: api_key_env must be the NAME of an environment variable "
-                    "(e.g. OPENAI_API_KEY), and the value given looks like a key itself; "
-                    "export the key and pass the variable's name (the value is not shown here)"
-                )
-            if not _ENV_NAME.match(api_key_env):
-                raise MilrUserError(
-                    f"api-judge critic: api_key_env={api_key_env!r} is not a valid environment "
-                    "variable name ([A-Za-z_][A-Za-z0-9_]*)"
-                )
-        self.rubric = get_rubric(rubric, self.name)
-        for old, value, applies in (
-            ("question", question, "yesno"),
-            ("wise_prompt", wise_prompt, "wise"),
+        kwargs.pop("api_key", None)
+        env = kwargs.get("api_key_env")
+        if (
+            isinstance(env, str)
+            and env.strip().lower() not in ("", "none", "null")
+            and looks_like_secret(env)
         ):
-            if value is None:
+            raise MilrUserError(
+                "api-judge critic: api_key_env must be the NAME of an environment variable "
+                "(e.g. OPENAI_API_KEY), and the value given looks like a key itself; "
+                "export the key and pass the variable's name (the value is not shown here)"
+            )
+        rubric = kwargs.get("rubric", "yesno")
+        for old, applies in (("question", "yesno"), ("wise_prompt", "wise")):
+            if kwargs.get(old) is None:
+                kwargs.pop(old, None)
                 continue
+            value = kwargs.pop(old)
             warnings.warn(
                 f"api-judge critic: {old}= is deprecated; pass template= (or template_file=)",
                 DeprecationWarning,
                 stacklevel=2,
             )
-            if rubric == applies and template is None and template_file is None:
-                template = value
-        if backoff is not None:
+            if (
+                rubric == applies
+                and kwargs.get("template") is None
+                and not kwargs.get("template_file")
+            ):
+                kwargs["template"] = value
+        if "backoff" in kwargs:
+            kwargs.pop("backoff")
             warnings.warn(
                 "api-judge critic: backoff= is deprecated and ignored; the openai client waits "
                 "0.5 s doubling up to 8 s between retries, or the server's Retry-After",
                 DeprecationWarning,
                 stacklevel=2,
             )
-        self.template = load_template(self.rubric, template, template_file, self.name)
-        for pname, count, lo in (("concurrency", concurrency, 1), ("retries", retries, 0)):
-            if isinstance(count, bool) or not isinstance(count, int) or count < lo:
-                raise MilrUserError(
-                    f"api-judge critic: {pname}={count!r} must be an integer >= {lo}"
-                )
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not 0 < timeout < math.inf
-        ):
-            raise MilrUserError(
-                f"api-judge critic: timeout={timeout!r} must be a positive number of seconds"
-            )
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.api_type = api_type
-        self.deployment = deployment or (model if api_type == "azure" else None)
-        self.api_version = api_version
-        self.api_key_env = api_key_env
-        self.concurrency = concurrency
-        self.timeout = float(timeout)
-        self.retries = retries
-        self.logprobs = bool(logprobs)
-        self.max_tokens = max_tokens if max_tokens is not None else self.rubric.max_new_tokens
-        self.temperature = float(temperature)
-        self._config = {
-            "base_url": self.base_url,
-            "model": model,
-            "api_type": api_type,
-            "deployment": self.deployment,
-            "api_version": api_version,
-            "api_key_env": api_key_env,
-            "rubric": rubric,
-            "template": "default"
-            if self.template == self.rubric.default_template
-            else self.template,
-            "template_sha256": template_sha256(self.template),
-            "concurrency": concurrency,
-            "timeout": self.timeout,
-            "retries": retries,
-            "logprobs": self.logprobs,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-        }
+        super().__init__(**kwargs)
+
+    def setup(self) -> None:
+        p = self.params
+        self.rubric = get_rubric(p.rubric, self.name)
+        self.template = load_template(self.rubric, p.template, p.template_file, self.name)
+        self.base_url = p.base_url
+        self.model = p.model
+        self.api_type = p.api_type
+        self.deployment = p.deployment or (p.model if p.api_type == "azure" else None)
+        self.api_key_env = p.api_key_env
+        self.concurrency = p.concurrency
+        self.timeout = float(p.timeout)
+        self.retries = p.retries
+        self.max_tokens = p.max_tokens or self.rubric.max_new_tokens
+        self.template_sha256 = template_sha256(self.template)
+
+    def config(self) -> dict[str, Any]:
+        """The parameters plus the SHA-256 of the template text (a file may change)."""
+        return {**super().config(), "template_sha256": self.template_sha256}
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -371,7 +387,7 @@ class APIJudgeCritic(Critic):
             return openai.AsyncAzureOpenAI(
                 azure_endpoint=self.base_url,
                 azure_deployment=self.deployment,
-                api_version=self.api_version,
+                api_version=self.params.api_version,
                 **common,
             )
         return openai.AsyncOpenAI(base_url=self.base_url, **common)
@@ -388,10 +404,10 @@ class APIJudgeCritic(Critic):
                     ],
                 }
             ],
-            "temperature": self.temperature,
+            "temperature": self.params.temperature,
             "max_tokens": self.max_tokens,
         }
-        if self.rubric.name == "yesno" and self.logprobs:
+        if self.rubric.name == "yesno" and self.params.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = 20
         return body
@@ -474,7 +490,7 @@ class APIJudgeCritic(Critic):
             "reply_model": getattr(reply, "model", None),
             "rubric": self.rubric.name,
             "prompt_sha256": template_sha256(text),
-            "template_sha256": self._config["template_sha256"],
+            "template_sha256": self.template_sha256,
             "attempts": int(getattr(raw, "retries_taken", 0)) + 1,
             "seconds": round(time.perf_counter() - started, 4),
         }

@@ -455,10 +455,24 @@ def test_missing_env_var_and_other_user_errors(monkeypatch, api):
     assert "authorization" not in headers and "api-key" not in headers
     with pytest.raises(MilrUserError, match="base_url"):
         APIJudgeCritic(base_url="api.openai.com", model="m")
-    with pytest.raises(MilrUserError, match="model=NAME"):
+    with pytest.raises(MilrUserError, match="'model' is required: e.g. model=gpt-4o"):
         APIJudgeCritic(base_url="http://x/v1")
-    with pytest.raises(MilrUserError, match="rubric='gpt'"):
+    with pytest.raises(MilrUserError, match="'rubric'='gpt' must be one of 'yesno', 'wise'"):
         APIJudgeCritic(base_url="http://x/v1", model="m", rubric="gpt")
+    for bad, match in (
+        ({"timeout": 0}, "'timeout'=0 must be > 0"),
+        ({"timeout": True}, "'timeout'=True is a boolean"),
+        ({"concurrency": 0}, "'concurrency'=0 must be >= 1"),
+        ({"api_key_env": "MY-KEY"}, "not an environment variable name"),
+        ({"tmeout": 3}, "unknown parameter 'tmeout'.*did you mean 'timeout'"),
+    ):
+        with pytest.raises(MilrUserError, match=match):
+            APIJudgeCritic(base_url="http://x/v1", model="m", **bad)
+    critic = APIJudgeCritic(base_url="http://x/v1/", model="m", timeout="2.5")
+    assert critic.timeout == 2.5 and critic.base_url == "http://x/v1"
+    assert (
+        critic.config()["api_key_env"] == "OPENAI_API_KEY" and "template_sha256" in critic.config()
+    )
     assert make(api).judge_prompt("a {x} sign", {}) == YESNO_TEMPLATE.replace(
         "{prompt}", "a {x} sign"
     )
