@@ -259,3 +259,69 @@ def test_higher_is_better_false_is_refused_and_true_is_deprecated():
 
             def score_batch(self, images, prompts, metadata):
                 return []
+
+
+class Undocumented(Critic):
+    name: ClassVar[str] = "undocumented"
+    description: ClassVar[str] = "a parameter without a description"
+
+    class Params(CriticParams):
+        scale: float = 1.0
+
+    def score_batch(self, images, prompts, metadata):
+        return [CriticResult(0.5) for _ in images]
+
+
+class Lenient(Critic):
+    """Declares Params but swallows unknown keywords: the contract must catch it."""
+
+    name: ClassVar[str] = "lenient"
+    description: ClassVar[str] = "accepts anything"
+
+    class Params(CriticParams):
+        scale: float = Field(1.0, description="a scale")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{k: v for k, v in kwargs.items() if k in self.Params.model_fields})
+
+    def score_batch(self, images, prompts, metadata):
+        return [CriticResult(0.5) for _ in images]
+
+
+def _contract(make):
+    from milr.testing import CriticContract
+
+    class Suite(CriticContract):
+        def make_critic(self):
+            return make()
+
+    return Suite()
+
+
+def test_contract_checks_the_declaration():
+    good = _contract(lambda: Toy(steps=2, token="sk-x"))
+    good.test_parameters_are_declared_and_documented()
+    good.test_unknown_parameter_is_a_clear_error()
+    good.test_config_is_json_and_rebuilds_the_critic()
+    with pytest.raises(AssertionError, match="'scale' of 'undocumented' needs a one-line"):
+        _contract(Undocumented).test_parameters_are_declared_and_documented()
+    with pytest.raises(AssertionError, match="accepted an unknown keyword"):
+        _contract(Lenient).test_unknown_parameter_is_a_clear_error()
+
+
+def test_contract_switched_off_checks_skip_not_pass():
+    old = _contract(OldStyle)
+    for check in (
+        old.test_parameters_are_declared_and_documented,
+        old.test_unknown_parameter_is_a_clear_error,
+        old.test_config_is_json_and_rebuilds_the_critic,
+    ):
+        with pytest.raises(pytest.skip.Exception, match="declare"):
+            check()
+    lazy_off = _contract(Bare)
+    lazy_off.deterministic = False
+    lazy_off.check_lazy_import = False
+    with pytest.raises(pytest.skip.Exception, match="deterministic = False"):
+        lazy_off.test_deterministic()
+    with pytest.raises(pytest.skip.Exception, match="check_lazy_import = False"):
+        lazy_off.test_module_import_is_lazy()
