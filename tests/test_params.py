@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 import milr
 from milr import Critic, CriticParams, CriticResult, critic_parameters
 from milr.critics.color import ColorCritic
+from milr.params import BatchSize, parameters_markdown
 from milr.registry import Entry, Registry
 
 
@@ -32,6 +33,7 @@ class Toy(Critic):
             None, description="an API token", json_schema_extra={"secret": True}
         )
         password: SecretStr | None = Field(None, description="another secret")
+        chunk: BatchSize | None = Field(None, description="optional batch size")
 
         @model_validator(mode="after")
         def _ordered(self) -> Toy.Params:
@@ -197,6 +199,9 @@ def test_critic_parameters_rows():
     }
     assert rows[2]["type"] == "float | None" and rows[2]["constraints"] == {"gt": 0, "le": 1}
     assert critic_parameters(Required)[0]["required"] is True
+    chunk = next(r for r in critic_parameters(Toy) if r["name"] == "chunk")
+    assert chunk["type"] == "int | None" and chunk["constraints"] == {"ge": 1}
+    assert err(Toy, chunk=0) == "critic 'toy': parameter 'chunk'=0 must be >= 1"
     assert critic_parameters(OldStyle) == []
     assert json.dumps(critic_parameters(Toy))
 
@@ -325,3 +330,14 @@ def test_contract_switched_off_checks_skip_not_pass():
         lazy_off.test_deterministic()
     with pytest.raises(pytest.skip.Exception, match="check_lazy_import = False"):
         lazy_off.test_module_import_is_lazy()
+
+
+def test_parameters_markdown_table():
+    table = parameters_markdown(Toy).splitlines()
+    assert table[0] == "| name | type | default | allowed | description |"
+    rows = {line.split("|")[1].strip(): line for line in table[2:]}
+    assert rows["`steps`"] == "| `steps` | `int` | `3` | >= 1, <= 10 | between 1 and 10 |"
+    assert "| `mode` | `'fast' | 'exact'` | `\"fast\"` |" in rows["`mode`"]
+    assert "(secret)" in rows["`token`"]
+    assert parameters_markdown(Required).splitlines()[2].startswith("| `path` | `str` | required |")
+    assert parameters_markdown(Bare) == "This critic takes no parameters."
