@@ -32,6 +32,7 @@ secrets left out. The validation rules, in one place:
 from __future__ import annotations
 
 import difflib
+import json
 import types
 import typing
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -49,6 +50,7 @@ __all__ = [
     "critic_parameters",
     "format_constraints",
     "is_secret",
+    "parameters_markdown",
     "validate_params",
 ]
 
@@ -151,9 +153,19 @@ def is_secret(field: FieldInfo) -> bool:
 _BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
 
 
+def _metadata(field: FieldInfo) -> list[Any]:
+    """The field's constraint objects, including those inside ``Annotated[...] | None``."""
+    items = list(field.metadata)
+    for arg in _union_args(field.annotation) if len(_union_args(field.annotation)) > 1 else ():
+        if get_origin(arg) is typing.Annotated:
+            for extra in get_args(arg)[1:]:
+                items.extend(extra.metadata if isinstance(extra, FieldInfo) else [extra])
+    return items
+
+
 def _constraints(field: FieldInfo) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for item in field.metadata:
+    for item in _metadata(field):
         for key, _ in _BOUNDS:
             value = getattr(item, key, None)
             if value is not None:
@@ -216,6 +228,36 @@ def critic_parameters(cls: type[Any]) -> list[dict[str, Any]]:
             }
         )
     return sorted(out, key=lambda row: not row["required"])  # stable: declaration order kept
+
+
+def parameters_markdown(cls: type[Any]) -> str:
+    """A Markdown table of a critic's declared parameters (what the docs pages show).
+
+    Columns: name, type, default (``required`` for a required one, ``secret`` hides a secret's
+    default), allowed range, description. An undeclared critic gives a one-line note instead.
+    """
+    rows = critic_parameters(cls)
+    if not rows:
+        declared = getattr(cls, "declares_params", lambda: False)()
+        return "This critic takes no parameters." if declared else "Parameters not declared."
+
+    def cell(text: str) -> str:  # outside code spans a '|' would split the cell
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| name | type | default | allowed | description |", "|---|---|---|---|---|"]
+    for row in rows:
+        if row["required"]:
+            default = "required"
+        elif row["secret"]:
+            default = "(secret)"
+        else:
+            default = f"`{json.dumps(row['default'], ensure_ascii=False)}`"
+        allowed = format_constraints(row["constraints"])
+        lines.append(
+            f"| `{row['name']}` | `{row['type']}` | {cell(default)} | "
+            f"{cell(allowed) or '—'} | {cell(row['description'])} |"
+        )
+    return "\n".join(lines)
 
 
 # -- validation ---------------------------------------------------------------------------------
