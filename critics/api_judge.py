@@ -59,13 +59,13 @@ from milr.critics._images import to_rgb
 from milr.critics.rubrics import (
     WISE_TEMPLATE,
     YESNO_TEMPLATE,
+    JudgeReplyError,
     RubricReplyError,
     get_rubric,
     load_template,
     template_sha256,
     yes_no_from_logprobs,
 )
-from milr.errors import ExternalServiceError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -79,10 +79,6 @@ MAX_RETRY_AFTER = 120.0
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY_PREFIXES = ("sk-", "sk_", "hf_", "ghp_", "gho_", "xai-", "key-", "aiza", "pk-", "rk-")
 REDACTED = "***"
-
-
-class JudgeReplyError(ExternalServiceError):
-    """The judge endpoint failed, or answered in a way the rubric cannot read, for some images."""
 
 
 def looks_like_secret(value: str) -> bool:

@@ -41,10 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from milr.errors import MilrUserError
+from milr.errors import ExternalServiceError, MilrUserError
 
 __all__ = [
     "RUBRICS",
+    "JudgeReplyError",
     "Rubric",
     "RubricReply",
     "RubricReplyError",
@@ -58,6 +59,14 @@ __all__ = [
     "wiscore",
     "yes_no_from_logprobs",
 ]
+
+
+class JudgeReplyError(ExternalServiceError):
+    """A judge (a server, or a local model's written answer) failed for some images.
+
+    ``failures`` holds ``(index in the batch, one-line reason)``; the CLI prints one line per
+    failed image, exit 1 (the judge's answer is not the user's input, nor a milr bug).
+    """
 
 
 class RubricReplyError(ValueError):
