@@ -35,6 +35,7 @@ from pydantic import Field, field_validator
 from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
 from milr.critic import require
 from milr.critics._images import to_rgb
+from milr.errors import ExternalServiceError
 from milr.params import BatchSize
 
 if TYPE_CHECKING:
@@ -45,6 +46,33 @@ EASYOCR_FILES = ("craft_mlt_25k.pth", "english_g2.pth")
 _QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”')
 _WS = re.compile(r"\s+")
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+class _TesseractTimeout(Exception):
+    """One image's tesseract process ran past the timeout (internal; reported per image)."""
+
+
+def _tsv_columns(tsv: str) -> dict[str, list[Any]]:
+    """Tesseract's TSV output as columns: numbers as int/float, ``text`` as strings."""
+    rows = [line.split("\t") for line in tsv.strip("\n").split("\n")]
+    if len(rows) < 2:
+        return {"text": []}
+    header, body = rows[0], rows[1:]
+    columns: dict[str, list[Any]] = {name: [] for name in header}
+    for row in body:
+        row = row + [""] * (len(header) - len(row))
+        for name, cell in zip(header, row):
+            if name == "text":
+                columns[name].append(cell)
+            else:
+                try:
+                    columns[name].append(int(cell))
+                except ValueError:
+                    try:
+                        columns[name].append(float(cell))
+                    except ValueError:
+                        columns[name].append(cell)
+    return columns
 
 
 def normalize(text: str, ignore_spaces: bool = False) -> str:
@@ -190,6 +218,11 @@ class OCRCritic(Critic):
         )
         tesseract_config: str = Field("--psm 11", description="extra tesseract CLI flags")
         tesseract_lang: str = Field("eng", description="tesseract language code(s)")
+        timeout: float = Field(
+            60.0,
+            gt=0,
+            description="tesseract: seconds one image may take before its process is killed",
+        )
         workers: int = Field(
             1, ge=1, description="tesseract processes run side by side within a batch"
         )
@@ -297,24 +330,45 @@ class OCRCritic(Critic):
         return out
 
     def _read_tesseract(self, images: list[Image]) -> list[list[Read]]:
+        """One bounded tesseract process per image; images that time out fail together.
+
+        Raises `ExternalServiceError` naming every image whose process ran past ``timeout``
+        (the process is killed; the other images of the batch are still read).
+        """
         pytesseract = require("pytesseract", self.extra, self.name)
         # pytesseract keeps the binary path in a module global: set it on every call.
         pytesseract.pytesseract.tesseract_cmd = self.params.tesseract_cmd or "tesseract"
+
+        def one(im: Image) -> list[Read] | str:
+            try:
+                return self._tesseract_one(pytesseract, im)
+            except _TesseractTimeout as exc:
+                return str(exc)
+
         if len(images) > 1 and self.params.workers > 1:
             # one tesseract process per image: run them side by side (the batch speed-up)
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=min(self.params.workers, len(images))) as pool:
-                return list(pool.map(lambda im: self._tesseract_one(pytesseract, im), images))
-        return [self._tesseract_one(pytesseract, im) for im in images]
+                outcome = list(pool.map(one, images))
+        else:
+            outcome = [one(im) for im in images]
+        failures = [(i, o) for i, o in enumerate(outcome) if isinstance(o, str)]
+        if failures:
+            raise ExternalServiceError(f"{self.name} (tesseract)", failures)
+        return [o for o in outcome if not isinstance(o, str)]
 
     def _tesseract_one(self, pytesseract: Any, im: Image) -> list[Read]:
+        # run_and_get_output, not image_to_data: the latter first runs `tesseract --version`
+        # with no time limit, which a hung binary never answers
         try:
-            data = pytesseract.image_to_data(
+            tsv = pytesseract.run_and_get_output(
                 im,
-                lang=self.params.tesseract_lang,
-                config=self.params.tesseract_config,
-                output_type=pytesseract.Output.DICT,
+                "tsv",
+                self.params.tesseract_lang,
+                f"-c tessedit_create_tsv=1 {self.params.tesseract_config}".strip(),
+                0,
+                self.params.timeout,
             )
         except pytesseract.TesseractNotFoundError as exc:
             cmd = pytesseract.pytesseract.tesseract_cmd
@@ -329,6 +383,14 @@ class OCRCritic(Critic):
                 f"(installed languages: `tesseract --list-langs`) and tesseract_config="
                 f"{self.params.tesseract_config!r}"
             ) from exc
+        except RuntimeError as exc:  # pytesseract's "Tesseract process timeout" (process killed)
+            if "timeout" not in str(exc).lower():
+                raise
+            raise _TesseractTimeout(
+                f"tesseract did not finish within timeout={self.params.timeout:g} s and was "
+                "stopped; raise timeout= for large images, or check the tesseract binary"
+            ) from None
+        data = _tsv_columns(tsv)
         lines: dict[tuple[int, int, int], list[int]] = {}
         for j, word in enumerate(data["text"]):
             if str(word).strip():
@@ -380,7 +442,12 @@ class OCRCritic(Critic):
         todo = [i for i, t in enumerate(targets) if t]
         for i in todo:  # validate every image before spending time on OCR
             to_rgb(images[i], self.name)
-        reads_todo = self.read([images[i] for i in todo])
+        try:
+            reads_todo = self.read([images[i] for i in todo])
+        except ExternalServiceError as exc:  # indices of the subset -> indices of the batch
+            raise ExternalServiceError(
+                exc.service, [(todo[i], reason) for i, reason in exc.failures]
+            ) from None
         out: list[CriticResult] = [
             CriticResult(
                 1.0, None, {"backend": self.params.backend, "targets": [], "neutral": True}
