@@ -42,7 +42,11 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: ``../shared/data`` beside the checkout; ``MILR_SHARED_DATA`` points elsewhere (worktrees).
+SHARED_DATA = Path(
+    os.environ.get("MILR_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
 @pytest.fixture(scope="session")

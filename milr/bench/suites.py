@@ -8,6 +8,7 @@ WISE category).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -90,6 +91,14 @@ class Suite:
     def groups(self) -> list[str]:
         """Groups in first-seen order."""
         return list(dict.fromkeys(p.group for p in self.prompts))
+
+    @functools.cached_property
+    def _positions(self) -> dict[str, int]:
+        return {p.id: i for i, p in enumerate(self.prompts)}
+
+    def index_of(self, prompt_id: str) -> int:
+        """0-based position of the prompt `prompt_id` in the suite (`KeyError` if absent)."""
+        return self._positions[prompt_id]
 
     def __len__(self) -> int:
         return len(self.prompts)
