@@ -200,3 +200,40 @@ def test_core_imports_no_higher_layer_at_module_level():
     assert "milr.shapes.model" not in top["milr.generator"]  # lazy, so not at module level
     assert "milr.plugins" in top["milr.registry"]
     assert sorted((a, b) for a, b in upward_edges(top) if layer(a) == 0) == []
+
+
+# --- module size (issue #10, "Done when": no module over ~450 lines but the rules engine) ---
+
+MAX_LINES = 450
+EXEMPT = {"milr/geneval_rules.py"}  # the rules engine, one restatement of one evaluator
+#: Over the limit when this test was written, owned by other work in progress; each is a
+#: strict xfail, so it fails (and the entry must go) once the module is split.
+KNOWN_LONG = {
+    "milr/optimizer.py",
+    "milr/models/janus.py",
+    "milr/shapes/train.py",
+    "critics/api_judge.py",
+}
+
+
+def _sources() -> list[str]:
+    files = sorted((ROOT / "milr").rglob("*.py")) + sorted((ROOT / "critics").rglob("*.py"))
+    return [p.relative_to(ROOT).as_posix() for p in files]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(
+            p,
+            marks=pytest.mark.xfail(strict=True, reason=f"{p} is over {MAX_LINES} lines"),
+        )
+        if p in KNOWN_LONG
+        else p
+        for p in _sources()
+        if p not in EXEMPT
+    ],
+)
+def test_module_is_at_most_450_lines(path):
+    n = len((ROOT / path).read_text(encoding="utf-8").splitlines())
+    assert n <= MAX_LINES, f"{path} has {n} lines; split it by responsibility"
