@@ -212,3 +212,21 @@ def test_third_party_generator_through_the_cli(tmp_path):
     assert json.dumps(traj).count("toygen") >= 1
     with Image.open(out_dir / "final.png") as im:
         assert im.size == (32, 32)
+
+
+WRONG_ARGUMENT_PLUGIN = """
+    import milr
+
+    @milr.hookimpl
+    def register_critics(reg):  # the hook passes `register`
+        pass
+"""
+
+
+def test_hookimpl_with_an_argument_the_spec_lacks_is_failed(site, fresh_plugins):
+    _install(site, "milr-wrongarg", WRONG_ARGUMENT_PLUGIN)
+    allow(fresh_plugins, "milr-wrongarg")
+    reg = get_registry()
+    info = plugins.get_plugin_manager().plugins["wrongarg"]
+    assert not info.loaded and info.error.startswith("register: PluginValidationError")
+    assert "reg" in info.error and "color" in reg.critics
