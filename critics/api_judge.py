@@ -1,20 +1,10 @@
 """`api-judge`: an OpenAI-compatible chat-completions endpoint (GPT-4o, Azure OpenAI, a vLLM or
 lmdeploy server) as a judge, through the official ``openai`` client.
 
-Each image goes as a base64 PNG data URL with the text of a rubric (`milr.critics.rubrics`):
-
-- ``rubric="yesno"`` (default): ``score = P(yes) / (P(yes) + P(no))`` from the answer token's
-  ``top_logprobs`` when the server returns them (every tokenizer spelling of a word counts:
-  ``Yes``, ``ĠYes``, ``▁yes``), otherwise 1.0 / 0.0 from the answer's first word. Verdict
-  ``score >= 0.5``.
-- ``rubric="wise"``: WISE's grades (consistency, realism, aesthetic quality, 0-2 each) read from
-  JSON or from WISE's plain ``Consistency: 2`` lines; ``score = WiScore = (0.7 C + 0.2 R +
-  0.1 A) / 2`` (WISE, arXiv 2503.07265). The metadata's ``Explanation`` fills ``{explanation}``.
-- ``rubric="likert5"``: a 1-5 ``Final Score`` (UnifiedReward style), ``score = (s - 1) / 4``.
-- ``rubric="checklist"``: SelfReward-style JSON ``{"Score": 0}`` / ``-1``; ``score = Score + 1``.
-
-``template=`` or ``template_file=`` replaces the rubric's wording (e.g. WISE's own grading
-prompt, for the paper's numbers); details record its SHA-256.
+Each image goes as a base64 PNG data URL with the text of a rubric (`milr.critics.rubrics`:
+``yesno`` from ``top_logprobs`` or the answer's first word, ``wise`` from JSON or WISE's plain
+lines, ``likert5``, ``checklist``); ``template=`` / ``template_file=`` replace the wording (e.g.
+WISE's own grading prompt, for the paper's numbers) and details record its SHA-256.
 
 Endpoints: ``api_type="openai"`` (default) posts to ``{base_url}/chat/completions``;
 ``api_type="azure"`` uses ``AsyncAzureOpenAI`` with ``base_url`` as the Azure endpoint
@@ -41,10 +31,6 @@ the image, the endpoint and the server's reason; an `Ensemble` applies its ``on_
 from __future__ import annotations
 
 import asyncio
-import base64
-import concurrent.futures
-import importlib
-import io
 import os
 import re
 import time
@@ -55,6 +41,14 @@ from pydantic import Field, field_validator, model_validator
 
 from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
 from milr.critic import require
+from milr.critics._chat_client import (
+    describe_failure,
+    image_data_url,
+    open_client,
+    redact,
+    reply_content,
+    run_sync,
+)
 from milr.critics._images import to_rgb
 from milr.critics.rubrics import (
     WISE_TEMPLATE,
@@ -74,11 +68,8 @@ if TYPE_CHECKING:
 YESNO_QUESTION = YESNO_TEMPLATE
 WISE_PROMPT = WISE_TEMPLATE
 API_TYPES = ("openai", "azure")
-#: Longest server-requested wait (s) the openai client honours; longer ones fail the image.
-MAX_RETRY_AFTER = 120.0
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY_PREFIXES = ("sk-", "sk_", "hf_", "ghp_", "gho_", "xai-", "key-", "aiza", "pk-", "rk-")
-REDACTED = "***"
 
 
 def looks_like_secret(value: str) -> bool:
@@ -90,83 +81,6 @@ def looks_like_secret(value: str) -> bool:
         return len(value) >= 20
     # long mixed-case/digit runs without separators are keys, not names like OPENAI_API_KEY
     return len(value) >= 32 and any(c.isdigit() for c in value) and "_" not in value
-
-
-def redact(value: Any, secret: str | None) -> Any:
-    """`value` with every occurrence of `secret` replaced by ``***`` (strings, lists, dicts)."""
-    if not secret:
-        return value
-    if isinstance(value, str):
-        return value.replace(secret, REDACTED)
-    if isinstance(value, dict):
-        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(redact(v, secret) for v in value)
-    return value
-
-
-def image_data_url(image: Image) -> str:
-    """The image as a ``data:image/png;base64,...`` URL."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _http_module(openai: Any) -> Any:
-    """The HTTP library (``httpx`` or ``httpx2``) under the installed openai client."""
-    for cls in openai.DefaultAsyncHttpxClient.__mro__:
-        if cls.__name__ == "AsyncClient" and not cls.__module__.startswith("openai"):
-            return importlib.import_module(cls.__module__.split(".")[0])
-    raise MilrUserError(  # pragma: no cover - only with an openai release of another design
-        "api-judge critic: cannot find the HTTP library of the installed openai client; "
-        "install a supported release with: pip install 'milr[api]'"
-    )
-
-
-def _deadline_transport(httpx: Any, inner: Any, seconds: float) -> Any:
-    """A transport that gives each request a total deadline: connect, send and the whole body.
-
-    httpx's own timeouts bound each socket operation, so a reply that trickles in one byte per
-    second never trips them; here the full exchange runs under one `asyncio.wait_for`.
-    """
-
-    class DeadlineTransport(httpx.AsyncBaseTransport):  # type: ignore[misc, name-defined]
-        async def handle_async_request(self, request: Any) -> Any:
-            async def exchange() -> Any:
-                response = await inner.handle_async_request(request)
-                try:
-                    body = b"".join([chunk async for chunk in response.stream])
-                finally:
-                    await response.aclose()
-                return httpx.Response(
-                    response.status_code,
-                    headers=response.headers,
-                    stream=httpx.ByteStream(body),
-                    extensions=response.extensions,
-                    request=request,
-                )
-
-            try:
-                return await asyncio.wait_for(exchange(), seconds)
-            except asyncio.TimeoutError:
-                raise httpx.ReadTimeout(
-                    f"no complete reply within {seconds:g} s", request=request
-                ) from None
-
-        async def aclose(self) -> None:
-            await inner.aclose()
-
-    return DeadlineTransport()
-
-
-def _run(coro: Any) -> Any:
-    """Run a coroutine to completion from sync code, also when this thread has a running loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # e.g. inside Jupyter
-        return pool.submit(asyncio.run, coro).result()
 
 
 class APIJudgeCritic(Critic):
@@ -360,34 +274,6 @@ class APIJudgeCritic(Critic):
             )
         return key
 
-    def _client(self, key: str | None) -> Any:
-        openai = require("openai", self.extra, self.name)
-        httpx = _http_module(openai)
-        inner = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(
-                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-            )
-        )
-        http_client = openai.DefaultAsyncHttpxClient(
-            transport=_deadline_transport(httpx, inner, self.timeout),
-            timeout=httpx.Timeout(self.timeout),
-        )
-        common: dict[str, Any] = {
-            "api_key": key or "unused",
-            "timeout": self.timeout,
-            "max_retries": self.retries,
-            "http_client": http_client,
-        }
-
-        if self.api_type == "azure":
-            return openai.AsyncAzureOpenAI(
-                azure_endpoint=self.base_url,
-                azure_deployment=self.deployment,
-                api_version=self.params.api_version,
-                **common,
-            )
-        return openai.AsyncOpenAI(base_url=self.base_url, **common)
-
     def _request(self, text: str, image_url: str) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
@@ -407,44 +293,6 @@ class APIJudgeCritic(Critic):
             body["logprobs"] = True
             body["top_logprobs"] = 20
         return body
-
-    def _failure(self, openai: Any, exc: Exception, key: str | None) -> str:
-        """One line: what went wrong with the request, in the server's words, key redacted."""
-        if isinstance(exc, openai.APIStatusError):
-            body = exc.body
-            reason: Any = None
-            if isinstance(body, dict):
-                err = body.get("error", body)
-                reason = err.get("message") if isinstance(err, dict) else err
-            if not reason:
-                try:
-                    reason = exc.response.text
-                except Exception:  # a body that cannot be decoded
-                    reason = None
-            text = f"HTTP {exc.status_code}: {str(reason or exc.message)[:300]}"
-            if exc.status_code in (401, 403):
-                text += (
-                    f" (check the key in ${self.api_key_env})"
-                    if self.api_key_env
-                    else " (the server wants a key: set api_key_env)"
-                )
-            retry_after = exc.response.headers.get("retry-after")
-            if exc.status_code == 429 and retry_after:
-                text += (
-                    f" (Retry-After {retry_after!r}; milr waits at most {MAX_RETRY_AFTER:g} s, "
-                    f"after up to {self.retries} retries)"
-                )
-        elif isinstance(exc, openai.APITimeoutError):
-            text = (
-                f"no complete reply within timeout={self.timeout:g} s ({self.retries + 1} attempts)"
-            )
-        elif isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__ or exc.__context__
-            detail = f"{type(cause).__name__}: {cause}" if cause else str(exc)
-            text = f"connection failed after {self.retries + 1} attempts: {detail}"
-        else:
-            text = f"{type(exc).__name__}: {exc}"
-        return " ".join(str(redact(text, key)).split())
 
     async def _judge_one(
         self,
@@ -469,7 +317,14 @@ class APIJudgeCritic(Critic):
                     }
                 raw = await client.chat.completions.with_raw_response.create(**body)
             except openai.OpenAIError as exc:
-                return index, self._failure(openai, exc, key)
+                return index, describe_failure(
+                    openai,
+                    exc,
+                    key,
+                    timeout=self.timeout,
+                    retries=self.retries,
+                    key_env=self.api_key_env,
+                )
             try:
                 reply = raw.parse()
             except (ValueError, TypeError, openai.OpenAIError):
@@ -493,7 +348,7 @@ class APIJudgeCritic(Critic):
         try:
             score, passed, extra = self._read(reply)
         except RubricReplyError as exc:
-            content = _content(reply)
+            content = reply_content(reply)
             return index, " ".join(
                 str(
                     redact(
@@ -516,7 +371,7 @@ class APIJudgeCritic(Critic):
         if not choices:
             raise RubricReplyError("the reply has no choices")
         choice = choices[0]
-        content = _content(reply)
+        content = reply_content(reply)
         if self.rubric.name == "yesno":
             logprobs = getattr(choice, "logprobs", None)
             first = (getattr(logprobs, "content", None) or [None])[0]
@@ -550,7 +405,17 @@ class APIJudgeCritic(Critic):
     ) -> list[CriticResult | tuple[int, str]]:
         openai = require("openai", self.extra, self.name)
         sem = asyncio.Semaphore(self.concurrency)
-        async with self._client(key) as client:
+        async with open_client(
+            openai,
+            key,
+            base_url=self.base_url,
+            api_type=self.api_type,
+            deployment=self.deployment,
+            api_version=self.params.api_version,
+            timeout=self.timeout,
+            retries=self.retries,
+            concurrency=self.concurrency,
+        ) as client:
             return await asyncio.gather(
                 *(
                     self._judge_one(client, openai, sem, key, i, im, p, m)
@@ -565,7 +430,7 @@ class APIJudgeCritic(Critic):
         key = self._api_key()
         if not rgb:
             return []
-        outcome = _run(self._judge_all(rgb, prompts, metadata, key))
+        outcome = run_sync(self._judge_all(rgb, prompts, metadata, key))
         failures = [o for o in outcome if isinstance(o, tuple)]
         if failures:
             raise JudgeReplyError(
@@ -573,13 +438,6 @@ class APIJudgeCritic(Critic):
                 [(i, reason) for i, reason in failures],
             )
         return [o for o in outcome if isinstance(o, CriticResult)]
-
-
-def _content(reply: Any) -> str:
-    choices = getattr(reply, "choices", None) or []
-    message = getattr(choices[0], "message", None) if choices else None
-    content = getattr(message, "content", None)
-    return content if isinstance(content, str) else ""
 
 
 @hookimpl

@@ -35,6 +35,7 @@ from pydantic import Field, field_validator
 from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
 from milr.critic import require
 from milr.critics._images import to_rgb
+from milr.critics._tesseract import read_lines
 from milr.errors import ExternalServiceError
 from milr.params import BatchSize
 
@@ -46,33 +47,6 @@ EASYOCR_FILES = ("craft_mlt_25k.pth", "english_g2.pth")
 _QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”')
 _WS = re.compile(r"\s+")
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
-
-
-class _TesseractTimeout(Exception):
-    """One image's tesseract process ran past the timeout (internal; reported per image)."""
-
-
-def _tsv_columns(tsv: str) -> dict[str, list[Any]]:
-    """Tesseract's TSV output as columns: numbers as int/float, ``text`` as strings."""
-    rows = [line.split("\t") for line in tsv.strip("\n").split("\n")]
-    if len(rows) < 2:
-        return {"text": []}
-    header, body = rows[0], rows[1:]
-    columns: dict[str, list[Any]] = {name: [] for name in header}
-    for row in body:
-        row = row + [""] * (len(header) - len(row))
-        for name, cell in zip(header, row):
-            if name == "text":
-                columns[name].append(cell)
-            else:
-                try:
-                    columns[name].append(int(cell))
-                except ValueError:
-                    try:
-                        columns[name].append(float(cell))
-                    except ValueError:
-                        columns[name].append(cell)
-    return columns
 
 
 def normalize(text: str, ignore_spaces: bool = False) -> str:
@@ -330,83 +304,17 @@ class OCRCritic(Critic):
         return out
 
     def _read_tesseract(self, images: list[Image]) -> list[list[Read]]:
-        """One bounded tesseract process per image; images that time out fail together.
-
-        Raises `ExternalServiceError` naming every image whose process ran past ``timeout``
-        (the process is killed; the other images of the batch are still read).
-        """
-        pytesseract = require("pytesseract", self.extra, self.name)
-        # pytesseract keeps the binary path in a module global: set it on every call.
-        pytesseract.pytesseract.tesseract_cmd = self.params.tesseract_cmd or "tesseract"
-
-        def one(im: Image) -> list[Read] | str:
-            try:
-                return self._tesseract_one(pytesseract, im)
-            except _TesseractTimeout as exc:
-                return str(exc)
-
-        if len(images) > 1 and self.params.workers > 1:
-            # one tesseract process per image: run them side by side (the batch speed-up)
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(self.params.workers, len(images))) as pool:
-                outcome = list(pool.map(one, images))
-        else:
-            outcome = [one(im) for im in images]
-        failures = [(i, o) for i, o in enumerate(outcome) if isinstance(o, str)]
-        if failures:
-            raise ExternalServiceError(f"{self.name} (tesseract)", failures)
-        return [o for o in outcome if not isinstance(o, str)]
-
-    def _tesseract_one(self, pytesseract: Any, im: Image) -> list[Read]:
-        # run_and_get_output, not image_to_data: the latter first runs `tesseract --version`
-        # with no time limit, which a hung binary never answers
-        try:
-            tsv = pytesseract.run_and_get_output(
-                im,
-                "tsv",
-                self.params.tesseract_lang,
-                f"-c tessedit_create_tsv=1 {self.params.tesseract_config}".strip(),
-                0,
-                self.params.timeout,
-            )
-        except pytesseract.TesseractNotFoundError as exc:
-            cmd = pytesseract.pytesseract.tesseract_cmd
-            raise MilrUserError(
-                f"ocr critic: the tesseract binary {cmd!r} was not found; install it with "
-                "`apt-get install tesseract-ocr` (Debian/Ubuntu) or pass tesseract_cmd=PATH, "
-                "or use backend=easyocr"
-            ) from exc
-        except pytesseract.TesseractError as exc:
-            raise MilrUserError(
-                f"ocr critic: tesseract failed ({exc}); check tesseract_lang={self.params.tesseract_lang!r} "
-                f"(installed languages: `tesseract --list-langs`) and tesseract_config="
-                f"{self.params.tesseract_config!r}"
-            ) from exc
-        except RuntimeError as exc:  # pytesseract's "Tesseract process timeout" (process killed)
-            if "timeout" not in str(exc).lower():
-                raise
-            raise _TesseractTimeout(
-                f"tesseract did not finish within timeout={self.params.timeout:g} s and was "
-                "stopped; raise timeout= for large images, or check the tesseract binary"
-            ) from None
-        data = _tsv_columns(tsv)
-        lines: dict[tuple[int, int, int], list[int]] = {}
-        for j, word in enumerate(data["text"]):
-            if str(word).strip():
-                lines.setdefault(
-                    (data["block_num"][j], data["par_num"][j], data["line_num"][j]), []
-                ).append(j)
-        reads = []
-        for js in lines.values():
-            x0 = min(data["left"][j] for j in js)
-            y0 = min(data["top"][j] for j in js)
-            x1 = max(data["left"][j] + data["width"][j] for j in js)
-            y1 = max(data["top"][j] + data["height"][j] for j in js)
-            conf = sum(max(0.0, float(data["conf"][j])) for j in js) / len(js) / 100.0
-            text = " ".join(str(data["text"][j]).strip() for j in js)
-            reads.append(Read(text, [float(x0), float(y0), float(x1), float(y1)], conf))
-        return reads
+        p = self.params
+        lines = read_lines(
+            images,
+            cmd=p.tesseract_cmd or "tesseract",
+            lang=p.tesseract_lang,
+            config=p.tesseract_config,
+            timeout=p.timeout,
+            workers=p.workers,
+            service=f"{self.name} (tesseract)",
+        )
+        return [[Read(text, box, conf) for text, box, conf in image] for image in lines]
 
     def read(self, images: list[Image]) -> list[list[Read]]:
         """OCR a batch: per image, the recognised lines/boxes in reading order."""
