@@ -214,7 +214,9 @@ def img(size: int = 64, color=(200, 40, 40)) -> Image.Image:
 # -- yes/no -----------------------------------------------------------------------------------------
 
 
-def test_yesno_logprobs_score_and_key_handling(api, caplog):
+def test_yesno_logprobs_score_and_key_handling(api, caplog, monkeypatch):
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-ambient-key-must-not-be-sent-0")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-ambient-key-must-not-be-sent-000000")
     caplog.set_level(logging.DEBUG)
     critic = make(api, concurrency=2)
     images = [img(64), img(32), img(80).convert("RGBA"), img(64).convert("P")]
@@ -232,6 +234,7 @@ def test_yesno_logprobs_score_and_key_handling(api, caplog):
     # the key travels only in the Authorization header
     assert all(r["headers"]["authorization"] == f"Bearer {KEY}" for r in api.requests)
     assert all(KEY not in json.dumps(r["body"]) for r in api.requests)
+    assert all("ambient" not in json.dumps(r["headers"]) for r in api.requests)
     everywhere = json.dumps([r.to_dict() for r in res]) + repr(critic) + json.dumps(critic.config())
     everywhere += caplog.text
     assert KEY not in everywhere and ENV in repr(critic)
@@ -448,11 +451,13 @@ def test_key_like_values_are_refused_without_echo():
 def test_missing_env_var_and_other_user_errors(monkeypatch, api):
     monkeypatch.delenv(ENV)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-ambient-key-must-not-be-sent-000000")
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-ambient-key-must-not-be-sent-0")
     with pytest.raises(MilrUserError, match=f"{ENV} is not set"):
         make(api).score(img(), "x")
     assert make(api, api_key_env="none").score(img(), "x").score == pytest.approx(0.8)
     headers = api.requests[-1]["headers"]
     assert "authorization" not in headers and "api-key" not in headers
+    assert "ambient" not in json.dumps(headers)
     with pytest.raises(MilrUserError, match="base_url"):
         APIJudgeCritic(base_url="api.openai.com", model="m")
     with pytest.raises(MilrUserError, match="'model' is required: e.g. model=gpt-4o"):
