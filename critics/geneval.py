@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from milr import Critic, CriticResult, MilrUserError, hookimpl
+from milr.colors import NAMED_COLORS
 from milr.critics import _openclip
 from milr.critics._images import to_rgb
-from milr.critics.color import COLORS
 from milr.geneval_rules import (
     GENEVAL_CLASSES,
     GENEVAL_COLORS,
@@ -56,8 +56,8 @@ COLOR_TEMPLATES: tuple[str, ...] = (
     "a photo of a {color} object",
 )
 
-#: RGB prototypes of GenEval's ten colours for the pixel-statistics fallback (from ``color``).
-COLOR_PROTOTYPES: dict[str, tuple[int, int, int]] = {c: COLORS[c] for c in GENEVAL_COLORS}
+#: RGB prototypes of GenEval's ten colours for the pixel-statistics fallback (`milr.colors`).
+COLOR_PROTOTYPES: dict[str, tuple[int, int, int]] = {c: NAMED_COLORS[c] for c in GENEVAL_COLORS}
 
 _YOLO_CACHE: dict[tuple[Any, ...], Any] = {}
 _YOLO_LOCK = threading.Lock()

@@ -94,6 +94,22 @@ class Critic(ABC):
         self.params = validate_params(cls.Params, cls.name or cls.__name__, kwargs)
         self.setup()
 
+    if not TYPE_CHECKING:  # hidden from mypy so typos in attribute names stay errors
+
+        def __getattr__(self, name: str) -> Any:
+            # Before 0.2 first-party critics kept their parameters as attributes
+            # (``critic.tolerance``); read them from ``critic.params`` now.
+            params = self.__dict__.get("params")
+            if isinstance(params, CriticParams) and name in type(params).model_fields:
+                warnings.warn(
+                    f"{type(self).__name__}.{name} is deprecated; read "
+                    f"{type(self).__name__}.params.{name}",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                return getattr(params, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def setup(self) -> None:
         """Derive state from ``self.params`` (parse a colour, resolve a path...); cheap, no weights.
 

@@ -341,3 +341,15 @@ def test_parameters_markdown_table():
     assert "(secret)" in rows["`token`"]
     assert parameters_markdown(Required).splitlines()[2].startswith("| `path` | `str` | required |")
     assert parameters_markdown(Bare) == "This critic takes no parameters."
+
+
+def test_old_parameter_attributes_still_read_with_a_warning():
+    critic = ColorCritic(target="blue", tolerance=40)
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"ColorCritic.tolerance is deprecated; read ColorCritic.params.tolerance",
+    ):
+        assert critic.tolerance == 40.0
+    assert critic.rgb == (30, 70, 220)  # ordinary attributes: no warning, no detour
+    with pytest.raises(AttributeError, match="no attribute 'tolerence'"):
+        critic.tolerence  # noqa: B018
