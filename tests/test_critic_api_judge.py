@@ -326,6 +326,19 @@ def test_malformed_or_refused_reply_names_the_image(api, prompt, pattern):
     assert isinstance(info.value, ExternalServiceError)
 
 
+def test_unreachable_server_names_the_image_and_the_connection_error():
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    critic = APIJudgeCritic(
+        base_url=f"http://127.0.0.1:{port}/v1", model="m", api_key_env=ENV, retries=0
+    )
+    with pytest.raises(JudgeReplyError, match=r"image 0: connection failed after 1 attempts: "):
+        critic.score(img(), "a cat")
+
+
 def test_key_echoed_in_an_answer_is_redacted_in_details(api):
     res = make(api, logprobs=False).score(img(), "an echo-answer cat")
     assert res.score == 0.0 and KEY not in json.dumps(res.to_dict())
