@@ -2,14 +2,16 @@
 
 Two extractors:
 
-* ``rule`` (default, no model): a phrase starts at a determiner or number word (``a``, ``an``,
-  ``the``, ``one`` ... ``ten``, digits, ``some``, ``this`` ...) and runs until a preposition,
-  auxiliary verb, or a connector (``and``/``or``/comma) that is followed by a new determiner,
-  so ``a black and white cat`` stays one phrase while ``a red car and a blue bus`` is two.
-  A leading ``a photo of`` is dropped. On T2I-CompBench's templated categories (colour, shape,
-  texture: ``a red backpack and a blue train``) it returns the same chunks as spaCy's
-  ``noun_chunks``; on free sentences it misses phrases without a determiner and keeps verbs
-  it cannot tell from adjectives (``eight cats lounged``) — use ``spacy`` there.
+* ``rule`` (default, no model): the words are cut into phrases at every preposition or
+  auxiliary verb (dropped: ``of``, ``on``, ``with``, ``next``, ``is`` ...), at every connector
+  (``and``, ``or``, comma; dropped, except ``and``/``or`` between two colour words, so ``a black
+  and white cat`` stays one phrase) and before every determiner or number word (``a``, ``the``,
+  ``two``, digits, ``its`` ...; kept). Pieces with a word besides the determiner are the
+  phrases. A leading ``a photo of`` is dropped. On T2I-CompBench's templated categories
+  (colour, shape, texture: ``a red backpack and a blue train``, ``fluffy clouds and a glass
+  table``) this gives spaCy's ``noun_chunks``; on free sentences it keeps verbs it cannot tell
+  from nouns (``eight cats lounged in the sun`` -> ``eight cats lounged``, ``the sun``) — use
+  ``spacy`` there.
 * ``spacy``: ``doc.noun_chunks`` of an installed spaCy pipeline (T2I-CompBench's own rule,
   with ``en_core_web_sm``). The pipeline is loaded by package name or path, never downloaded.
 
@@ -45,6 +47,10 @@ STOP_WORDS = frozenset(
     }
 )  # fmt: skip
 CONNECTORS = frozenset({"and", "or", ",", ";"})
+#: Colour words: ``and`` between two of them stays inside a phrase (``black and white cat``).
+COLOR_WORDS = frozenset(
+    {*GENEVAL_COLORS, "grey", "gray", "silver", "gold", "golden", "beige", "violet", "cyan"}
+)
 _TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*|[,;]")
 _PREFIX_RE = re.compile(
     r"^\s*(?:a |an )?(?:photo|image|picture|painting|rendering|drawing)\s+of\s+", re.IGNORECASE
@@ -57,39 +63,28 @@ def _is_det(word: str) -> bool:
 
 
 def rule_noun_phrases(text: str) -> list[str]:
-    """Noun phrases of ``text`` by the determiner rule (module docstring); lower-case kept as written."""
+    """Noun phrases of ``text`` by the determiner rule (module docstring), words as written."""
     if not isinstance(text, str):
         return []
-    body = _PREFIX_RE.sub("", text, count=1)
-    tokens = _TOKEN_RE.findall(body)
-    phrases: list[str] = []
-    i = 0
-    n = len(tokens)
-    has_det = any(_is_det(t) for t in tokens)
-    while i < n:
-        if has_det and not _is_det(tokens[i]):
-            i += 1
-            continue
-        if not has_det and (tokens[i].lower() in STOP_WORDS or tokens[i] in CONNECTORS):
-            i += 1
-            continue
-        j = i + 1
-        while j < n:
-            w = tokens[j].lower()
-            if w in STOP_WORDS or _is_det(w):
-                break
-            if w in CONNECTORS:
-                nxt = tokens[j + 1].lower() if j + 1 < n else ""
-                if not nxt or _is_det(nxt) or nxt in CONNECTORS or not has_det:
-                    break
-            j += 1
-        words = [t for t in tokens[i:j] if t not in (",", ";")]
-        while words and words[-1].lower() in CONNECTORS:
-            words.pop()
-        if len(words) > (1 if has_det else 0):
-            phrases.append(" ".join(words))
-        i = j
-    return phrases
+    tokens = _TOKEN_RE.findall(_PREFIX_RE.sub("", text, count=1))
+    segments: list[list[str]] = [[]]
+    for k, tok in enumerate(tokens):
+        low = tok.lower()
+        if low in STOP_WORDS:
+            segments.append([])
+        elif low in CONNECTORS:
+            prev = tokens[k - 1].lower() if k else ""
+            nxt = tokens[k + 1].lower() if k + 1 < len(tokens) else ""
+            # "black and white cat": a connector between two colour words joins them
+            if low in ("and", "or") and prev in COLOR_WORDS and nxt in COLOR_WORDS:
+                segments[-1].append(tok)
+            else:
+                segments.append([])
+        elif _is_det(low):
+            segments.append([tok])
+        else:
+            segments[-1].append(tok)
+    return [" ".join(seg) for seg in segments if any(not _is_det(w) for w in seg)]
 
 
 _SPACY: dict[str, Any] = {}
