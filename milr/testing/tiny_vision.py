@@ -64,9 +64,10 @@ def clip_tokenizer() -> Any:
 def _swin(image_size: int, width: int, **kwargs: Any) -> Any:
     from transformers import SwinConfig
 
+    heads = [1, 1, 2, 2] if width < 64 else [width // 32 * k for k in (1, 2, 4, 8)]
     return SwinConfig(
         image_size=image_size, patch_size=4, embed_dim=width, depths=[1, 1, 1, 1],
-        num_heads=[1, 1, 2, 2], window_size=2, **kwargs,
+        num_heads=heads, window_size=2 if width < 64 else 7, **kwargs,
     )  # fmt: skip
 
 
@@ -85,6 +86,8 @@ def grounding_dino(
     text_width: int = 32,
     image_size: int = 96,
     num_queries: int = 30,
+    backbone_width: int = 16,
+    heads: int = 2,
     words: tuple[str, ...] = BASE_WORDS,
     seed: int = 0,
 ) -> Path:
@@ -100,13 +103,13 @@ def grounding_dino(
 
     tok = bert_tokenizer(words)
     text = BertConfig(
-        vocab_size=len(tok), hidden_size=text_width, num_hidden_layers=1, num_attention_heads=2,
+        vocab_size=len(tok), hidden_size=text_width, num_hidden_layers=1, num_attention_heads=heads,
         intermediate_size=2 * text_width, max_position_embeddings=64,
     )  # fmt: skip
     config = GroundingDinoConfig(
-        backbone_config=_swin(image_size, 16, out_indices=[2, 3, 4]), text_config=text,
+        backbone_config=_swin(image_size, backbone_width, out_indices=[2, 3, 4]), text_config=text,
         d_model=width, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=2 * width,
-        decoder_ffn_dim=2 * width, encoder_attention_heads=2, decoder_attention_heads=2,
+        decoder_ffn_dim=2 * width, encoder_attention_heads=heads, decoder_attention_heads=heads,
         num_queries=num_queries, max_text_len=64, encoder_n_points=2, decoder_n_points=2,
     )  # fmt: skip
     torch.manual_seed(seed)
@@ -117,7 +120,14 @@ def grounding_dino(
 
 
 def owlv2(
-    path: str | Path, *, width: int = 32, image_size: int = 64, patch: int = 16, seed: int = 0
+    path: str | Path,
+    *,
+    width: int = 32,
+    text_width: int | None = None,
+    heads: int = 2,
+    image_size: int = 64,
+    patch: int = 16,
+    seed: int = 0,
 ) -> Path:
     """Write a tiny random OWLv2 checkpoint (model + processor) to ``path``."""
     import torch
@@ -135,16 +145,17 @@ def owlv2(
         "eos_token_id": tok.eos_token_id,
         "pad_token_id": tok.pad_token_id,
     }
+    tw = text_width or width
     config = Owlv2Config(
         text_config=dict(
-            vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width,
-            num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16, **ids,
+            vocab_size=len(tok), hidden_size=tw, intermediate_size=2 * tw,
+            num_hidden_layers=1, num_attention_heads=heads, max_position_embeddings=16, **ids,
         ),
         vision_config=dict(
             hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1,
-            num_attention_heads=2, image_size=image_size, patch_size=patch,
+            num_attention_heads=heads, image_size=image_size, patch_size=patch,
         ),
-        projection_dim=width,
+        projection_dim=tw,
     )  # fmt: skip
     torch.manual_seed(seed)
     model = Owlv2ForObjectDetection(config).eval()
@@ -158,6 +169,7 @@ def blip_vqa(
     path: str | Path,
     *,
     width: int = 32,
+    heads: int = 2,
     image_size: int = 32,
     words: tuple[str, ...] = BASE_WORDS,
     seed: int = 0,
@@ -170,13 +182,13 @@ def blip_vqa(
     config = BlipConfig(
         text_config=dict(
             vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width,
-            num_hidden_layers=1, num_attention_heads=2, encoder_hidden_size=width,
+            num_hidden_layers=1, num_attention_heads=heads, encoder_hidden_size=width,
             max_position_embeddings=64, bos_token_id=tok.bos_token_id,
             pad_token_id=tok.pad_token_id, sep_token_id=tok.sep_token_id,
         ),
         vision_config=dict(
             hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1,
-            num_attention_heads=2, image_size=image_size, patch_size=16,
+            num_attention_heads=heads, image_size=image_size, patch_size=16,
         ),
         projection_dim=width,
     )  # fmt: skip
@@ -190,6 +202,7 @@ def git_vqa(
     path: str | Path,
     *,
     width: int = 32,
+    heads: int = 2,
     image_size: int = 32,
     words: tuple[str, ...] = BASE_WORDS,
     seed: int = 0,
@@ -202,10 +215,10 @@ def git_vqa(
     config = GitConfig(
         vision_config=dict(
             hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1,
-            num_attention_heads=2, image_size=image_size, patch_size=16,
+            num_attention_heads=heads, image_size=image_size, patch_size=16,
         ),
         vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width,
-        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64,
+        num_hidden_layers=1, num_attention_heads=heads, max_position_embeddings=64,
         bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
         pad_token_id=tok.pad_token_id,
     )  # fmt: skip
@@ -223,6 +236,8 @@ def mask2former(
     width: int = 32,
     image_size: int = 64,
     num_queries: int = 12,
+    backbone_width: int = 16,
+    heads: int = 2,
     seed: int = 0,
 ) -> Path:
     """Write a tiny random Mask2Former (COCO instance: GenEval's 80 class names) to ``path``."""
@@ -237,9 +252,11 @@ def mask2former(
 
     id2label = dict(enumerate(GENEVAL_CLASSES))
     config = Mask2FormerConfig(
-        backbone_config=_swin(image_size, 16, out_features=["stage1", "stage2", "stage3", "stage4"]),
+        backbone_config=_swin(
+            image_size, backbone_width, out_features=["stage1", "stage2", "stage3", "stage4"]
+        ),
         hidden_dim=width, num_queries=num_queries, encoder_layers=1, decoder_layers=2,
-        dim_feedforward=2 * width, num_attention_heads=2, mask_feature_size=width,
+        dim_feedforward=2 * width, num_attention_heads=heads, mask_feature_size=width,
         feature_size=width, encoder_feedforward_dim=2 * width, num_labels=len(id2label),
         id2label=id2label, label2id={v: k for k, v in id2label.items()},
     )  # fmt: skip
