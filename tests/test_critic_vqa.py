@@ -233,7 +233,7 @@ def spacy_pipeline(tmp_path_factory):
     @Language.component("milr_test_parser")
     def parse(doc):
         # "DET ADJ* NOUN" groups, each noun attached to the first noun; everything else CCONJ.
-        heads, deps, pos = [], [], []
+        pos: list[tuple[str, int]] = []
         root = None
         group: list[int] = []
         for tok in doc:

@@ -257,7 +257,7 @@ def mask2former(
         ),
         hidden_dim=width, num_queries=num_queries, encoder_layers=1, decoder_layers=2,
         dim_feedforward=2 * width, num_attention_heads=heads, mask_feature_size=width,
-        feature_size=width, encoder_feedforward_dim=2 * width, num_labels=len(id2label),
+        feature_size=width, encoder_feedforward_dim=2 * width,
         id2label=id2label, label2id={v: k for k, v in id2label.items()},
     )  # fmt: skip
     torch.manual_seed(seed)
