@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
 from milr import Critic, CriticParams, CriticResult, hookimpl
+from milr.colors import NAMED_COLORS
 from milr.critics._images import to_rgb
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-#: Named colours (RGB). GenEval's ten colours plus a few extras.
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "orange": (245, 140, 20),
-    "yellow": (240, 220, 30),
-    "green": (40, 170, 60),
-    "blue": (30, 70, 220),
-    "purple": (130, 50, 180),
-    "pink": (245, 130, 190),
-    "brown": (130, 80, 40),
-    "black": (10, 10, 10),
-    "white": (245, 245, 245),
-    "gray": (128, 128, 128),
-    "cyan": (30, 200, 220),
-}
+#: Named colours (RGB): milr's one table, `milr.colors.NAMED_COLORS` (GenEval's ten + gray, cyan).
+COLORS: Mapping[str, tuple[int, int, int]] = NAMED_COLORS
 
 
 def parse_color(target: str) -> tuple[int, int, int]:

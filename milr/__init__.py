@@ -12,6 +12,7 @@ from milr.critic import Critic, CriticResult, evaluate
 from milr.ensemble import Ensemble
 from milr.errors import (
     ContractViolation,
+    EnsembleError,
     MilrError,
     MilrUserError,
     MissingDependencyError,
@@ -52,6 +53,7 @@ __all__ = [
     "CriticResult",
     "CriticSpec",
     "Ensemble",
+    "EnsembleError",
     "MilrError",
     "MilrUserError",
     "MissingDependencyError",

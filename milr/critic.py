@@ -6,6 +6,7 @@ import importlib
 import json
 import math
 import re
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Critic(ABC):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: Deprecated, always True: scores are 1-best by contract (see `__init_subclass__`).
     higher_is_better: ClassVar[bool] = True
     #: Import names the critic needs at use time (checked cheaply by `milr critics`).
     requires: ClassVar[tuple[str, ...]] = ()
@@ -63,10 +65,50 @@ class Critic(ABC):
     #: The validated, frozen parameters (set by `Critic.__init__`).
     params: CriticParams
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse ``higher_is_better = False``; warn on any other declaration of it.
+
+        milr's contract has one direction: every score is in [0, 1] with 1 best, so the flag
+        (torchmetrics' spelling) carries no information and is not honoured. A critic whose raw
+        measure is lower-is-better maps it inside ``score_batch`` (e.g. ``1 - x``).
+        """
+        super().__init_subclass__(**kwargs)
+        if "higher_is_better" not in cls.__dict__:
+            return
+        if cls.__dict__["higher_is_better"] is not True:
+            raise TypeError(
+                f"critic class {cls.__qualname__} sets higher_is_better="
+                f"{cls.__dict__['higher_is_better']!r}, which milr does not honour: scores are "
+                "always in [0, 1] with 1 best; return 1 - score from score_batch and drop the "
+                "attribute"
+            )
+        warnings.warn(
+            f"critic class {cls.__qualname__}: higher_is_better is deprecated and ignored "
+            "(scores are always 1-best); drop the attribute",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+
     def __init__(self, **kwargs: Any) -> None:
         cls = type(self)
         self.params = validate_params(cls.Params, cls.name or cls.__name__, kwargs)
         self.setup()
+
+    if not TYPE_CHECKING:  # hidden from mypy so typos in attribute names stay errors
+
+        def __getattr__(self, name: str) -> Any:
+            # Before 0.2 first-party critics kept their parameters as attributes
+            # (``critic.tolerance``); read them from ``critic.params`` now.
+            params = self.__dict__.get("params")
+            if isinstance(params, CriticParams) and name in type(params).model_fields:
+                warnings.warn(
+                    f"{type(self).__name__}.{name} is deprecated; read "
+                    f"{type(self).__name__}.params.{name}",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                return getattr(params, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def setup(self) -> None:
         """Derive state from ``self.params`` (parse a colour, resolve a path...); cheap, no weights.

@@ -23,6 +23,8 @@ secrets left out. The validation rules, in one place:
 - numbers are finite (no NaN/inf); ints are accepted for floats, integral floats for ints;
 - values from spec strings (JSON-parsed by `milr.specs`) coerce to the declared type, so
   ``text=123`` reaches a ``str`` field as ``"123"``;
+- a required field (no default) given as None is reported as missing, with the field's
+  ``json_schema_extra={"hint": "..."}`` (how to get the value) or else its description;
 - a field is secret when typed ``pydantic.SecretStr`` or declared with
   ``json_schema_extra={"secret": True}``; secret values never appear in errors or ``config()``.
 """
@@ -30,20 +32,25 @@ secrets left out. The validation rules, in one place:
 from __future__ import annotations
 
 import difflib
+import json
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from milr.errors import MilrUserError
 
 __all__ = [
+    "BatchSize",
     "CriticParams",
+    "Device",
+    "VerdictThreshold",
     "critic_parameters",
     "format_constraints",
     "is_secret",
+    "parameters_markdown",
     "validate_params",
 ]
 
@@ -73,6 +80,22 @@ class CriticParams(BaseModel):
             if not _admits_bool(annotation) and _admits_number(annotation):
                 raise ValueError("is a boolean, not a number")
         return value
+
+
+# -- parameter types shared by many critics (one rule each) -------------------------------------
+
+#: An optional verdict threshold on the [0, 1] score: ``passed = score >= threshold``.
+VerdictThreshold = Annotated[
+    float | None,
+    Field(ge=0, le=1, description="verdict passes when score >= threshold; None: no verdict"),
+]
+#: Images per forward pass of a model-backed critic.
+BatchSize = Annotated[int, Field(ge=1, description="images per forward pass")]
+#: A torch device spelling; resolved (and checked against the hardware) at first use.
+Device = Annotated[
+    str,
+    Field(description="torch device: auto (CUDA when available), cpu, cuda, cuda:N"),
+]
 
 
 # -- annotation helpers -------------------------------------------------------------------------
@@ -130,9 +153,19 @@ def is_secret(field: FieldInfo) -> bool:
 _BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
 
 
+def _metadata(field: FieldInfo) -> list[Any]:
+    """The field's constraint objects, including those inside ``Annotated[...] | None``."""
+    items = list(field.metadata)
+    for arg in _union_args(field.annotation) if len(_union_args(field.annotation)) > 1 else ():
+        if get_origin(arg) is typing.Annotated:
+            for extra in get_args(arg)[1:]:
+                items.extend(extra.metadata if isinstance(extra, FieldInfo) else [extra])
+    return items
+
+
 def _constraints(field: FieldInfo) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for item in field.metadata:
+    for item in _metadata(field):
         for key, _ in _BOUNDS:
             value = getattr(item, key, None)
             if value is not None:
@@ -169,7 +202,7 @@ def _jsonable(value: Any) -> Any:
 def critic_parameters(cls: type[Any]) -> list[dict[str, Any]]:
     """The declared parameters of a critic class, for ``milr critics`` and the docs.
 
-    Returns one dict per parameter, in declaration order, with keys ``name``, ``type`` (readable
+    Returns one dict per parameter, required ones first, otherwise in declaration order, with keys ``name``, ``type`` (readable
     string), ``default`` (JSON-able; None when ``required``), ``required`` (bool),
     ``description`` (one line), ``constraints`` (``{"gt": 0, "le": 1}``-style dict) and
     ``secret`` (bool; a secret's default is never shown). An undeclared (old-style) critic
@@ -194,7 +227,37 @@ def critic_parameters(cls: type[Any]) -> list[dict[str, Any]]:
                 "secret": secret,
             }
         )
-    return out
+    return sorted(out, key=lambda row: not row["required"])  # stable: declaration order kept
+
+
+def parameters_markdown(cls: type[Any]) -> str:
+    """A Markdown table of a critic's declared parameters (what the docs pages show).
+
+    Columns: name, type, default (``required`` for a required one, ``secret`` hides a secret's
+    default), allowed range, description. An undeclared critic gives a one-line note instead.
+    """
+    rows = critic_parameters(cls)
+    if not rows:
+        declared = getattr(cls, "declares_params", lambda: False)()
+        return "This critic takes no parameters." if declared else "Parameters not declared."
+
+    def cell(text: str) -> str:  # outside code spans a '|' would split the cell
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| name | type | default | allowed | description |", "|---|---|---|---|---|"]
+    for row in rows:
+        if row["required"]:
+            default = "required"
+        elif row["secret"]:
+            default = "(secret)"
+        else:
+            default = f"`{json.dumps(row['default'], ensure_ascii=False)}`"
+        allowed = format_constraints(row["constraints"])
+        lines.append(
+            f"| `{row['name']}` | `{row['type']}` | {cell(default)} | "
+            f"{cell(allowed) or '—'} | {cell(row['description'])} |"
+        )
+    return "\n".join(lines)
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -237,10 +300,15 @@ def _message(critic: str, model: type[CriticParams], error: Any, secret_names: s
     if field is None:  # a model-level (cross-field) rule
         reason = ctx.get("error", error.get("msg", ""))
         return f"critic {critic!r}: {reason}"
-    if kind == "missing":
-        desc = model.model_fields[field].description if field in model.model_fields else None
-        hint = f" ({desc})" if desc else ""
-        return f"critic {critic!r}: parameter {field!r} is required{hint}"
+    info = model.model_fields.get(field)
+    if (
+        info is not None
+        and info.is_required()
+        and (kind == "missing" or error.get("input") is None)
+    ):
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        hint = extra.get("hint") or info.description
+        return f"critic {critic!r}: parameter {field!r} is required" + (f": {hint}" if hint else "")
     value = "***" if field in secret_names else repr(error.get("input"))
     if kind in _BOUND_TYPES:
         key, sym = _BOUND_TYPES[kind]

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 import milr
 from milr import Critic, CriticParams, CriticResult, critic_parameters
 from milr.critics.color import ColorCritic
+from milr.params import BatchSize, parameters_markdown
 from milr.registry import Entry, Registry
 
 
@@ -32,6 +33,7 @@ class Toy(Critic):
             None, description="an API token", json_schema_extra={"secret": True}
         )
         password: SecretStr | None = Field(None, description="another secret")
+        chunk: BatchSize | None = Field(None, description="optional batch size")
 
         @model_validator(mode="after")
         def _ordered(self) -> Toy.Params:
@@ -137,7 +139,8 @@ def test_unknown_keyword_suggestions():
 
 
 def test_required_parameter_and_cross_field_rule():
-    assert err(Required) == ("critic 'needs': parameter 'path' is required (where the weights are)")
+    assert err(Required) == ("critic 'needs': parameter 'path' is required: where the weights are")
+    assert err(Required, path=None) == err(Required)
     assert err(Toy, low=2.0, high=1.0) == "critic 'toy': need low < high, got low=2.0, high=1.0"
 
 
@@ -196,6 +199,9 @@ def test_critic_parameters_rows():
     }
     assert rows[2]["type"] == "float | None" and rows[2]["constraints"] == {"gt": 0, "le": 1}
     assert critic_parameters(Required)[0]["required"] is True
+    chunk = next(r for r in critic_parameters(Toy) if r["name"] == "chunk")
+    assert chunk["type"] == "int | None" and chunk["constraints"] == {"ge": 1}
+    assert err(Toy, chunk=0) == "critic 'toy': parameter 'chunk'=0 must be >= 1"
     assert critic_parameters(OldStyle) == []
     assert json.dumps(critic_parameters(Toy))
 
@@ -238,3 +244,112 @@ def _image():
     from PIL import Image
 
     return Image.new("RGB", (4, 4), (1, 2, 3))
+
+
+def test_higher_is_better_false_is_refused_and_true_is_deprecated():
+    with pytest.raises(TypeError, match=r"higher_is_better=False.*return 1 - score"):
+
+        class Lower(Critic):  # noqa: F841 - defining the class is the test
+            name: ClassVar[str] = "lower"
+            higher_is_better: ClassVar[bool] = False
+
+            def score_batch(self, images, prompts, metadata):
+                return []
+
+    with pytest.warns(DeprecationWarning, match="higher_is_better is deprecated"):
+
+        class Upper(Critic):  # noqa: F841
+            name: ClassVar[str] = "upper"
+            higher_is_better: ClassVar[bool] = True
+
+            def score_batch(self, images, prompts, metadata):
+                return []
+
+
+class Undocumented(Critic):
+    name: ClassVar[str] = "undocumented"
+    description: ClassVar[str] = "a parameter without a description"
+
+    class Params(CriticParams):
+        scale: float = 1.0
+
+    def score_batch(self, images, prompts, metadata):
+        return [CriticResult(0.5) for _ in images]
+
+
+class Lenient(Critic):
+    """Declares Params but swallows unknown keywords: the contract must catch it."""
+
+    name: ClassVar[str] = "lenient"
+    description: ClassVar[str] = "accepts anything"
+
+    class Params(CriticParams):
+        scale: float = Field(1.0, description="a scale")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{k: v for k, v in kwargs.items() if k in self.Params.model_fields})
+
+    def score_batch(self, images, prompts, metadata):
+        return [CriticResult(0.5) for _ in images]
+
+
+def _contract(make):
+    from milr.testing import CriticContract
+
+    class Suite(CriticContract):
+        def make_critic(self):
+            return make()
+
+    return Suite()
+
+
+def test_contract_checks_the_declaration():
+    good = _contract(lambda: Toy(steps=2, token="sk-x"))
+    good.test_parameters_are_declared_and_documented()
+    good.test_unknown_parameter_is_a_clear_error()
+    good.test_config_is_json_and_rebuilds_the_critic()
+    with pytest.raises(AssertionError, match="'scale' of 'undocumented' needs a one-line"):
+        _contract(Undocumented).test_parameters_are_declared_and_documented()
+    with pytest.raises(AssertionError, match="accepted an unknown keyword"):
+        _contract(Lenient).test_unknown_parameter_is_a_clear_error()
+
+
+def test_contract_switched_off_checks_skip_not_pass():
+    old = _contract(OldStyle)
+    for check in (
+        old.test_parameters_are_declared_and_documented,
+        old.test_unknown_parameter_is_a_clear_error,
+        old.test_config_is_json_and_rebuilds_the_critic,
+    ):
+        with pytest.raises(pytest.skip.Exception, match="declare"):
+            check()
+    lazy_off = _contract(Bare)
+    lazy_off.deterministic = False
+    lazy_off.check_lazy_import = False
+    with pytest.raises(pytest.skip.Exception, match="deterministic = False"):
+        lazy_off.test_deterministic()
+    with pytest.raises(pytest.skip.Exception, match="check_lazy_import = False"):
+        lazy_off.test_module_import_is_lazy()
+
+
+def test_parameters_markdown_table():
+    table = parameters_markdown(Toy).splitlines()
+    assert table[0] == "| name | type | default | allowed | description |"
+    rows = {line.split("|")[1].strip(): line for line in table[2:]}
+    assert rows["`steps`"] == "| `steps` | `int` | `3` | >= 1, <= 10 | between 1 and 10 |"
+    assert "| `mode` | `'fast' | 'exact'` | `\"fast\"` |" in rows["`mode`"]
+    assert "(secret)" in rows["`token`"]
+    assert parameters_markdown(Required).splitlines()[2].startswith("| `path` | `str` | required |")
+    assert parameters_markdown(Bare) == "This critic takes no parameters."
+
+
+def test_old_parameter_attributes_still_read_with_a_warning():
+    critic = ColorCritic(target="blue", tolerance=40)
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"ColorCritic.tolerance is deprecated; read ColorCritic.params.tolerance",
+    ):
+        assert critic.tolerance == 40.0
+    assert critic.rgb == (30, 70, 220)  # ordinary attributes: no warning, no detour
+    with pytest.raises(AttributeError, match="no attribute 'tolerence'"):
+        critic.tolerence  # noqa: B018
