@@ -51,7 +51,7 @@ def masked_crop(image: Any, box: tuple[float, ...], mask: Any = None) -> Any:
 
 
 def pixel_votes(crops: list[Any], masks: list[Any] | None = None) -> list[dict[str, float]]:
-    """Share of pixels nearest each GenEval colour prototype (``milr.critics.color.COLORS``).
+    """Share of pixels nearest each GenEval colour prototype (`milr.colors.NAMED_COLORS`).
 
     Without a mask the central half of the crop votes (less background); with a mask (boolean,
     crop-sized) only the object's pixels vote. Images are downsampled to at most 32x32 first.
@@ -59,9 +59,9 @@ def pixel_votes(crops: list[Any], masks: list[Any] | None = None) -> list[dict[s
     import numpy as np
     from PIL import Image
 
-    from milr.critics.color import COLORS
+    from milr.colors import NAMED_COLORS
 
-    protos = np.asarray([COLORS[c] for c in GENEVAL_COLORS], dtype=np.float32)
+    protos = np.asarray([NAMED_COLORS[c] for c in GENEVAL_COLORS], dtype=np.float32)
     out = []
     for k, crop in enumerate(crops):
         mask = None if masks is None else masks[k]

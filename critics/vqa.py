@@ -32,6 +32,7 @@ from pydantic import Field
 from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
 from milr.critics import _hf
 from milr.critics._images import to_rgb
+from milr.params import BatchSize, Device, VerdictThreshold
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -101,14 +102,12 @@ class VQACritic(Critic):
         enc_token: bool = Field(
             True, description="BLIP: start questions with [ENC] as BLIP/T2I-CompBench do"
         )
-        threshold: float | None = Field(
-            0.5, ge=0, le=1, description="verdict: score >= threshold; null for no verdict"
-        )
-        device: str | None = Field(None, description="torch device; None: CUDA when available")
+        threshold: VerdictThreshold = 0.5
+        device: Device = "auto"
         dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
             "auto", description="model dtype; auto: bf16 on CUDA, fp32 on CPU"
         )
-        batch_size: int = Field(8, ge=1, description="images per forward pass")
+        batch_size: BatchSize = 8
 
     params: Params
 
