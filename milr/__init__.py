@@ -13,6 +13,7 @@ from milr.ensemble import Ensemble
 from milr.errors import (
     ContractViolation,
     EnsembleError,
+    ExternalServiceError,
     MilrError,
     MilrUserError,
     MissingDependencyError,
@@ -54,6 +55,7 @@ __all__ = [
     "CriticSpec",
     "Ensemble",
     "EnsembleError",
+    "ExternalServiceError",
     "MilrError",
     "MilrUserError",
     "MissingDependencyError",
