@@ -203,7 +203,7 @@ def read_preset_table(data: dict[str, Any], name: str, where: str) -> PresetInfo
 def _resolve(info: PresetInfo | None, values: dict[str, Any], where: str) -> dict[str, Any]:
     """Each declared parameter's value (or `_DROP`); `SpecError` for unknown or missing ones."""
     params = {p.name: p for p in (info.params if info else ())}
-    known = sorted(params) + ([WEIGHTS_DIR] if any(p.weights for p in params.values()) else [])
+    known = sorted(params) + ([WEIGHTS_DIR] if info is not None else [])
     unknown = sorted(set(values) - set(known))
     if unknown:
         listing = ", ".join(known) if known else "(none: this file declares no [preset.params])"
@@ -212,13 +212,13 @@ def _resolve(info: PresetInfo | None, values: dict[str, Any], where: str) -> dic
     if weights_dir is not None and (not isinstance(weights_dir, str) or not weights_dir.strip()):
         raise SpecError(f"{where}: weights_dir={weights_dir!r} must be a directory path")
     out: dict[str, Any] = {}
-    missing = []
+    missing: list[PresetParam] = []
     for p in params.values():
         if p.name in values:
             value = values[p.name]
-            out[p.name] = (
-                str(Path(value).expanduser()) if p.weights and isinstance(value, str) else value
-            )
+            if p.weights and isinstance(value, str):
+                value = str(Path(value).expanduser())
+            out[p.name] = value
         elif p.weights and weights_dir is not None:
             out[p.name] = str(Path(weights_dir).expanduser() / p.weights)
         elif p.has_default:
@@ -226,12 +226,13 @@ def _resolve(info: PresetInfo | None, values: dict[str, Any], where: str) -> dic
         elif p.optional:
             out[p.name] = _DROP
         else:
-            how = f"{p.name}=..."
-            if p.weights:
-                how += f" or weights_dir=DIR holding {p.weights}/"
-            missing.append(f"{p.name} ({p.description}; pass {how})")
+            missing.append(p)
     if missing:
-        raise SpecError(f"{where} needs " + "; ".join(missing))
+        what = " and ".join(f"{p.name} ({p.description})" for p in missing)
+        how = ",".join(f"{p.name}=..." for p in missing)
+        dirs = [f"{p.weights}/" for p in missing if p.weights]
+        extra = f" (or weights_dir=DIR holding {' and '.join(dirs)})" if dirs else ""
+        raise SpecError(f"{where} is missing {what}; pass {how}{extra}")
     return out
 
 
