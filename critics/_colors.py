@@ -28,12 +28,12 @@ _TEXT: dict[tuple[str, str], Any] = {}
 _TEXT_LOCK = threading.Lock()
 
 
-def masked_crop(image: Any, box: tuple[float, ...], mask: Any = None) -> Any:
+def masked_crop(image: Any, box: tuple[float, ...], mask: Any = None) -> tuple[Any, Any]:
     """The object's box crop with everything outside ``mask`` painted ``#999`` (GenEval's input).
 
     ``box`` is ``(x1, y1, x2, y2)`` in pixels, rounded as PIL rounds crop boxes and clamped to
     the image (at least one pixel); ``mask`` is a boolean ``[H, W]`` array of the full image or
-    None (plain crop).
+    None (plain crop). Returns the crop and the mask cut to it (None without a mask).
     """
     from PIL import Image
 
@@ -41,13 +41,14 @@ def masked_crop(image: Any, box: tuple[float, ...], mask: Any = None) -> Any:
     x1, y1, x2, y2 = (int(round(float(v))) for v in box[:4])
     x1, y1 = min(max(x1, 0), w - 1), min(max(y1, 0), h - 1)
     x2, y2 = max(min(x2, w), x1 + 1), max(min(y2, h), y1 + 1)
-    if mask is not None:
-        import numpy as np
+    if mask is None:
+        return image.crop((x1, y1, x2, y2)), None
+    import numpy as np
 
-        m = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255, mode="L")
-        blank = Image.new("RGB", image.size, MASK_BACKGROUND)
-        image = Image.composite(image, blank, m)
-    return image.crop((x1, y1, x2, y2))
+    mask = np.asarray(mask, dtype=bool)
+    m = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+    blank = Image.new("RGB", image.size, MASK_BACKGROUND)
+    return Image.composite(image, blank, m).crop((x1, y1, x2, y2)), mask[y1:y2, x1:x2]
 
 
 def pixel_votes(crops: list[Any], masks: list[Any] | None = None) -> list[dict[str, float]]:

@@ -133,3 +133,18 @@ def clear_cache() -> None:
     """Forget loaded checkpoints (tests, memory)."""
     with _LOCK:
         _CACHE.clear()
+
+
+def check_weights(weights: str, critic: str, hint: str) -> str:
+    """Cheap early check of a ``weights`` value (no import): an existing directory or a hub id.
+
+    Raises ``ValueError`` (turned into a one-line parameter error by `milr.params`) for an
+    empty value, a file, or a path that does not exist.
+    """
+    if not weights.strip():
+        raise ValueError(f"parameter 'weights' is empty; {hint}")
+    try:
+        _source(weights, critic, hint)
+    except MilrUserError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
+    return weights

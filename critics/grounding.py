@@ -303,7 +303,7 @@ class GroundingCritic(Critic):
             for d in detections_needing_color(meta, detections[i], self.rules)
         ]
         p = self.params
-        crops = [masked_crop(images[i], d.box) for i, d in need]
+        crops = [masked_crop(images[i], d.box)[0] for i, d in need]
         device = _hf.resolve_device_dtype(p.device, "float32", self.name)[0] if crops else "cpu"
         probs, method = classify_colors(
             crops, [d.cls for _, d in need], clip_weights=p.clip_weights, clip_arch=p.clip_arch,
