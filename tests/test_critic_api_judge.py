@@ -214,7 +214,9 @@ def img(size: int = 64, color=(200, 40, 40)) -> Image.Image:
 # -- yes/no -----------------------------------------------------------------------------------------
 
 
-def test_yesno_logprobs_score_and_key_handling(api, caplog):
+def test_yesno_logprobs_score_and_key_handling(api, caplog, monkeypatch):
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-ambient-key-must-not-be-sent-0")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-ambient-key-must-not-be-sent-000000")
     caplog.set_level(logging.DEBUG)
     critic = make(api, concurrency=2)
     images = [img(64), img(32), img(80).convert("RGBA"), img(64).convert("P")]
@@ -232,6 +234,7 @@ def test_yesno_logprobs_score_and_key_handling(api, caplog):
     # the key travels only in the Authorization header
     assert all(r["headers"]["authorization"] == f"Bearer {KEY}" for r in api.requests)
     assert all(KEY not in json.dumps(r["body"]) for r in api.requests)
+    assert all("ambient" not in json.dumps(r["headers"]) for r in api.requests)
     everywhere = json.dumps([r.to_dict() for r in res]) + repr(critic) + json.dumps(critic.config())
     everywhere += caplog.text
     assert KEY not in everywhere and ENV in repr(critic)
@@ -321,6 +324,19 @@ def test_malformed_or_refused_reply_names_the_image(api, prompt, pattern):
     assert str(info.value).startswith(f"api-judge at {api.url}/chat/completions: image 1: ")
     assert [i for i, _ in info.value.failures] == [1]
     assert isinstance(info.value, ExternalServiceError)
+
+
+def test_unreachable_server_names_the_image_and_the_connection_error():
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    critic = APIJudgeCritic(
+        base_url=f"http://127.0.0.1:{port}/v1", model="m", api_key_env=ENV, retries=0
+    )
+    with pytest.raises(JudgeReplyError, match=r"image 0: connection failed after 1 attempts: "):
+        critic.score(img(), "a cat")
 
 
 def test_key_echoed_in_an_answer_is_redacted_in_details(api):
@@ -448,11 +464,13 @@ def test_key_like_values_are_refused_without_echo():
 def test_missing_env_var_and_other_user_errors(monkeypatch, api):
     monkeypatch.delenv(ENV)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-ambient-key-must-not-be-sent-000000")
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-ambient-key-must-not-be-sent-0")
     with pytest.raises(MilrUserError, match=f"{ENV} is not set"):
         make(api).score(img(), "x")
     assert make(api, api_key_env="none").score(img(), "x").score == pytest.approx(0.8)
     headers = api.requests[-1]["headers"]
     assert "authorization" not in headers and "api-key" not in headers
+    assert "ambient" not in json.dumps(headers)
     with pytest.raises(MilrUserError, match="base_url"):
         APIJudgeCritic(base_url="api.openai.com", model="m")
     with pytest.raises(MilrUserError, match="'model' is required: e.g. model=gpt-4o"):
