@@ -311,3 +311,21 @@ def test_route_skip_policy_and_config():
         )
     cfg = route.config()
     assert cfg["field"] == "k" and [m["when"] for m in cfg["members"]] == [["a"], ["a", "b"]]
+
+
+def test_score_cache_keeps_per_tag_results_apart(tmp_path):
+    """Same image and prompt, different tags: different weights, so different cache entries."""
+    from milr.bench.cache import ScoreCache, cached_evaluate
+
+    cache = ScoreCache(tmp_path / "cache.sqlite")
+    try:
+        first = cached_evaluate(_mixed(), IMAGES[:1], ["p"], [{"tag": "colors"}], cache)
+        second = cached_evaluate(_mixed(), IMAGES[:1], ["p"], [{"tag": "counting"}], cache)
+        again = cached_evaluate(_mixed(), IMAGES[:1], ["p"], [{"tag": "colors"}], cache)
+        other = Ensemble([milr.Member(Tagged(1.0), 0.75, {"colors": 0.9}), (Tagged(0.2), 0.25)])
+        changed = cached_evaluate(other, IMAGES[:1], ["p"], [{"tag": "colors"}], cache)
+    finally:
+        cache.close()
+    assert first[0].score == pytest.approx(0.6) and second[0].score == pytest.approx(0.8)
+    assert again[0].score == pytest.approx(0.6) and cache.hits == 1
+    assert changed[0].score == pytest.approx((0.9 + 0.25 * 0.2) / 1.15)

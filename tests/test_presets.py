@@ -273,7 +273,20 @@ def test_geneval_preset_builds_with_the_official_detector(tmp_path):
     clip_dir.mkdir()
     (clip_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP}))
     critic = build_critic(f"preset:geneval,weights_dir={tmp_path},device=cpu")
-    assert critic.members[0][1].params.detector == "mask2former"
+    member = critic.members[0][1]
+    assert member.params.detector == "mask2former"
+    assert member.params.clip_weights == f"local-dir:{tmp_path / 'clip-vit-l-14'}"
+    direct = GenEvalCritic(
+        detector="mask2former",
+        weights=str(tmp_path / "mask2former-swin-small-coco-instance"),
+        clip_weights=f"local-dir:{tmp_path / 'clip-vit-l-14'}",
+        device="cpu",
+    )
+    images, prompts, metadata = _geneval_batch()
+    got = evaluate(critic, images, prompts, metadata)
+    want = evaluate(direct, images, prompts, metadata)
+    assert [r.score for r in got] == pytest.approx([r.score for r in want])
+    assert [r.passed for r in got] == [r.passed for r in want]
 
 
 def test_judge_presets_build_with_their_rubrics(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import milr
@@ -261,3 +263,24 @@ def test_preset_spec_errors(text, fragment):
     with pytest.raises(SpecError) as info:
         resolve_specs([text])
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_score_with_a_route_file(tmp_path):
+    from cli_helpers import run_milr
+    from PIL import Image
+
+    image = tmp_path / "red.png"
+    Image.new("RGB", (8, 8), (220, 30, 30)).save(image)
+    path = _write(
+        tmp_path,
+        '[[critic]]\nname = "route"\nfield = "category"\n'
+        '[[critic.member]]\nname = "color"\ntarget = "red"\nwhen = ["color"]\n',
+    )
+    ok = run_milr("score", str(image), "--prompt", "red", "--critic", str(path), "--metadata",
+                  '{"category": "color"}', "--json")  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["results"][0]["score"] == 1.0
+    bad = run_milr("score", str(image), "--prompt", "red", "--critic", str(path), "--metadata",
+                   '{"category": "texture"}')  # fmt: skip
+    assert bad.returncode == 2 and "category='texture' is routed to no critic" in bad.stderr
+    assert "Traceback" not in bad.stderr
