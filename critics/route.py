@@ -84,7 +84,7 @@ class RouteCritic(Critic):
     inputs: ClassVar[tuple[str, ...]] = ("image", "prompt", "tag", "category", "wise_category")
 
     class Params(CriticParams):
-        member: tuple[RouteMember, ...] = Field(
+        member: list[RouteMember] = Field(
             min_length=1,
             description="[[critic.member]] tables: name, when = [values], weight, label, "
             "and the member critic's parameters",
