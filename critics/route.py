@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
 from milr.ensemble import Member, Route
@@ -68,6 +68,25 @@ class RouteMember(BaseModel):
         return dict(self.model_extra or {})
 
 
+def _member(i: int, raw: dict[str, Any]) -> RouteMember:
+    """Validate member ``i`` (0-based); a problem is one line naming the member and the key."""
+    try:
+        return RouteMember.model_validate(raw)
+    except ValidationError as exc:
+        name = raw.get("name", "?")
+        problems = []
+        for err in exc.errors(include_url=False):
+            key = ".".join(str(part) for part in err.get("loc", ())) or "?"
+            reason = str((err.get("ctx") or {}).get("error", err.get("msg", "is invalid")))
+            if err.get("type") == "missing":
+                problems.append(f"{key!r} is required")
+            else:
+                problems.append(f"{key!r}={err.get('input')!r}: {reason}")
+        raise MilrUserError(
+            f"critic 'route': member {i + 1} ({name!r}): " + "; ".join(problems)
+        ) from None
+
+
 class RouteCritic(Critic):
     """Scores each image with the member(s) its metadata value is routed to.
 
@@ -84,7 +103,7 @@ class RouteCritic(Critic):
     inputs: ClassVar[tuple[str, ...]] = ("image", "prompt", "tag", "category", "wise_category")
 
     class Params(CriticParams):
-        member: list[RouteMember] = Field(
+        member: list[dict[str, Any]] = Field(
             min_length=1,
             description="[[critic.member]] tables: name, when = [values], weight, label, "
             "and the member critic's parameters",
@@ -109,7 +128,8 @@ class RouteCritic(Critic):
 
         registry = get_registry()
         members = []
-        for i, m in enumerate(self.params.member):
+        for i, raw in enumerate(self.params.member):
+            m = _member(i, raw)
             if m.name == self.name:
                 raise MilrUserError(
                     f"critic 'route': member {i + 1} is itself a route; list its members here"

@@ -56,3 +56,21 @@ def test_member_errors_name_the_member():
         RouteCritic()
     with pytest.raises(MilrUserError, match="'member'"):
         RouteCritic(member=[])
+
+
+@pytest.mark.parametrize(
+    ("member", "fragment"),
+    [
+        ({"when": ["a"]}, "member 1 ('?'): 'name' is required"),
+        (
+            {"name": "color", "when": ["a"], "weight": True},
+            "'weight'=True: must be a finite number",
+        ),
+        ({"name": "color", "when": ["a"], "weight": -1}, "'weight'=-1"),
+        ({"name": "color", "when": "a"}, "'when'='a': must be a list of values"),
+    ],
+)
+def test_bad_member_tables_name_the_member_and_key(member, fragment):
+    with pytest.raises(MilrUserError) as info:
+        RouteCritic(member=[member])
+    assert fragment in str(info.value) and "\n" not in str(info.value)
