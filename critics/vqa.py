@@ -14,7 +14,9 @@ question sets, chosen by ``mode`` (``auto``: ``colors`` when the metadata has Ge
   ``"Are there {count} {color} {class}s?"`` when the count is above one; the image's score is
   the **mean** over clauses (a clause without colour asks about the object alone).
 
-BLIP (``BlipForQuestionAnswering``): the question is encoded with the image, starting with
+BLIP (``BlipForQuestionAnswering``; T2I-CompBench runs BLIP's ``model_base_vqa_capfilt_large``,
+``Salesforce/blip-vqa-capfilt-large`` in transformers, at ``image_size=480`` with interpolated
+position embeddings): the question is encoded with the image, starting with
 BLIP's ``[ENC]`` token as BLIP's own VQA model and T2I-CompBench do (``[CLS]`` when the
 tokenizer has no ``[ENC]``; details say which), truncated to 35 tokens, and the answer decoder
 reads one step from ``[DEC]``. GIT (``GitForCausalLM``): the input is ``[CLS]`` + question
@@ -101,6 +103,11 @@ class VQACritic(Critic):
         )
         enc_token: bool = Field(
             True, description="BLIP: start questions with [ENC] as BLIP/T2I-CompBench do"
+        )
+        image_size: int | None = Field(
+            None,
+            ge=16,
+            description="BLIP input side in px (T2I-CompBench: 480); None: the checkpoint's",
         )
         threshold: VerdictThreshold = 0.5
         device: Device = "auto"
@@ -217,11 +224,15 @@ class VQACritic(Critic):
             start = "[ENC]"
         mask = enc["attention_mask"].to(bundle.device)
         input_ids = input_ids.to(bundle.device)
-        pixels = proc.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        side = self.params.image_size
+        sized = {"size": {"height": side, "width": side}} if side else {}
+        pixels = proc.image_processor(images=images, return_tensors="pt", **sized)["pixel_values"]
         pixels = pixels.to(bundle.device, bundle.dtype)
         rows = torch.tensor([k for k, _ in flat], device=bundle.device)
         with torch.no_grad():
-            image_embeds = model.vision_model(pixel_values=pixels).last_hidden_state
+            image_embeds = model.vision_model(
+                pixel_values=pixels, interpolate_pos_encoding=bool(side)
+            ).last_hidden_state
             image_embeds = image_embeds.index_select(0, rows)
             image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=bundle.device)
             question = model.text_encoder(

@@ -301,3 +301,16 @@ def test_spacy_pipeline_without_parser(blip_dir, tmp_path):
     critic = VQACritic(weights=str(blip_dir), phrases="spacy", spacy_model=str(path))
     with pytest.raises(MilrUserError, match="no dependency parser"):
         critic.score(sample_batch()[0][0], "a red car")
+
+
+def test_blip_image_size_interpolates_position_embeddings(blip_dir):
+    image = sample_batch()[0][0]
+    base = VQACritic(weights=str(blip_dir)).score(image, "a red square")
+    big = VQACritic(weights=str(blip_dir), image_size=48).score(image, "a red square")
+    assert big.details["questions"][0]["p_yes"] != base.details["questions"][0]["p_yes"]
+    same = VQACritic(weights=str(blip_dir), image_size=32).score(
+        image, "a red square"
+    )  # the tiny model's own size
+    assert same.details["questions"][0]["p_yes"] == pytest.approx(
+        base.details["questions"][0]["p_yes"], abs=1e-6
+    )

@@ -185,10 +185,12 @@ def blip_vqa(
             num_hidden_layers=1, num_attention_heads=heads, encoder_hidden_size=width,
             max_position_embeddings=64, bos_token_id=tok.bos_token_id,
             pad_token_id=tok.pad_token_id, sep_token_id=tok.sep_token_id,
+            initializer_range=0.3,  # large enough that answers depend on the image
         ),
         vision_config=dict(
             hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1,
             num_attention_heads=heads, image_size=image_size, patch_size=16,
+            initializer_range=0.5,  # BLIP's default (1e-10) makes random image features ~0
         ),
         projection_dim=width,
     )  # fmt: skip
