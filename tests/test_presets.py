@@ -118,6 +118,10 @@ def test_cli_lists_presets_with_what_they_reproduce_and_need():
     assert "MixedReward" in rows["mixed-reward"]["reproduces"]
     weights = [p["name"] for p in rows["t2i-compbench"]["params"] if p["weights"]]
     assert weights == ["blip_vqa", "gdino", "clip_b32"]
+    assert rows["t2i-compbench"]["params"][1] == {
+        "name": "phrases", "default": "spacy", "required": False, "weights": None,
+        "optional": False, "description": rows["t2i-compbench"]["params"][1]["description"],
+    }  # fmt: skip
     table = run_milr("critics", "--presets")
     assert table.returncode == 0 and "weights: gdino, git" in table.stdout
     one = run_milr("critics", "preset:wise")
@@ -153,7 +157,7 @@ def weights_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("weights")
     tv.grounding_dino(root / "grounding-dino-tiny")
     tv.git_vqa(root / "git-large-vqav2")
-    tv.blip_vqa(root / "blip-vqa-base")
+    tv.blip_vqa(root / "blip-vqa-capfilt-large")
     clip_dir = root / "clip-vit-b-32"
     clip_dir.mkdir()
     (clip_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP}))
@@ -222,7 +226,7 @@ def test_t2i_compbench_routes_each_category_to_its_evaluator(weights_dir):
     from milr.critics.grounding import GroundingCritic
     from milr.critics.vqa import VQACritic
 
-    critic = build_critic(f"preset:t2i-compbench,weights_dir={weights_dir},device=cpu")
+    critic = build_critic(f"preset:t2i-compbench,weights_dir={weights_dir},device=cpu,phrases=rule")
     images, _, _ = sample_batch()
     prompts = [
         "a red car and a blue dog",
@@ -234,9 +238,10 @@ def test_t2i_compbench_routes_each_category_to_its_evaluator(weights_dir):
     metadata = [{"category": c} for c in cats]
     got = evaluate(critic, images, prompts, metadata)
     vqa = VQACritic(
-        weights=str(weights_dir / "blip-vqa-base"),
+        weights=str(weights_dir / "blip-vqa-capfilt-large"),
         mode="phrases",
         aggregate="product",
+        image_size=480,
         device="cpu",
     )
     det = GroundingCritic(weights=str(weights_dir / "grounding-dino-tiny"), device="cpu")
