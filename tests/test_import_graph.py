@@ -212,7 +212,6 @@ KNOWN_LONG = {
     "milr/optimizer.py",
     "milr/models/janus.py",
     "milr/shapes/train.py",
-    "critics/api_judge.py",
 }
 
 
