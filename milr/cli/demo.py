@@ -115,9 +115,13 @@ def _verdict(passed: bool | None) -> str:
 @click.option(
     "--steps", type=int, default=20, show_default=True, help="Maximum MILR steps per prompt."
 )
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True, help="Random seed of each run.")
 @click.option(
-    "--mode", type=click.Choice(["both", "text", "image"]), default="both", show_default=True
+    "--mode",
+    type=click.Choice(["both", "text", "image"]),
+    default="both",
+    show_default=True,
+    help="Which latents MILR updates: both (the paper's joint mode), text or image.",
 )
 def demo(out: str, prompts: tuple[str, ...], steps: int, seed: int, mode: str) -> None:
     """Run MILR on a few ShapesEval prompts with the shipped `shapes` model (offline, CPU).
