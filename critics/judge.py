@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from milr import Critic, CriticResult, MilrUserError, hookimpl
 from milr.critic import require
 from milr.critics._images import to_rgb
+from milr.quiet import library_progress_bars_off
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -294,10 +295,11 @@ class JudgeCritic(Critic):
                         "processor files (milr never downloads in offline mode)"
                     )
             try:
-                model = transformers.AutoModelForImageTextToText.from_pretrained(
-                    source, dtype=dtype
-                )
-                processor = transformers.AutoProcessor.from_pretrained(source)
+                with library_progress_bars_off():
+                    model = transformers.AutoModelForImageTextToText.from_pretrained(
+                        source, dtype=dtype
+                    )
+                    processor = transformers.AutoProcessor.from_pretrained(source)
             except (OSError, ValueError) as exc:
                 raise MilrUserError(
                     f"judge critic: cannot load model={self.model_source!r} as an image-text-to-text "
