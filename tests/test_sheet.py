@@ -1,0 +1,67 @@
+"""Contact-sheet drawing (milr.sheet): TrueType text wrapped to its column, rows sized to fit."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image, ImageFont
+
+from milr.sheet import PASS, Cell, Row, font, reasoning_lines, render, wrap
+
+
+def test_font_is_matplotlibs_dejavu_truetype():
+    f = font(13)
+    assert isinstance(f, ImageFont.FreeTypeFont)
+    assert f.getname()[0] == "DejaVu Sans"
+    assert font(13, bold=True).getname() == ("DejaVu Sans", "Bold")
+
+
+@pytest.mark.parametrize("width", [60, 120, 300])
+def test_wrap_keeps_every_word_and_the_width(width):
+    text = "orange triangle at r1c1. green triangle at r1c4. yellow triangle at r4c1."
+    f = font(12)
+    lines = wrap(text, f, width)
+    assert " ".join(lines).split() == text.split()
+    assert all(f.getlength(ln) <= width for ln in lines)
+    assert len(lines) > 1
+
+
+def test_wrap_breaks_a_word_wider_than_the_column():
+    f = font(12)
+    lines = wrap("x" * 80, f, 50)
+    assert "".join(lines) == "x" * 80 and all(f.getlength(ln) <= 50 for ln in lines)
+
+
+def test_reasoning_lines_show_before_and_after_or_say_unchanged():
+    same = reasoning_lines("red circle at r1c1.", "red circle at r1c1.", 20)
+    assert same == [
+        ("label", "reasoning (unchanged over 20 steps):"),
+        ("body", "red circle at r1c1."),
+    ]
+    moved = reasoning_lines("orange triangle.", "purple triangle.", 3)
+    assert [t for _, t in moved] == [
+        "reasoning, step 0:", "orange triangle.", "reasoning, step 3 (after MILR):",
+        "purple triangle.",
+    ]  # fmt: skip
+    assert reasoning_lines(None, None, 4) == []  # image-only runs have no reasoning
+
+
+def test_render_places_images_captions_and_grows_rows_for_long_text():
+    red = Image.new("RGB", (64, 64), (220, 30, 30))
+    blue = Image.new("RGB", (64, 64), (30, 70, 220))
+    short = Row(
+        "a prompt",
+        [("summary", "score 0.50 → 1.00")],
+        [Cell(red, "step 0"), Cell(blue, "step 1", PASS)],
+    )
+    long = Row("a prompt", [("body", "word " * 400)], [Cell(red, "x"), Cell(None, "missing")])
+    one = render([short], ["prompt", "first", "MILR"], cell=100, text_width=200, pad=10)
+    two = render([short, long], ["prompt", "first", "MILR"], cell=100, text_width=200, pad=10)
+    assert one.size[0] == 10 + 200 + 2 * 110 + 10
+    assert two.size[1] - one.size[1] > 100 + 20  # the long row is taller than an image cell
+    # the images sit in their columns, upscaled without blur
+    y0 = one.size[1] - 10 - (100 + 12 + 10 + 10) + 50
+    assert one.getpixel((10 + 200 + 50, y0)) == (220, 30, 30)
+    assert one.getpixel((10 + 200 + 110 + 50, y0)) == (30, 70, 220)
+    # the pass caption is drawn in the pass colour
+    caption = one.crop((320, y0 + 52, 420, y0 + 70))
+    assert PASS in {c for _, c in caption.getcolors(10000)}
