@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from PIL.ImageFont import FreeTypeFont
 
 RGB = tuple[int, int, int]
+#: A text-column line: (style, text) or (style, text, colour overriding the style's).
+Line = tuple[str, str] | tuple[str, str, RGB]
 BLACK: RGB = (20, 20, 20)
 GREY: RGB = (100, 100, 100)
 PASS: RGB = (20, 130, 40)
@@ -99,13 +101,11 @@ class Row:
     """
 
     title: str
-    lines: list[tuple[str, str] | tuple[str, str, RGB]] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
     cells: list[Cell] = field(default_factory=list)
 
 
-def reasoning_lines(
-    initial: str | None, final: str | None, final_step: int
-) -> list[tuple[str, str] | tuple[str, str, RGB]]:
+def reasoning_lines(initial: str | None, final: str | None, final_step: int) -> list[Line]:
     """The reasoning text before and after MILR (or once, marked unchanged); empty if none."""
     if initial is None and final is None:
         return []

@@ -61,7 +61,7 @@ def contact_sheet(results: list[Any], path: Path) -> Path:
     with its step, score and verdict; the reasoning text is shown at step 0 and at the returned
     step (once, marked unchanged, when MILR did not change it).
     """
-    from milr.sheet import Cell, Row, fmt_score, reasoning_lines, render, verdict_colour
+    from milr.sheet import Cell, Line, Row, fmt_score, reasoning_lines, render, verdict_colour
 
     rows = []
     for r in results:
@@ -71,11 +71,12 @@ def contact_sheet(results: list[Any], path: Path) -> Path:
             f"{_verdict(first.passed)} → {_verdict(chosen.passed)}, "
             f"{r.n_steps} step{'s' if r.n_steps != 1 else ''} ({r.stop_reason})"
         )
+        lines: list[Line] = [("summary", summary, verdict_colour(chosen.passed))]
+        lines += reasoning_lines(first.reasoning, chosen.reasoning, r.selected_step)
         rows.append(
             Row(
                 title=r.prompt,
-                lines=[("summary", summary, verdict_colour(chosen.passed))]
-                + reasoning_lines(first.reasoning, chosen.reasoning, r.selected_step),
+                lines=lines,
                 cells=[
                     Cell(
                         r.initial_image,
