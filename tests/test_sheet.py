@@ -65,3 +65,44 @@ def test_render_places_images_captions_and_grows_rows_for_long_text():
     # the pass caption is drawn in the pass colour
     caption = one.crop((320, y0 + 52, 420, y0 + 70))
     assert PASS in {c for _, c in caption.getcolors(10000)}
+
+
+def test_bench_contact_sheet_shows_scores_steps_reasoning_and_verdicts(tmp_path):
+    """`milr bench`'s per-tag sheet, read back by tesseract: prompt, reward scores and steps,
+    reasoning before and after, and each image's evaluation verdict."""
+    import shutil
+
+    from milr.bench.record import BenchRecord
+    from milr.bench.report import contact_sheet
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (64, 64), (220, 30, 30)).save(tmp_path / "images" / "base.png")
+    Image.new("RGB", (64, 64), (30, 70, 220)).save(tmp_path / "images" / "milr.png")
+    rec = BenchRecord.from_dict(
+        {
+            "prompt_id": "00007", "seed_index": 0, "prompt": "a photo of three triangles",
+            "group": "counting",
+            "base": {"image": "images/base.png", "score": 0.58, "passed": False},
+            "milr": {"image": "images/milr.png", "score": 1.0, "passed": True},
+            "trajectory": {
+                "steps": 3, "stop_reason": "threshold", "scores": [0.583, 0.583, 0.667, 1.0],
+                "reasoning": {"initial": "orange triangle top left", "final": "purple triangle top left"},
+            },
+        }
+    )  # fmt: skip
+    failed = BenchRecord.from_dict(
+        {"prompt_id": "00008", "prompt": "a photo of a circle", "error": "CUDA out of memory"}
+    )
+    sheet = contact_sheet(tmp_path, [rec, failed], "counting: accuracy base 0.00 -> MILR 1.00")
+    assert sheet.size[0] == 10 + 360 + 2 * (160 + 10) + 10
+    assert sheet.getpixel((10 + 360 + 80, 80 + 40)) == (220, 30, 30)  # the base image, unblurred
+    pytesseract = pytest.importorskip("pytesseract")
+    if shutil.which("tesseract") is None:
+        pytest.skip("Debian's tesseract-ocr is not installed; the OCR check of the sheet needs it")
+    text = " ".join(pytesseract.image_to_string(sheet.convert("RGB")).split())
+    for expected in (
+        "a photo of three triangles", "0.58", "1.00", "3 steps (threshold)",
+        "orange triangle top left", "purple triangle top left", "base: FAIL 0.58",
+        "MILR: PASS 1.00", "error: CUDA out of memory",
+    ):  # fmt: skip
+        assert expected in text, (expected, text)
