@@ -179,7 +179,7 @@ class GenEvalCritic(Critic):
                 f"geneval critic: YOLO weights file {weights!r} not found; {_WEIGHTS_HINT}"
             )
         if clip_weights is not None:
-            _openclip.describe_weights(clip_weights, self.name)
+            _openclip.describe_weights(clip_weights, self.name, param="clip_weights")
         self.rules = RuleConfig(threshold, counting_threshold, max_objects, position_margin)
         if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 32:
             raise MilrUserError(f"geneval critic: imgsz={imgsz!r} must be an integer >= 32")

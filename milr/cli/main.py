@@ -77,8 +77,33 @@ def cli() -> None:
     """
 
 
+def shadowed_package() -> str | None:
+    """Why `milr` is not milr's package in this process, or None when it is.
+
+    Started in a folder that holds a folder named ``milr`` without an ``__init__.py`` (typically
+    the folder above a source checkout), Python makes that folder an empty namespace package
+    named ``milr`` before it looks at the editable install; submodules still load, but
+    everything ``milr/__init__.py`` defines is missing (``module 'milr' has no attribute
+    'run_milr'``).
+    """
+    package = sys.modules.get("milr")
+    if package is None or getattr(package, "__file__", None) is not None:
+        return None
+    where = next(iter(getattr(package, "__path__", []) or []), "?")
+    return (
+        f"'milr' was imported from {where}, a folder without milr's code (an empty namespace "
+        f"package), because Python was started in {os.path.dirname(where)} and the current "
+        "folder comes first on sys.path (the folder above a milr checkout?); run from another "
+        "folder, or use the `milr` command"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors exit 2 with one line; internal failures exit 1."""
+    shadowed = shadowed_package()
+    if shadowed:
+        click.echo(f"error: {shadowed}", err=True)
+        sys.exit(2)
     try:
         cli.main(args=argv, prog_name="milr", standalone_mode=False)
     except click.exceptions.Abort:
