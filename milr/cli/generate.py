@@ -194,7 +194,11 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
             f"score {result.initial_score:.3f} -> {result.final_score:.3f} "
             f"(best {result.best_score:.3f} at step {result.best_step}) after {result.n_steps} "
             f"steps, stopped: {result.stop_reason}"
-            + (f"; kept the best image (step {result.best_step})" if config.select == "best" else "")
+            + (
+                f"; kept the best image (step {result.best_step})"
+                if config.select == "best"
+                else ""
+            )
             + f"; wrote {out}"
         )
 
