@@ -15,6 +15,8 @@ an earlier one's output). The folder holds small test images named as the exampl
 - ``<!-- docs-test: file NAME -->``: the block is a file the examples use; it is written to
   NAME in the document's folder before its blocks run.
 - ``<!-- docs-test: slow -->``: run, marked slow (over ~30 s).
+- ``<!-- docs-test: expect TEXT -->``: run, and its output (stdout and stderr, whitespace
+  collapsed) must contain TEXT: the figure the prose around it promises the reader.
 
 Every fenced block must carry a language tag, so none escapes classification (plain output
 is tagged ``text``).
@@ -37,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL = {"bash", "sh", "shell", "console"}
 PYTHON = {"python", "py"}
-MARKER = re.compile(r"<!--\s*docs-test:\s*(skip|ci|file|slow)\b\s*(.*?)\s*-->")
+MARKER = re.compile(r"<!--\s*docs-test:\s*(skip|ci|file|slow|expect)\b\s*(.*?)\s*-->")
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 #: Images the examples name; each is a 64×64 red square with a blue square in it.
 IMAGES = ("img.png", "a.png", "b.png", "cat.png", "image.png", "sign.png")
@@ -49,7 +51,7 @@ class Block:
     line: int
     lang: str
     code: str
-    marker: str | None  # skip, ci, file, slow or None
+    marker: str | None  # skip, ci, file, slow, expect or None
     arg: str
 
     @property
@@ -88,8 +90,8 @@ def test_every_fenced_block_has_a_language():
 
 def test_markers_are_well_formed():
     for b in ALL:
-        if b.marker in ("skip", "ci"):
-            assert b.arg, f"{b.id}: a {b.marker} marker states its reason"
+        if b.marker in ("skip", "ci", "expect"):
+            assert b.arg, f"{b.id}: a {b.marker} marker states its reason or text"
         if b.marker == "file":
             assert re.fullmatch(r"[\w.-]+", b.arg), f"{b.id}: file marker needs a file name"
     for doc in DOCS:
@@ -238,12 +240,13 @@ def _check_milr_argv(argv: list[str], where: str) -> None:
         raise AssertionError(f"{where}: `milr {shlex.join(argv)}`: {exc}") from exc
 
 
-def _run(cmd: list[str], cwd: Path, where: str, timeout: float = 600) -> None:
+def _run(cmd: list[str], cwd: Path, where: str, timeout: float = 600) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(
             f"{where} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
+    return proc.stdout + "\n" + proc.stderr
 
 
 def _param(b: Block):
@@ -273,10 +276,13 @@ def test_example(block: Block, workspaces):
     if block.lang in PYTHON:
         script = folder / f"_example_{block.line}.py"
         script.write_text(block.code, encoding="utf-8")
-        _run([sys.executable, script.name], folder, where)
+        output = _run([sys.executable, script.name], folder, where)
     else:
         script = "\n".join(_commands(block.code, block.lang == "console"))
-        _run(["bash", "-e", "-o", "pipefail", "-c", script], folder, where)
+        output = _run(["bash", "-e", "-o", "pipefail", "-c", script], folder, where)
+    if block.marker == "expect":
+        flat = " ".join(output.split())
+        assert block.arg in flat, f"{where}: the docs promise {block.arg!r}; it printed:\n{output}"
 
 
 def test_the_checker_catches_a_bad_flag_and_a_bad_spec():
