@@ -3,7 +3,7 @@
 Each fenced block tagged ``bash``/``sh``/``shell``/``console``/``python`` is one test, run in a
 fresh folder per document (blocks of a document share it, in order, so a later block can use
 an earlier one's output). The folder holds small test images named as the examples name them
-(`IMAGES`). An HTML comment on the line before a block changes what happens to it:
+(`IMAGES`). HTML comments on the lines right before a block change what happens to it:
 
 - ``<!-- docs-test: skip REASON -->``: not run (it needs weights, a GPU, a network or minutes);
   the test reports the reason. A skipped shell block is still checked: every ``milr ...``
@@ -15,8 +15,8 @@ an earlier one's output). The folder holds small test images named as the exampl
 - ``<!-- docs-test: file NAME -->``: the block is a file the examples use; it is written to
   NAME in the document's folder before its blocks run.
 - ``<!-- docs-test: slow -->``: run, marked slow (over ~30 s).
-- ``<!-- docs-test: expect TEXT -->``: run, and its output (stdout and stderr, whitespace
-  collapsed) must contain TEXT: the figure the prose around it promises the reader.
+- ``<!-- docs-test: expect TEXT -->`` (one or more): run, and its output (stdout and stderr,
+  whitespace collapsed) must contain each TEXT: the figures the prose promises the reader.
 
 Every fenced block must carry a language tag, so none escapes classification (plain output
 is tagged ``text``).
@@ -51,8 +51,9 @@ class Block:
     line: int
     lang: str
     code: str
-    marker: str | None  # skip, ci, file, slow, expect or None
+    marker: str | None  # skip, ci, file, slow or None
     arg: str
+    expects: list[str]
 
     @property
     def id(self) -> str:
@@ -64,8 +65,12 @@ def blocks(doc: Path) -> list[Block]:
     out = []
     for m in FENCE.finditer(text):
         line = text.count("\n", 0, m.start()) + 1
-        before = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1]
-        mk = MARKER.search(before)
+        above = text[: m.start()].rstrip("\n").split("\n")
+        found = []
+        while above and MARKER.fullmatch(above[-1].strip()):
+            found.append(MARKER.fullmatch(above.pop().strip()))
+        mk = next((f for f in found if f.group(1) != "expect"), None)
+        expects = [f.group(2) for f in reversed(found) if f.group(1) == "expect"]
         out.append(
             Block(
                 doc,
@@ -74,6 +79,7 @@ def blocks(doc: Path) -> list[Block]:
                 m.group(2),
                 mk.group(1) if mk else None,
                 mk.group(2) if mk else "",
+                expects,
             )  # fmt: skip
         )
     return out
@@ -90,8 +96,11 @@ def test_every_fenced_block_has_a_language():
 
 def test_markers_are_well_formed():
     for b in ALL:
-        if b.marker in ("skip", "ci", "expect"):
-            assert b.arg, f"{b.id}: a {b.marker} marker states its reason or text"
+        if b.marker in ("skip", "ci"):
+            assert b.arg, f"{b.id}: a {b.marker} marker states its reason"
+        assert all(b.expects), f"{b.id}: an expect marker states the text"
+        if b.expects:
+            assert b.marker in (None, "slow"), f"{b.id}: expect on a block that does not run"
         if b.marker == "file":
             assert re.fullmatch(r"[\w.-]+", b.arg), f"{b.id}: file marker needs a file name"
     for doc in DOCS:
@@ -280,9 +289,9 @@ def test_example(block: Block, workspaces):
     else:
         script = "\n".join(_commands(block.code, block.lang == "console"))
         output = _run(["bash", "-e", "-o", "pipefail", "-c", script], folder, where)
-    if block.marker == "expect":
-        flat = " ".join(output.split())
-        assert block.arg in flat, f"{where}: the docs promise {block.arg!r}; it printed:\n{output}"
+    flat = " ".join(output.split())
+    for expected in block.expects:
+        assert expected in flat, f"{where}: the docs promise {expected!r}; it printed:\n{output}"
 
 
 def test_the_checker_catches_a_bad_flag_and_a_bad_spec():
