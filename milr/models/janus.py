@@ -27,6 +27,7 @@ key with an optional ``milr.json`` in its directory):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -502,5 +503,5 @@ def _snapshot_dir(repo_id: str) -> Path | None:
 
 
 @hookimpl
-def register_generators(register):
+def register_generators(register: Callable[[type[Any]], None]) -> None:
     register(JanusGenerator)
