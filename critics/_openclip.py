@@ -73,7 +73,7 @@ class OpenClipParams(CriticParams):
         description="checkpoint file, local-dir:/path, pretrained tag of arch, or 'random' (tests)",
         json_schema_extra={
             "hint": "pass a checkpoint file, local-dir:/path, a pretrained tag (online), or "
-            "'random' (tests only)"
+            "'random' (tests only), e.g. --critic clip:weights=/models/ViT-L-14.pt"
         },
     )
     arch: str = Field("ViT-L-14", description="open_clip architecture name")

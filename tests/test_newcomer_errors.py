@@ -46,6 +46,10 @@ def test_clip_without_weights_names_the_parameter_and_an_example(tmp_path):
     out = run_milr("score", str(img), "-p", "a cat", "--critic", "clip")
     assert out.returncode == 2
     (line,) = out.stderr.strip().splitlines()
-    assert "needs weights: set weights= to a checkpoint file" in line
-    assert "e.g. --critic clip:weights=/models/ViT-L-14.pt; none was given" in line
+    assert line.startswith("error: critic 'clip': parameter 'weights' is required: pass a")
+    assert line.endswith("e.g. --critic clip:weights=/models/ViT-L-14.pt")
     assert "got None" not in line
+    empty = run_milr("score", str(img), "-p", "a cat", "--critic", "clip:weights=")
+    assert empty.returncode == 2
+    assert "set weights= to a checkpoint file" in empty.stderr
+    assert "e.g. --critic clip:weights=/models/ViT-L-14.pt; got ''" in empty.stderr
