@@ -254,6 +254,8 @@ def _run(cmd: list[str], cwd: Path, where: str, timeout: float = 600) -> str:
     if proc.returncode != 0:
         raise AssertionError(
             f"{where} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            "\n(an example that cannot run offline says why on the line before its block: "
+            "<!-- docs-test: skip REASON -->; see this test module's docstring)"
         )
     return proc.stdout + "\n" + proc.stderr
 
