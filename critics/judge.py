@@ -54,6 +54,7 @@ from milr.critics.rubrics import (
     template_sha256,
 )
 from milr.params import BatchSize, Device, VerdictThreshold
+from milr.quiet import library_progress_bars_off
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -229,10 +230,11 @@ class JudgeCritic(RubricSetup, Critic):
                         "processor files (milr never downloads in offline mode)"
                     )
             try:
-                model = transformers.AutoModelForImageTextToText.from_pretrained(
-                    source, dtype=dtype
-                )
-                processor = transformers.AutoProcessor.from_pretrained(source)
+                with library_progress_bars_off():
+                    model = transformers.AutoModelForImageTextToText.from_pretrained(
+                        source, dtype=dtype
+                    )
+                    processor = transformers.AutoProcessor.from_pretrained(source)
             except (OSError, ValueError) as exc:
                 raise MilrUserError(
                     f"judge critic: cannot load model={self.model_source!r} as an image-text-to-text "

@@ -50,6 +50,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "milr.critics.api_judge",
     "milr.critics.grounding",
     "milr.critics.vqa",
+    "milr.critics.route",
     "milr.models.janus",
 )
 

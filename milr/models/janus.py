@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from milr.errors import MilrUserError
 from milr.generator import Generator, ImageTokens, Reasoning
 from milr.hookspecs import hookimpl
+from milr.quiet import library_progress_bars_off
 
 if TYPE_CHECKING:
     import torch
@@ -207,8 +208,9 @@ class JanusGenerator(Generator):
             source = str(path)
             settings_dir = None
         try:
-            model = JanusForConditionalGeneration.from_pretrained(source, dtype=dt)
-            processor = JanusProcessor.from_pretrained(source)
+            with library_progress_bars_off():
+                model = JanusForConditionalGeneration.from_pretrained(source, dtype=dt)
+                processor = JanusProcessor.from_pretrained(source)
         except OSError as exc:
             raise MilrUserError(
                 f"cannot load Janus checkpoint {source!r}: {str(exc).splitlines()[0]}"
