@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from milr import devices
 from milr.critic import require
+from milr.devices import dtype_name
 from milr.errors import MilrUserError
 
 _CACHE: dict[tuple[Any, ...], OpenClipBundle] = {}
@@ -42,35 +44,14 @@ class OpenClipBundle:
 
 
 def resolve_device(device: str | None, critic: str) -> str:
-    """``auto``/None -> ``cuda`` when available else ``cpu``; anything else must parse in torch."""
-    torch = require("torch", None, critic)
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise MilrUserError(
-            f"critic {critic!r}: device={device!r} is not a torch device; use cpu, cuda, cuda:1 or auto"
-        ) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MilrUserError(
-            f"critic {critic!r}: device={device!r} but CUDA is not available; use cpu"
-        )
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise MilrUserError(
-            f"critic {critic!r}: device={device!r} but only {torch.cuda.device_count()} CUDA "
-            "device(s) exist"
-        )
-    return str(dev)
+    """``auto``/None -> ``cuda`` when available else ``cpu`` (`milr.devices.resolve_device`)."""
+    require("torch", None, critic)
+    return devices.resolve_device(device, f"critic {critic!r}")
 
 
 def check_dtype(dtype: str, critic: str) -> str:
-    """Validate a dtype name (cheap; no torch import)."""
-    if dtype not in _DTYPES:
-        raise MilrUserError(
-            f"critic {critic!r}: dtype={dtype!r} is not one of {', '.join(_DTYPES)}"
-        )
-    return dtype
+    """Canonical dtype name (``bf16`` → ``bfloat16``...; cheap, no torch import)."""
+    return dtype_name(dtype, f"critic {critic!r}", allowed=_DTYPES)
 
 
 def check_threshold(threshold: float | None, critic: str) -> float | None:

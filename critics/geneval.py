@@ -16,6 +16,7 @@ from milr import Critic, CriticResult, MilrUserError, hookimpl
 from milr.critics import _openclip
 from milr.critics._images import to_rgb
 from milr.critics.color import COLORS
+from milr.devices import dtype_name
 from milr.geneval_rules import (
     GENEVAL_CLASSES,
     GENEVAL_COLORS,
@@ -185,10 +186,7 @@ class GenEvalCritic(Critic):
             raise MilrUserError(f"geneval critic: imgsz={imgsz!r} must be an integer >= 32")
         if not isinstance(iou, (int, float)) or not 0 < iou <= 1:
             raise MilrUserError(f"geneval critic: iou={iou!r} must lie in (0, 1]")
-        if dtype not in ("float32", "float16"):
-            raise MilrUserError(
-                f"geneval critic: dtype={dtype!r} is not supported by ultralytics; use float32 or float16"
-            )
+        dtype = dtype_name(dtype, "geneval critic (ultralytics)", allowed=("float32", "float16"))
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         ):

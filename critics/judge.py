@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from milr import Critic, CriticResult, MilrUserError, hookimpl
 from milr.critic import require
 from milr.critics._images import to_rgb
+from milr.devices import dtype_name
+from milr.devices import resolve as resolve_devices
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -194,18 +196,11 @@ def yes_no_results(
 
 
 def resolve_device_dtype(device: str | None, dtype: str, critic: str) -> tuple[str, Any]:
-    """``device=None`` picks CUDA when present; ``dtype="auto"`` is bf16 on CUDA, fp32 on CPU."""
-    import torch
+    """``device=None`` picks CUDA when present; ``dtype="auto"`` is bf16 on CUDA, fp32 on CPU.
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MilrUserError(
-            f"{critic} critic: device={device!r} but CUDA is not available; use device=cpu"
-        )
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    return device, getattr(torch, dtype)
+    Spellings and errors are `milr.devices`' (the same for every generator and critic).
+    """
+    return resolve_devices(device, dtype, f"{critic} critic")
 
 
 # (source, device, dtype) -> (model, processor): loaded once per process.
@@ -244,10 +239,7 @@ class JudgeCritic(Critic):
                 "judge critic needs model=PATH: a local transformers image-text-to-text checkpoint "
                 "directory (e.g. Qwen2.5-VL), e.g. --critic judge:model=/models/qwen2.5-vl-7b"
             )
-        if dtype not in DTYPES:
-            raise MilrUserError(
-                f"judge critic: dtype={dtype!r} is unknown; use one of {', '.join(DTYPES)}"
-            )
+        dtype = dtype_name(dtype, "judge critic")
         self.model_source = model
         self.question = check_question(question, self.name)
         self.device = device

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from milr import Critic, CriticResult, MilrUserError, hookimpl
 from milr.critic import require
 from milr.critics._images import to_rgb
+from milr.devices import dtype_name
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -196,7 +197,7 @@ class OCRCritic(Critic):
             raise MilrUserError(
                 f"ocr critic: device={device!r} is not supported; use 'cpu' or 'cuda[:N]'"
             )
-        if dtype not in ("auto", "float32"):
+        if dtype_name(dtype, "ocr critic") not in ("auto", "float32"):
             raise MilrUserError(
                 f"ocr critic: dtype={dtype!r} is not supported; EasyOCR and Tesseract run in "
                 "float32 only (use dtype=float32 or auto)"

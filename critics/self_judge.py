@@ -12,9 +12,9 @@ SelfReward generates a JSON verdict and maps it to 0 / -1; the probability is a 
 version of the same question (argmax of the two equals the generated answer when the model
 answers with one of the words).
 
-Any bound generator works if it exposes ``.model`` (a transformers model with ``.model`` and an
-output head), ``.processor`` (its multimodal processor) and optionally ``.dtype``; the Janus
-adapter does. Outside a run, bind one yourself::
+Any bound generator works if it implements the optional protocol methods
+`milr.generator.Generator.understand` and ``tokenize`` (``supports_understanding = True``);
+the Janus adapter does. Outside a run, bind one yourself::
 
     gen = milr.load_generator("/models/Janus-Pro-7B")
     critic = milr.build_critic("self-judge")
@@ -35,9 +35,9 @@ from milr.critics.judge import (
     check_threshold,
     parse_words,
     yes_no_results,
-    yes_no_scores,
     yes_no_tokens,
 )
+from milr.errors import UnsupportedOperation
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -50,8 +50,8 @@ class SelfJudgeCritic(Critic):
     """P(yes) of the run's own generator asked whether the image shows the prompt.
 
     Parameters: ``question`` (with ``{prompt}``), ``template`` (the understanding-mode chat
-    format with ``{image}`` and ``{question}``; default Janus-Pro's), ``add_bos`` (prepend the
-    tokenizer's BOS, as Janus expects), ``batch_size``, ``yes_words``/``no_words`` (lists or
+    format with ``{image}`` and ``{question}``; default Janus-Pro's), ``add_bos`` (accepted for
+    old specs and ignored: the generator puts BOS at position 0 itself), ``batch_size``, ``yes_words``/``no_words`` (lists or
     ``a|b`` strings), ``threshold`` (verdict; null for none).
     """
 
@@ -105,22 +105,13 @@ class SelfJudgeCritic(Critic):
 
     def bind(self, *, generator: Any = None) -> None:
         """Keep a reference to the run's generator (``None`` unbinds); nothing is copied."""
-        if generator is not None:
-            missing = [a for a in ("model", "processor") if getattr(generator, a, None) is None]
-            if missing:
-                raise MilrUserError(
-                    f"self-judge critic: generator {type(generator).__name__} has no {missing}; "
-                    "self-judge needs a generator with an understanding mode (the Janus adapter "
-                    "exposes .model and .processor)"
-                )
+        if generator is not None and not getattr(generator, "supports_understanding", False):
+            raise UnsupportedOperation(
+                f"self-judge critic: generator {type(generator).__name__} has no "
+                "image-understanding mode (Generator.understand); self-judge needs one "
+                "(the Janus adapter implements it)"
+            )
         self._generator = generator
-
-    def _text(self, processor: Any, prompt: str) -> str:
-        image_token = getattr(processor, "image_token", None) or "<image_placeholder>"
-        question = self.question.replace("{prompt}", prompt)
-        text = self.template.replace("{question}", question).replace("{image}", image_token)
-        bos = getattr(getattr(processor, "tokenizer", processor), "bos_token", None)
-        return f"{bos}{text}" if self.add_bos and bos else text
 
     def score_batch(
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
@@ -133,26 +124,36 @@ class SelfJudgeCritic(Critic):
                 "or call critic.bind(generator=milr.load_generator(PATH)) before scoring"
             )
         require("torch", self.extra, self.name)
+        import torch
+
         rgb = [to_rgb(im, self.name) for im in images]
-        model, processor = gen.model, gen.processor
-        tokenizer = getattr(processor, "tokenizer", processor)
-        yes_ids, no_ids = yes_no_tokens(tokenizer, self.yes_words, self.no_words, self.name)
-        param = next(model.parameters())
-        texts = [self._text(processor, p) for p in prompts]
-        scores = yes_no_scores(
-            model,
-            processor,
-            texts,
-            rgb,
-            yes_ids,
-            no_ids,
-            device=param.device,
-            dtype=getattr(gen, "dtype", None) or param.dtype,
-            batch_size=self.batch_size,
-            add_special_tokens=False,
-        )
-        model_name = getattr(gen, "checkpoint", None) or type(model).__name__
+        yes_ids, no_ids = yes_no_tokens(_Vocabulary(gen), self.yes_words, self.no_words, self.name)
+        questions = [self.question.replace("{prompt}", p) for p in prompts]
+        logp = gen.understand(rgb, questions, template=self.template, batch_size=self.batch_size)
+        lp_yes = torch.logsumexp(logp[:, yes_ids], dim=-1)
+        lp_no = torch.logsumexp(logp[:, no_ids], dim=-1)
+        scores = [
+            {"score": float(s), "p_yes": float(y), "p_no": float(n)}
+            for s, y, n in zip(
+                torch.sigmoid(lp_yes - lp_no).tolist(),
+                lp_yes.exp().tolist(),
+                lp_no.exp().tolist(),
+                strict=True,
+            )
+        ]
+        model_name = getattr(gen, "checkpoint", None) or type(gen).__name__
         return yes_no_results(scores, prompts, self.question, self.threshold, str(model_name))
+
+
+class _Vocabulary:
+    """The generator's tokenizer as `yes_no_tokens` reads it (``encode`` and ``unk_token_id``)."""
+
+    def __init__(self, generator: Any) -> None:
+        self.generator = generator
+        self.unk_token_id = generator.unk_token_id
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return list(self.generator.tokenize(text))
 
 
 @hookimpl

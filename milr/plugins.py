@@ -49,6 +49,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "milr.critics.self_judge",
     "milr.critics.api_judge",
     "milr.models.janus",
+    "milr.shapes.model",
 )
 
 

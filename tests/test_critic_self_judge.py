@@ -40,8 +40,12 @@ def direct_scores(gen, critic: SelfJudgeCritic) -> list[float]:
     vocab = gen.processor.tokenizer.get_vocab()
     out = []
     for im, prompt in zip(images(), PROMPTS, strict=True):
+        question = critic.question.replace("{prompt}", prompt)
+        text = critic.template.replace("{question}", question).replace(
+            "{image}", gen.processor.image_token
+        )
         inputs = gen.processor(
-            text=[critic._text(gen.processor, prompt)],
+            text=["<bos>" + text],
             images=[im],
             return_tensors="pt",
             add_special_tokens=False,
@@ -60,11 +64,13 @@ def test_unbound_use_says_how_to_bind():
 
 
 def test_bind_rejects_generator_without_understanding_mode():
-    class TextOnly:
-        model = object()
-        processor = None
+    from milr.errors import UnsupportedOperation
 
-    with pytest.raises(MilrUserError, match="processor"):
+    class TextOnly:  # has a model and a processor, but no declared understanding mode
+        model = object()
+        processor = object()
+
+    with pytest.raises(UnsupportedOperation, match="image-understanding mode"):
         SelfJudgeCritic().bind(generator=TextOnly())
 
 

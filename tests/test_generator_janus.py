@@ -186,12 +186,81 @@ def test_model_resolution_errors(tmp_path, monkeypatch):
 
 
 def test_shapes_name_resolves_or_says_not_installed():
+    from milr.generator import NamedCheckpoint
+    from milr.models.janus import JanusGenerator
+
+    entry = milr.get_registry().generators["shapes"]
+    assert issubclass(entry.cls, NamedCheckpoint) and entry.cls.adapter is JanusGenerator
+    assert entry.plugin == "milr.shapes.model"  # registered by the shapes package, not the core
     try:
         g = milr.load_generator("shapes")
     except MilrUserError as exc:
         assert "shapes model" in str(exc)
     else:
-        assert g.name == "janus"
+        assert g.name == "janus" and isinstance(g, JanusGenerator)
+
+
+def test_named_checkpoint_of_an_adapter_loads_by_name(tiny_dir, monkeypatch):
+    from milr.generator import named_checkpoint
+    from milr.models.janus import JanusGenerator
+    from milr.registry import Entry
+
+    calls: list[int] = []
+
+    def locate():
+        calls.append(1)
+        return tiny_dir
+
+    cls = named_checkpoint("tiny-test", JanusGenerator, locate, "the tiny test model")
+    assert calls == []  # nothing resolved at registration time
+    assert not cls.can_load(tiny_dir)  # never picked for an arbitrary directory
+    reg = milr.get_registry()
+    monkeypatch.setitem(reg.generators, "tiny-test", Entry("tiny-test", cls, "t", "t", "0", False))
+    g = milr.load_generator("tiny-test", device="cpu")
+    assert isinstance(g, JanusGenerator) and g.image_token_count == 16 and calls == [1]
+    assert type(milr.load_generator(tiny_dir)) is JanusGenerator  # directories pick the adapter
+
+
+def test_core_never_imports_upward():
+    """Core modules import neither milr.shapes nor the critics (issue #10 'Done when')."""
+    import ast
+    from pathlib import Path
+
+    root = Path(milr.__file__).parent
+    core = [*root.glob("*.py"), *(root / "models").glob("*.py")]
+    bad = []
+    for path in core:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            bad += [
+                f"{path.name}: {n}" for n in names if n.startswith(("milr.shapes", "milr.critics"))
+            ]
+    assert not bad, bad
+
+
+def test_understanding_is_a_declared_protocol_method(gen):
+    from PIL import Image
+
+    from milr.errors import UnsupportedOperation
+    from milr.generator import Generator
+
+    assert gen.supports_understanding and not Generator.supports_understanding
+    with pytest.raises(UnsupportedOperation, match="no image-understanding mode"):
+        Generator.understand(gen, [], [])  # the protocol's default: a clear error
+    img = Image.new("RGB", (40, 30), (200, 20, 20))
+    inputs = gen.understanding_inputs([img, img], ["is it red ?", "a much longer question here"])
+    bos = gen.tokenizer.bos_token_id
+    ids = inputs["input_ids"]
+    assert (ids[:, 0] == bos).all() and ((ids == bos).sum(1) == 1).all()  # BOS first, once
+    logp = gen.understand([img, img], ["is it red ?", "a much longer question here"])
+    assert logp.shape == (2, 512) and logp.dtype == torch.float32
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(2), atol=1e-5)
+    one = gen.understand([img], ["a much longer question here"])  # padding never leaks in
+    assert torch.allclose(one[0], logp[1], atol=1e-5)
 
 
 def test_module_import_is_cheap():

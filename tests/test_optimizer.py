@@ -159,7 +159,8 @@ def test_select_best_and_result_fields(gen, red, tmp_path):
     for name in ("initial.png", "final.png", "best.png", "trajectory.json", "reward.png"):
         assert (out / name).is_file(), name
     data = json.loads((out / "trajectory.json").read_text())
-    assert data["schema_version"] == 1 and data["n_steps"] == 3 and len(data["steps"]) == 4
+    assert data["schema_version"] == 2 and data["n_steps"] == 3 and len(data["steps"]) == 4
+    assert "num_steps" not in data and "generated_tokens" not in data  # v1 duplicates gone
     assert data["metadata"] == {"tag": "colors"} and data["selected"] == "best"
     assert data["steps"][1]["image_prefix"] and data["initial_score"] == scores[0]
 
@@ -264,3 +265,49 @@ def test_memory_does_not_grow_with_steps(gen, red):
     cfg = MILRConfig(mode="both", max_steps=30, threshold=0.0, max_reasoning_tokens=6, image_k=0.25)
     MILR(gen, red, cfg).run(PROMPT, callback=cb)
     assert seen[30] <= seen[3] * 1.1 + 4096, seen
+
+
+def test_reasoning_cap_is_an_argument_and_never_touches_the_adapter(gen, red):
+    """The run's cap reaches the generator as `max_tokens`; the adapter settings stay as loaded."""
+    settings_before = dict(vars(gen.settings))
+    seen: list[int] = []
+
+    def during(record, result):
+        seen.append(gen.settings.max_reasoning_tokens)  # what a concurrent user would see
+
+    cfg = MILRConfig(mode="both", max_steps=2, threshold=0.0, max_reasoning_tokens=3, text_k=0.5)
+    res = MILR(gen, red, cfg).run(PROMPT, callback=during)
+    assert all(len(s.reasoning.split()) <= 3 for s in res.steps)
+    assert seen == [24, 24, 24] and vars(gen.settings) == settings_before
+    assert len(gen.write_reasoning(PROMPT, max_tokens=2).tokens) == 2
+    assert len(gen.write_reasoning(PROMPT).tokens) == 24  # the checkpoint's own cap
+
+
+def test_trajectory_v1_still_reads(tmp_path):
+    from milr.results import SCHEMA_VERSION, read_trajectory
+
+    v1 = {"schema_version": 1, "prompt": "p", "n_steps": 2, "num_steps": 2,
+          "tokens_generated": 40, "generated_tokens": 40, "steps": []}  # fmt: skip
+    path = tmp_path / "trajectory.json"
+    path.write_text(json.dumps(v1))
+    data = read_trajectory(path)
+    assert data["schema_version"] == SCHEMA_VERSION == 2
+    assert data["n_steps"] == 2 and data["tokens_generated"] == 40
+    assert "num_steps" not in data and "generated_tokens" not in data
+    only_dup = read_trajectory({"schema_version": 1, "num_steps": 5, "generated_tokens": 7})
+    assert only_dup["n_steps"] == 5 and only_dup["tokens_generated"] == 7
+    with pytest.raises(MilrUserError, match="schema_version=99"):
+        read_trajectory({"schema_version": 99})
+
+
+def test_mode_names_have_one_definition():
+    import click
+
+    from milr.cli.bench import run_cmd
+    from milr.cli.generate import generate
+    from milr.modes import MODES
+
+    assert MILRConfig.__module__ == "milr.optimizer_config"
+    for command in (generate, run_cmd):
+        opt = next(p for p in command.params if p.name == "mode")
+        assert isinstance(opt.type, click.Choice) and tuple(opt.type.choices) == MODES

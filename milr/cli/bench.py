@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from milr.errors import MilrUserError
+from milr.modes import DEFAULT_MODE, MODES
 
 
 class _DefaultGroup(click.Group):
@@ -78,9 +79,9 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
 )
 @click.option(
     "--mode",
-    default="both",
+    default=DEFAULT_MODE,
     show_default=True,
-    type=click.Choice(["text", "image", "both", "text_image", "image_text"]),
+    type=click.Choice(MODES),
     help="MILR mode.",
 )
 @click.option(

@@ -10,8 +10,7 @@ import click
 
 from milr.cli.common import critic_specs_option, parse_metadata
 from milr.errors import MilrUserError
-
-MODES = ("both", "text", "image", "text_image", "image_text")
+from milr.modes import DEFAULT_MODE, MODES
 
 
 def _config_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
@@ -29,7 +28,7 @@ def _config_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
 @click.argument("prompt")
 @click.option("--model", "-M", required=True, help="Model: 'shapes', a Janus directory or hub id.")
 @critic_specs_option
-@click.option("--mode", type=click.Choice(MODES), default="both", show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True)
 @click.option("--steps", type=int, default=20, show_default=True, help="Maximum MILR steps.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option(

@@ -1,139 +1,38 @@
 """Janus / Janus-Pro adapter over `transformers.JanusForConditionalGeneration`.
 
-Owns its generation loops (with a KV cache) because transformers' image-mode ``generate``
-runs under no-grad and keeps only the last step's states; MILR needs the latent of every
-optimised position (DESIGN §2, §6).
-
-Prompt formats (defaults are Janus-Pro's DeepSeek SFT format; a checkpoint may override any
-key with an optional ``milr.json`` in its directory):
-
-- ``reasoning_template`` (default ``"<|User|>: {instruction}\\n\\n<|Assistant|>:"``) and
-  ``reasoning_instruction`` (default `REASONING_INSTRUCTION`, with ``{prompt}``): the text the
-  reasoning is written after. Token ids are ``[BOS] + tokenize(text)`` (no other specials).
-- ``image_template`` (default ``"<|User|>: {text}\\n\\n<|Assistant|>:"``) and
-  ``image_text_template`` (default ``"{prompt}. {reasoning}"``; without reasoning the text is
-  the prompt): the conditional image row is ``[BOS] + tokenize(image_template) + [BOI]``.
-- ``uncond``: ``"pad"`` (the only value in this version; as Janus and the paper: the
-  conditional row with every token except BOS and BOI replaced by PAD).
-- ``max_reasoning_tokens`` (default 512), ``image_token_count`` (default
-  ``config.vision_config.num_image_tokens``), ``add_bos`` (default true), and token-id
-  overrides ``bos_token_id``, ``eos_token_id``, ``pad_token_id``, ``boi_token_id`` (defaults:
-  the generation config, then the tokenizer). ``strip_prompt_period`` (default false) drops a
-  trailing period of the prompt before ``image_text_template`` is applied.
-- ``cfg_scale`` (default 5.0, the paper's value for Janus-Pro): the classifier-free guidance
-  scale this checkpoint is meant to sample with; used when a run leaves ``cfg_scale`` unset.
+The adapter loads a checkpoint (local directory or hub id), builds the reasoning and image
+prompts from `JanusSettings` (``milr.json``, see `milr.models.janus_settings`), applies the text
+head and the CFG-fused image head to latents, decodes image tokens, and judges images in
+understanding mode (for ``self-judge``). The KV-cached generation loops are in
+`milr.models.janus_loops`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from milr.devices import resolve_device, resolve_dtype
 from milr.errors import MilrUserError
-from milr.generator import Generator, ImageTokens, Reasoning
+from milr.generator import Generator, Reasoning
 from milr.hookspecs import hookimpl
+from milr.models.janus_loops import JanusLoops
+from milr.models.janus_settings import (  # noqa: F401 - re-exported names
+    REASONING_INSTRUCTION,
+    SETTINGS_FILE,
+    SFT_TEMPLATE,
+    JanusSettings,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch
     from PIL.Image import Image
 
-REASONING_INSTRUCTION = (
-    'You are asked to draw an image for the prompt "{prompt}". Write a brief, precise '
-    "visualization of everything in it: include every object the prompt mentions; give visual "
-    "attributes (colour, number, shape, texture) only where the prompt specifies them; state "
-    "the relations between objects (e.g. spatial) that the prompt specifies; use 50 words or "
-    "fewer; add nothing beyond what the prompt states. Output only the visualization."
-)
-SFT_TEMPLATE = "<|User|>: {content}\n\n<|Assistant|>:"
-SETTINGS_FILE = "milr.json"
 
-
-@dataclass
-class JanusSettings:
-    """Prompt formats and token ids; defaults are Janus-Pro's, overridable by ``milr.json``."""
-
-    reasoning_template: str = SFT_TEMPLATE.replace("{content}", "{instruction}")
-    reasoning_instruction: str = REASONING_INSTRUCTION
-    image_template: str = SFT_TEMPLATE.replace("{content}", "{text}")
-    image_text_template: str = "{prompt}. {reasoning}"
-    uncond: str = "pad"
-    max_reasoning_tokens: int = 512
-    image_token_count: int | None = None
-    add_bos: bool = True
-    strip_prompt_period: bool = False
-    bos_token_id: int | None = None
-    eos_token_id: int | None = None
-    pad_token_id: int | None = None
-    boi_token_id: int | None = None
-    cfg_scale: float | None = None
-
-    @classmethod
-    def load(cls, directory: Path | None) -> JanusSettings:
-        """Defaults, overridden by ``directory/milr.json`` when present (unknown keys: error)."""
-        if directory is None:
-            return cls()
-        path = Path(directory) / SETTINGS_FILE
-        if not path.is_file():
-            return cls()
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise MilrUserError(f"cannot read {path}: {exc}") from None
-        if not isinstance(data, dict):
-            raise MilrUserError(f"{path} must hold a JSON object of settings")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - {"comment", "_comment"})
-        if unknown:
-            raise MilrUserError(
-                f"unknown keys {unknown} in {path}; allowed: {', '.join(sorted(known))}"
-            )
-        settings = cls(**{k: v for k, v in data.items() if k in known})
-        cfg = settings.cfg_scale
-        if cfg is not None and (
-            isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not cfg > 0
-        ):
-            raise MilrUserError(f"cfg_scale={cfg!r} in {path} must be a positive number")
-        if settings.uncond != "pad":
-            raise MilrUserError(f"uncond={settings.uncond!r} in {path}; only 'pad' is supported")
-        return settings
-
-
-def _resolve_dtype(dtype: Any, device: str) -> torch.dtype:
-    import torch
-
-    if dtype is None:
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {
-        "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-        "float16": torch.float16, "half": torch.float16, "fp32": torch.float32,
-        "float32": torch.float32, "float": torch.float32,
-    }  # fmt: skip
-    try:
-        return names[str(dtype).lower().replace("torch.", "")]
-    except KeyError:
-        raise MilrUserError(
-            f"dtype {dtype!r} is not supported; use one of bf16, fp16, fp32"
-        ) from None
-
-
-def _resolve_device(device: str | None) -> str:
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    device = str(device)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MilrUserError(
-            f"device {device!r} requested but CUDA is not available; use --device cpu"
-        )
-    return device
-
-
-class JanusGenerator(Generator):
+class JanusGenerator(JanusLoops, Generator):
     """MILR's view of a transformers Janus checkpoint (Janus-1.3B, Janus-Pro-1B/7B, tiny ones)."""
 
     name: ClassVar[str] = "janus"
@@ -189,8 +88,8 @@ class JanusGenerator(Generator):
         import torch  # noqa: F401  (fail early with torch's own error)
         from transformers import JanusForConditionalGeneration, JanusProcessor
 
-        dev = _resolve_device(device)
-        dt = _resolve_dtype(dtype, dev)
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
         local = Path(str(path)).expanduser()
         if local.is_dir():
             if not cls.can_load(local):
@@ -304,170 +203,6 @@ class JanusGenerator(Generator):
                 "prompt); shorten the prompt"
             )
 
-    # -- the transformer ---------------------------------------------------------------------
-    def _forward(self, embeds: torch.Tensor, cache: Any) -> torch.Tensor:
-        """Run the language model on `embeds` with `cache`; post-norm last hidden states."""
-        out = self.lm(inputs_embeds=embeds, use_cache=True, **{self._cache_kw: cache})
-        return out.last_hidden_state
-
-    def _prefill(self, rows: list[list[int]]) -> tuple[list[tuple[Any, Any]], torch.Tensor]:
-        """Prompt KV (per layer keys/values) and the last position's hidden state, cached."""
-        import torch
-        from transformers import DynamicCache
-
-        key = tuple(tuple(r) for r in rows)
-        hit = self._kv.get(key)
-        if hit is not None:
-            return hit
-        ids = torch.tensor(rows, dtype=torch.long, device=self.device)
-        cache = DynamicCache()
-        with torch.no_grad():
-            h = self._forward(self.embed(ids), cache)[:, -1]
-        kv = [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr]
-        if len(self._kv) >= 4:  # a few prompts: reasoning + image (+ candidates)
-            self._kv.pop(next(iter(self._kv)))
-        self._kv[key] = (kv, h)
-        return kv, h
-
-    @staticmethod
-    def _cache_from(kv: list[tuple[Any, Any]], repeat: int = 1) -> Any:
-        from transformers import DynamicCache
-
-        if repeat == 1:
-            return DynamicCache(ddp_cache_data=kv)
-        return DynamicCache(
-            ddp_cache_data=[
-                (k.repeat_interleave(repeat, 0), v.repeat_interleave(repeat, 0)) for k, v in kv
-            ]
-        )
-
-    def clear_cache(self) -> None:
-        """Forget cached prompt KV (frees memory between prompts)."""
-        self._kv.clear()
-        self._rollouts.clear()
-
-    # -- reasoning ---------------------------------------------------------------------------
-    def write_reasoning(self, prompt: str) -> Reasoning:
-        return self.continue_reasoning(prompt, [])
-
-    def continue_reasoning(self, prompt: str, prefix_tokens: list[int]) -> Reasoning:
-        import torch
-
-        prompt_ids = self._encode(self.reasoning_prompt(prompt))
-        budget = min(self.max_reasoning_tokens, self.context - len(prompt_ids))
-        eos = self._ids["eos"]
-        tokens: list[int] = []
-        latents: list[torch.Tensor] = []
-        prefix = [int(t) for t in prefix_tokens][:budget]
-        if eos in prefix:
-            prefix = prefix[: prefix.index(eos)]
-        memo_key = (tuple(prompt_ids), tuple(prefix), budget)
-        if self.memoize_reasoning:
-            hit = self._memo_lookup(memo_key)
-            if hit is not None:
-                return hit
-        with torch.no_grad():
-            kv, h = self._prefill([prompt_ids])
-            cache = self._cache_from(kv)
-            if prefix:
-                ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
-                hs = self._forward(self.embed(ids), cache)[0]
-                latents.append(h[0])
-                latents.extend(hs[:-1])
-                tokens.extend(prefix)
-                h = hs[-1:]
-            while len(tokens) < budget:
-                nxt = int(self.model.lm_head(h).argmax(-1)[0])
-                if nxt == eos:
-                    break
-                latents.append(h[0])
-                tokens.append(nxt)
-                if len(tokens) >= budget:
-                    break
-                ids = torch.tensor([[nxt]], dtype=torch.long, device=self.device)
-                h = self._forward(self.embed(ids), cache)[:, -1]
-        lat = (
-            torch.stack(latents)
-            if latents
-            else torch.zeros(0, self.hidden_size, device=self.device, dtype=self.dtype)
-        )
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        out = Reasoning(tokens=tokens, latents=lat.detach(), text=text)
-        if self.memoize_reasoning:
-            if len(self._rollouts) >= 4:
-                self._rollouts.pop(next(iter(self._rollouts)))
-            self._rollouts[memo_key] = out
-        return out
-
-    def _memo_lookup(self, key: tuple[Any, ...]) -> Reasoning | None:
-        """A memoised rollout that greedy decoding from `key`'s prefix would reproduce exactly.
-
-        A rollout forced with prefix ``p0`` and continued greedily also answers any prefix
-        ``p`` with ``p0 ⊆ p ⊆ rollout.tokens`` (same prompt and budget): from ``p`` greedy
-        decoding retraces the same tokens.
-        """
-        prompt_ids, prefix, budget = key
-        for (p_ids, p0, b), out in self._rollouts.items():
-            if (
-                p_ids == prompt_ids
-                and b == budget
-                and len(p0) <= len(prefix) <= len(out.tokens)
-                and tuple(out.tokens[: len(prefix)]) == prefix
-            ):
-                return out
-        return None
-
-    # -- image tokens ------------------------------------------------------------------------
-    def sample_image_tokens(
-        self,
-        prompt_text: str,
-        prefix_tokens: torch.Tensor | None = None,
-        batch: int = 1,
-        cfg_scale: float = 5.0,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        capture: int = 0,
-    ) -> ImageTokens:
-        import torch
-
-        n = self.image_token_count
-        cond, uncond = self.image_prompt_ids(prompt_text)
-        if prefix_tokens is not None:
-            prefix_tokens = torch.as_tensor(prefix_tokens, device=self.device).long()
-            if prefix_tokens.dim() == 1:
-                prefix_tokens = prefix_tokens.unsqueeze(0).expand(batch, -1)
-            batch = prefix_tokens.shape[0]
-        forced = 0 if prefix_tokens is None else int(prefix_tokens.shape[1])
-        gen_head = self.model.model.generation_head
-        out = torch.zeros(batch, n, dtype=torch.long, device=self.device)
-        lat = torch.zeros(batch, capture, 2, self.hidden_size, dtype=self.dtype, device=self.device)
-        with torch.no_grad():
-            kv, h = self._prefill([cond, uncond])
-            cache = self._cache_from(kv, batch)
-            h = h.repeat_interleave(batch, 0)  # rows: [cond] * B + [uncond] * B
-            for i in range(n):
-                if i < capture:
-                    lat[:, i, 0] = h[:batch]
-                    lat[:, i, 1] = h[batch:]
-                if i < forced:
-                    tok = prefix_tokens[:, i]  # type: ignore[index]
-                else:
-                    scores = gen_head(h)
-                    c, u = scores[:batch], scores[batch:]
-                    fused = u + (c - u) * cfg_scale
-                    if temperature != 1.0:
-                        fused = fused / temperature
-                    probs = torch.softmax(fused, dim=-1)
-                    tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-                out[:, i] = tok
-                if i == n - 1:
-                    break
-                emb = self.model.prepare_embeddings_for_image_generation(
-                    torch.cat([tok, tok]).unsqueeze(-1)
-                )
-                h = self._forward(emb, cache)[:, -1]
-        return ImageTokens(tokens=out, latents=lat)
-
     # -- heads -------------------------------------------------------------------------------
     def text_head(self, latents: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(latents.to(self.dtype)).float()
@@ -476,6 +211,90 @@ class JanusGenerator(Generator):
         scores = self.model.model.generation_head(latents.to(self.dtype)).float()
         c, u = scores[..., 0, :], scores[..., 1, :]
         return u + (c - u) * cfg_scale
+
+    # -- understanding (self-judge) ----------------------------------------------------------
+    supports_understanding: ClassVar[bool] = True
+
+    def tokenize(self, text: str) -> list[int]:
+        return [int(t) for t in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+    @property
+    def unk_token_id(self) -> int | None:
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        return None if unk is None else int(unk)
+
+    def understanding_inputs(
+        self, images: Sequence[Image], questions: Sequence[str], template: str | None = None
+    ) -> dict[str, Any]:
+        """Processor inputs (``input_ids``, ``attention_mask`` right-padded, ``pixel_values``).
+
+        The processor adds its own specials and, where the checkpoint asks for it, its default
+        system prompt; BOS is then put at position 0 if the tokenizer did not add it and
+        ``add_bos`` is set — never mid-sequence.
+        """
+        import torch
+
+        layout = template or self.settings.understand_template
+        image_token = getattr(self.processor, "image_token", None) or "<image_placeholder>"
+        texts = [layout.replace("{question}", q).replace("{image}", image_token) for q in questions]
+        inputs = self.processor(
+            text=texts,
+            images=list(images),
+            return_tensors="pt",
+            padding=True,
+            padding_side="right",
+            add_special_tokens=True,
+        )
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        bos = self._ids["bos"]
+        if self.settings.add_bos and bos is not None and bool((ids[:, 0] != bos).any()):
+            ids = torch.cat([torch.full_like(ids[:, :1], bos), ids], dim=1)
+            mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+        return {"input_ids": ids, "attention_mask": mask, "pixel_values": inputs["pixel_values"]}
+
+    def understand(
+        self,
+        images: Sequence[Image],
+        questions: Sequence[str],
+        *,
+        template: str | None = None,
+        batch_size: int = 8,
+    ) -> torch.Tensor:
+        """Next-token log-probs ``[B, V]`` (float32, CPU) of the model shown image i, asked i.
+
+        The text is `template` (default ``settings.understand_template``) with ``{image}``
+        replaced by the processor's image placeholder (expanded to the image's tokens) and
+        ``{question}`` by the question; tokens as `understanding_inputs`. Rows are read at
+        their last real token; only those positions go through the output head.
+        """
+        import torch
+
+        if len(images) != len(questions):
+            raise MilrUserError(
+                f"understand: {len(images)} images but {len(questions)} questions; pass one each"
+            )
+        out: list[torch.Tensor] = []
+        step = max(1, int(batch_size))
+        for start in range(0, len(questions), step):
+            inputs = self.understanding_inputs(
+                images[start : start + step], questions[start : start + step], template
+            )
+            ids, mask = (
+                inputs["input_ids"].to(self.device),
+                inputs["attention_mask"].to(self.device),
+            )
+            pixels = inputs["pixel_values"].to(device=self.device, dtype=self.dtype)
+            last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(dim=1)
+            with torch.no_grad():
+                hidden = self.model.model(
+                    input_ids=ids, attention_mask=mask, pixel_values=pixels
+                ).last_hidden_state
+                picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+                logits = self.model.lm_head(picked).float()
+            out.append(torch.log_softmax(logits, dim=-1).cpu())
+        if not out:
+            return torch.zeros(0, int(self.model.config.text_config.vocab_size))
+        return torch.cat(out)
 
     # -- pixels ------------------------------------------------------------------------------
     def decode(self, tokens: torch.Tensor) -> list[Image]:
