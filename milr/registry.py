@@ -6,9 +6,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from milr import plugins
 from milr.critic import NAME_RE, Critic
 from milr.errors import DuplicateNameError, MilrUserError, UnknownCriticError
-from milr.plugins import PluginInfo, get_plugin_manager
+from milr.plugins import PluginInfo, PluginManager, get_plugin_manager
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Registry:
     def __init__(self) -> None:
         self.critics: dict[str, Entry] = {}
         self.generators: dict[str, Entry] = {}
+        #: The plugin manager this registry was filled from (a new one means reload).
+        self.manager: PluginManager | None = None
 
     def _make_register(self, table: dict[str, Entry], kind: str):
         def factory(info: PluginInfo):
@@ -64,6 +67,7 @@ class Registry:
 
     def load(self) -> None:
         manager = get_plugin_manager()
+        self.manager = manager
         manager.call_register_hook("register_critics", self._make_register(self.critics, "critic"))
         manager.call_register_hook(
             "register_generators", self._make_register(self.generators, "generator")
@@ -102,10 +106,10 @@ _registry: Registry | None = None
 
 
 def get_registry() -> Registry:
-    """The process-wide registry (plugins load on the first call)."""
+    """The process-wide registry (plugins load on the first call, and again after a reset)."""
     global _registry
     with _lock:
-        if _registry is None:
+        if _registry is None or _registry.manager is not plugins.current_manager():
             reg = Registry()
             _registry = reg
             try:
@@ -117,6 +121,8 @@ def get_registry() -> Registry:
 
 
 def reset() -> None:
+    """Forget the registry and the discovered plugins (tests; after changing MILR_* variables)."""
     global _registry
     with _lock:
         _registry = None
+        plugins.reset()

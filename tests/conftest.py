@@ -18,11 +18,35 @@ os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="milr-yolo-cfg-
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+def _only_known_plugins() -> str:
+    """Third-party plugins the suite may load: the example plugin this repository ships.
+
+    Set unconditionally, so plugins installed on a developer's machine never leak into the
+    tests; tests that install a distribution add its name (`plugin_fixtures.allow`).
+    """
+    from importlib import metadata
+
+    try:
+        metadata.distribution("milr-plugin-example")
+    except metadata.PackageNotFoundError:
+        return ""
+    return "milr-plugin-example"
+
+
+os.environ["MILR_LOAD_PLUGINS"] = _only_known_plugins()
+for _var in ("MILR_DISABLE_PLUGINS", "MILR_STRICT_PLUGINS"):
+    os.environ.pop(_var, None)
+
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: ``../shared/data`` beside the checkout; ``MILR_SHARED_DATA`` points elsewhere (worktrees).
+SHARED_DATA = Path(
+    os.environ.get("MILR_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +60,8 @@ def shared_data() -> Path:
 @pytest.fixture
 def fresh_plugins(monkeypatch):
     """Reset plugin discovery before and after a test that changes MILR_* variables."""
-    from milr import plugins
+    from milr import registry
 
-    plugins.reset()
+    registry.reset()
     yield monkeypatch
-    plugins.reset()
+    registry.reset()

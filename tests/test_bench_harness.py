@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from plugin_fixtures import make_distribution
+from plugin_fixtures import allow, load_list, make_distribution
 
 from milr.bench.records import load_all_records, read_jsonl, shard_files
 from milr.bench.summary import summarize
@@ -120,6 +120,7 @@ def suite(tmp_path_factory):
 def _env(site: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+    env["MILR_LOAD_PLUGINS"] = load_list("milr-bench-toy")
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
@@ -429,6 +430,7 @@ def test_wise_and_t2i_suites_run_and_aggregate(toy_site, shared_data, tmp_path, 
     from milr.bench.suites import WISE_WEIGHTS
 
     fresh_plugins.syspath_prepend(str(toy_site))
+    allow(fresh_plugins, "milr-bench-toy")
     import bench_toy
 
     wise = tmp_path / "wise.json"
@@ -481,6 +483,7 @@ def test_unusable_score_cache_warns_and_the_run_goes_on(
     from milr.bench.runner import BenchOptions, run_bench
 
     fresh_plugins.syspath_prepend(str(toy_site))
+    allow(fresh_plugins, "milr-bench-toy")
     import bench_toy
 
     junk = tmp_path / "junk.sqlite"

@@ -249,20 +249,19 @@ def test_t2i_summary_is_per_category_mean_score():
 
 
 def test_record_writer_writes_files_before_records_in_order_and_surfaces_errors(tmp_path):
-    from milr.bench.runner import RecordWriter
+    from milr.bench.record import BenchRecord
+    from milr.bench.writer import RecordWriter
 
     seen = []
     with RecordShard(shard_path(tmp_path, 0)) as store:
         writer = RecordWriter(store, seen.append, depth=2)
         for i in range(6):
-            rec = {"prompt_id": str(i), "seed_index": 0, "timings": {}}
+            rec = BenchRecord(prompt_id=str(i))
             writer.submit(rec, [(tmp_path / "images" / f"{i}.bin", lambda i=i: bytes([i]) * 10)])
         writer.close()
     recs = read_jsonl(shard_path(tmp_path, 0))
     assert (
-        [r["prompt_id"] for r in recs]
-        == [str(i) for i in range(6)]
-        == [r["prompt_id"] for r in seen]
+        [r["prompt_id"] for r in recs] == [str(i) for i in range(6)] == [r.prompt_id for r in seen]
     )
     assert all((tmp_path / "images" / f"{i}.bin").read_bytes() == bytes([i]) * 10 for i in range(6))
     assert all(r["timings"]["write_s"] >= 0 for r in recs)
@@ -272,9 +271,7 @@ def test_record_writer_writes_files_before_records_in_order_and_surfaces_errors(
 
     with RecordShard(shard_path(tmp_path, 1)) as store:
         writer = RecordWriter(store, lambda r: None)
-        writer.submit(
-            {"prompt_id": "a", "seed_index": 0, "timings": {}}, [(tmp_path / "x.bin", boom)]
-        )
+        writer.submit(BenchRecord(prompt_id="a"), [(tmp_path / "x.bin", boom)])
         with pytest.raises(OSError, match="disk full"):
             writer.close()
     assert read_jsonl(shard_path(tmp_path, 1)) == []  # no record without its file

@@ -120,7 +120,7 @@ def test_shapeseval_detected(tmp_path):
         (
             "nocount.jsonl",
             '{"tag": "counting", "include": [{"class": "dog", "count": 0}], "prompt": "x"}\n',
-            r"nocount.jsonl:1: field 'include'\[0\].count must be an integer >= 1",
+            r"nocount.jsonl:1: GenEval metadata field include\[0\].count must be an integer >= 1",
         ),
         (
             "noprompt.jsonl",
@@ -134,8 +134,38 @@ def test_shapeseval_detected(tmp_path):
         ),
         (
             "pos.jsonl",
-            '{"tag": "position", "include": [{"class": "dog", "position": "left"}], "prompt": "p"}\n',
-            r"pos.jsonl:1: field 'include'\[0\].position must be \[relation, clause_index\]",
+            '{"tag": "position", "include": [{"class": "dog", "count": 1, "position": "left"}], "prompt": "p"}\n',
+            r"pos.jsonl:1: GenEval metadata field include\[0\].position must be \[relation, clause_index\]",
+        ),
+        (
+            "missing_count.jsonl",
+            '{"tag": "single_object", "include": [{"class": "dog", "count": 1}], "prompt": "a"}\n'
+            '{"tag": "single_object", "include": [{"class": "cat"}], "prompt": "a cat"}\n',
+            r"missing_count.jsonl:2: GenEval metadata field include\[0\].count is missing",
+        ),
+        (
+            "colour.jsonl",
+            '{"tag": "colors", "include": [{"class": "dog", "count": 1, "colour": "red"}], '
+            '"prompt": "a red dog"}\n',
+            r"colour.jsonl:1: GenEval metadata field include\[0\] has unknown key\(s\) \['colour'\]",
+        ),
+        (
+            "badcolor.jsonl",
+            '{"tag": "colors", "include": [{"class": "dog", "count": 1, "color": "mauve"}], '
+            '"prompt": "a mauve dog"}\n',
+            r"badcolor.jsonl:1: GenEval metadata field include\[0\].color='mauve' is not one of",
+        ),
+        (
+            "badrel.jsonl",
+            '{"tag": "position", "include": [{"class": "dog", "count": 1}, '
+            '{"class": "cat", "count": 1, "position": ["behind", 0]}], "prompt": "p"}\n',
+            r"badrel.jsonl:1: GenEval metadata field include\[1\].position\[0\]='behind'",
+        ),
+        (
+            "exclude_color.jsonl",
+            '{"tag": "counting", "include": [{"class": "dog", "count": 1}], '
+            '"exclude": [{"class": "dog", "count": 2, "color": "red"}], "prompt": "p"}\n',
+            r"exclude_color.jsonl:1: GenEval metadata field exclude\[0\] has unknown key",
         ),
         (
             "wise.json",
@@ -177,3 +207,26 @@ def test_missing_file_duplicate_ids_and_bad_format(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(MilrUserError, match="not UTF-8"):
         load_suite(binary)
+
+
+def test_a_bad_geneval_line_stops_the_bench_before_any_generation(tmp_path):
+    """The suite is checked with the rules engine's schema before a solver is even built."""
+    from milr.bench.runner import BenchOptions, run_bench
+
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text(
+        '{"tag": "single_object", "include": [{"class": "dog", "count": 1}], "prompt": "a dog"}\n'
+        '{"tag": "colors", "include": [{"class": "dog", "count": 1, "colour": "red"}], '
+        '"prompt": "a red dog"}\n'
+    )
+    built = []
+
+    def factory(opts, device):
+        built.append(opts)
+        raise AssertionError("the solver must not be built for a bad suite")
+
+    out = tmp_path / "run"
+    opts = BenchOptions(suite=str(suite), critic=["color"], out=str(out), progress=False)
+    with pytest.raises(MilrUserError, match=r"suite.jsonl:2: .*include\[0\].*'colour'"):
+        run_bench(opts, solver_factory=factory)
+    assert built == [] and not (out / "images").exists() and not (out / "records").exists()

@@ -7,7 +7,13 @@ import json
 import pytest
 from cli_helpers import run_milr
 from PIL import Image
-from plugin_fixtures import BAD_SCORE_PLUGIN, BROKEN_IMPORT_PLUGIN, GOOD_PLUGIN, make_distribution
+from plugin_fixtures import (
+    BAD_SCORE_PLUGIN,
+    BROKEN_IMPORT_PLUGIN,
+    GOOD_PLUGIN,
+    load_env,
+    make_distribution,
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +66,7 @@ def test_critics_and_plugins_report_a_broken_plugin_but_keep_working(tmp_path):
     make_distribution(
         tmp_path, "milr-good", "1.0", {"good_plugin": GOOD_PLUGIN}, {"good": "good_plugin"}
     )
-    env = {"PYTHONPATH": str(tmp_path)}
+    env = {"PYTHONPATH": str(tmp_path), **load_env("milr-broken", "milr-good")}
     out = run_milr("critics", env=env)
     assert out.returncode == 0
     assert "squareness" in out.stdout and "color" in out.stdout
@@ -145,7 +151,13 @@ def test_contract_violation_is_an_internal_failure(images, tmp_path):
         tmp_path, "milr-nan", "0.1", {"nan_plugin": BAD_SCORE_PLUGIN}, {"nan": "nan_plugin"}
     )
     out = run_milr(
-        "score", images["red"], "-p", "x", "-c", "nan-critic", env={"PYTHONPATH": str(tmp_path)}
+        "score",
+        images["red"],
+        "-p",
+        "x",
+        "-c",
+        "nan-critic",
+        env={"PYTHONPATH": str(tmp_path), **load_env("milr-nan")},
     )
     assert out.returncode == 1 and "'nan-critic'" in out.stderr and "nan" in out.stderr
 

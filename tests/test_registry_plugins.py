@@ -8,6 +8,7 @@ from plugin_fixtures import (
     BROKEN_REGISTER_PLUGIN,
     DUPLICATE_PLUGIN,
     GOOD_PLUGIN,
+    allow,
     make_distribution,
 )
 
@@ -19,8 +20,9 @@ from milr.registry import get_registry
 
 @pytest.fixture
 def site(tmp_path, fresh_plugins):
-    """A directory on sys.path holding fake distributions."""
+    """A directory on sys.path holding fake distributions (named in MILR_LOAD_PLUGINS)."""
     fresh_plugins.syspath_prepend(str(tmp_path))
+    allow(fresh_plugins, "milr-squares", "milr-good", "milr-broken", "milr-badreg", "milr-dup")
     return tmp_path
 
 

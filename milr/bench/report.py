@@ -16,6 +16,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from milr.bench.record import BenchRecord, SideResult, as_records
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
@@ -46,11 +48,11 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines
 
 
-def _verdict(side: dict[str, Any] | None) -> tuple[str, tuple[int, int, int]]:
-    if not side or side.get("error"):
+def _verdict(side: SideResult | None) -> tuple[str, tuple[int, int, int]]:
+    if side is None or side.error:
         return "error", (150, 80, 0)
-    score = side.get("score")
-    passed = side.get("passed")
+    score = side.score
+    passed = side.passed
     s = "–" if score is None else f"{score:.2f}"
     if passed is True:
         return f"PASS {s}", (20, 130, 40)
@@ -59,16 +61,16 @@ def _verdict(side: dict[str, Any] | None) -> tuple[str, tuple[int, int, int]]:
     return f"score {s}", (60, 60, 60)
 
 
-def _thumb(out: Path, side: dict[str, Any] | None) -> Image:
+def _thumb(out: Path, side: SideResult | None) -> Image:
     from PIL import Image as PILImage
 
-    if side and side.get("image") and (out / side["image"]).exists():
-        with PILImage.open(out / side["image"]) as im:
+    if side is not None and side.image and (out / side.image).exists():
+        with PILImage.open(out / side.image) as im:
             return im.convert("RGB").resize((THUMB, THUMB), PILImage.Resampling.NEAREST)
     return PILImage.new("RGB", (THUMB, THUMB), (235, 235, 235))
 
 
-def contact_sheet(out: Path, records: list[dict[str, Any]], title: str) -> Image:
+def contact_sheet(out: Path, records: list[BenchRecord], title: str) -> Image:
     """One image: a header, then per record the prompt, the base and the MILR image with verdicts."""
     from PIL import Image as PILImage
     from PIL import ImageDraw
@@ -85,13 +87,13 @@ def contact_sheet(out: Path, records: list[dict[str, Any]], title: str) -> Image
     draw.text((TEXT_W + THUMB + 2 * PAD, 26), "MILR", fill=(90, 90, 90), font=small)
     for i, rec in enumerate(records):
         y = header + i * row_h
-        lines = _wrap(f"[{rec['prompt_id']}#{rec.get('seed_index', 0)}] {rec['prompt']}", 40)[:8]
+        lines = _wrap(f"[{rec.prompt_id}#{rec.seed_index}] {rec.prompt}", 40)[:8]
         for j, line in enumerate(lines):
             draw.text((PAD, y + j * 16), line, fill="black", font=small)
-        traj = rec.get("trajectory") or {}
-        if rec.get("error"):
+        traj = rec.traj
+        if rec.error:
             draw.text(
-                (PAD, y + THUMB - 14), f"error: {rec['error'][:40]}", fill=(190, 30, 30), font=small
+                (PAD, y + THUMB - 14), f"error: {rec.error[:40]}", fill=(190, 30, 30), font=small
             )
         elif traj.get("steps") is not None:
             draw.text(
@@ -100,10 +102,10 @@ def contact_sheet(out: Path, records: list[dict[str, Any]], title: str) -> Image
                 fill=(90, 90, 90),
                 font=small,
             )
-        for k, side in enumerate(("base", "milr")):
+        for k, (_, side) in enumerate(rec.sides()):
             x = TEXT_W + PAD + k * (THUMB + PAD)
-            sheet.paste(_thumb(out, rec.get(side)), (x, y))
-            label, color = _verdict(rec.get(side))
+            sheet.paste(_thumb(out, side), (x, y))
+            label, color = _verdict(side)
             draw.text((x, y + THUMB + 4), label, fill=color, font=small)
     return sheet
 
@@ -113,12 +115,9 @@ def _carry(values: list[Any], length: int) -> list[Any]:
     return [vals[min(i, len(vals) - 1)] for i in range(length)]
 
 
-def reward_curve(records: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+def reward_curve(records: list[BenchRecord]) -> tuple[list[int], list[float]]:
     """Mean reward-critic score per step (records that stopped early carry their last score)."""
-    series = [
-        [s for s in (r.get("trajectory") or {}).get("scores") or [] if s is not None]
-        for r in records
-    ]
+    series = [[s for s in r.traj.get("scores") or [] if s is not None] for r in records]
     series = [s for s in series if s]
     if not series:
         return [], []
@@ -130,23 +129,23 @@ def reward_curve(records: list[dict[str, Any]]) -> tuple[list[int], list[float]]
     return list(range(length)), means
 
 
-def accuracy_by_budget(records: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+def accuracy_by_budget(records: list[BenchRecord]) -> tuple[list[int], list[float]]:
     """Pass rate if MILR were stopped after at most b steps (see the module docstring)."""
     rows = []
     for r in records:
-        base, milr = r.get("base") or {}, r.get("milr") or {}
-        if r.get("error") or base.get("passed") is None or milr.get("passed") is None:
+        base, milr = r.verdict("base"), r.verdict("milr")
+        if r.error or base is None or milr is None:
             continue
-        traj = r.get("trajectory") or {}
+        traj = r.traj
         steps = traj.get("steps")
         inner = list(traj.get("passed") or [])
         n = int(steps) if steps is not None else max(0, len(inner) - 1)
-        verdicts = [bool(base["passed"])]
+        verdicts = [bool(base)]
         for b in range(1, n):
             v = inner[b] if b < len(inner) else None
             verdicts.append(bool(v) if v is not None else verdicts[-1])
         if n >= 1:
-            verdicts.append(bool(milr["passed"]))
+            verdicts.append(bool(milr))
         rows.append(verdicts)
     if not rows:
         return [], []
@@ -156,10 +155,10 @@ def accuracy_by_budget(records: list[dict[str, Any]]) -> tuple[list[int], list[f
     return budgets, acc
 
 
-def _by_group(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = {}
+def _by_group(records: list[BenchRecord]) -> dict[str, list[BenchRecord]]:
+    groups: dict[str, list[BenchRecord]] = {}
     for r in records:
-        groups.setdefault(str(r.get("group", "all")), []).append(r)
+        groups.setdefault(r.group, []).append(r)
     return groups
 
 
@@ -198,7 +197,7 @@ def _curve_plot(path: Path, records, curve, title: str, ylabel: str, ylim=None, 
     return True
 
 
-def _plots(out: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
+def _plots(out: Path, records: list[BenchRecord], summary: dict[str, Any]) -> list[Path]:
     written = []
     settings = summary.get("settings") or {}
     if _curve_plot(
@@ -225,18 +224,22 @@ def _plots(out: Path, records: list[dict[str, Any]], summary: dict[str, Any]) ->
 
 
 def write_report(
-    out: str | Path, records: list[dict[str, Any]], summary: dict[str, Any], max_rows: int = 24
+    out: str | Path,
+    records: list[BenchRecord] | list[dict[str, Any]],
+    summary: dict[str, Any],
+    max_rows: int = 24,
 ) -> list[Path]:
     """Write contact sheets (one per group) and the plots; returns the files written."""
     out = Path(out)
+    records = as_records(records)
     folder = out / "contact"
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for group, recs in _by_group(records).items():
-        e = summary["groups"].get(group, {})
+        e = summary["groups"].get(group)
         metric = summary["metric"]
-        b = (e.get("base") or {}).get(metric)
-        m = (e.get("milr") or {}).get(metric)
+        b = e["base"][metric] if e else None
+        m = e["milr"][metric] if e else None
         title = f"{group}: {metric} base {b if b is None else f'{b:.2f}'} -> MILR {m if m is None else f'{m:.2f}'}"
         sheet = contact_sheet(out, recs[:max_rows], title)
         path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', group)}.png"

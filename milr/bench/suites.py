@@ -8,6 +8,7 @@ WISE category).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from milr.errors import MilrUserError
+from milr.geneval_rules import validate_metadata
 
 #: Suite formats understood by `load_suite`.
 FORMATS = ("geneval", "shapes", "t2i-compbench", "wise")
@@ -90,6 +92,14 @@ class Suite:
         """Groups in first-seen order."""
         return list(dict.fromkeys(p.group for p in self.prompts))
 
+    @functools.cached_property
+    def _positions(self) -> dict[str, int]:
+        return {p.id: i for i, p in enumerate(self.prompts)}
+
+    def index_of(self, prompt_id: str) -> int:
+        """0-based position of the prompt `prompt_id` in the suite (`KeyError` if absent)."""
+        return self._positions[prompt_id]
+
     def __len__(self) -> int:
         return len(self.prompts)
 
@@ -125,33 +135,13 @@ def _read_text(path: Path) -> str:
 # --- GenEval / ShapesEval -----------------------------------------------------------------
 
 
-def _check_clause(clause: Any, where: str, key: str, i: int) -> None:
-    at = f"field {key!r}[{i}]"
-    if not isinstance(clause, dict):
-        raise _err(
-            where, f'{at} must be an object like {{"class": "dog", "count": 1}}, got {clause!r}'
-        )
-    cls = clause.get("class")
-    if not isinstance(cls, str) or not cls.strip():
-        raise _err(where, f'{at} needs a non-empty string "class", got {cls!r}')
-    count = clause.get("count", 1)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise _err(where, f"{at}.count must be an integer >= 1, got {count!r}")
-    if "color" in clause and not isinstance(clause["color"], str):
-        raise _err(where, f"{at}.color must be a string, got {clause['color']!r}")
-    if "position" in clause:
-        pos = clause["position"]
-        if (
-            not isinstance(pos, list)
-            or len(pos) != 2
-            or not isinstance(pos[0], str)
-            or isinstance(pos[1], bool)
-            or not isinstance(pos[1], int)
-        ):
-            raise _err(where, f"{at}.position must be [relation, clause_index], got {pos!r}")
-
-
 def _geneval_entry(obj: Any, where: str) -> tuple[str, str, dict[str, Any]]:
+    """Check one GenEval/ShapesEval line with `milr.geneval_rules.validate_metadata`.
+
+    Any class name is accepted here (the evaluation critic checks its own vocabulary); counts,
+    colours, relations and clause keys follow the rules engine, so a line without ``count`` or
+    with a misspelled key (``colour``) is refused before any image is generated.
+    """
     if not isinstance(obj, dict):
         raise _err(
             where,
@@ -168,13 +158,10 @@ def _geneval_entry(obj: Any, where: str) -> tuple[str, str, dict[str, Any]]:
     include = obj.get("include")
     if not isinstance(include, list) or not include:
         raise _err(where, f"field 'include' must be a non-empty list of clauses, got {include!r}")
-    for i, clause in enumerate(include):
-        _check_clause(clause, where, "include", i)
-    exclude = obj.get("exclude", [])
-    if not isinstance(exclude, list):
-        raise _err(where, f"field 'exclude' must be a list of clauses, got {exclude!r}")
-    for i, clause in enumerate(exclude):
-        _check_clause(clause, where, "exclude", i)
+    try:  # the rules engine's own schema: what loads here is what the critics can evaluate
+        validate_metadata(obj, classes=None)
+    except MilrUserError as exc:
+        raise _err(where, str(exc)) from None
     return prompt, tag, obj
 
 

@@ -15,15 +15,18 @@ means and counted under ``errors``.
 from __future__ import annotations
 
 import json
+import os
+import sys
+import traceback
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from milr.bench.records import atomic_write_text, load_all_records, read_run
+from milr.bench.record import SIDES, BenchRecord, as_records
+from milr.bench.records import atomic_write_text, load_all_records, read_run, write_results
 from milr.bench.suites import GENEVAL_TAGS, T2I_CATEGORIES, WISE_WEIGHTS
-
-SIDES = ("base", "milr")
 
 
 def benchmark_metric(benchmark: str) -> str:
@@ -43,18 +46,18 @@ def _group_order(benchmark: str, groups: list[str]) -> list[str]:
     return known + sorted(g for g in groups if g not in canon)
 
 
-def _side_stats(recs: list[dict[str, Any]], side: str) -> dict[str, Any]:
+def _side_stats(recs: list[BenchRecord], side: str) -> dict[str, Any]:
     scores: list[float] = []
     verdicts: list[bool] = []
     errors = 0
     for r in recs:
-        s = r.get(side) or {}
-        if r.get("error") or s.get("error") or s.get("score") is None:
+        s = r.side(side)
+        if s is None or not r.side_usable(side):
             errors += 1
             continue
-        scores.append(float(s["score"]))
-        if s.get("passed") is not None:
-            verdicts.append(bool(s["passed"]))
+        scores.append(float(s.score))  # type: ignore[arg-type]  # side_usable: not None
+        if s.passed is not None:
+            verdicts.append(bool(s.passed))
     return {
         "n": len(recs),
         "scored": len(scores),
@@ -92,12 +95,13 @@ def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else b - a
 
 
-def summarize(records: list[dict[str, Any]], benchmark: str) -> dict[str, Any]:
+def summarize(records: Iterable[BenchRecord | dict[str, Any]], benchmark: str) -> dict[str, Any]:
     """Aggregate merged records into the benchmark's table; deterministic given the records."""
+    records = as_records(records)
     metric = benchmark_metric(benchmark)
-    by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_group: dict[str, list[BenchRecord]] = defaultdict(list)
     for r in records:
-        by_group[str(r.get("group", "all"))].append(r)
+        by_group[r.group].append(r)
     groups: dict[str, dict[str, Any]] = {}
     for g in _group_order(benchmark, list(by_group)):
         recs = by_group[g]
@@ -116,12 +120,12 @@ def summarize(records: list[dict[str, Any]], benchmark: str) -> dict[str, Any]:
     calls: list[int] = []
     stops: Counter[str] = Counter()
     for r in records:
-        b, m = (r.get("base") or {}).get("passed"), (r.get("milr") or {}).get("passed")
+        b, m = r.verdict("base"), r.verdict("milr")
         if b is False and m is True:
             improved += 1
         if b is True and m is False:
             regressed += 1
-        traj = r.get("trajectory") or {}
+        traj = r.traj
         if traj.get("steps") is not None:
             steps.append(int(traj["steps"]))
         if traj.get("critic_calls") is not None:
@@ -132,8 +136,8 @@ def summarize(records: list[dict[str, Any]], benchmark: str) -> dict[str, Any]:
         "benchmark": benchmark,
         "metric": metric,
         "records": len(records),
-        "prompts": len({r["prompt_id"] for r in records}),
-        "failed_records": sum(1 for r in records if r.get("error")),
+        "prompts": len({r.prompt_id for r in records}),
+        "failed_records": sum(1 for r in records if r.error),
         "eval_errors": {side: everything[side]["errors"] for side in SIDES},
         "groups": groups,
         "overall": overall,
@@ -147,13 +151,14 @@ def summarize(records: list[dict[str, Any]], benchmark: str) -> dict[str, Any]:
     }
 
 
-def timing_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+def timing_summary(records: Iterable[BenchRecord | dict[str, Any]]) -> dict[str, Any]:
     """Wall-time figures (vary between runs, so kept apart from the results)."""
+    records = as_records(records)
     keys = ("optimizer_s", "eval_s", "harness_s", "total_s")
     sums = {k: 0.0 for k in keys}
     for r in records:
         for k in keys:
-            sums[k] += float((r.get("timings") or {}).get(k) or 0.0)
+            sums[k] += float(r.timings.get(k) or 0.0)
     n = max(1, len(records))
     return {
         "sum": sums,
@@ -232,19 +237,24 @@ def to_markdown(summary: dict[str, Any], run: dict[str, Any] | None = None) -> s
     return "\n".join(lines) + "\n"
 
 
-def write_summary(out: str | Path, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def run_benchmark(run: dict[str, Any] | None, records: list[BenchRecord]) -> str:
+    """The benchmark of a run: from ``run.json``, else from its first record (GenEval)."""
+    settings = (run or {}).get("settings") or {}
+    return settings.get("benchmark") or (records[0].benchmark if records else None) or "geneval"
+
+
+def write_summary(
+    out: str | Path, records: Iterable[BenchRecord | dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Summarise a run directory: writes ``summary.json`` and ``summary.md``; returns the summary."""
     from milr.errors import MilrUserError
 
     out = Path(out)
     run = read_run(out)
-    if records is None:
-        records = load_all_records(out)
+    records = as_records(load_all_records(out) if records is None else records)
     if not records:
         raise MilrUserError(f"{out} holds no bench records (records/*.jsonl or results.jsonl)")
-    benchmark = (run or {}).get("settings", {}).get("benchmark") or records[0].get(
-        "benchmark", "geneval"
-    )
+    benchmark = run_benchmark(run, records)
     summary = summarize(records, benchmark)
     summary["timing"] = timing_summary(records)
     if run:
@@ -252,4 +262,23 @@ def write_summary(out: str | Path, records: list[dict[str, Any]] | None = None) 
         summary["settings"] = run.get("settings")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
     atomic_write_text(out / "summary.md", to_markdown(summary, run))
+    return summary
+
+
+def finalize(out: str | Path, report: bool = True) -> dict[str, Any]:
+    """Merge the shards into ``results.jsonl``, write the summary and (optionally) the report."""
+    out = Path(out)
+    raw = load_all_records(out)
+    write_results(out, raw)
+    records = as_records(raw)
+    summary = write_summary(out, records)
+    if report:
+        try:
+            from milr.bench.report import write_report
+
+            write_report(out, records, summary)
+        except Exception as exc:  # a broken plot must not lose a finished benchmark
+            print(f"warning: report not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+            if os.environ.get("MILR_DEBUG"):
+                traceback.print_exc()
     return summary

@@ -16,9 +16,8 @@ def milr_sample_batch():
 @pytest.fixture
 def milr_registry(monkeypatch):
     """A freshly loaded registry; restores plugin state afterwards."""
-    from milr import plugins
-    from milr.registry import get_registry
+    from milr.registry import get_registry, reset
 
-    plugins.reset()
+    reset()
     yield get_registry()
-    plugins.reset()
+    reset()

@@ -1,0 +1,64 @@
+"""Evaluating a record's two images with the evaluation critic, through the score cache."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from milr.bench.cache import ScoreCache, cached_evaluate
+from milr.bench.record import SideResult
+from milr.bench.suites import BenchPrompt
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from milr.critic import Critic
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message``, the form errors take in records."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def score_pair(
+    critic: Critic,
+    images: list[Image],
+    prompt: BenchPrompt,
+    cache: ScoreCache | None,
+    hashes: list[str],
+) -> tuple[list[SideResult], str | None]:
+    """Score the base and MILR images; never raises.
+
+    Both images go to the critic in one batch. When that batch fails, each image is scored
+    alone (so one bad image does not sink both) and the batch's error is returned as the second
+    value, for the record's ``eval_batch_error``; an image that also fails alone carries its
+    own error. Returned results hold only the evaluation fields of `SideResult`.
+    """
+    n = len(images)
+    try:
+        res = cached_evaluate(
+            critic, images, [prompt.prompt] * n, [prompt.metadata] * n, cache, hashes
+        )
+        return [SideResult(score=r.score, passed=r.passed, details=r.details) for r in res], None
+    except Exception as exc:
+        batch_error = describe(exc)
+    out: list[SideResult] = []
+    for image, h in zip(images, hashes):
+        try:
+            (r,) = cached_evaluate(critic, [image], [prompt.prompt], [prompt.metadata], cache, [h])
+            out.append(SideResult(score=r.score, passed=r.passed, details=r.details))
+        except Exception as exc:
+            out.append(SideResult(error=describe(exc)))
+    return out, batch_error
+
+
+def open_cache(path: str | Path) -> ScoreCache | None:
+    """The score cache, or None (with a warning) when the file cannot serve as one."""
+    import sqlite3
+
+    try:
+        return ScoreCache(path)
+    except (sqlite3.Error, OSError) as exc:
+        print(f"warning: score cache {path} unusable ({exc}); running without it", file=sys.stderr)
+        return None

@@ -1,0 +1,133 @@
+"""Solvers: what turns a prompt and a seed into the base and the improved image.
+
+The default is `MILRSolver` (the MILR optimizer over a loaded generator); ``--solver
+MODULE:CALLABLE`` or `run_bench(..., solver_factory=...)` plugs in another (e.g. best-of-N).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from milr.bench.options import BenchOptions
+from milr.bench.suites import BenchPrompt
+from milr.errors import MilrUserError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+
+@dataclass
+class Outcome:
+    """What a solver produced for one prompt and seed."""
+
+    base_image: Image
+    final_image: Image
+    #: Summary of the optimisation: steps, stop_reason, rewards (per step, step 0 = base),
+    #: passed (per step), critic_calls, timings. JSON-serialisable.
+    trajectory: dict[str, Any] = field(default_factory=dict)
+    #: The full result (e.g. `MILRResult.to_dict()`), written next to the images.
+    full: dict[str, Any] | None = None
+
+
+class Solver(Protocol):
+    """Turns a prompt and a seed into base and improved images (MILR, or a baseline)."""
+
+    def solve(self, prompt: BenchPrompt, seed: int) -> Outcome: ...
+
+
+SolverFactory = Callable[[BenchOptions, "str | None"], Solver]
+
+
+class MILRSolver:
+    """The MILR optimizer over a loaded generator, rewarded by the ``--critic`` ensemble.
+
+    The base image is the optimizer's step-0 image (the model's own first sample under the
+    prompt's seed); the MILR image is the one the optimizer returns (last, or best with
+    ``--opt select=best``).
+    """
+
+    def __init__(self, opts: BenchOptions, device: str | None) -> None:
+        from milr import build_critic
+        from milr.generator import load_generator
+
+        self.opts = opts
+        self._config(0)  # bad optimizer options fail before the model loads
+        self.critic = build_critic(list[Any](opts.critic))
+        self.generator = load_generator(opts.model, device=device, dtype=opts.dtype)
+
+    def _config(self, seed: int) -> Any:
+        from milr.optimizer import MILRConfig
+
+        kwargs: dict[str, Any] = {
+            "mode": self.opts.mode,
+            "max_steps": self.opts.steps,
+            "seed": seed,
+        }
+        kwargs.update(self.opts.optimizer)
+        try:
+            return MILRConfig(**kwargs)
+        except TypeError as exc:
+            raise MilrUserError(f"bad optimizer option in {self.opts.optimizer}: {exc}") from None
+
+    def solve(self, prompt: BenchPrompt, seed: int) -> Outcome:
+        from milr.optimizer import MILR
+
+        result = MILR(self.generator, self.critic, self._config(seed)).run(
+            prompt.prompt, prompt.metadata
+        )
+        full = result.to_dict()
+        if result.initial_image is None or result.image is None:
+            raise RuntimeError(
+                f"the optimizer returned no image (stop reason {result.stop_reason!r})"
+            )
+        return Outcome(
+            base_image=result.initial_image,
+            final_image=result.image,
+            trajectory=summarize_result(full),
+            full=full,
+        )
+
+
+def summarize_result(full: dict[str, Any]) -> dict[str, Any]:
+    """The trajectory summary a record carries (the full `MILRResult.to_dict()` goes to a side file)."""
+    steps = list(full.get("steps") or [])
+    out: dict[str, Any] = {
+        "steps": full.get("n_steps", max(0, len(steps) - 1)),
+        "stop_reason": full.get("stop_reason"),
+        "scores": [st.get("score") for st in steps],
+        "rewards": [st.get("reward") for st in steps],
+        "passed": [st.get("passed") for st in steps],
+        "critic_calls": full.get("critic_calls"),
+    }
+    for key in (
+        "images_scored",
+        "tokens_generated",
+        "best_step",
+        "selected",
+        "wall_seconds",
+        "timings",
+    ):
+        if key in full:
+            out[key] = full[key]
+    if steps:
+        out["reasoning"] = {
+            "initial": steps[0].get("reasoning"),
+            "final": steps[-1].get("reasoning"),
+        }
+    return out
+
+
+def load_solver_factory(spec: str | None) -> SolverFactory:
+    """``module:callable`` taking ``(options, device)`` and returning a solver; default MILR."""
+    if not spec or spec == "milr":
+        return MILRSolver
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise MilrUserError(f"--solver {spec!r} must be 'module:callable'")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise MilrUserError(f"cannot load solver {spec!r}: {exc}") from None
