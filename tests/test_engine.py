@@ -106,21 +106,26 @@ def test_the_mixed_suite_is_mixed(gen64, critic):
     assert len({len(gen64.tokenize(p)) for p in PROMPTS}) > 3  # prompts of different lengths
     reasoning = [gen64.write_reasoning(p) for p in PROMPTS]
     cap = gen64.max_reasoning_tokens
-    assert any(len(r.tokens) < cap for r in reasoning) and any(len(r.tokens) == cap for r in reasoning)
+    assert any(len(r.tokens) < cap for r in reasoning) and any(
+        len(r.tokens) == cap for r in reasoning
+    )
     assert len(stops) >= 3 and any(s[0] == "threshold" for s in stops), stops
     assert any(s[0] == "max_steps" for s in stops) and lengths
+
+
+SLOW = pytest.mark.slow
 
 
 @pytest.mark.parametrize(
     ("mode", "extra"),
     [
         ("both", {}),
-        ("text", {}),
-        ("image", {}),
+        pytest.param("text", {}, marks=SLOW),
+        pytest.param("image", {}, marks=SLOW),
         ("text_image", {}),
-        ("image_text", {}),
+        pytest.param("image_text", {}, marks=SLOW),
         ("both", {"samples_per_step": 2, "select": "best"}),
-        ("text", {"samples_per_step": 3}),
+        pytest.param("text", {"samples_per_step": 3}, marks=SLOW),
         ("image", {"samples_per_step": 2, "stop_on_pass": True}),
     ],
 )
@@ -149,20 +154,29 @@ def test_batch_of_one_is_bitwise_the_unbatched_path_in_float32(gen32, critic):
 
 
 def test_float32_batched_trajectories_stay_close(gen32, critic):
-    """In float32 batched products may round differently; the share identical is reported."""
+    """In float32 batched products round differently: tokens, rewards and stops are still the
+    same on this suite; decoded pixels may differ by one level (batched VQ convolutions)."""
     cfgs = configs("both")
-    ref = [trajectory(r) for r in reference(gen32, critic, cfgs)]
+    ref = reference(gen32, critic, cfgs)
     gen32.clear_cache()
     done = run_batched(gen32, critic, [Job(p, {}, c) for p, c in zip(PROMPTS, cfgs)], 8)
-    same = sum(a == trajectory(d.result) for a, d in zip(ref, done))
-    assert same >= len(PROMPTS) // 2, f"only {same}/{len(PROMPTS)} float32 trajectories identical"
+    same = sum(trajectory(a)[:-1] == trajectory(d.result)[:-1] for a, d in zip(ref, done))
+    assert same >= len(PROMPTS) - 1, f"only {same}/{len(PROMPTS)} float32 trajectories identical"
+    for a, d in zip(ref, done):
+        if trajectory(a)[:-1] != trajectory(d.result)[:-1]:
+            continue
+        diff = np.abs(np.asarray(a.image, dtype=int) - np.asarray(d.result.image, dtype=int))
+        assert diff.max() <= 1
 
 
 def test_continuous_batching_keeps_the_batch_full(gen64, critic):
     seen: list[int] = []
     cfgs = configs("both")
     engine = BatchedMILR(gen64, critic, 3, on_active=seen.append)
-    order = [d.job.key for d in engine.run(Job(p, {}, c, key=i) for i, (p, c) in enumerate(zip(PROMPTS, cfgs)))]
+    order = [
+        d.job.key
+        for d in engine.run(Job(p, {}, c, key=i) for i, (p, c) in enumerate(zip(PROMPTS, cfgs)))
+    ]
     assert sorted(order) == list(range(len(PROMPTS)))
     assert max(seen) == 3 and seen.count(3) >= len(seen) - 3  # full until the suite runs dry
     assert engine.stats["image_tokens"] > 0 and engine.stats["rounds"] == len(seen)
@@ -196,7 +210,10 @@ def test_out_of_memory_halves_the_batch_and_keeps_results(gen64, critic, capsys)
     ref = [trajectory(r) for r in reference(gen64, critic, cfgs)]
     limit = phase_bytes(gen64, 2)  # room for two prompts' image rows
     engine = BatchedMILR(gen64, critic, 8, memory_limit=limit)
-    done = sorted(engine.run(Job(p, {}, c, key=i) for i, (p, c) in enumerate(zip(PROMPTS, cfgs))), key=lambda d: d.job.key)
+    done = sorted(
+        engine.run(Job(p, {}, c, key=i) for i, (p, c) in enumerate(zip(PROMPTS, cfgs))),
+        key=lambda d: d.job.key,
+    )
     assert all(d.error is None for d in done)
     assert [trajectory(d.result) for d in done] == ref
     assert engine.limit == 2 and engine.stats["ooms"] >= 2
