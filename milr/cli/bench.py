@@ -110,7 +110,18 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
     help="cpu, cuda, cuda:1 ... (under torchrun, cuda means cuda:LOCAL_RANK).",
 )
 @click.option(
-    "--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)."
+    "--dtype",
+    default=None,
+    help="float32, bfloat16, float16, float64 (CPU only: exact batched-vs-unbatched runs) "
+    "(default: bf16 on GPU, fp32 on CPU).",
+)
+@click.option(
+    "--batch-prompts",
+    "batch_prompts",
+    default="1",
+    show_default=True,
+    metavar="B|auto",
+    help="Optimise up to B prompts at once (batched engine; 'auto' sizes B from free memory).",
 )
 @click.option(
     "--opt",
@@ -162,6 +173,7 @@ def run_cmd(
     fmt: str | None,
     device: str | None,
     dtype: str | None,
+    batch_prompts: str,
     opt: tuple[str, ...],
     resume: bool,
     force: bool,
@@ -199,6 +211,7 @@ def run_cmd(
         progress=not no_progress,
         report=not no_report,
         dist_timeout_s=dist_timeout,
+        batch_prompts=batch_prompts,
     )
     summary = run_bench(opts)
     if summary is not None:
