@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from milr.bench.options import BenchOptions
 from milr.bench.suites import BenchPrompt
-from milr.errors import MilrUserError
+from milr.errors import GenerationError, MilrUserError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -80,7 +80,7 @@ class MILRSolver:
         )
         full = result.to_dict()
         if result.initial_image is None or result.image is None:
-            raise RuntimeError(
+            raise GenerationError(
                 f"the optimizer returned no image (stop reason {result.stop_reason!r})"
             )
         return Outcome(
