@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from milr import devices
+from milr.checkpoints import check_state_dict_keys, first_line
 from milr.critic import require
 from milr.devices import dtype_name
 from milr.errors import MilrUserError
@@ -154,12 +155,18 @@ def _load(
         elif path.is_file():
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
             try:
-                open_clip.load_checkpoint(model, str(path), strict=True)
-            except Exception as exc:  # unpickling, shape or key mismatches
+                found = open_clip.load_checkpoint(model, str(path), strict=False)
+            except Exception as exc:  # unpickling or shape mismatches
                 raise MilrUserError(
                     f"critic {critic!r}: checkpoint {str(path)!r} does not load into open_clip "
-                    f"{arch!r}: {str(exc)[:500]}"
+                    f"{arch!r}: {first_line(exc)[:300]}"
                 ) from exc
+            check_state_dict_keys(  # missing or foreign tensors: one line naming them
+                getattr(found, "missing_keys", []),
+                getattr(found, "unexpected_keys", []),
+                path,
+                f"critic {critic!r} (open_clip {arch})",
+            )
             source = str(path.resolve())
         else:
             tags = open_clip.list_pretrained_tags_by_model(arch)

@@ -113,6 +113,11 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
     "--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)."
 )
 @click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Load a checkpoint even if tensors are missing or unexpected (random weights there).",
+)
+@click.option(
     "--opt",
     "opt",
     multiple=True,
@@ -162,6 +167,7 @@ def run_cmd(
     fmt: str | None,
     device: str | None,
     dtype: str | None,
+    allow_missing: bool,
     opt: tuple[str, ...],
     resume: bool,
     force: bool,
@@ -175,6 +181,11 @@ def run_cmd(
     """Run (or resume) SUITE_FILE: base and MILR images per prompt, scored by the evaluation critic."""
     from milr.bench.runner import BenchOptions, default_out, run_bench
     from milr.bench.summary import to_markdown
+    from milr.devices import dtype_name, resolve_device
+
+    if device is not None:  # refused before the suite, critics or model are touched
+        resolve_device("cuda" if device.startswith("cuda") else device)
+    dtype_name(dtype, "--dtype")
 
     opts = BenchOptions(
         suite=suite_file,
@@ -190,6 +201,7 @@ def run_cmd(
         format=fmt,
         device=device,
         dtype=dtype,
+        allow_missing=allow_missing,
         optimizer=_parse_opt(opt),
         solver=solver,
         resume=resume,
