@@ -176,13 +176,14 @@ def test_odd_images(tiny_clip):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"weights": None}, "needs weights"),
+        ({"weights": None}, "critic 'clip': parameter 'weights' is required: pass a checkpoint"),
         ({"weights": "/nowhere/ViT-L-14.pt"}, "'/nowhere/ViT-L-14.pt' does not exist"),
         ({"weights": "local-dir:/nowhere"}, "open_clip_config.json"),
-        ({"weights": "random", "w": 0}, "w=0"),
-        ({"weights": "random", "dtype": "float64"}, "dtype='float64'"),
-        ({"weights": "random", "batch_size": 0}, "batch_size=0"),
-        ({"weights": "random", "threshold": 2}, "threshold=2"),
+        ({"weights": "random", "w": 0}, "'w'=0 must be > 0"),
+        ({"weights": "random", "dtype": "float64"}, "'dtype'='float64' must be one of"),
+        ({"weights": "random", "batch_size": 0}, "'batch_size'=0 must be >= 1"),
+        ({"weights": "random", "threshold": 2}, "'threshold'=2 must be <= 1"),
+        ({"weights": "random", "threshold": True}, "'threshold'=True is a boolean, not a number"),
     ],
 )
 def test_clip_bad_parameters(kwargs, message):

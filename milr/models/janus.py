@@ -10,6 +10,7 @@ understanding mode (for ``self-judge``). The KV-cached generation loops are in
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -325,5 +326,5 @@ def _snapshot_dir(repo_id: str) -> Path | None:
 
 
 @hookimpl
-def register_generators(register):
+def register_generators(register: Callable[[type[Any]], None]) -> None:
     register(JanusGenerator)
