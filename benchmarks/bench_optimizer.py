@@ -113,7 +113,7 @@ def reference_class():
             self._kv.clear()  # the prompt is recomputed on every call
             return super()._prefill(rows)
 
-        def continue_reasoning(self, prompt, prefix_tokens, max_tokens=None):
+        def _rollout(self, prompt, prefix_tokens, max_tokens):
             prompt_ids = self._encode(self.reasoning_prompt(prompt))
             cap = self.max_reasoning_tokens if max_tokens is None else max_tokens
             budget = min(cap, self.context - len(prompt_ids))

@@ -20,14 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from milr import devices
+from milr.checkpoints import check_state_dict_keys, first_line
 from milr.critic import require
-from milr.devices import dtype_name
 from milr.errors import MilrUserError
+from milr.params import BatchSize, CriticParams, Device, VerdictThreshold, dtype_param
 
 _CACHE: dict[tuple[Any, ...], OpenClipBundle] = {}
 _LOCK = threading.Lock()
-_DTYPES = ("float32", "float16", "bfloat16")
 _CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
@@ -49,23 +51,23 @@ def resolve_device(device: str | None, critic: str) -> str:
     return devices.resolve_device(device, f"critic {critic!r}")
 
 
-def check_dtype(dtype: str, critic: str) -> str:
-    """Canonical dtype name (``bf16`` → ``bfloat16``...; cheap, no torch import)."""
-    return dtype_name(dtype, f"critic {critic!r}", allowed=_DTYPES)
+class OpenClipParams(CriticParams):
+    """Parameters shared by the open_clip critics (``clip``, ``hps``)."""
 
-
-def check_threshold(threshold: float | None, critic: str) -> float | None:
-    """Validate an optional verdict threshold on the [0, 1] score; returns it as a float."""
-    if threshold is not None and not 0 <= float(threshold) <= 1:
-        raise MilrUserError(f"{critic} critic: threshold={threshold!r} must lie in [0, 1]")
-    return None if threshold is None else float(threshold)
-
-
-def check_batch_size(batch_size: int, critic: str) -> int:
-    """Validate an encoding batch size (an int >= 1, not a bool)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise MilrUserError(f"{critic} critic: batch_size={batch_size!r} must be an integer >= 1")
-    return batch_size
+    weights: str = Field(
+        description="checkpoint file, local-dir:/path, pretrained tag of arch, or 'random' (tests)",
+        json_schema_extra={
+            "hint": "pass a checkpoint file, local-dir:/path, a pretrained tag (online), or "
+            "'random' (tests only)"
+        },
+    )
+    arch: str = Field("ViT-L-14", description="open_clip architecture name")
+    threshold: VerdictThreshold = None
+    device: Device = "auto"
+    dtype: dtype_param("float32", "float16", "bfloat16") = Field(  # type: ignore[valid-type]
+        "float32", description="model precision"
+    )
+    batch_size: BatchSize = 32
 
 
 def torch_dtype(dtype: str) -> Any:
@@ -154,12 +156,18 @@ def _load(
         elif path.is_file():
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
             try:
-                open_clip.load_checkpoint(model, str(path), strict=True)
-            except Exception as exc:  # unpickling, shape or key mismatches
+                found = open_clip.load_checkpoint(model, str(path), strict=False)
+            except Exception as exc:  # unpickling or shape mismatches
                 raise MilrUserError(
                     f"critic {critic!r}: checkpoint {str(path)!r} does not load into open_clip "
-                    f"{arch!r}: {str(exc)[:500]}"
+                    f"{arch!r}: {first_line(exc)[:300]}"
                 ) from exc
+            check_state_dict_keys(  # missing or foreign tensors: one line naming them
+                getattr(found, "missing_keys", []),
+                getattr(found, "unexpected_keys", []),
+                path,
+                f"critic {critic!r} (open_clip {arch})",
+            )
             source = str(path.resolve())
         else:
             tags = open_clip.list_pretrained_tags_by_model(arch)
@@ -233,13 +241,14 @@ def image_text_cosines(
 
 
 def critic_bundle(critic: Any) -> OpenClipBundle:
-    """The cached model of a critic with ``arch``/``weights``/``device``/``dtype`` attributes."""
-    device = resolve_device(critic.device, critic.name)
+    """The cached model of a critic whose ``params`` are `OpenClipParams`."""
+    p = critic.params
+    device = resolve_device(p.device, critic.name)
     return load_open_clip(
-        critic.arch,
-        critic.weights,
+        p.arch,
+        p.weights,
         device=device,
-        dtype=critic.dtype,
+        dtype=p.dtype,
         critic=critic.name,
         extra=critic.extra,
     )
@@ -262,4 +271,4 @@ def prompt_cosines(
     rgb = [to_rgb(im, critic.name) for im in images]
     texts = check_prompts(prompts, critic.name)
     bundle = critic_bundle(critic)
-    return bundle, image_text_cosines(bundle, rgb, texts, critic.batch_size)
+    return bundle, image_text_cosines(bundle, rgb, texts, critic.params.batch_size)

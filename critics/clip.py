@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from milr import Critic, CriticResult, MilrUserError, hookimpl
+from pydantic import Field
+
+from milr import Critic, CriticResult, hookimpl
 from milr.critics import _openclip
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 
 class ClipScoreCritic(Critic):
@@ -23,44 +29,31 @@ class ClipScoreCritic(Critic):
     extra: ClassVar[str | None] = "clip"
     inputs: ClassVar[tuple[str, ...]] = ("image", "prompt")
 
-    def __init__(
-        self,
-        weights: str | None = None,
-        arch: str = "ViT-L-14",
-        w: float = 2.5,
-        threshold: float | None = None,
-        device: str = "auto",
-        dtype: str = "float32",
-        batch_size: int = 32,
-    ) -> None:
-        _openclip.describe_weights(weights, self.name)
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0:
-            raise MilrUserError(f"clip critic: w={w!r} must be a positive number")
-        threshold = _openclip.check_threshold(threshold, self.name)
-        batch_size = _openclip.check_batch_size(batch_size, self.name)
-        self.weights, self.arch, self.w = str(weights), arch, float(w)
-        self.threshold = threshold
-        self.device, self.dtype = device, _openclip.check_dtype(dtype, self.name)
-        self.batch_size = batch_size
-        self._config: dict[str, Any] = {
-            "weights": self.weights, "arch": arch, "w": self.w, "threshold": self.threshold,
-            "device": device, "dtype": dtype, "batch_size": batch_size,
-        }  # fmt: skip
+    class Params(_openclip.OpenClipParams):
+        w: float = Field(2.5, gt=0, description="CLIPScore weight: score = min(1, w * max(cos, 0))")
+
+    params: Params
+
+    def setup(self) -> None:
+        _openclip.describe_weights(self.params.weights, self.name)
 
     def _bundle(self) -> _openclip.OpenClipBundle:
         return _openclip.critic_bundle(self)
 
-    def score_batch(self, images, prompts, metadata):
+    def score_batch(
+        self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> list[CriticResult]:
+        threshold = self.params.threshold
         bundle, cosines = _openclip.prompt_cosines(self, images, prompts)
         out = []
         for cos in cosines:
-            score = min(1.0, self.w * max(cos, 0.0))
-            passed = None if self.threshold is None else score >= self.threshold
+            score = min(1.0, self.params.w * max(cos, 0.0))
+            passed = None if threshold is None else score >= threshold
             details = {"cosine": cos, "clipscore": 100.0 * max(cos, 0.0), "model": bundle.source}
             out.append(CriticResult(score, passed, details))
         return out
 
 
 @hookimpl
-def register_critics(register):
+def register_critics(register: Callable[[type[Critic]], None]) -> None:
     register(ClipScoreCritic)

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from milr import Critic, CriticResult, MilrUserError, hookimpl
+from pydantic import Field, field_validator
+
+from milr import Critic, CriticParams, CriticResult, hookimpl
+from milr.colors import NAMED_COLORS
 from milr.critics._images import to_rgb
 
-#: Named colours (RGB). GenEval's ten colours plus a few extras.
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "orange": (245, 140, 20),
-    "yellow": (240, 220, 30),
-    "green": (40, 170, 60),
-    "blue": (30, 70, 220),
-    "purple": (130, 50, 180),
-    "pink": (245, 130, 190),
-    "brown": (130, 80, 40),
-    "black": (10, 10, 10),
-    "white": (245, 245, 245),
-    "gray": (128, 128, 128),
-    "cyan": (30, 200, 220),
-}
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+#: Named colours (RGB): milr's one table, `milr.colors.NAMED_COLORS` (GenEval's ten + gray, cyan).
+COLORS: Mapping[str, tuple[int, int, int]] = NAMED_COLORS
+
+
+def parse_color(target: str) -> tuple[int, int, int]:
+    """A colour name from `COLORS` (case-insensitive) or ``#rrggbb`` -> RGB; ValueError otherwise."""
+    if target.lower() in COLORS:
+        return COLORS[target.lower()]
+    if target.startswith("#") and len(target) == 7:
+        try:
+            return (int(target[1:3], 16), int(target[3:5], 16), int(target[5:7], 16))
+        except ValueError:
+            pass
+    raise ValueError(f"is not a colour; use one of {', '.join(COLORS)} or '#rrggbb'")
 
 
 class ColorCritic(Critic):
@@ -29,55 +35,53 @@ class ColorCritic(Critic):
 
     With ``min_fraction`` set, the score is ``min(1, fraction / min_fraction)`` and the verdict
     passes when the fraction reaches ``min_fraction``; otherwise no verdict is given.
+    Details: ``fraction`` (in [0, 1]) and ``target_rgb`` (``[r, g, b]``, 0-255).
     """
 
     name: ClassVar[str] = "color"
     description: ClassVar[str] = "Fraction of pixels near a named or RGB colour (weight-free)"
     inputs: ClassVar[tuple[str, ...]] = ("image",)
 
-    def __init__(
-        self, target: str = "red", tolerance: float = 100.0, min_fraction: float | None = None
-    ) -> None:
-        self.rgb = self._parse_target(target)
-        if not isinstance(tolerance, (int, float)) or tolerance <= 0:
-            raise MilrUserError(f"color critic: tolerance={tolerance!r} must be a positive number")
-        if min_fraction is not None and not (0 < float(min_fraction) <= 1):
-            raise MilrUserError(f"color critic: min_fraction={min_fraction!r} must lie in (0, 1]")
-        self.target = target
-        self.tolerance = float(tolerance)
-        self.min_fraction = None if min_fraction is None else float(min_fraction)
-        self._config = {
-            "target": target,
-            "tolerance": self.tolerance,
-            "min_fraction": self.min_fraction,
-        }
-
-    @staticmethod
-    def _parse_target(target: Any) -> tuple[int, int, int]:
-        if isinstance(target, str) and target.lower() in COLORS:
-            return COLORS[target.lower()]
-        if isinstance(target, str) and target.startswith("#") and len(target) == 7:
-            try:
-                return tuple(int(target[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
-            except ValueError:
-                pass
-        raise MilrUserError(
-            f"color critic: unknown target {target!r}; use one of {', '.join(COLORS)} or '#rrggbb'"
+    class Params(CriticParams):
+        target: str = Field("red", description="colour name (see COLORS) or '#rrggbb'")
+        tolerance: float = Field(
+            100.0, gt=0, description="Euclidean RGB distance (0-255 units) that counts as a match"
+        )
+        min_fraction: float | None = Field(
+            None,
+            gt=0,
+            le=1,
+            description="fraction of matching pixels that passes; None: no verdict",
         )
 
-    def score_batch(self, images, prompts, metadata):
+        @field_validator("target")
+        @classmethod
+        def _known_colour(cls, value: str) -> str:
+            parse_color(value)
+            return value
+
+    params: Params
+
+    def setup(self) -> None:
+        self.rgb = parse_color(self.params.target)
+
+    def score_batch(
+        self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> list[CriticResult]:
         import numpy as np
+
+        tolerance, min_fraction = self.params.tolerance, self.params.min_fraction
 
         out = []
         for image in images:
             arr = np.asarray(to_rgb(image, self.name), dtype=np.float32)
             dist = np.linalg.norm(arr - np.asarray(self.rgb, dtype=np.float32), axis=-1)
-            fraction = float((dist < self.tolerance).mean())
-            if self.min_fraction is None:
+            fraction = float((dist < tolerance).mean())
+            if min_fraction is None:
                 score, passed = fraction, None
             else:
-                score = min(1.0, fraction / self.min_fraction)
-                passed = fraction >= self.min_fraction
+                score = min(1.0, fraction / min_fraction)
+                passed = fraction >= min_fraction
             out.append(
                 CriticResult(score, passed, {"fraction": fraction, "target_rgb": list(self.rgb)})
             )
@@ -85,5 +89,5 @@ class ColorCritic(Critic):
 
 
 @hookimpl
-def register_critics(register):
+def register_critics(register: Callable[[type[Critic]], None]) -> None:
     register(ColorCritic)

@@ -9,25 +9,31 @@ open_clip on the box crops when ``clip_weights`` is given, else from pixel stati
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
 
 from milr import Critic, CriticResult, MilrUserError, hookimpl
+from milr.colors import NAMED_COLORS
 from milr.critics import _openclip
 from milr.critics._images import to_rgb
-from milr.critics.color import COLORS
-from milr.devices import dtype_name
 from milr.geneval_rules import (
     GENEVAL_CLASSES,
     GENEVAL_COLORS,
     Detection,
     PromptParseError,
-    RuleConfig,
+    RuleParams,
     clauses_from_prompt,
     detections_needing_color,
     evaluate_rules,
     validate_metadata,
 )
+from milr.params import BatchSize, Device, dtype_param
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 #: Other spellings of COCO classes (ultralytics, VOC-style) -> GenEval names.
 COCO_ALIASES: dict[str, str] = {
@@ -50,8 +56,8 @@ COLOR_TEMPLATES: tuple[str, ...] = (
     "a photo of a {color} object",
 )
 
-#: RGB prototypes of GenEval's ten colours for the pixel-statistics fallback (from ``color``).
-COLOR_PROTOTYPES: dict[str, tuple[int, int, int]] = {c: COLORS[c] for c in GENEVAL_COLORS}
+#: RGB prototypes of GenEval's ten colours for the pixel-statistics fallback (`milr.colors`).
+COLOR_PROTOTYPES: dict[str, tuple[int, int, int]] = {c: NAMED_COLORS[c] for c in GENEVAL_COLORS}
 
 _YOLO_CACHE: dict[tuple[Any, ...], Any] = {}
 _YOLO_LOCK = threading.Lock()
@@ -155,65 +161,52 @@ class GenEvalCritic(Critic):
     extra: ClassVar[str | None] = "detector"
     inputs: ClassVar[tuple[str, ...]] = ("image", "prompt", "tag", "include", "exclude")
 
-    def __init__(
-        self,
-        weights: str | None = None,
-        clip_weights: str | None = None,
-        clip_arch: str = "ViT-L-14",
-        threshold: float = 0.3,
-        counting_threshold: float = 0.9,
-        max_objects: int = 16,
-        position_margin: float = 0.1,
-        imgsz: int = 640,
-        iou: float = 0.7,
-        device: str = "auto",
-        dtype: str = "float32",
-        batch_size: int | None = None,
-        on_unparsed: str = "error",
-    ) -> None:
-        if not isinstance(weights, str) or not weights.strip():
-            raise MilrUserError(
-                f"geneval critic needs YOLO weights (got {weights!r}); {_WEIGHTS_HINT}"
-            )
-        if not weights.endswith((".yaml", ".yml")) and not Path(weights).expanduser().is_file():
-            raise MilrUserError(
-                f"geneval critic: YOLO weights file {weights!r} not found; {_WEIGHTS_HINT}"
-            )
-        if clip_weights is not None:
-            _openclip.describe_weights(clip_weights, self.name)
-        self.rules = RuleConfig(threshold, counting_threshold, max_objects, position_margin)
-        if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 32:
-            raise MilrUserError(f"geneval critic: imgsz={imgsz!r} must be an integer >= 32")
-        if not isinstance(iou, (int, float)) or not 0 < iou <= 1:
-            raise MilrUserError(f"geneval critic: iou={iou!r} must lie in (0, 1]")
-        dtype = dtype_name(dtype, "geneval critic (ultralytics)", allowed=("float32", "float16"))
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise MilrUserError(
-                f"geneval critic: batch_size={batch_size!r} must be an integer >= 1 (or unset: 16 on CUDA, 4 on CPU)"
-            )
-        if on_unparsed not in ("error", "zero"):
-            raise MilrUserError(
-                f"geneval critic: on_unparsed={on_unparsed!r} must be 'error' or 'zero'"
-            )
-        self.weights, self.clip_weights, self.clip_arch = weights, clip_weights, clip_arch
-        self.imgsz, self.iou, self.device, self.dtype = imgsz, float(iou), device, dtype
-        self.batch_size, self.on_unparsed = batch_size, on_unparsed
+    class Params(RuleParams):
+        weights: str = Field(
+            description="ultralytics COCO detection checkpoint (yolov8x.pt), or a *.yaml model "
+            "config (random weights: tests only)",
+            json_schema_extra={"hint": _WEIGHTS_HINT},
+        )
+        clip_weights: str | None = Field(
+            None,
+            description="open_clip weights for zero-shot colours (see _openclip); None: pixel votes",
+        )
+        clip_arch: str = Field("ViT-L-14", description="open_clip architecture of clip_weights")
+        imgsz: int = Field(640, ge=32, description="YOLO inference size in pixels")
+        iou: float = Field(0.7, gt=0, le=1, description="YOLO non-maximum-suppression IoU")
+        device: Device = "auto"
+        dtype: dtype_param("float32", "float16") = Field(  # type: ignore[valid-type]
+            "float32", description="YOLO precision (ultralytics supports these two)"
+        )
+        batch_size: BatchSize | None = Field(
+            None, description="images per YOLO forward; None: 16 on CUDA, 4 on CPU"
+        )
+        on_unparsed: Literal["error", "zero"] = Field(
+            "error", description="a prompt without parseable clauses: raise, or score 0"
+        )
+
+        @field_validator("weights")
+        @classmethod
+        def _weights_exist(cls, value: str) -> str:
+            if not value.strip():
+                raise ValueError(f"is empty; {_WEIGHTS_HINT}")
+            if not value.endswith((".yaml", ".yml")) and not Path(value).expanduser().is_file():
+                raise ValueError(f"not found; {_WEIGHTS_HINT}")
+            return value
+
+    params: Params
+
+    def setup(self) -> None:
+        if self.params.clip_weights is not None:
+            _openclip.describe_weights(self.params.clip_weights, self.name)
+        self.rules = self.params.rule_config()
         self._text_classifiers: dict[tuple[str, str], Any] = {}
-        self._config: dict[str, Any] = {
-            "weights": weights, "clip_weights": clip_weights, "clip_arch": clip_arch,
-            "threshold": threshold, "counting_threshold": counting_threshold,
-            "max_objects": max_objects, "position_margin": position_margin, "imgsz": imgsz,
-            "iou": self.iou, "device": device, "dtype": dtype, "batch_size": batch_size,
-            "on_unparsed": on_unparsed,
-        }  # fmt: skip
 
     # -- detection --------------------------------------------------------------------------
 
     def _model(self) -> tuple[Any, dict[int, str], str]:
-        device = _openclip.resolve_device(self.device, self.name)
-        model = load_yolo(self.weights, device, self.name)
+        device = _openclip.resolve_device(self.params.device, self.name)
+        model = load_yolo(self.params.weights, device, self.name)
         return model, geneval_names(dict(model.names)), device
 
     def detect(self, images: list[Any]) -> list[list[Detection]]:
@@ -225,7 +218,7 @@ class GenEvalCritic(Critic):
         on CPU, where larger YOLO batches were measured slower (memory-bound convolutions).
         """
         model, names, device = self._model()
-        bs = self.batch_size or (16 if device.startswith("cuda") else 4)
+        bs = self.params.batch_size or (16 if device.startswith("cuda") else 4)
         conf = min(self.rules.threshold, self.rules.counting_threshold)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(images):
@@ -235,8 +228,8 @@ class GenEvalCritic(Critic):
             for start in range(0, len(idx), bs):
                 chunk = idx[start : start + bs]
                 results = model.predict(
-                    [images[i] for i in chunk], conf=conf, iou=self.iou, imgsz=self.imgsz,
-                    device=device, half=self.dtype == "float16", max_det=300, verbose=False,
+                    [images[i] for i in chunk], conf=conf, iou=self.params.iou, imgsz=self.params.imgsz,
+                    device=device, half=self.params.dtype == "float16", max_det=300, verbose=False,
                 )  # fmt: skip
                 for i, res in zip(chunk, results, strict=True):
                     boxes = res.boxes
@@ -255,16 +248,16 @@ class GenEvalCritic(Critic):
         """Colour probabilities of object crops: zero-shot open_clip, or pixel statistics."""
         if not crops:
             return []
-        if self.clip_weights is None:
+        if self.params.clip_weights is None:
             return pixel_colors(crops)
         import torch
 
-        device = _openclip.resolve_device(self.device, self.name)
+        device = _openclip.resolve_device(self.params.device, self.name)
         bundle = _openclip.load_open_clip(
-            self.clip_arch, self.clip_weights, device=device, dtype="float32",
+            self.params.clip_arch, self.params.clip_weights, device=device, dtype="float32",
             critic=self.name, extra=self.extra,
         )  # fmt: skip
-        feats = _openclip.encode_images(bundle, crops, self.batch_size or 32)
+        feats = _openclip.encode_images(bundle, crops, self.params.batch_size or 32)
         out = []
         for f, cls in zip(feats, classes, strict=True):
             text = self._color_classifier(bundle, cls)
@@ -300,7 +293,9 @@ class GenEvalCritic(Critic):
             )
         return clauses_from_prompt(prompt, vocab, GENEVAL_COLORS), "prompt"
 
-    def score_batch(self, images, prompts, metadata):
+    def score_batch(
+        self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> list[CriticResult]:
         rgb = [to_rgb(im, self.name) for im in images]
         _, names, _ = self._model()
         vocab = list(dict.fromkeys(names.values()))
@@ -311,7 +306,7 @@ class GenEvalCritic(Critic):
                 metas.append(self._metadata(prompt, meta or {}, vocab))
                 errors.append(None)
             except PromptParseError as exc:
-                if self.on_unparsed == "error":
+                if self.params.on_unparsed == "error":
                     raise
                 metas.append(None)
                 errors.append(str(exc))
@@ -347,7 +342,7 @@ class GenEvalCritic(Critic):
                 "threshold": res.threshold,
                 "clauses": [c.to_dict() for c in res.clauses],
                 "detections": [d.to_dict() for d in _cap_per_class(kept, self.rules.max_objects)],
-                "color_method": "clip" if self.clip_weights else "pixels",
+                "color_method": "clip" if self.params.clip_weights else "pixels",
             }
             out.append(CriticResult(res.score, res.passed, details))
         return out
@@ -372,5 +367,5 @@ def _cap_per_class(dets: list[Detection], cap: int) -> list[Detection]:
 
 
 @hookimpl
-def register_critics(register):
+def register_critics(register: Callable[[type[Critic]], None]) -> None:
     register(GenEvalCritic)

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from milr import Critic, CriticResult, MilrUserError, hookimpl
+from pydantic import Field, model_validator
+
+from milr import Critic, CriticResult, hookimpl
 from milr.critics import _openclip
+from milr.params import BatchSize
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+_HPS_HINT = (
+    "download HPS_v2.1_compressed.pt (Hugging Face xswu/HPSv2) on a machine with internet and "
+    "pass weights=/path/to/HPS_v2.1_compressed.pt"
+)
 
 
 class HPSCritic(Critic):
@@ -28,55 +40,43 @@ class HPSCritic(Critic):
     extra: ClassVar[str | None] = "hps"
     inputs: ClassVar[tuple[str, ...]] = ("image", "prompt")
 
-    def __init__(
-        self,
-        weights: str | None = None,
-        arch: str = "ViT-H-14",
-        low: float = 0.15,
-        high: float = 0.35,
-        threshold: float | None = None,
-        device: str = "auto",
-        dtype: str = "float32",
-        batch_size: int = 16,
-    ) -> None:
-        if weights is None:
-            raise MilrUserError(
-                "hps critic needs the HPS checkpoint: download HPS_v2.1_compressed.pt (Hugging Face "
-                "xswu/HPSv2) on a machine with internet and pass weights=/path/to/HPS_v2.1_compressed.pt"
-            )
-        _openclip.describe_weights(weights, self.name)
-        for nm, v in (("low", low), ("high", high)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise MilrUserError(f"hps critic: {nm}={v!r} must be a number")
-        if not -1 <= low < high <= 1:
-            raise MilrUserError(
-                f"hps critic: need -1 <= low < high <= 1, got low={low!r}, high={high!r}"
-            )
-        threshold = _openclip.check_threshold(threshold, self.name)
-        batch_size = _openclip.check_batch_size(batch_size, self.name)
-        self.weights, self.arch = weights, arch
-        self.low, self.high = float(low), float(high)
-        self.threshold = threshold
-        self.device, self.dtype = device, _openclip.check_dtype(dtype, self.name)
-        self.batch_size = batch_size
-        self._config: dict[str, Any] = {
-            "weights": weights, "arch": arch, "low": self.low, "high": self.high,
-            "threshold": self.threshold, "device": device, "dtype": dtype, "batch_size": batch_size,
-        }  # fmt: skip
+    class Params(_openclip.OpenClipParams):
+        weights: str = Field(
+            description="HPS_v2_compressed.pt or HPS_v2.1_compressed.pt checkpoint file",
+            json_schema_extra={"hint": _HPS_HINT},
+        )
+        arch: str = Field("ViT-H-14", description="open_clip architecture of the checkpoint")
+        low: float = Field(0.15, ge=-1, le=1, description="raw HPS mapped to score 0")
+        high: float = Field(0.35, ge=-1, le=1, description="raw HPS mapped to score 1")
+        batch_size: BatchSize = 16
+
+        @model_validator(mode="after")
+        def _low_below_high(self) -> HPSCritic.Params:
+            if not self.low < self.high:
+                raise ValueError(f"need low < high, got low={self.low!r}, high={self.high!r}")
+            return self
+
+    params: Params
+
+    def setup(self) -> None:
+        _openclip.describe_weights(self.params.weights, self.name)
 
     def _bundle(self) -> _openclip.OpenClipBundle:
         return _openclip.critic_bundle(self)
 
-    def score_batch(self, images, prompts, metadata):
+    def score_batch(
+        self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> list[CriticResult]:
+        low, high, threshold = self.params.low, self.params.high, self.params.threshold
         bundle, raw = _openclip.prompt_cosines(self, images, prompts)
         out = []
         for hps in raw:
-            score = min(1.0, max(0.0, (hps - self.low) / (self.high - self.low)))
-            passed = None if self.threshold is None else score >= self.threshold
+            score = min(1.0, max(0.0, (hps - low) / (high - low)))
+            passed = None if threshold is None else score >= threshold
             out.append(CriticResult(score, passed, {"hps": hps, "model": bundle.source}))
         return out
 
 
 @hookimpl
-def register_critics(register):
+def register_critics(register: Callable[[type[Critic]], None]) -> None:
     register(HPSCritic)

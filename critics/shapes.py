@@ -14,10 +14,15 @@ the prompt satisfied means a higher score, and only a passing image reaches 1.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr import Critic, CriticResult, MilrUserError, hookimpl
 from milr.critics._images import to_rgb
+from milr.geneval_rules import RuleParams
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 
 class ShapesCritic(Critic):
@@ -29,11 +34,13 @@ class ShapesCritic(Critic):
     )
     inputs: ClassVar[tuple[str, ...]] = ("image", "prompt", "tag", "include", "exclude")
 
-    def __init__(self, threshold: float = 0.3, counting_threshold: float = 0.9) -> None:
-        from milr.geneval_rules import RuleConfig
+    class Params(RuleParams):
+        """GenEval's thresholds (the procedural detector's confidences follow GenEval's scale)."""
 
-        self.rules = RuleConfig(threshold=threshold, counting_threshold=counting_threshold)
-        self._config = {"threshold": threshold, "counting_threshold": counting_threshold}
+    params: Params
+
+    def setup(self) -> None:
+        self.rules = self.params.rule_config()
 
     def metadata_for(self, prompt: str, metadata: dict[str, Any]) -> dict[str, Any]:
         """GenEval metadata of one item: the given clauses, else parsed from the prompt."""
@@ -51,7 +58,9 @@ class ShapesCritic(Critic):
                 f"{', '.join(SHAPES)}), or pass GenEval metadata"
             ) from None
 
-    def score_batch(self, images, prompts, metadata):
+    def score_batch(
+        self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> list[CriticResult]:
         from milr.geneval_rules import GENEVAL_COLORS, Detection, evaluate_rules
         from milr.shapes.detect import detect
         from milr.shapes.world import SHAPES
@@ -99,5 +108,5 @@ def clause_credit(res: Any) -> float:
 
 
 @hookimpl
-def register_critics(register):
+def register_critics(register: Callable[[type[Critic]], None]) -> None:
     register(ShapesCritic)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from milr import Critic, CriticResult, MilrUserError, hookimpl
+from pydantic import Field
+
+from milr import Critic, CriticParams, CriticResult, hookimpl
 from milr.critics._images import to_rgb
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 
 class ColorfulnessCritic(Critic):
@@ -19,13 +25,14 @@ class ColorfulnessCritic(Critic):
     description: ClassVar[str] = "Hasler-Suesstrunk colourfulness of the image (weight-free)"
     inputs: ClassVar[tuple[str, ...]] = ("image",)
 
-    def __init__(self, scale: float = 100.0) -> None:
-        if not isinstance(scale, (int, float)) or scale <= 0:
-            raise MilrUserError(f"colorfulness critic: scale={scale!r} must be a positive number")
-        self.scale = float(scale)
-        self._config = {"scale": self.scale}
+    class Params(CriticParams):
+        scale: float = Field(100.0, gt=0, description="colourfulness M that maps to score 1")
 
-    def score_batch(self, images, prompts, metadata):
+    params: Params
+
+    def score_batch(
+        self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> list[CriticResult]:
         import numpy as np
 
         out = []
@@ -38,7 +45,7 @@ class ColorfulnessCritic(Critic):
                 np.sqrt(rg.std() ** 2 + yb.std() ** 2)
                 + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
             )
-            out.append(CriticResult(min(1.0, m / self.scale), None, {"colorfulness": m}))
+            out.append(CriticResult(min(1.0, m / self.params.scale), None, {"colorfulness": m}))
         return out
 
 
@@ -49,13 +56,16 @@ class SharpnessCritic(Critic):
     description: ClassVar[str] = "Variance of the Laplacian: focus/detail (weight-free)"
     inputs: ClassVar[tuple[str, ...]] = ("image",)
 
-    def __init__(self, scale: float = 100.0) -> None:
-        if not isinstance(scale, (int, float)) or scale <= 0:
-            raise MilrUserError(f"sharpness critic: scale={scale!r} must be a positive number")
-        self.scale = float(scale)
-        self._config = {"scale": self.scale}
+    class Params(CriticParams):
+        scale: float = Field(
+            100.0, gt=0, description="Laplacian variance that maps to score 0.5: v / (v + scale)"
+        )
 
-    def score_batch(self, images, prompts, metadata):
+    params: Params
+
+    def score_batch(
+        self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> list[CriticResult]:
         import numpy as np
 
         out = []
@@ -72,11 +82,11 @@ class SharpnessCritic(Critic):
                     + grey[1:-1, 2:]
                 )
                 v = float(lap.var())
-            out.append(CriticResult(v / (v + self.scale), None, {"laplacian_variance": v}))
+            out.append(CriticResult(v / (v + self.params.scale), None, {"laplacian_variance": v}))
         return out
 
 
 @hookimpl
-def register_critics(register):
+def register_critics(register: Callable[[type[Critic]], None]) -> None:
     register(ColorfulnessCritic)
     register(SharpnessCritic)

@@ -12,6 +12,7 @@ from milr.critic import Critic, CriticResult, evaluate
 from milr.ensemble import Ensemble
 from milr.errors import (
     ContractViolation,
+    EnsembleError,
     MilrError,
     MilrUserError,
     MissingDependencyError,
@@ -19,6 +20,7 @@ from milr.errors import (
     UnknownCriticError,
 )
 from milr.hookspecs import hookimpl
+from milr.params import CriticParams, critic_parameters
 from milr.registry import get_registry
 from milr.specs import CriticSpec, build_critic, load_spec_file, parse_spec
 
@@ -47,15 +49,18 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ContractViolation",
     "Critic",
+    "CriticParams",
     "CriticResult",
     "CriticSpec",
     "Ensemble",
+    "EnsembleError",
     "MilrError",
     "MilrUserError",
     "MissingDependencyError",
     "SpecError",
     "UnknownCriticError",
     "build_critic",
+    "critic_parameters",
     "evaluate",
     "get_registry",
     "hookimpl",

@@ -6,12 +6,14 @@ import importlib
 import json
 import math
 import re
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr.errors import ContractViolation, MissingDependencyError
+from milr.params import CriticParams, dump_params, validate_params
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -34,13 +36,22 @@ class CriticResult:
 class Critic(ABC):
     """Base class of reward critics.
 
-    Subclasses set `name` (registry name, `[a-z0-9_-]+`) and `description`, take their
-    parameters as constructor keyword arguments, and implement `score_batch`. Heavy imports
-    and weight loading belong in the first call, never in `__init__` or at module import.
+    Subclasses set `name` (registry name, `[a-z0-9_-]+`) and `description`, declare their
+    parameters as a nested ``Params(milr.CriticParams)`` class, derive state in `setup()`, and
+    implement `score_batch`. Heavy imports and weight loading belong in the first call, never
+    in `__init__`/`setup()` or at module import.
+
+    ``Critic(**kwargs)`` validates the keywords against ``Params`` (see `milr.params`): a bad or
+    unknown keyword raises a one-line `MilrUserError` naming the critic and the parameter. The
+    frozen result is ``self.params``; `config()` returns it as JSON, secrets excluded.
+
+    Old style, deprecated: a critic that overrides ``__init__`` without declaring ``Params``
+    still works; its `config()` reads ``self._config`` (written by the registry when absent).
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: Deprecated, always True: scores are 1-best by contract (see `__init_subclass__`).
     higher_is_better: ClassVar[bool] = True
     #: Import names the critic needs at use time (checked cheaply by `milr critics`).
     requires: ClassVar[tuple[str, ...]] = ()
@@ -48,6 +59,67 @@ class Critic(ABC):
     extra: ClassVar[str | None] = None
     #: Metadata keys the critic reads (documentation; the ensemble passes metadata to every member).
     inputs: ClassVar[tuple[str, ...]] = ("image", "prompt")
+    #: The parameter declaration; override with a nested ``class Params(CriticParams)``.
+    Params: ClassVar[type[CriticParams]] = CriticParams
+
+    #: The validated, frozen parameters (set by `Critic.__init__`).
+    params: CriticParams
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse ``higher_is_better = False``; warn on any other declaration of it.
+
+        milr's contract has one direction: every score is in [0, 1] with 1 best, so the flag
+        (torchmetrics' spelling) carries no information and is not honoured. A critic whose raw
+        measure is lower-is-better maps it inside ``score_batch`` (e.g. ``1 - x``).
+        """
+        super().__init_subclass__(**kwargs)
+        if "higher_is_better" not in cls.__dict__:
+            return
+        if cls.__dict__["higher_is_better"] is not True:
+            raise TypeError(
+                f"critic class {cls.__qualname__} sets higher_is_better="
+                f"{cls.__dict__['higher_is_better']!r}, which milr does not honour: scores are "
+                "always in [0, 1] with 1 best; return 1 - score from score_batch and drop the "
+                "attribute"
+            )
+        warnings.warn(
+            f"critic class {cls.__qualname__}: higher_is_better is deprecated and ignored "
+            "(scores are always 1-best); drop the attribute",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+
+    def __init__(self, **kwargs: Any) -> None:
+        cls = type(self)
+        self.params = validate_params(cls.Params, cls.name or cls.__name__, kwargs)
+        self.setup()
+
+    if not TYPE_CHECKING:  # hidden from mypy so typos in attribute names stay errors
+
+        def __getattr__(self, name: str) -> Any:
+            # Before 0.2 first-party critics kept their parameters as attributes
+            # (``critic.tolerance``); read them from ``critic.params`` now.
+            params = self.__dict__.get("params")
+            if isinstance(params, CriticParams) and name in type(params).model_fields:
+                warnings.warn(
+                    f"{type(self).__name__}.{name} is deprecated; read "
+                    f"{type(self).__name__}.params.{name}",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                return getattr(params, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def setup(self) -> None:
+        """Derive state from ``self.params`` (parse a colour, resolve a path...); cheap, no weights.
+
+        Raise `MilrUserError` with a one-line message for a problem validation cannot see.
+        """
+
+    @classmethod
+    def declares_params(cls) -> bool:
+        """True for new-style critics: a ``Params`` class, or no ``__init__`` of their own."""
+        return cls.Params is not CriticParams or cls.__init__ is Critic.__init__
 
     @abstractmethod
     def score_batch(
@@ -69,7 +141,12 @@ class Critic(ABC):
         """
 
     def config(self) -> dict[str, Any]:
-        """The critic's parameters, JSON-serialisable (used in provenance and cache keys)."""
+        """The critic's parameters, JSON-serialisable, secrets excluded (provenance, cache keys)."""
+        params = self.__dict__.get("params")
+        if isinstance(params, CriticParams) and (
+            type(self).declares_params() or not hasattr(self, "_config")
+        ):
+            return dump_params(params)
         return dict(getattr(self, "_config", {}))
 
     def __repr__(self) -> str:

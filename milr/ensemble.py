@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr.critic import Critic, CriticResult, critic_label, evaluate
-from milr.errors import ContractViolation, CriticFailure, MilrUserError
+from milr.errors import ContractViolation, EnsembleError, MilrUserError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -108,8 +108,8 @@ class Ensemble(Critic):
                     verdicts.append(r.passed)
             if weight_sum <= 0:
                 errors = {k: v.get("error") for k, v in critics.items()}
-                raise CriticFailure(
-                    f"every critic in the ensemble failed or has weight 0: {errors}"
+                raise EnsembleError(
+                    f"image {i}: every critic in the ensemble failed or has weight 0: {errors}"
                 )
             score = min(1.0, max(0.0, total / weight_sum))
             passed = all(verdicts) if verdicts else None

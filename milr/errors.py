@@ -30,6 +30,13 @@ class ContractViolation(MilrError):
     """A critic broke the critic contract (score outside [0, 1], NaN, wrong batch length...)."""
 
 
+class EnsembleError(MilrError, RuntimeError):
+    """An ensemble has no score to give (every member failed or weighs 0); names each failure.
+
+    Also a `RuntimeError`, which is what it was raised as before 0.2.
+    """
+
+
 class PluginError(MilrError):
     """A plugin failed to load or register (raised only in strict mode; otherwise recorded)."""
 
@@ -44,10 +51,6 @@ class UnsupportedOperation(MilrUserError, NotImplementedError):
 
 class CheckpointError(MilrUserError):
     """A checkpoint that is not what it claims: missing or unexpected tensors, broken tokenizer."""
-
-
-class CriticFailure(MilrError, RuntimeError):
-    """Every critic of an ensemble failed on an image (the message carries each one's error)."""
 
 
 class GenerationError(MilrError, RuntimeError):

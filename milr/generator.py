@@ -316,11 +316,15 @@ class NamedCheckpoint:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path | None = None, device: str | None = None, dtype: str | None = None
+        cls,
+        path: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        **options: Any,
     ) -> Generator:
         """Load the named checkpoint (or `path`, when given) with the adapter."""
-        return cls.adapter.from_pretrained(
-            cls.locate() if path is None else path, device=device, dtype=dtype
+        return cls.adapter.from_pretrained(  # type: ignore[call-arg]
+            cls.locate() if path is None else path, device=device, dtype=dtype, **options
         )
 
 
@@ -378,34 +382,42 @@ def _hub_config_dir(repo_id: str) -> Path:
 
 
 def load_generator(
-    name_or_path: str | Path, device: str | None = None, dtype: str | None = None
+    name_or_path: str | Path,
+    device: str | None = None,
+    dtype: str | None = None,
+    allow_missing: bool = False,
 ) -> Generator:
     """Resolve `name_or_path` to a loaded generator.
 
     Accepts a registered checkpoint name (``shapes``, the tiny model shipped with milr), a
     registered adapter name (loads its default checkpoint), ``ADAPTER:PATH`` to force an adapter, a local checkpoint directory, or
     a hub id (``HF_HUB_OFFLINE=1`` is honoured).
+
+    ``allow_missing=True`` loads a checkpoint whose weight files lack tensors or carry
+    unexpected ones (refused by default: `milr.errors.CheckpointError` names them and the file).
     """
     from milr.registry import get_registry
 
     registry = get_registry()
     name = str(name_or_path).strip()
+    # passed only when set, so adapters written before the option keep loading
+    extra: dict[str, Any] = {"allow_missing": True} if allow_missing else {}
     if not name:
         raise MilrUserError("empty model name; pass --model NAME_OR_PATH")
     adapter, sep, rest = name.partition(":")
     if sep and adapter in registry.generators and not Path(name).exists():
         cls = registry.generator_entry(adapter).cls
-        return cls.from_pretrained(rest, device=device, dtype=dtype)
+        return cls.from_pretrained(rest, device=device, dtype=dtype, **extra)
     if name in registry.generators:
         cls = registry.generator_entry(name).cls
         if isinstance(cls, type) and issubclass(cls, NamedCheckpoint):
-            return cls.from_pretrained(device=device, dtype=dtype)
+            return cls.from_pretrained(device=device, dtype=dtype, **extra)
         if not cls.default_checkpoint:
             raise MilrUserError(f"generator {name!r} has no default checkpoint; pass a path")
-        return cls.from_pretrained(cls.default_checkpoint, device=device, dtype=dtype)
+        return cls.from_pretrained(cls.default_checkpoint, device=device, dtype=dtype, **extra)
     path = Path(name).expanduser()
     if path.is_dir():
-        return _pick(registry, path).from_pretrained(path, device=device, dtype=dtype)
+        return _pick(registry, path).from_pretrained(path, device=device, dtype=dtype, **extra)
     if path.exists():
         raise MilrUserError(f"model path {str(path)!r} is a file; pass the checkpoint directory")
     if _looks_local(name):
@@ -416,7 +428,7 @@ def load_generator(
         )
     cfg_dir = _hub_config_dir(name)
     cls = _pick(registry, cfg_dir, label=name)
-    return cls.from_pretrained(name, device=device, dtype=dtype)
+    return cls.from_pretrained(name, device=device, dtype=dtype, **extra)
 
 
 def _pick(registry: Any, path: Path, label: str | None = None) -> type[Generator]:

@@ -26,7 +26,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import Field
+
 from milr.errors import MilrUserError
+from milr.params import CriticParams
 
 #: GenEval's 80 object names (COCO classes with GenEval's spelling), in COCO index order.
 GENEVAL_CLASSES: tuple[str, ...] = (
@@ -135,6 +138,30 @@ class RuleConfig:
     def threshold_for(self, tag: str | None) -> float:
         """Confidence threshold for a metadata tag (stricter for counting)."""
         return self.counting_threshold if tag == "counting" else self.threshold
+
+
+class RuleParams(CriticParams):
+    """The rules engine's thresholds as declared critic parameters (GenEval's defaults).
+
+    Critics that judge detections with :func:`evaluate_rules` (``geneval``, ``shapes``, any
+    detector plugin) subclass this for their ``Params`` and call :meth:`rule_config`.
+    """
+
+    threshold: float = Field(
+        0.3, ge=0, lt=1, description="detection confidence kept (strictly above); GenEval: 0.3"
+    )
+    counting_threshold: float = Field(
+        0.9, ge=0, lt=1, description="confidence kept for the 'counting' tag; GenEval: 0.9"
+    )
+    max_objects: int = Field(16, ge=1, description="most confident detections kept per class")
+    position_margin: float = Field(
+        0.1, ge=0, description="box-size share shrinking centre offsets in relations; GenEval: 0.1"
+    )
+
+    def rule_config(self) -> RuleConfig:
+        return RuleConfig(
+            self.threshold, self.counting_threshold, self.max_objects, self.position_margin
+        )
 
 
 @dataclass

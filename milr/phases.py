@@ -113,14 +113,12 @@ def generate_candidates(
     generated = 0
     reasonings: list[Any] = [None] * k
     if uses_text:
+        cap = _cap_kwargs(gen, max_reasoning_tokens)
         with timer("reasoning"):
             if text_prefixes is None:
-                reasonings = [gen.write_reasoning(prompt, max_tokens=max_reasoning_tokens)]
+                reasonings = [gen.write_reasoning(prompt, **cap)]
             else:
-                reasonings = [
-                    gen.continue_reasoning(prompt, p, max_tokens=max_reasoning_tokens)
-                    for p in text_prefixes
-                ]
+                reasonings = [gen.continue_reasoning(prompt, p, **cap) for p in text_prefixes]
             if len(reasonings) == 1 and k > 1:
                 reasonings = reasonings * k
         generated += sum(
@@ -154,6 +152,30 @@ def generate_candidates(
         ip = [] if image_prefixes is None else [int(t) for t in image_prefixes[i]]
         cands.append(Candidate(reasonings[i], tp, ip, tokens_list[i], images[i]))
     return Generated(cands, latents, generated)
+
+
+def _cap_kwargs(gen: Generator, max_tokens: int | None) -> dict[str, int]:
+    """``{"max_tokens": n}`` for the reasoning calls, or ``{}`` when there is no cap.
+
+    Adapters written before the cap became an argument have no ``max_tokens`` parameter: they
+    still run, with their own cap and a `DeprecationWarning` saying the run's cap is ignored.
+    """
+    if max_tokens is None:
+        return {}
+    import inspect
+    import warnings
+
+    params = inspect.signature(gen.continue_reasoning).parameters
+    if "max_tokens" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return {"max_tokens": int(max_tokens)}
+    warnings.warn(
+        f"generator {type(gen).__name__}.continue_reasoning has no max_tokens parameter "
+        f"(milr >= 0.2 passes the reasoning cap per call); max_reasoning_tokens={max_tokens} "
+        "is ignored for it",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return {}
 
 
 def score_candidates(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,8 +90,17 @@ class Registry:
             critic = entry.cls(**params)
         except TypeError as exc:
             raise MilrUserError(f"bad parameters for critic {name!r}: {exc}") from exc
-        if not hasattr(critic, "_config"):
-            critic._config = dict(params)  # type: ignore[attr-defined]
+        if not entry.cls.declares_params():
+            warnings.warn(
+                f"critic {name!r} ({entry.cls.__module__}.{entry.cls.__qualname__}, from "
+                f"{entry.source}) takes its parameters through its own __init__; declare them "
+                "as a nested `class Params(milr.CriticParams)` instead (see docs/plugins.md). "
+                "Undeclared parameters and `_config` will stop working in the next release.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if not hasattr(critic, "_config"):
+                critic._config = dict(params)  # type: ignore[attr-defined]
         return critic
 
     def generator_entry(self, name: str) -> Entry:

@@ -83,15 +83,19 @@ def parse_spec(text: str) -> CriticSpec:
             f"malformed critic spec {text!r}: nothing after ':'; drop it or add key=value"
         )
     if rest.strip():
+        seen: set[str] = set()
         for item in rest.split(","):
+            # The key ends at the first '='; the value may hold '=', ':' or key names.
             key, eq, raw = item.partition("=")
             key = key.strip()
             if not eq or not key:
                 raise SpecError(
-                    f"malformed critic spec {text!r}: {item.strip()!r} is not key=value"
+                    f"malformed critic spec {text!r}: {item.strip()!r} is not key=value "
+                    "(a value containing ',' belongs in a TOML spec file)"
                 )
-            if key in params or (key == "weight" and "weight" in rest.split(item)[0]):
+            if key in seen:
                 raise SpecError(f"malformed critic spec {text!r}: key {key!r} given twice")
+            seen.add(key)
             value = _parse_value(raw.strip())
             if key == "weight":
                 weight = _check_weight(value, f"spec {text!r}")

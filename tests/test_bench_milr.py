@@ -93,10 +93,15 @@ def test_bad_optimizer_option_fails_before_any_work(tiny_janus, geneval3, tmp_pa
 
 def _shapes_available() -> bool:
     try:
-        from milr.generator import _shapes_path
         from milr.registry import get_registry
+        from milr.shapes.model import model_path
 
-        return _shapes_path().is_dir() and "shapes" in get_registry().critics
+        registry = get_registry()
+        return (
+            model_path().is_dir()
+            and "shapes" in registry.critics
+            and "shapes" in registry.generators
+        )
     except Exception:
         return False
 

@@ -53,6 +53,32 @@ def test_critics_json_has_provenance_and_availability():
     assert rows["color"]["plugin"] == "milr.critics.color"
     assert rows["color"]["distribution"] == "milr"
     assert rows["color"]["available"] is True and rows["color"]["install_hint"] is None
+    params = {p["name"]: p for p in rows["color"]["parameters"]}
+    assert params["tolerance"]["type"] == "float" and params["tolerance"]["default"] == 100.0
+    assert params["tolerance"]["constraints"] == {"gt": 0}
+    assert params["tolerance"]["description"]
+    assert rows["color"]["declared"] is True
+    # every first-party critic declares its parameters, each with a description
+    # (judge, self-judge and api-judge are being rewritten on the declared base)
+    for name, row in rows.items():
+        if row["builtin"] and name not in {"judge", "self-judge", "api-judge"}:
+            assert row["declared"], name
+            assert all(p["description"] for p in row["parameters"]), name
+
+
+def test_critics_name_lists_parameters():
+    out = run_milr("critics", "geneval")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("geneval: GenEval rules")
+    header = next(i for i, line in enumerate(lines) if line.startswith("PARAMETER"))
+    assert lines[header + 2].split()[:3] == ["weights", "str", "(required)"]
+    iou = next(line for line in lines if line.startswith("iou "))
+    assert iou.split()[:4] == ["iou", "float", "0.7", ">"] and "<= 1" in iou
+    as_json = json.loads(run_milr("critics", "color", "--json").stdout)
+    assert [p["name"] for p in as_json["parameters"]] == ["target", "tolerance", "min_fraction"]
+    missing = run_milr("critics", "nosuch")
+    assert missing.returncode == 2 and "unknown critic 'nosuch'" in missing.stderr
 
 
 def test_critics_and_plugins_report_a_broken_plugin_but_keep_working(tmp_path):
@@ -127,7 +153,13 @@ def test_score_with_metadata_file(images, tmp_path):
         (["--critic", "color:target"], "malformed critic spec"),
         (["--critic", "color:weight=-2"], "must be a finite number >= 0"),
         (["--critic", "color:weight=abc"], "is not a number"),
-        (["--critic", "color:target=mauve"], "unknown target 'mauve'"),
+        (["--critic", "color:target=mauve"], "parameter 'target'='mauve' is not a colour"),
+        (
+            ["--critic", "color:tolerence=3"],
+            "critic 'color': unknown parameter 'tolerence'; known: target, tolerance, "
+            "min_fraction (did you mean 'tolerance'?)",
+        ),
+        (["--critic", "color:tolerance=true"], "'tolerance'=True is a boolean, not a number"),
         (["--critic", "color", "--metadata", "{not json"], "not valid JSON"),
         (["--critic", "color", "--metadata", "[1]"], "neither a JSON object nor an existing file"),
     ],

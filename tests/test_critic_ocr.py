@@ -84,11 +84,14 @@ def test_reading_order_groups_lines():
 
 
 def test_bad_parameters_are_user_errors():
-    with pytest.raises(MilrUserError, match="backend='paddle'"):
+    with pytest.raises(
+        MilrUserError,
+        match="critic 'ocr': parameter 'backend'='paddle' must be one of 'easyocr' or 'tesseract'",
+    ):
         OCRCritic(backend="paddle")
-    with pytest.raises(MilrUserError, match="no_text='skip'"):
+    with pytest.raises(MilrUserError, match="'no_text'='skip' must be one of"):
         OCRCritic(no_text="skip")
-    with pytest.raises(MilrUserError, match="device='tpu'"):
+    with pytest.raises(MilrUserError, match="'device'='tpu' is not supported; use 'cpu' or 'cuda"):
         OCRCritic(device="tpu")
 
 
@@ -151,7 +154,7 @@ def test_reads_exact_text_and_correct_image_outscores_wrong(any_backend):
     good, wrong, grey, rgba = res
     assert good.passed is True and good.score == 1.0
     assert good.details["targets"][0]["read"].upper() == "OPEN 24 HOURS"
-    assert good.details["backend"] == any_backend.backend
+    assert good.details["backend"] == any_backend.params.backend
     assert good.details["reads"] and len(good.details["reads"][0]["box"]) == 4
     assert wrong.passed is False and wrong.score < good.score
     assert grey.passed is True and grey.score == 1.0
@@ -196,5 +199,5 @@ def test_tesseract_workers_give_identical_results():
     three = OCRCritic(backend="tesseract", workers=3).score_batch(images, prompts, [{}] * 3)
     assert [r.to_dict() for r in one] == [r.to_dict() for r in three]
     assert all(r.passed for r in three)
-    with pytest.raises(MilrUserError, match="workers=0"):
+    with pytest.raises(MilrUserError, match="'workers'=0 must be >= 1"):
         OCRCritic(backend="tesseract", workers=0)

@@ -75,13 +75,20 @@ def test_cuda_without_cuda_is_refused_before_anything_loads():
     assert "\n" not in str(exc.value)
 
 
-def test_critics_accept_the_same_spellings():
+def test_critics_accept_the_same_spellings(tmp_path):
     from milr import get_registry
 
     registry = get_registry()
     judge = registry.create_critic("judge", model="/nonexistent/qwen", dtype="bf16")
-    assert judge.dtype == "bfloat16"  # type: ignore[attr-defined]
+    assert judge.config()["dtype"] == "bfloat16"
     clip = registry.create_critic("clip", weights="random", dtype="half")
-    assert clip.dtype == "float16"  # type: ignore[attr-defined]
-    with pytest.raises(MilrUserError, match="dtype='fp8'"):
+    assert clip.config()["dtype"] == "float16"
+    with pytest.raises(MilrUserError, match="'dtype'='fp8' must be one of float32") as exc:
         registry.create_critic("clip", weights="random", dtype="fp8")
+    assert "\n" not in str(exc.value)
+    yolo = tmp_path / "yolo.pt"
+    yolo.write_bytes(b"")  # construction only checks that the file exists
+    geneval = registry.create_critic("geneval", weights=str(yolo), dtype="fp16")
+    assert geneval.config()["dtype"] == "float16"
+    with pytest.raises(MilrUserError, match="'dtype'='bf16' must be one of float32, float16 "):
+        registry.create_critic("geneval", weights=str(yolo), dtype="bf16")

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import milr
-from milr import ContractViolation, Critic, CriticResult, Ensemble, evaluate
+from milr import ContractViolation, Critic, CriticResult, Ensemble, EnsembleError, evaluate
 
 
 class Fixed(Critic):
@@ -86,8 +86,10 @@ def test_on_error_skip_records_the_failure():
 
 
 def test_all_members_failing_raises_even_when_skipping():
-    with pytest.raises(RuntimeError, match="every critic"):
+    with pytest.raises(EnsembleError, match="image 0: every critic.*judge unreachable") as info:
         evaluate(Ensemble([(Boom(), 1)], on_error="skip"), IMAGES, PROMPTS)
+    assert isinstance(info.value, milr.MilrError) and isinstance(info.value, RuntimeError)
+    assert not isinstance(info.value, milr.MilrUserError)
 
 
 @pytest.mark.parametrize(

@@ -221,27 +221,6 @@ def test_named_checkpoint_of_an_adapter_loads_by_name(tiny_dir, monkeypatch):
     assert type(milr.load_generator(tiny_dir)) is JanusGenerator  # directories pick the adapter
 
 
-def test_core_never_imports_upward():
-    """Core modules import neither milr.shapes nor the critics (issue #10 'Done when')."""
-    import ast
-    from pathlib import Path
-
-    root = Path(milr.__file__).parent
-    core = [*root.glob("*.py"), *(root / "models").glob("*.py")]
-    bad = []
-    for path in core:
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            bad += [
-                f"{path.name}: {n}" for n in names if n.startswith(("milr.shapes", "milr.critics"))
-            ]
-    assert not bad, bad
-
-
 def test_understanding_is_a_declared_protocol_method(gen):
     from PIL import Image
 

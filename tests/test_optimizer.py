@@ -311,3 +311,39 @@ def test_mode_names_have_one_definition():
     for command in (generate, run_cmd):
         opt = next(p for p in command.params if p.name == "mode")
         assert isinstance(opt.type, click.Choice) and tuple(opt.type.choices) == MODES
+
+
+def test_no_bare_runtime_errors_in_milr():
+    """Errors milr raises on purpose are in the MilrError family (issue #10.6)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(milr.__file__).parent
+    bare = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                call = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                if isinstance(call, ast.Name) and call.id == "RuntimeError":
+                    bare.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert bare == []
+
+
+def test_adapter_without_max_tokens_still_runs_with_a_deprecation_warning(gen, red):
+    """Adapters written against the old protocol (no `max_tokens`) keep working."""
+    from milr.models.janus import JanusGenerator
+
+    class OldAdapter(JanusGenerator):
+        def write_reasoning(self, prompt):  # the pre-0.2 signatures
+            return super().write_reasoning(prompt)
+
+        def continue_reasoning(self, prompt, prefix_tokens):
+            return super().continue_reasoning(prompt, prefix_tokens)
+
+    old = OldAdapter(gen.model, gen.processor, gen.settings, checkpoint="old")
+    cfg = MILRConfig(mode="both", max_steps=1, threshold=0.0, **FAST)
+    with pytest.warns(DeprecationWarning, match="max_reasoning_tokens=10 is ignored"):
+        res = MILR(old, red, cfg).run(PROMPT)
+    assert res.n_steps == 1 and len(res.steps[0].reasoning.split()) > 10  # its own cap (24)
+    cfg = MILRConfig(mode="both", max_steps=1, threshold=0.0, image_k=0.25, text_k=0.3)
+    assert MILR(old, red, cfg).run(PROMPT).n_steps == 1  # no cap asked: no warning needed

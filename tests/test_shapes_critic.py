@@ -84,7 +84,9 @@ def test_metadata_wins_over_prompt():
 def test_bad_prompt_is_a_user_error():
     with pytest.raises(MilrUserError, match="shapes critic.*two red circles"):
         ShapesCritic().score(world.render([]), "a dog on a skateboard")
-    with pytest.raises(MilrUserError, match="threshold"):
+    with pytest.raises(
+        MilrUserError, match="critic 'shapes': parameter 'threshold'=2.0 must be < 1"
+    ):
         ShapesCritic(threshold=2.0)
 
 

@@ -23,6 +23,17 @@ from milr.specs import build_critic, load_spec_file, parse_spec, resolve_specs
         ("x:a=[1,2", "x", {"a": "[1"}, 1.0),
         ("judge-2:q=is it ok?", "judge-2", {"q": "is it ok?"}, 1.0),
         ("x:weight=0", "x", {}, 0.0),
+        # Values may contain key names, '=' and ':' (only ',' separates items).
+        (
+            "judge:question=is it the right weight?,weight=2",
+            "judge",
+            {"question": "is it the right weight?"},
+            2.0,
+        ),
+        ("judge:weight=2,question=weight=heavy?", "judge", {"question": "weight=heavy?"}, 2.0),
+        ("judge:q=ratio 16:9 a=b,a=weight", "judge", {"q": "ratio 16:9 a=b", "a": "weight"}, 1.0),
+        ("x:weightless=1,weight=3", "x", {"weightless": 1}, 3.0),
+        ("x:q=question=1,question=2", "x", {"q": "question=1", "question": 2}, 1.0),
     ],
 )
 def test_parse_spec(text, name, params, weight):
@@ -44,6 +55,9 @@ def test_parse_spec(text, name, params, weight):
         ("color:weight=-1", "must be a finite number >= 0"),
         ("color:weight=heavy", "is not a number"),
         ("color:target=red,target=blue", "given twice"),
+        ("color:weight=1,weight=2", "key 'weight' given twice"),
+        ("color: target =red,target=blue", "key 'target' given twice"),
+        ("judge:q=red, or blue", "'or blue' is not key=value.*TOML spec file"),
     ],
 )
 def test_malformed_specs_name_the_problem(text, fragment):

@@ -30,6 +30,7 @@ class BenchOptions:
     format: str | None = None
     device: str | None = None
     dtype: str | None = None
+    allow_missing: bool = False
     optimizer: dict[str, Any] = field(default_factory=dict)
     solver: str | None = None
     resume: bool = False

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from milr.bench.options import BenchOptions
 from milr.bench.suites import BenchPrompt
-from milr.errors import MilrUserError
+from milr.errors import GenerationError, MilrUserError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -51,12 +51,16 @@ class MILRSolver:
 
     def __init__(self, opts: BenchOptions, device: str | None) -> None:
         from milr import build_critic
+        from milr.devices import resolve_device, resolve_dtype
         from milr.generator import load_generator
 
         self.opts = opts
         self._config(0)  # bad optimizer options fail before the model loads
+        resolve_dtype(opts.dtype, resolve_device(device))  # and a bad device before critics
         self.critic = build_critic(list[Any](opts.critic))
-        self.generator = load_generator(opts.model, device=device, dtype=opts.dtype)
+        self.generator = load_generator(
+            opts.model, device=device, dtype=opts.dtype, allow_missing=opts.allow_missing
+        )
 
     def _config(self, seed: int) -> Any:
         from milr.optimizer import MILRConfig
@@ -120,7 +124,7 @@ class MILRSolver:
     def _outcome(self, result: Any) -> Outcome:
         full = result.to_dict()
         if result.initial_image is None or result.image is None:
-            raise RuntimeError(
+            raise GenerationError(
                 f"the optimizer returned no image (stop reason {result.stop_reason!r})"
             )
         return Outcome(

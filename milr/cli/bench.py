@@ -124,6 +124,11 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
     help="Optimise up to B prompts at once (batched engine; 'auto' sizes B from free memory).",
 )
 @click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Load a checkpoint even if tensors are missing or unexpected (random weights there).",
+)
+@click.option(
     "--opt",
     "opt",
     multiple=True,
@@ -174,6 +179,7 @@ def run_cmd(
     device: str | None,
     dtype: str | None,
     batch_prompts: str,
+    allow_missing: bool,
     opt: tuple[str, ...],
     resume: bool,
     force: bool,
@@ -187,6 +193,11 @@ def run_cmd(
     """Run (or resume) SUITE_FILE: base and MILR images per prompt, scored by the evaluation critic."""
     from milr.bench.runner import BenchOptions, default_out, run_bench
     from milr.bench.summary import to_markdown
+    from milr.devices import dtype_name, resolve_device
+
+    if device is not None:  # refused before the suite, critics or model are touched
+        resolve_device("cuda" if device.startswith("cuda") else device)
+    dtype_name(dtype, "--dtype")
 
     opts = BenchOptions(
         suite=suite_file,
@@ -202,6 +213,7 @@ def run_cmd(
         format=fmt,
         device=device,
         dtype=dtype,
+        allow_missing=allow_missing,
         optimizer=_parse_opt(opt),
         solver=solver,
         resume=resume,

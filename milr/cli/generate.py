@@ -57,6 +57,11 @@ def _config_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default=None)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda if available].")
 @click.option("--dtype", default=None, help="bf16, fp16 or fp32 [bf16 on GPU, fp32 on CPU].")
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Load a checkpoint even if tensors are missing or unexpected (random weights there).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any) -> None:
@@ -77,13 +82,19 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
     out = Path(opts["out"])
     if out.exists() and not out.is_dir():
         raise MilrUserError(f"--out {str(out)!r} exists and is not a directory")
+    from milr.devices import resolve_device, resolve_dtype
+
+    device = resolve_device(opts["device"])  # before any critic or model is built
+    resolve_dtype(opts["dtype"], device)
 
     from milr.generator import load_generator
     from milr.optimizer import MILR
     from milr.specs import build_critic
 
     critic = build_critic(specs, on_error=opts["on_error"] or spec_options.get("on_error"))
-    generator = load_generator(model, device=opts["device"], dtype=opts["dtype"])
+    generator = load_generator(
+        model, device=device, dtype=opts["dtype"], allow_missing=opts["allow_missing"]
+    )
     bar = None
     if not opts["quiet"]:
         from tqdm.auto import tqdm

@@ -3,30 +3,82 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 
-def _critic_rows() -> list[dict]:
+def _critic_row(name: str, entry: Any) -> dict[str, Any]:
+    from milr.params import critic_parameters
+
+    missing = entry.cls.missing_dependencies()
+    return {
+        "name": name,
+        "description": entry.cls.description,
+        "plugin": entry.plugin,
+        "distribution": entry.distribution,
+        "version": entry.version,
+        "builtin": entry.builtin,
+        "available": not missing,
+        "missing": missing,
+        "install_hint": entry.cls.install_hint() if missing else None,
+        "inputs": list(entry.cls.inputs),
+        "declared": entry.cls.declares_params(),
+        "parameters": critic_parameters(entry.cls),
+    }
+
+
+def _critic_rows() -> list[dict[str, Any]]:
     from milr.registry import get_registry
 
-    rows = []
-    for name, entry in sorted(get_registry().critics.items()):
-        missing = entry.cls.missing_dependencies()
-        rows.append(
-            {
-                "name": name,
-                "description": entry.cls.description,
-                "plugin": entry.plugin,
-                "distribution": entry.distribution,
-                "version": entry.version,
-                "builtin": entry.builtin,
-                "available": not missing,
-                "missing": missing,
-                "install_hint": entry.cls.install_hint() if missing else None,
-            }
+    return [_critic_row(name, entry) for name, entry in sorted(get_registry().critics.items())]
+
+
+def _default_text(param: dict[str, Any]) -> str:
+    if param["required"]:
+        return "(required)"
+    if param["secret"]:
+        return "(secret)"
+    return json.dumps(param["default"], ensure_ascii=False)
+
+
+def _describe_critic(row: dict[str, Any]) -> str:
+    from milr.params import format_constraints
+
+    available = (
+        "yes"
+        if row["available"]
+        else f"no: {row['install_hint'] or 'missing ' + ','.join(row['missing'])}"
+    )
+    lines = [
+        f"{row['name']}: {row['description']}",
+        f"source: {row['plugin']} ({row['distribution']} {row['version']})",
+        f"available: {available}",
+        f"inputs: {', '.join(row['inputs'])}",
+        "",
+    ]
+    if not row["declared"]:
+        lines.append(
+            "parameters: not declared (an old-style critic with its own __init__); "
+            "see the plugin's documentation"
         )
-    return rows
+    elif not row["parameters"]:
+        lines.append("parameters: none")
+    else:
+        table = [
+            [
+                p["name"],
+                p["type"],
+                _default_text(p),
+                format_constraints(p["constraints"]),
+                p["description"],
+            ]
+            for p in row["parameters"]
+        ]
+        lines.append(_table(table, ["PARAMETER", "TYPE", "DEFAULT", "ALLOWED", "DESCRIPTION"]))
+        lines.append("")
+        lines.append(f"set them as --critic '{row['name']}:key=value,...' or in a TOML spec file")
+    return "\n".join(lines)
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -40,9 +92,20 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 @click.command()
+@click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def critics(as_json: bool) -> None:
-    """List registered critics, their source plugin and whether their dependencies import."""
+def critics(name: str | None, as_json: bool) -> None:
+    """List registered critics, their source plugin and whether their dependencies import.
+
+    With NAME, describe that critic: its inputs and its parameters (type, default, allowed
+    range, description). ``--json`` lists the parameters of every critic.
+    """
+    if name is not None:
+        from milr.registry import get_registry
+
+        row = _critic_row(name, get_registry().critic_entry(name))
+        click.echo(json.dumps(row, indent=2) if as_json else _describe_critic(row))
+        return
     rows = _critic_rows()
     if as_json:
         click.echo(json.dumps({"critics": rows}, indent=2))

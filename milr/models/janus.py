@@ -10,6 +10,7 @@ understanding mode (for ``self-judge``). The KV-cached generation loops are in
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -52,7 +53,7 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
         self.tokenizer = processor.tokenizer
         self.settings = settings or JanusSettings()
         self.checkpoint = checkpoint
-        param = next(model.parameters())
+        param = next(model.model.language_model.parameters())  # the VQ may run in fp32
         self.device = param.device
         self.dtype = param.dtype
         self.lm = model.model.language_model
@@ -84,10 +85,22 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, device: str | None = None, dtype: Any = None
+        cls,
+        path: str | Path,
+        device: str | None = None,
+        dtype: Any = None,
+        allow_missing: bool = False,
     ) -> JanusGenerator:
+        """Load a Janus checkpoint (local directory or hub id) on `device` in `dtype`.
+
+        Every load-time failure is one `MilrUserError` line, cheapest checks first (device and
+        dtype, ``milr.json``, processor and tokenizer, then the weights): see
+        `milr.models.janus_loading`. ``allow_missing`` loads a checkpoint with missing or
+        unexpected tensors anyway (with a warning).
+        """
         import torch  # noqa: F401  (fail early with torch's own error)
-        from transformers import JanusForConditionalGeneration, JanusProcessor
+
+        from milr.models import janus_loading
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
@@ -104,18 +117,12 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
             settings_dir: Path | None = local
         else:
             source = str(path)
-            settings_dir = None
-        try:
-            model = JanusForConditionalGeneration.from_pretrained(source, dtype=dt)
-            processor = JanusProcessor.from_pretrained(source)
-        except OSError as exc:
-            raise MilrUserError(
-                f"cannot load Janus checkpoint {source!r}: {str(exc).splitlines()[0]}"
-            ) from None
-        if settings_dir is None:
             settings_dir = _snapshot_dir(source)
-        model.to(dev)  # type: ignore[arg-type]
-        return cls(model, processor, JanusSettings.load(settings_dir), checkpoint=source)
+        settings = JanusSettings.load(settings_dir)
+        processor = janus_loading.load_processor(source)
+        janus_loading.check_round_trip(processor.tokenizer, source)
+        model = janus_loading.load_model(source, dev, dt, allow_missing)
+        return cls(model, processor, settings, checkpoint=source)
 
     # -- token ids and prompts ---------------------------------------------------------------
     def _token_ids(self) -> dict[str, int | None]:
@@ -320,5 +327,5 @@ def _snapshot_dir(repo_id: str) -> Path | None:
 
 
 @hookimpl
-def register_generators(register):
+def register_generators(register: Callable[[type[Any]], None]) -> None:
     register(JanusGenerator)

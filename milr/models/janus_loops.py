@@ -99,12 +99,15 @@ class JanusLoops:
     # -- reasoning ---------------------------------------------------------------------------
     def write_reasoning(self, prompt: str, max_tokens: int | None = None) -> Reasoning:
         """Greedy reasoning for `prompt` (at most `max_tokens`, default the checkpoint's cap)."""
-        return self.continue_reasoning(prompt, [], max_tokens)
+        return self._rollout(prompt, [], max_tokens)
 
     def continue_reasoning(
         self, prompt: str, prefix_tokens: list[int], max_tokens: int | None = None
     ) -> Reasoning:
         """Force `prefix_tokens`, then continue greedily with a KV cache (memoised, exact)."""
+        return self._rollout(prompt, prefix_tokens, max_tokens)
+
+    def _rollout(self, prompt: str, prefix_tokens: list[int], max_tokens: int | None) -> Reasoning:
         import torch
 
         prompt_ids = self._encode(self.reasoning_prompt(prompt))

@@ -13,6 +13,8 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from milr.colors import NAMED_COLORS
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL.Image import Image
@@ -26,14 +28,10 @@ BACKGROUND = (255, 255, 255)
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 PLURALS: dict[str, str] = {s: s + "s" for s in SHAPES}
-#: Flat fill colours (RGB); names are GenEval colour names.
+#: Flat fill colours (RGB), taken from the one named-colour table (`milr.colors`); the shapes
+#: model was trained on these pixels, so their values are pinned by a test.
 COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "orange": (245, 140, 20),
-    "yellow": (235, 215, 25),
-    "green": (30, 160, 60),
-    "blue": (30, 70, 220),
-    "purple": (140, 50, 190),
+    name: NAMED_COLORS[name] for name in ("red", "orange", "yellow", "green", "blue", "purple")
 }
 NUMBERS: dict[int, str] = {1: "one", 2: "two", 3: "three", 4: "four"}
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
 
 import milr
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 
 class BrightnessCritic(milr.Critic):
@@ -14,24 +20,27 @@ class BrightnessCritic(milr.Critic):
     description: ClassVar[str] = "Closeness of mean luminance to a target (example plugin)"
     inputs: ClassVar[tuple[str, ...]] = ("image",)
 
-    def __init__(self, target: float = 0.5, tolerance: float = 0.1) -> None:
-        if not 0.0 <= float(target) <= 1.0:
-            raise milr.MilrUserError(f"brightness: target={target!r} must lie in [0, 1]")
-        self.target = float(target)
-        self.tolerance = float(tolerance)
-        self._config = {"target": self.target, "tolerance": self.tolerance}
+    class Params(milr.CriticParams):
+        target: float = Field(
+            0.5, ge=0, le=1, description="mean luminance wanted, 0 black - 1 white"
+        )
+        tolerance: float = Field(0.1, ge=0, le=1, description="largest gap that still passes")
 
-    def score_batch(self, images, prompts, metadata):
+    params: Params
+
+    def score_batch(
+        self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> list[milr.CriticResult]:
         import numpy as np  # cheap, but imported at use time like any heavier dependency would be
 
         results = []
         for image in images:
             luminance = float(np.asarray(image.convert("L"), dtype=np.float32).mean() / 255.0)
-            gap = abs(luminance - self.target)
+            gap = abs(luminance - self.params.target)
             results.append(
                 milr.CriticResult(
                     score=1.0 - gap,
-                    passed=gap <= self.tolerance,
+                    passed=gap <= self.params.tolerance,
                     details={"luminance": luminance},
                 )
             )
@@ -39,5 +48,5 @@ class BrightnessCritic(milr.Critic):
 
 
 @milr.hookimpl
-def register_critics(register):
+def register_critics(register: Callable[[type[milr.Critic]], None]) -> None:
     register(BrightnessCritic)
