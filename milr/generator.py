@@ -136,12 +136,15 @@ class Generator(ABC):
         The default calls those methods row by row; an adapter may batch the rows (left padding,
         per-row EOS) as long as each row's result is what its own call would return.
         """
+        from milr.phases import _cap_kwargs  # adapters older than the per-call cap still run
+
         out = []
         for prompt, prefix, cap in zip(prompts, prefixes, max_tokens, strict=True):
+            kw = _cap_kwargs(self, cap)
             if prefix is None:
-                out.append(self.write_reasoning(prompt, max_tokens=cap))
+                out.append(self.write_reasoning(prompt, **kw))
             else:
-                out.append(self.continue_reasoning(prompt, list(prefix), max_tokens=cap))
+                out.append(self.continue_reasoning(prompt, list(prefix), **kw))
         return out
 
     def sample_image_tokens_batch(

@@ -133,7 +133,10 @@ def generate_batch(
             )
 
     # -- image tokens: K rows per request, each drawing from its request's generator -------
-    texts, prefixes, streams, owner = [], [], [], []
+    texts: list[str] = []
+    prefixes: list[Any] = []
+    streams: list[Any] = []
+    owner: list[int] = []
     for i, r in enumerate(requests):
         for c in range(r.k):
             rs = reasonings[i][c]
@@ -165,8 +168,8 @@ def generate_batch(
             tp = list(r.text_prefixes[c]) if r.text_prefixes else []
             ip = [] if r.image_prefixes is None else [int(t) for t in r.image_prefixes[c]]
             cands.append(Candidate(reasonings[i][c], tp, ip, sampled.tokens[j], images[j]))
-        idx = torch.tensor(rows_i, device=sampled.latents.device)
-        latents = sampled.latents.index_select(0, idx)[:, : r.capture]
+        picked = torch.tensor(rows_i, device=sampled.latents.device)
+        latents = sampled.latents.index_select(0, picked)[:, : r.capture]
         generated.append(Generated(cands, latents, counts[i] + r.k * (n_img - forced)))
     return BatchOutput(generated, timer.t)
 
