@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr.errors import MilrUserError, UnsupportedOperation
+from milr.generator_batch import BatchedDefaults
 
 if TYPE_CHECKING:
     import torch
@@ -47,7 +48,7 @@ class ImageTokens:
     latents: torch.Tensor
 
 
-class Generator(ABC):
+class Generator(BatchedDefaults, ABC):
     """A unified model seen through the operations MILR needs (DESIGN §2)."""
 
     #: Registry name of the adapter (``[a-z0-9_-]+``).
@@ -122,94 +123,6 @@ class Generator(ABC):
         capture: int = 0,
     ) -> ImageTokens:
         """Sample image tokens with CFG; force ``prefix_tokens`` (``[B, N]``) first if given."""
-
-    # -- batched (optional; the defaults loop, so every adapter works with the batched engine) --
-    def continue_reasoning_batch(
-        self,
-        prompts: Sequence[str],
-        prefixes: Sequence[list[int] | None],
-        max_tokens: Sequence[int | None],
-    ) -> list[Reasoning]:
-        """Reasoning for several rows at once: row i is `write_reasoning` (prefix None) or
-        `continue_reasoning` of ``prompts[i]`` with ``prefixes[i]``, capped by ``max_tokens[i]``.
-
-        The default calls those methods row by row; an adapter may batch the rows (left padding,
-        per-row EOS) as long as each row's result is what its own call would return.
-        """
-        from milr.phases import _cap_kwargs  # adapters older than the per-call cap still run
-
-        out = []
-        for prompt, prefix, cap in zip(prompts, prefixes, max_tokens, strict=True):
-            kw = _cap_kwargs(self, cap)
-            if prefix is None:
-                out.append(self.write_reasoning(prompt, **kw))
-            else:
-                out.append(self.continue_reasoning(prompt, list(prefix), **kw))
-        return out
-
-    def sample_image_tokens_batch(
-        self,
-        prompt_texts: Sequence[str],
-        prefix_tokens: Sequence[torch.Tensor | None],
-        generators: Sequence[torch.Generator | None],
-        *,
-        cfg_scale: float = 5.0,
-        temperature: float = 1.0,
-        capture: int = 0,
-    ) -> ImageTokens:
-        """Image tokens for several rows at once, each with its own text, prefix and generator.
-
-        Row i conditions on ``prompt_texts[i]``, forces ``prefix_tokens[i]`` (``[N_i]`` or None)
-        and draws from ``generators[i]``. Rows passing the *same* generator object share its
-        stream as the ``batch`` rows of one `sample_image_tokens` call do. Returns tokens
-        ``[R, n]`` and latents ``[R, capture, 2, d]``.
-
-        The default groups consecutive rows with the same text, generator and prefix length
-        into one `sample_image_tokens` call (so a prompt's K candidates draw exactly as one
-        call with ``batch=K``) and concatenates; an adapter may run all rows in one loop.
-        """
-        import torch
-
-        rows = len(prompt_texts)
-        if not (rows == len(prefix_tokens) == len(generators)):
-            raise ValueError(
-                f"sample_image_tokens_batch: {rows} texts, {len(prefix_tokens)} prefixes, "
-                f"{len(generators)} generators; pass one of each per row"
-            )
-        tokens, latents = [], []
-        start = 0
-        while start < rows:
-            end = start + 1
-            key = _row_key(prompt_texts[start], prefix_tokens[start], generators[start])
-            while (
-                end < rows
-                and _row_key(prompt_texts[end], prefix_tokens[end], generators[end]) == key
-            ):
-                end += 1
-            pre = prefix_tokens[start]
-            stacked = (
-                None
-                if pre is None
-                else torch.stack(
-                    [torch.as_tensor(p) for p in prefix_tokens[start:end]]  # type: ignore[misc]
-                )
-            )
-            out = self.sample_image_tokens(
-                prompt_texts[start], stacked, batch=end - start, cfg_scale=cfg_scale,
-                temperature=temperature, generator=generators[start], capture=capture,
-            )  # fmt: skip
-            tokens.append(out.tokens)
-            latents.append(out.latents)
-            start = end
-        return ImageTokens(tokens=torch.cat(tokens), latents=torch.cat(latents))
-
-    def kv_bytes_per_token(self) -> int | None:
-        """Bytes of KV cache one sequence row holds per position (None: unknown).
-
-        Used by ``--batch-prompts auto`` to size the batch; adapters over a transformer return
-        ``2 · layers · kv_heads · head_dim · dtype bytes``.
-        """
-        return None
 
     # -- heads (differentiable) --------------------------------------------------------------
     @abstractmethod
@@ -350,10 +263,6 @@ def named_checkpoint(
         "__doc__": description or f"the {name!r} checkpoint of the {adapter.name!r} adapter",
     }
     return type(f"NamedCheckpoint_{name.replace('-', '_')}", (NamedCheckpoint,), attrs)
-
-
-def _row_key(text: str, prefix: Any, generator: Any) -> tuple[Any, ...]:
-    return (text, id(generator), None if prefix is None else int(len(prefix)))
 
 
 def _looks_local(name: str) -> bool:

@@ -127,9 +127,10 @@ def generate_batch(
             if len(outs_i) == 1 and r.k > 1:
                 outs_i = outs_i * r.k
             reasonings[i] = outs_i
-            prefixes = r.text_prefixes or [[]] * len(outs_i)
+            forced_text = r.text_prefixes or [[]] * len(outs_i)
             counts[i] += sum(
-                len(o.tokens) - (len(p) if r.text_prefixes else 0) for o, p in zip(outs_i, prefixes)
+                len(o.tokens) - (len(p) if r.text_prefixes else 0)
+                for o, p in zip(outs_i, forced_text)
             )
 
     # -- image tokens: K rows per request, each drawing from its request's generator -------
