@@ -79,8 +79,6 @@ class BatchedDefaults:
         """
         import torch
 
-        from milr.generator import ImageTokens
-
         rows = len(prompt_texts)
         if not (rows == len(prefix_tokens) == len(generators)):
             raise ValueError(
@@ -112,7 +110,7 @@ class BatchedDefaults:
             tokens.append(out.tokens)
             latents.append(out.latents)
             start = end
-        return ImageTokens(tokens=torch.cat(tokens), latents=torch.cat(latents))
+        return type(out)(tokens=torch.cat(tokens), latents=torch.cat(latents))  # ImageTokens
 
     def kv_bytes_per_token(self) -> int | None:
         """Bytes of KV cache one sequence row holds per position (None: unknown).
