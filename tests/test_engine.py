@@ -94,7 +94,7 @@ def configs(mode: str, **extra):
 
 
 def reference(gen, critic, cfgs, prompts=PROMPTS):
-    gen.clear_cache()
+    getattr(gen, "clear_cache", getattr(getattr(gen, "inner", None), "clear_cache", None))()
     return [MILR(gen, critic, c).run(p) for p, c in zip(prompts, cfgs)]
 
 
@@ -241,3 +241,83 @@ def test_auto_picks_the_batch_from_memory(gen64):
 def test_bad_batch_sizes_are_refused(gen64, critic, bad):
     with pytest.raises(MilrUserError, match="--batch-prompts"):
         BatchedMILR(gen64, critic, bad)
+
+
+def test_janus_batched_loops_equal_the_one_prompt_loops(gen64):
+    """Rows of different prompt lengths, prefixes and budgets; some stop at EOS, some at the cap."""
+    import torch
+
+    gen64.memoize_reasoning = False
+    try:
+        prompts = PROMPTS[:5]
+        prefixes = [None, [60, 61], [70], None, [80, 81, 82]]
+        caps = [None, 10, None, 24, 3]
+        gen64.clear_cache()
+        ref = [gen64.continue_reasoning(p, q or [], c) for p, q, c in zip(prompts, prefixes, caps)]
+        gen64.clear_cache()
+        got = gen64.continue_reasoning_batch(prompts, prefixes, caps)
+    finally:
+        gen64.memoize_reasoning = True
+    cap = gen64.max_reasoning_tokens
+    stops = {len(r.tokens) < (c or cap) for r, c in zip(ref, caps)}
+    assert stops == {True, False}  # some rows stop at EOS, some at their budget
+    for a, b in zip(ref, got):
+        assert a.tokens == b.tokens and a.text == b.text
+        assert torch.equal(a.latents, b.latents)
+    texts = [gen64.image_text(p, r.text) for p, r in zip(prompts, ref)]
+    pre = [None, torch.tensor([3, 4, 5]), None, torch.tensor([7]), None]
+    alone = [
+        gen64.sample_image_tokens(
+            t, None if q is None else q[None], batch=1, generator=gen64.rng(i), capture=2
+        )
+        for i, (t, q) in enumerate(zip(texts, pre))
+    ]
+    batch = gen64.sample_image_tokens_batch(
+        texts, pre, [gen64.rng(i) for i in range(len(texts))], capture=2
+    )
+    for i, a in enumerate(alone):
+        assert torch.equal(a.tokens[0], batch.tokens[i])
+        assert torch.equal(a.latents[0], batch.latents[i])
+
+
+def test_an_adapter_without_batched_methods_runs_batched_through_the_defaults(gen64, critic):
+    from milr.generator import Generator
+
+    class Plain(Generator):
+        name = "plain"
+        can_load = from_pretrained = None  # type: ignore[assignment]
+
+        def __init__(self, inner):
+            self.inner, self.device, self.dtype = inner, inner.device, inner.dtype
+
+        image_token_count = property(lambda self: self.inner.image_token_count)
+        max_reasoning_tokens = property(lambda self: self.inner.max_reasoning_tokens)
+
+        def write_reasoning(self, prompt, max_tokens=None):
+            return self.inner.write_reasoning(prompt, max_tokens)
+
+        def continue_reasoning(self, prompt, prefix_tokens, max_tokens=None):
+            return self.inner.continue_reasoning(prompt, prefix_tokens, max_tokens)
+
+        def image_text(self, prompt, reasoning):
+            return self.inner.image_text(prompt, reasoning)
+
+        def sample_image_tokens(self, *args, **kwargs):
+            return self.inner.sample_image_tokens(*args, **kwargs)
+
+        def text_head(self, latents):
+            return self.inner.text_head(latents)
+
+        def image_head(self, latents, cfg_scale):
+            return self.inner.image_head(latents, cfg_scale)
+
+        def decode(self, tokens):
+            return self.inner.decode(tokens)
+
+    plain = Plain(gen64)
+    assert type(plain).sample_image_tokens_batch is Generator.sample_image_tokens_batch
+    cfgs = configs("both", samples_per_step=2)[:4]
+    ref = [trajectory(r) for r in reference(plain, critic, cfgs, PROMPTS[:4])]
+    gen64.clear_cache()
+    done = run_batched(plain, critic, [Job(p, {}, c) for p, c in zip(PROMPTS, cfgs)], 3)
+    assert [trajectory(d.result) for d in done] == ref
