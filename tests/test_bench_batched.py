@@ -196,3 +196,11 @@ def test_bad_batch_prompts_is_a_one_line_user_error(tiny_janus, suite, tmp_path)
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "--batch-prompts 'lots'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_progress_bar_shows_prompts_in_flight(tiny_janus, suite, tmp_path, capsys):
+    opts = _opts(suite, tiny_janus, tmp_path / "bar", 3, limit=4)
+    opts.progress = True
+    run_bench(opts)
+    err = capsys.readouterr().err
+    assert "active=3" in err and "4/4" in err

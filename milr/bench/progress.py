@@ -60,7 +60,7 @@ class Progress:
         """Prompts in flight in the batched engine (shown as ``active``)."""
         self.active = int(n)
         if self.bar is not None:
-            self.bar.set_postfix(self._postfix(), refresh=False)
+            self.bar.set_postfix(self._postfix(), refresh=True)  # once per batched round
 
     def close(self) -> None:
         if self.bar is not None:
