@@ -179,6 +179,14 @@ class Generator(ABC):
         """Id of the unknown token, if the tokenizer has one (None otherwise)."""
         return None
 
+    def describe_prompts(self, prompt: str, reasoning: str | None) -> dict[str, Any]:
+        """The exact prompts of a run, for trajectories (optional; default: none).
+
+        Keys: ``style`` (the prompt style's name), ``reasoning`` and ``image`` (the decoded
+        reasoning prompt and image prompt, special tokens shown).
+        """
+        return {}
+
     def check_prompt(self, prompt: str) -> None:
         """Raise `MilrUserError` when `prompt` cannot be generated (empty, too long)."""
         if not isinstance(prompt, str) or not prompt.strip():
@@ -297,6 +305,8 @@ def load_generator(
     device: str | None = None,
     dtype: str | None = None,
     allow_missing: bool = False,
+    prompt_style: str | None = None,
+    prompt_file: str | Path | None = None,
 ) -> Generator:
     """Resolve `name_or_path` to a loaded generator.
 
@@ -306,13 +316,23 @@ def load_generator(
 
     ``allow_missing=True`` loads a checkpoint whose weight files lack tensors or carry
     unexpected ones (refused by default: `milr.errors.CheckpointError` names them and the file).
+    ``prompt_style``/``prompt_file`` choose the adapter's prompt layout (Janus: ``paper``,
+    ``hf``, ``checkpoint``, or a TOML/JSON file; see `milr.models.janus_prompts`).
     """
     from milr.registry import get_registry
 
     registry = get_registry()
     name = str(name_or_path).strip()
-    # passed only when set, so adapters written before the option keep loading
-    extra: dict[str, Any] = {"allow_missing": True} if allow_missing else {}
+    # passed only when set, so adapters written before these options keep loading
+    extra: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("allow_missing", allow_missing or None),
+            ("prompt_style", prompt_style),
+            ("prompt_file", prompt_file),
+        )
+        if v is not None
+    }
     if not name:
         raise MilrUserError("empty model name; pass --model NAME_OR_PATH")
     adapter, sep, rest = name.partition(":")

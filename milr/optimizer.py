@@ -135,8 +135,16 @@ class MILR:
             raise
         finally:
             self._pending = None
+            self._record_prompts(prompt, result)
         result.wall_seconds = time.perf_counter() - t0
         return result
+
+    def _record_prompts(self, prompt: str, result: MILRResult) -> None:
+        """The decoded prompts of the returned image (``trajectory.json`` ``prompts``)."""
+        if not result.steps:
+            return
+        step = min(result.selected_step, len(result.steps) - 1)
+        result.prompts = dict(self.generator.describe_prompts(prompt, result.steps[step].reasoning))
 
     def _run(
         self,
