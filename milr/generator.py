@@ -33,6 +33,9 @@ class Reasoning:
     tokens: list[int]
     latents: torch.Tensor
     text: str
+    #: The latent that predicted EOS (``[d]``), or None when the reasoning hit its cap without
+    #: EOS. The authors count it in the text prefix length (`MILRConfig.text_prefix`).
+    eos_latent: torch.Tensor | None = None
 
 
 @dataclass

@@ -131,9 +131,11 @@ class JanusLoops:
                 latents.extend(hs[:-1])
                 tokens.extend(prefix)
                 h = hs[-1:]
+            eos_latent = None
             while len(tokens) < budget:
                 nxt = int(self.model.lm_head(h).argmax(-1)[0])
                 if nxt == eos:
+                    eos_latent = h[0].detach()
                     break
                 latents.append(h[0])
                 tokens.append(nxt)
@@ -147,7 +149,7 @@ class JanusLoops:
             else torch.zeros(0, self.hidden_size, device=self.device, dtype=self.dtype)
         )
         text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        out = Reasoning(tokens=tokens, latents=lat.detach(), text=text)
+        out = Reasoning(tokens=tokens, latents=lat.detach(), text=text, eos_latent=eos_latent)
         if self.memoize_reasoning:
             if len(self._rollouts) >= 4:
                 self._rollouts.pop(next(iter(self._rollouts)))
