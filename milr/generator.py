@@ -170,6 +170,26 @@ class Generator(ABC):
             "self-judge, need an adapter that implements it (the Janus adapter does)"
         )
 
+    def answer(
+        self,
+        images: Sequence[Image],
+        questions: Sequence[str],
+        *,
+        template: str | None = None,
+        max_new_tokens: int = 256,
+        batch_size: int = 8,
+    ) -> list[str]:
+        """The model's greedy written answer to each question about its image (optional).
+
+        Same inputs as `understand`; at most `max_new_tokens` new tokens per answer, stopping
+        at end of text; special tokens dropped. Raises `UnsupportedOperation` when the adapter
+        has no understanding mode.
+        """
+        raise UnsupportedOperation(
+            f"generator {self.name or type(self).__name__!r} has no image-understanding mode "
+            "(Generator.answer); critics that judge with the run's own model need one"
+        )
+
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` without special tokens (optional; needed with `understand`)."""
         raise UnsupportedOperation(

@@ -283,6 +283,51 @@ class JanusGenerator(JanusLoops, Generator):
             mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
         return {"input_ids": ids, "attention_mask": mask, "pixel_values": inputs["pixel_values"]}
 
+    def answer(
+        self,
+        images: Sequence[Image],
+        questions: Sequence[str],
+        *,
+        template: str | None = None,
+        max_new_tokens: int = 256,
+        batch_size: int = 8,
+    ) -> list[str]:
+        """Greedy answers (at most `max_new_tokens` each), inputs as `understanding_inputs`."""
+        import torch
+
+        if len(images) != len(questions):
+            raise MilrUserError(
+                f"answer: {len(images)} images but {len(questions)} questions; pass one each"
+            )
+        pad = self._ids["pad"]
+        answers: list[str] = []
+        step = max(1, int(batch_size))
+        for start in range(0, len(questions), step):
+            inputs = self.understanding_inputs(
+                images[start : start + step], questions[start : start + step], template
+            )
+            ids, mask = inputs["input_ids"], inputs["attention_mask"]
+            # right-padded rows -> left-padded (generation continues every row at its end)
+            for row in range(ids.shape[0]):
+                shift = int((mask[row] == 0).sum())
+                ids[row] = torch.roll(ids[row], shift)
+                mask[row] = torch.roll(mask[row], shift)
+            with torch.no_grad():
+                out = self.model.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    pixel_values=inputs["pixel_values"].to(device=self.device, dtype=self.dtype),
+                    do_sample=False,
+                    num_beams=1,
+                    max_new_tokens=int(max_new_tokens),
+                    pad_token_id=pad,
+                )
+            new = out[:, ids.shape[1] :]
+            answers.extend(
+                t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            )
+        return answers
+
     def understand(
         self,
         images: Sequence[Image],
