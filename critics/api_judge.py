@@ -1,78 +1,75 @@
-"""`api-judge`: any OpenAI-compatible chat-completions endpoint (GPT-4o, a vLLM server) as a judge.
+"""`api-judge`: an OpenAI-compatible chat-completions endpoint (GPT-4o, Azure OpenAI, a vLLM or
+lmdeploy server) as a judge, through the official ``openai`` client.
 
-Each image is sent as a base64 PNG data URL with a rubric prompt:
+Each image goes as a base64 PNG data URL with the text of a rubric (`milr.critics.rubrics`:
+``yesno`` from ``top_logprobs`` or the answer's first word, ``wise`` from JSON or WISE's plain
+lines, ``likert5``, ``checklist``); ``template=`` / ``template_file=`` replace the wording (e.g.
+WISE's own grading prompt, for the paper's numbers) and details record its SHA-256.
 
-- ``rubric="yesno"``: "Does this image show ...? Answer yes or no." The score is
-  ``P(yes) / (P(yes) + P(no))`` from the first answer token's ``top_logprobs`` when the server
-  returns them (tokens compared case-insensitively, spaces stripped), otherwise 1.0 for an
-  answer starting with "yes" and 0.0 for "no". The verdict passes when ``score >= 0.5``.
-- ``rubric="wise"``: the WISE benchmark's grading (consistency, realism, aesthetic quality,
-  each 0-2, JSON reply); ``score = WiScore = (0.7 C + 0.2 R + 0.1 A) / 2``. The metadata's
-  ``Explanation`` (WISE's note of what the image must show) is added to the prompt when present.
-  No verdict.
+Endpoints: ``api_type="openai"`` (default) posts to ``{base_url}/chat/completions``;
+``api_type="azure"`` uses ``AsyncAzureOpenAI`` with ``base_url`` as the Azure endpoint
+(``https://RESOURCE.openai.azure.com``), ``deployment`` (default: ``model``) and
+``api_version``.
 
-The API key is read from the environment variable *named* by ``api_key_env`` at request time;
-it is never a parameter, never stored in the critic's config, repr or details, and never
-logged. Requests run ``concurrency`` at a time; 429, 5xx, timeouts and connection errors are
-retried ``retries`` times with exponential backoff (``backoff * 2**attempt`` seconds, or the
-server's ``Retry-After`` when shorter than 60 s). A reply that still fails, or that cannot be
-parsed, raises `JudgeReplyError` naming the image; an `Ensemble` applies its ``on_error``
-policy to it. Details record the judge model, the rubric and the SHA-256 of the judge prompt.
+Key: read at request time from the environment variable *named* by ``api_key_env``; never a
+parameter, never in the critic's config, repr, details or errors. Every text milr repeats from
+the server (error reasons, answers in details) has the key's value replaced by ``***``.
+
+Bounds: each HTTP attempt has a total deadline of ``timeout`` seconds (connect, upload and the
+whole reply: a reply that trickles in is cut at the deadline). The openai client retries
+``retries`` times on connection errors, timeouts, 408, 409, 429 and 5xx, waiting what the
+server's ``Retry-After`` says (seconds or an HTTP date, RFC 9110 §10.2.3) when that is at most
+120 s, else its own backoff (0.5 s doubling, at most 8 s, with jitter); a ``Retry-After`` over
+120 s is not waited for and the image fails. So one image costs at most
+``(retries + 1) * timeout`` seconds plus those waits. Requests run ``concurrency`` at a time.
+
+Failures: an image whose request fails or whose answer the rubric cannot read raises
+`JudgeReplyError` (an `ExternalServiceError`: not the user's input and not a milr bug) naming
+the image, the endpoint and the server's reason; an `Ensemble` applies its ``on_error`` policy.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
-import json
-import logging
-import math
+import asyncio
 import os
 import re
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, ClassVar
+import warnings
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from milr import Critic, CriticResult, MilrUserError, hookimpl
+from pydantic import Field, field_validator, model_validator
+
+from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
 from milr.critic import require
+from milr.critics._chat_client import (
+    describe_failure,
+    image_data_url,
+    open_client,
+    redact,
+    reply_content,
+    run_sync,
+)
 from milr.critics._images import to_rgb
-from milr.errors import MilrError
+from milr.critics.rubrics import (
+    WISE_TEMPLATE,
+    YESNO_TEMPLATE,
+    JudgeReplyError,
+    RubricReplyError,
+    get_rubric,
+    load_template,
+    template_sha256,
+    yes_no_from_logprobs,
+)
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-log = logging.getLogger(__name__)
-
-RUBRICS = ("yesno", "wise")
-YESNO_QUESTION = 'Does this image show "{prompt}"? Answer with a single word: yes or no.'
-WISE_PROMPT = """You are a strict judge of text-to-image generation. Grade the image for the prompt below.
-
-Prompt: {prompt}
-{explanation}
-Give three integer scores from 0 to 2:
-- consistency: does the image accurately show what the prompt asks for (2 = fully, 1 = partly, 0 = not)?
-- realism: is the image realistic and physically plausible (2 = very, 1 = somewhat, 0 = not)?
-- aesthetic_quality: is the image well composed and visually pleasing (2 = very, 1 = somewhat, 0 = not)?
-
-Reply with JSON only, exactly like: {"consistency": 0, "realism": 0, "aesthetic_quality": 0}"""
-WISE_EXPLANATION = "What the image should show (explanation): {explanation}\n"
-WISE_WEIGHTS = {"consistency": 0.7, "realism": 0.2, "aesthetic_quality": 0.1}
-_WISE_ALIASES = {
-    "consistency": "consistency",
-    "realism": "realism",
-    "aesthetic_quality": "aesthetic_quality",
-    "aesthetic": "aesthetic_quality",
-    "aesthetics": "aesthetic_quality",
-}
+#: Old names, kept for code that imported them.
+YESNO_QUESTION = YESNO_TEMPLATE
+WISE_PROMPT = WISE_TEMPLATE
+API_TYPES = ("openai", "azure")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY_PREFIXES = ("sk-", "sk_", "hf_", "ghp_", "gho_", "xai-", "key-", "aiza", "pk-", "rk-")
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-
-
-class JudgeReplyError(MilrError):
-    """The judge endpoint failed or answered in a way the rubric cannot read, for one image."""
 
 
 def looks_like_secret(value: str) -> bool:
@@ -86,233 +83,198 @@ def looks_like_secret(value: str) -> bool:
     return len(value) >= 32 and any(c.isdigit() for c in value) and "_" not in value
 
 
-def image_data_url(image: Image) -> str:
-    """The image as a ``data:image/png;base64,...`` URL."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def parse_wise(content: str) -> dict[str, float]:
-    """Read the three 0-2 grades from a JSON reply (code fences and surrounding text allowed)."""
-    match = re.search(r"\{.*\}", content, flags=re.S)
-    if not match:
-        raise ValueError("no JSON object in the reply")
-    try:
-        data = json.loads(match.group(0))
-    except ValueError as exc:
-        raise ValueError(f"reply JSON does not parse ({exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError("reply JSON is not an object")
-    grades: dict[str, float] = {}
-    for key, value in data.items():
-        norm = _WISE_ALIASES.get(str(key).strip().lower().replace(" ", "_"))
-        if norm is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            try:
-                value = float(str(value).strip())
-            except ValueError:
-                raise ValueError(f"{key!r} is {value!r}, not a number from 0 to 2") from None
-        if not 0 <= float(value) <= 2 or math.isnan(float(value)):
-            raise ValueError(f"{key!r} is {value!r}, outside 0-2")
-        grades[norm] = float(value)
-    missing = [k for k in WISE_WEIGHTS if k not in grades]
-    if missing:
-        raise ValueError(f"reply JSON lacks {missing}")
-    return grades
-
-
-def wiscore(grades: dict[str, float]) -> float:
-    """WiScore = (0.7 C + 0.2 R + 0.1 A) / 2, in [0, 1]."""
-    # integer weights (7, 2, 1)/20 keep 2/2/2 at exactly 1.0
-    return (7 * grades["consistency"] + 2 * grades["realism"] + grades["aesthetic_quality"]) / 20
-
-
-def parse_yesno(choice: dict[str, Any]) -> tuple[float, str]:
-    """Score and method ('logprobs' or 'answer') from one chat-completions choice."""
-    content = (choice.get("message") or {}).get("content")
-    logprobs = choice.get("logprobs") or {}
-    first = (logprobs.get("content") or [None])[0] if isinstance(logprobs, dict) else None
-    if isinstance(first, dict):
-        p_yes = p_no = 0.0
-        for alt in first.get("top_logprobs") or [first]:
-            tok = str(alt.get("token", "")).strip().lower()
-            lp = alt.get("logprob")
-            if not isinstance(lp, (int, float)):
-                continue
-            if tok == "yes":
-                p_yes += math.exp(lp)
-            elif tok == "no":
-                p_no += math.exp(lp)
-        if p_yes + p_no > 0:
-            return p_yes / (p_yes + p_no), "logprobs"
-    if not isinstance(content, str):
-        raise ValueError("the reply has no message content")
-    word = re.sub(r"[^a-z]", " ", content.strip().lower()).split()
-    if word and word[0] == "yes":
-        return 1.0, "answer"
-    if word and word[0] == "no":
-        return 0.0, "answer"
-    raise ValueError(f"the answer {content[:80]!r} starts with neither yes nor no")
-
-
 class APIJudgeCritic(Critic):
-    """A remote VLM judge through an OpenAI-compatible ``/chat/completions`` endpoint.
+    """A remote VLM judge through an OpenAI-compatible chat-completions endpoint.
 
-    Parameters: ``base_url`` (e.g. ``https://api.openai.com/v1`` or ``http://localhost:8000/v1``),
-    ``model``, ``api_key_env`` (the NAME of the environment variable with the key; ``none`` for
-    servers without auth), ``rubric`` (``yesno`` | ``wise``), ``question`` (yesno, with
-    ``{prompt}``), ``wise_prompt`` (wise; ``{prompt}`` and optional ``{explanation}``, e.g. the
-    WISE paper's own grading prompt; default `WISE_PROMPT`), ``concurrency``, ``timeout`` (seconds per request), ``retries``, ``backoff``
-    (seconds), ``logprobs`` (ask for token log-probabilities in yesno), ``max_tokens``,
-    ``temperature``.
+    Parameters are declared in `APIJudgeCritic.Params` (``milr critics api-judge`` lists them).
+    Never a parameter: ``api_key`` (refused, the key is never echoed). Deprecated and still
+    accepted with a `DeprecationWarning`: ``question`` (yesno) and ``wise_prompt`` (wise), both
+    now ``template``; ``backoff`` (ignored: the openai client owns backoff).
     """
 
     name: ClassVar[str] = "api-judge"
-    description: ClassVar[str] = "OpenAI-compatible API judge (yes/no or WISE rubric)"
-    requires: ClassVar[tuple[str, ...]] = ("httpx",)
+    description: ClassVar[str] = "OpenAI-compatible API judge (yesno, wise, likert5, checklist)"
+    requires: ClassVar[tuple[str, ...]] = ("openai",)
     extra: ClassVar[str | None] = "api"
     inputs: ClassVar[tuple[str, ...]] = ("image", "prompt", "Explanation")
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        model: str | None = None,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        rubric: str = "yesno",
-        question: str = YESNO_QUESTION,
-        wise_prompt: str = WISE_PROMPT,
-        concurrency: int = 4,
-        timeout: float = 60.0,
-        retries: int = 3,
-        backoff: float = 1.0,
-        logprobs: bool = True,
-        max_tokens: int | None = None,
-        temperature: float = 0.0,
-        api_key: Any = None,
-    ) -> None:
-        if api_key is not None:
+    class Params(CriticParams):
+        base_url: str = Field(
+            description="http(s) URL of the API: https://api.openai.com/v1, "
+            "http://localhost:8000/v1, or the Azure endpoint https://RESOURCE.openai.azure.com",
+            json_schema_extra={"hint": "e.g. base_url=https://api.openai.com/v1"},
+        )
+        model: str = Field(
+            min_length=1,
+            description="the judge model's name, e.g. gpt-4o",
+            json_schema_extra={"hint": "e.g. model=gpt-4o"},
+        )
+        api_key_env: str | None = Field(
+            "OPENAI_API_KEY",
+            description="NAME of the environment variable holding the key; none for no auth",
+        )
+        rubric: Literal["yesno", "wise", "likert5", "checklist"] = Field(
+            "yesno", description="how the judge is asked and its answer scored (see rubrics)"
+        )
+        template: str | None = Field(
+            None, description="the rubric's text with {prompt}; None: milr's default wording"
+        )
+        template_file: str | None = Field(
+            None, description="path of a UTF-8 file holding the template (a paper's wording)"
+        )
+        api_type: Literal["openai", "azure"] = Field(
+            "openai", description="openai: {base_url}/chat/completions; azure: Azure OpenAI"
+        )
+        deployment: str | None = Field(
+            None, description="Azure deployment name (api_type=azure); None: the model name"
+        )
+        api_version: str | None = Field(
+            None, description="Azure OpenAI REST API version, e.g. 2024-10-21 (api_type=azure)"
+        )
+        concurrency: int = Field(4, ge=1, description="requests in flight at once")
+        timeout: float = Field(
+            60.0, gt=0, description="seconds; total deadline of each HTTP attempt, reply included"
+        )
+        retries: int = Field(
+            3, ge=0, description="retries on timeouts, connection errors, 408/409/429/5xx"
+        )
+        logprobs: bool = Field(
+            True, description="yesno: ask for token log-probabilities (smooth P(yes))"
+        )
+        max_tokens: int | None = Field(
+            None, ge=1, description="answer length bound; None: the rubric's (1 for yesno)"
+        )
+        temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature")
+
+        @field_validator("base_url")
+        @classmethod
+        def _http_url(cls, value: str) -> str:
+            if not re.match(r"^https?://\S+$", value):
+                raise ValueError(
+                    "must be an http(s) URL of an OpenAI-compatible API, e.g. "
+                    "https://api.openai.com/v1"
+                )
+            return value.rstrip("/")
+
+        @field_validator("api_key_env")
+        @classmethod
+        def _env_name(cls, value: str | None) -> str | None:
+            if value is None or value.strip().lower() in ("", "none", "null"):
+                return None
+            if not _ENV_NAME.match(value):
+                raise ValueError("is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+            return value
+
+        @model_validator(mode="after")
+        def _azure_fields(self) -> APIJudgeCritic.Params:
+            if self.api_type == "azure" and not self.api_version:
+                raise ValueError(
+                    "api_type=azure needs api_version=... (e.g. api_version=2024-10-21), the "
+                    "Azure OpenAI REST API version"
+                )
+            if self.api_type != "azure" and (
+                self.deployment is not None or self.api_version is not None
+            ):
+                raise ValueError(
+                    "deployment= and api_version= are for api_type=azure; add api_type=azure "
+                    "or drop them"
+                )
+            return self
+
+    params: Params
+
+    def __init__(self, **kwargs: Any) -> None:
+        # checked before validation, whose messages repeat values: a key must never be echoed
+        if kwargs.get("api_key") is not None:
             raise MilrUserError(
                 "api-judge critic: never pass the API key itself (it would end up in shell "
                 "history, spec files and logs); export it in an environment variable and pass "
                 "its name, e.g. api_key_env=OPENAI_API_KEY"
             )
-        if not isinstance(base_url, str) or not re.match(r"^https?://", base_url):
+        kwargs.pop("api_key", None)
+        env = kwargs.get("api_key_env")
+        if (
+            isinstance(env, str)
+            and env.strip().lower() not in ("", "none", "null")
+            and looks_like_secret(env)
+        ):
             raise MilrUserError(
-                f"api-judge critic: base_url={base_url!r} must be an http(s) URL of an "
-                "OpenAI-compatible API, e.g. https://api.openai.com/v1"
+                "api-judge critic: api_key_env must be the NAME of an environment variable "
+                "(e.g. OPENAI_API_KEY), and the value given looks like a key itself; "
+                "export the key and pass the variable's name (the value is not shown here)"
             )
-        if not isinstance(model, str) or not model.strip():
-            raise MilrUserError("api-judge critic needs model=NAME (e.g. model=gpt-4o)")
-        if isinstance(api_key_env, str) and api_key_env.strip().lower() in ("", "none", "null"):
-            api_key_env = None
-        if api_key_env is not None:
-            if not isinstance(api_key_env, str) or looks_like_secret(api_key_env):
-                raise MilrUserError(
-                    "api-judge critic: api_key_env must be the NAME of an environment variable "
-                    "(e.g. OPENAI_API_KEY), and the value given looks like a key itself; "
-                    "export the key and pass the variable's name (the value is not shown here)"
-                )
-            if not _ENV_NAME.match(api_key_env):
-                raise MilrUserError(
-                    f"api-judge critic: api_key_env={api_key_env!r} is not a valid environment "
-                    "variable name ([A-Za-z_][A-Za-z0-9_]*)"
-                )
-        if rubric not in RUBRICS:
-            raise MilrUserError(
-                f"api-judge critic: rubric={rubric!r} is unknown; use one of {', '.join(RUBRICS)}"
+        rubric = kwargs.get("rubric", "yesno")
+        for old, applies in (("question", "yesno"), ("wise_prompt", "wise")):
+            if kwargs.get(old) is None:
+                kwargs.pop(old, None)
+                continue
+            value = kwargs.pop(old)
+            warnings.warn(
+                f"api-judge critic: {old}= is deprecated; pass template= (or template_file=)",
+                DeprecationWarning,
+                stacklevel=2,
             )
-        if not isinstance(question, str) or "{prompt}" not in question:
-            raise MilrUserError(f"api-judge critic: question={question!r} must contain {{prompt}}")
-        if not isinstance(wise_prompt, str) or "{prompt}" not in wise_prompt:
-            raise MilrUserError(
-                f"api-judge critic: wise_prompt={wise_prompt!r} must contain {{prompt}} "
-                "(and may contain {explanation})"
-            )
-        for pname, value, lo in (("concurrency", concurrency, 1), ("retries", retries, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise MilrUserError(
-                    f"api-judge critic: {pname}={value!r} must be an integer >= {lo}"
-                )
-        for pname, seconds in (("timeout", timeout), ("backoff", backoff)):
             if (
-                isinstance(seconds, bool)
-                or not isinstance(seconds, (int, float))
-                or seconds < 0
-                or (pname == "timeout" and seconds == 0)
+                rubric == applies
+                and kwargs.get("template") is None
+                and not kwargs.get("template_file")
             ):
-                raise MilrUserError(
-                    f"api-judge critic: {pname}={seconds!r} must be a positive number of seconds"
-                )
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.api_key_env = api_key_env
-        self.rubric = rubric
-        self.question = question
-        self.wise_prompt = wise_prompt
-        self.concurrency = concurrency
-        self.timeout = float(timeout)
-        self.retries = retries
-        self.backoff = float(backoff)
-        self.logprobs = bool(logprobs)
-        self.max_tokens = (
-            max_tokens if max_tokens is not None else (1 if rubric == "yesno" else 300)
-        )
-        self.temperature = float(temperature)
-        self._client: Any = None
-        self._client_lock = threading.Lock()
-        self._config = {
-            "base_url": self.base_url,
-            "model": model,
-            "api_key_env": api_key_env,
-            "rubric": rubric,
-            "question": question,
-            "wise_prompt": "default" if wise_prompt == WISE_PROMPT else wise_prompt,
-            "wise_prompt_sha256": hashlib.sha256(wise_prompt.encode("utf-8")).hexdigest(),
-            "concurrency": concurrency,
-            "timeout": self.timeout,
-            "retries": retries,
-            "backoff": self.backoff,
-            "logprobs": self.logprobs,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-        }
+                kwargs["template"] = value
+        if "backoff" in kwargs:
+            kwargs.pop("backoff")
+            warnings.warn(
+                "api-judge critic: backoff= is deprecated and ignored; the openai client waits "
+                "0.5 s doubling up to 8 s between retries, or the server's Retry-After",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        super().__init__(**kwargs)
+
+    def setup(self) -> None:
+        p = self.params
+        self.rubric = get_rubric(p.rubric, self.name)
+        self.template = load_template(self.rubric, p.template, p.template_file, self.name)
+        self.base_url = p.base_url
+        self.model = p.model
+        self.api_type = p.api_type
+        self.deployment = p.deployment or (p.model if p.api_type == "azure" else None)
+        self.api_key_env = p.api_key_env
+        self.concurrency = p.concurrency
+        self.timeout = float(p.timeout)
+        self.retries = p.retries
+        self.max_tokens = p.max_tokens or self.rubric.max_new_tokens
+        self.template_sha256 = template_sha256(self.template)
+
+    def config(self) -> dict[str, Any]:
+        """The parameters plus the SHA-256 of the template text (a file may change)."""
+        return {**super().config(), "template_sha256": self.template_sha256}
 
     # -- requests -----------------------------------------------------------------------------
 
+    @property
+    def endpoint(self) -> str:
+        """Where requests go, for messages (no key, no query string)."""
+        if self.api_type == "azure":
+            return f"{self.base_url}/openai/deployments/{self.deployment}/chat/completions"
+        return f"{self.base_url}/chat/completions"
+
     def judge_prompt(self, prompt: str, metadata: dict[str, Any]) -> str:
         """The text sent with the image for this prompt (hashed into the details)."""
-        if self.rubric == "yesno":
-            return self.question.replace("{prompt}", prompt)
-        explanation = metadata.get("Explanation") or metadata.get("explanation")
-        extra = WISE_EXPLANATION.replace("{explanation}", str(explanation)) if explanation else ""
-        return self.wise_prompt.replace("{prompt}", prompt).replace("{explanation}", extra)
+        return self.rubric.render(self.template, prompt, metadata)
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key_env is not None:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise MilrUserError(
-                    f"api-judge critic: environment variable {self.api_key_env} is not set; export "
-                    f"the API key as {self.api_key_env}=..., pass api_key_env=OTHER_NAME, or "
-                    "api_key_env=none for a server without authentication"
-                )
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+    def _api_key(self) -> str | None:
+        if self.api_key_env is None:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise MilrUserError(
+                f"api-judge critic: environment variable {self.api_key_env} is not set; export "
+                f"the API key as {self.api_key_env}=..., pass api_key_env=OTHER_NAME, or "
+                "api_key_env=none for a server without authentication"
+            )
+        return key
 
-    def _http(self) -> Any:
-        with self._client_lock:
-            if self._client is None:
-                httpx = require("httpx", self.extra, self.name)
-                self._client = httpx.Client(
-                    timeout=httpx.Timeout(self.timeout),
-                    limits=httpx.Limits(max_connections=self.concurrency),
-                )
-            return self._client
-
-    def _payload(self, text: str, image_url: str) -> dict[str, Any]:
+    def _request(self, text: str, image_url: str) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [
@@ -324,145 +286,158 @@ class APIJudgeCritic(Critic):
                     ],
                 }
             ],
-            "temperature": self.temperature,
+            "temperature": self.params.temperature,
             "max_tokens": self.max_tokens,
         }
-        if self.rubric == "yesno" and self.logprobs:
+        if self.rubric.name == "yesno" and self.params.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = 20
         return body
 
-    def _post(
-        self, index: int, body: dict[str, Any], headers: dict[str, str]
-    ) -> tuple[dict[str, Any], int]:
-        """POST with retries; returns (reply JSON, attempts)."""
-        httpx = require("httpx", self.extra, self.name)
-        client = self._http()
-        url = f"{self.base_url}/chat/completions"
-        last = ""
-        for attempt in range(self.retries + 1):
-            wait = self.backoff * (2**attempt)
-            try:
-                resp = client.post(url, json=body, headers=headers)
-            except httpx.TimeoutException:
-                last = f"timed out after {self.timeout:g} s"
-            except httpx.TransportError as exc:
-                last = f"connection error: {type(exc).__name__}: {exc}"
-            else:
-                if resp.status_code == 200:
-                    try:
-                        data = resp.json()
-                    except ValueError:
-                        raise JudgeReplyError(
-                            f"api-judge: image {index}: {url} answered 200 with a body that is not "
-                            f"JSON: {resp.text[:200]!r}"
-                        ) from None
-                    return data, attempt + 1
-                last = f"HTTP {resp.status_code}: {resp.text[:200]!r}"
-                if resp.status_code not in RETRY_STATUS:
-                    hint = ""
-                    if resp.status_code in (401, 403):
-                        hint = (
-                            f" (check the key in ${self.api_key_env})"
-                            if self.api_key_env
-                            else " (the server wants a key: set api_key_env)"
-                        )
-                    raise JudgeReplyError(
-                        f"api-judge: image {index}: {url} refused the request: {last}{hint}"
-                    )
-                retry_after = resp.headers.get("retry-after")
-                try:
-                    if retry_after is not None and 0 <= float(retry_after) < 60:
-                        wait = float(retry_after)
-                except ValueError:
-                    pass
-            if attempt < self.retries:
-                log.warning(
-                    "api-judge: image %d: %s; retry %d/%d in %.2f s",
-                    index,
-                    last,
-                    attempt + 1,
-                    self.retries,
-                    wait,
-                )
-                time.sleep(wait)
-        raise JudgeReplyError(
-            f"api-judge: image {index}: {url} failed after {self.retries + 1} attempts: {last}"
-        )
-
-    def _judge_one(
+    async def _judge_one(
         self,
+        client: Any,
+        openai: Any,
+        sem: asyncio.Semaphore,
+        key: str | None,
         index: int,
         image: Image,
         prompt: str,
         metadata: dict[str, Any],
-        headers: dict[str, str],
-    ) -> CriticResult:
+    ) -> CriticResult | tuple[int, str]:
         text = self.judge_prompt(prompt, metadata)
-        started = time.perf_counter()
-        reply, attempts = self._post(index, self._payload(text, image_data_url(image)), headers)
+        body = self._request(text, image_data_url(image))
+        async with sem:
+            started = time.perf_counter()
+            try:
+                if key is None:  # a server without auth: send no credential header at all
+                    body["extra_headers"] = {
+                        "Authorization": openai.Omit(),
+                        "api-key": openai.Omit(),
+                    }
+                raw = await client.chat.completions.with_raw_response.create(**body)
+            except openai.OpenAIError as exc:
+                return index, describe_failure(
+                    openai,
+                    exc,
+                    key,
+                    timeout=self.timeout,
+                    retries=self.retries,
+                    key_env=self.api_key_env,
+                )
+            try:
+                reply = raw.parse()
+            except (ValueError, TypeError, openai.OpenAIError):
+                text_body = " ".join(raw.http_response.text[:200].split())
+                return index, str(
+                    redact(
+                        f"HTTP {raw.status_code} with a body that is not chat-completions JSON: "
+                        f"{text_body!r}",
+                        key,
+                    )
+                )
         details: dict[str, Any] = {
             "judge_model": self.model,
-            "reply_model": reply.get("model") if isinstance(reply, dict) else None,
-            "rubric": self.rubric,
-            "prompt_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-            "attempts": attempts,
+            "reply_model": getattr(reply, "model", None),
+            "rubric": self.rubric.name,
+            "prompt_sha256": template_sha256(text),
+            "template_sha256": self.template_sha256,
+            "attempts": int(getattr(raw, "retries_taken", 0)) + 1,
             "seconds": round(time.perf_counter() - started, 4),
         }
         try:
-            choice = reply["choices"][0]
-            content = (choice.get("message") or {}).get("content")
-            if self.rubric == "yesno":
-                score, method = parse_yesno(choice)
-                details.update(answer=content, method=method)
-                passed: bool | None = score >= 0.5
-            else:
-                if not isinstance(content, str):
-                    raise ValueError("the reply has no message content")
-                grades = parse_wise(content)
-                score = wiscore(grades)
-                details.update(answer=content, grades=grades)
-                passed = None
-        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-            raise JudgeReplyError(
-                f"api-judge: image {index}: malformed reply from {self.model!r} for rubric "
-                f"{self.rubric!r}: {exc}; reply: {json.dumps(reply)[:300]}"
-            ) from None
-        usage = reply.get("usage")
-        if isinstance(usage, dict):
-            details["usage"] = {k: v for k, v in usage.items() if isinstance(v, (int, float))}
-        return CriticResult(min(1.0, max(0.0, float(score))), passed, details)
+            score, passed, extra = self._read(reply)
+        except RubricReplyError as exc:
+            content = reply_content(reply)
+            return index, " ".join(
+                str(
+                    redact(
+                        f"the reply cannot be read as rubric {self.rubric.name!r}: {exc}; "
+                        f"reply: {content[:200]!r}",
+                        key,
+                    )
+                ).split()
+            )
+        details.update(extra)
+        usage = getattr(reply, "usage", None)
+        if usage is not None:
+            details["usage"] = {
+                k: v for k, v in usage.model_dump().items() if isinstance(v, (int, float))
+            }
+        return CriticResult(min(1.0, max(0.0, float(score))), passed, redact(details, key))
+
+    def _read(self, reply: Any) -> tuple[float, bool | None, dict[str, Any]]:
+        choices = getattr(reply, "choices", None) or []
+        if not choices:
+            raise RubricReplyError("the reply has no choices")
+        choice = choices[0]
+        content = reply_content(reply)
+        if self.rubric.name == "yesno":
+            logprobs = getattr(choice, "logprobs", None)
+            first = (getattr(logprobs, "content", None) or [None])[0]
+            if first is not None:
+                alts = [(t.token, t.logprob) for t in (first.top_logprobs or [])] or [
+                    (first.token, first.logprob)
+                ]
+                pair = yes_no_from_logprobs(alts)
+                if pair is not None:
+                    p_yes, p_no = pair
+                    score = p_yes / (p_yes + p_no)
+                    return (
+                        score,
+                        score >= 0.5,
+                        {
+                            "answer": content,
+                            "method": "logprobs",
+                            "p_yes": p_yes,
+                            "p_no": p_no,
+                        },
+                    )
+        parsed = self.rubric.parse(content)
+        return parsed.score, parsed.passed, {"answer": content, **parsed.details}
+
+    async def _judge_all(
+        self,
+        images: list[Image],
+        prompts: list[str],
+        metadata: list[dict[str, Any]],
+        key: str | None,
+    ) -> list[CriticResult | tuple[int, str]]:
+        openai = require("openai", self.extra, self.name)
+        sem = asyncio.Semaphore(self.concurrency)
+        async with open_client(
+            openai,
+            key,
+            base_url=self.base_url,
+            api_type=self.api_type,
+            deployment=self.deployment,
+            api_version=self.params.api_version,
+            timeout=self.timeout,
+            retries=self.retries,
+            concurrency=self.concurrency,
+        ) as client:
+            return await asyncio.gather(
+                *(
+                    self._judge_one(client, openai, sem, key, i, im, p, m)
+                    for i, (im, p, m) in enumerate(zip(images, prompts, metadata, strict=True))
+                )
+            )
 
     def score_batch(
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
     ) -> list[CriticResult]:
         rgb = [to_rgb(im, self.name) for im in images]
-        headers = self._headers()
+        key = self._api_key()
         if not rgb:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(rgb))) as pool:
-            futures = [
-                pool.submit(self._judge_one, i, im, p, m, headers)
-                for i, (im, p, m) in enumerate(zip(rgb, prompts, metadata, strict=True))
-            ]
-            results: list[CriticResult] = []
-            errors: list[str] = []
-            for fut in futures:
-                try:
-                    results.append(fut.result())
-                except JudgeReplyError as exc:
-                    errors.append(str(exc))
-        if errors:
-            more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-            raise JudgeReplyError("; ".join(errors[:3]) + more)
-        return results
-
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        with self._client_lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        outcome = run_sync(self._judge_all(rgb, prompts, metadata, key))
+        failures = [o for o in outcome if isinstance(o, tuple)]
+        if failures:
+            raise JudgeReplyError(
+                f"{self.name} at {self.endpoint}",
+                [(i, reason) for i, reason in failures],
+            )
+        return [o for o in outcome if isinstance(o, CriticResult)]
 
 
 @hookimpl

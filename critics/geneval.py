@@ -1,23 +1,30 @@
-"""`geneval`: ultralytics YOLO detections judged by the GenEval rules (DESIGN §5).
+"""`geneval`: detections judged by the GenEval rules (DESIGN §5), from YOLO or GenEval's Mask2Former.
+
+``detector=yolo`` (default, light): an ultralytics COCO checkpoint. ``detector=mask2former``:
+GenEval's own detector, Mask2Former Swin-S COCO instance segmentation, through transformers
+(`milr.critics._mask2former`), with confidences compared in float32 and relations computed in
+float32 as GenEval's ``evaluate_images.py`` does on mmdetection's outputs.
 
 Metadata in GenEval's format (``include``/``exclude``/``tag``) is used when present; otherwise
 clauses are derived from the prompt (``a photo of two red cars``...) and an unparseable prompt
 is an error (or score 0 with ``on_unparsed=zero``). Object colours come from zero-shot
-open_clip on the box crops when ``clip_weights`` is given, else from pixel statistics.
+open_clip (GenEval's classifier) when ``clip_weights`` is given, else from pixel votes; with
+Mask2Former the crop's background outside the object's mask is painted grey first, as GenEval does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, model_validator
 
 from milr import Critic, CriticResult, MilrUserError, hookimpl
 from milr.colors import NAMED_COLORS
-from milr.critics import _openclip
+from milr.critics import _colors, _hf, _openclip
 from milr.critics._images import to_rgb
 from milr.geneval_rules import (
     GENEVAL_CLASSES,
@@ -28,6 +35,7 @@ from milr.geneval_rules import (
     clauses_from_prompt,
     detections_needing_color,
     evaluate_rules,
+    group_detections,
     validate_metadata,
 )
 from milr.params import BatchSize, Device, dtype_param
@@ -50,11 +58,7 @@ COCO_ALIASES: dict[str, str] = {
 }
 
 #: GenEval's zero-shot colour prompt templates.
-COLOR_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {color} {cls}",
-    "a photo of a {color}-colored {cls}",
-    "a photo of a {color} object",
-)
+COLOR_TEMPLATES: tuple[str, ...] = _colors.COLOR_TEMPLATES
 
 #: RGB prototypes of GenEval's ten colours for the pixel-statistics fallback (`milr.colors`).
 COLOR_PROTOTYPES: dict[str, tuple[int, int, int]] = {c: NAMED_COLORS[c] for c in GENEVAL_COLORS}
@@ -127,24 +131,10 @@ def pixel_colors(crops: list[Any]) -> list[dict[str, float]]:
     """Colour votes of crops: each pixel of the central half votes for its nearest prototype.
 
     The crop's central 50% x 50% (less background), downsampled to at most 32x32, is compared
-    in RGB with the ten :data:`COLOR_PROTOTYPES`; the result is the fraction of votes per colour.
+    in RGB with the ten :data:`COLOR_PROTOTYPES`; the result is the fraction of votes per colour
+    (`milr.critics._colors.pixel_votes`, which also takes object masks).
     """
-    import numpy as np
-
-    protos = np.asarray(list(COLOR_PROTOTYPES.values()), dtype=np.float32)
-    names = list(COLOR_PROTOTYPES)
-    out = []
-    for crop in crops:
-        w, h = crop.size
-        centre = crop.crop(
-            (w // 4, h // 4, max(w // 4 + 1, 3 * w // 4), max(h // 4 + 1, 3 * h // 4))
-        )
-        centre.thumbnail((32, 32))
-        px = np.asarray(centre, dtype=np.float32).reshape(-1, 3)
-        nearest = np.argmin(((px[:, None, :] - protos[None]) ** 2).sum(-1), axis=1)
-        counts = np.bincount(nearest, minlength=len(names)) / max(1, len(nearest))
-        out.append({n: float(c) for n, c in zip(names, counts, strict=True)})
-    return out
+    return _colors.pixel_votes(crops)
 
 
 class GenEvalCritic(Critic):
@@ -156,56 +146,73 @@ class GenEvalCritic(Critic):
     """
 
     name: ClassVar[str] = "geneval"
-    description: ClassVar[str] = "GenEval rules (counts, colours, positions) over YOLO detections"
+    description: ClassVar[str] = (
+        "GenEval rules (counts, colours, positions) over YOLO or Mask2Former detections"
+    )
     requires: ClassVar[tuple[str, ...]] = ("torch", "ultralytics")
     extra: ClassVar[str | None] = "detector"
     inputs: ClassVar[tuple[str, ...]] = ("image", "prompt", "tag", "include", "exclude")
 
     class Params(RuleParams):
         weights: str = Field(
-            description="ultralytics COCO detection checkpoint (yolov8x.pt), or a *.yaml model "
-            "config (random weights: tests only)",
+            description="yolo: ultralytics COCO checkpoint (yolov8x.pt) or a *.yaml config "
+            "(random weights: tests only); mask2former: transformers checkpoint directory or "
+            "cached hub id",
             json_schema_extra={"hint": _WEIGHTS_HINT},
+        )
+        detector: Literal["yolo", "mask2former"] = Field(
+            "yolo", description="yolo (light) or mask2former (GenEval's own detector, Swin-S COCO)"
         )
         clip_weights: str | None = Field(
             None,
             description="open_clip weights for zero-shot colours (see _openclip); None: pixel votes",
         )
         clip_arch: str = Field("ViT-L-14", description="open_clip architecture of clip_weights")
-        imgsz: int = Field(640, ge=32, description="YOLO inference size in pixels")
-        iou: float = Field(0.7, gt=0, le=1, description="YOLO non-maximum-suppression IoU")
+        imgsz: int = Field(640, ge=32, description="YOLO inference size in pixels (yolo only)")
+        iou: float = Field(
+            0.7, gt=0, le=1, description="YOLO non-maximum-suppression IoU (yolo only)"
+        )
         device: Device = "auto"
         dtype: dtype_param("float32", "float16") = Field(  # type: ignore[valid-type]
-            "float32", description="YOLO precision (ultralytics supports these two)"
+            "float32", description="detector precision (ultralytics supports these two)"
         )
         batch_size: BatchSize | None = Field(
-            None, description="images per YOLO forward; None: 16 on CUDA, 4 on CPU"
+            None, description="images per detector forward; None: 16 on CUDA, 4 on CPU"
         )
         on_unparsed: Literal["error", "zero"] = Field(
             "error", description="a prompt without parseable clauses: raise, or score 0"
         )
 
-        @field_validator("weights")
-        @classmethod
-        def _weights_exist(cls, value: str) -> str:
+        @model_validator(mode="after")
+        def _weights_exist(self) -> GenEvalCritic.Params:
+            value = self.weights
+            if self.detector == "mask2former":
+                _hf.check_weights(value, "geneval", _mask2former_hint())
+                return self
             if not value.strip():
-                raise ValueError(f"is empty; {_WEIGHTS_HINT}")
+                raise ValueError(f"parameter 'weights' is empty; {_WEIGHTS_HINT}")
             if not value.endswith((".yaml", ".yml")) and not Path(value).expanduser().is_file():
-                raise ValueError(f"not found; {_WEIGHTS_HINT}")
-            return value
+                raise ValueError(f"parameter 'weights'={value!r} not found; {_WEIGHTS_HINT}")
+            return self
 
     params: Params
 
     def setup(self) -> None:
         if self.params.clip_weights is not None:
             _openclip.describe_weights(self.params.clip_weights, self.name)
-        self.rules = self.params.rule_config()
-        self._text_classifiers: dict[tuple[str, str], Any] = {}
+        # GenEval's evaluator compares float32 scores and boxes (detector outputs): do the same.
+        self.rules = dataclasses.replace(self.params.rule_config(), float32=True)
 
     # -- detection --------------------------------------------------------------------------
 
     def _model(self) -> tuple[Any, dict[int, str], str]:
         device = _openclip.resolve_device(self.params.device, self.name)
+        if self.params.detector == "mask2former":
+            from milr.critics import _mask2former
+
+            bundle = _mask2former.load(self.name, self.params.weights, device, self.params.dtype)
+            names = _mask2former.class_names(bundle, COCO_ALIASES)
+            return bundle, dict(enumerate(names)), device
         model = load_yolo(self.params.weights, device, self.name)
         return model, geneval_names(dict(model.names)), device
 
@@ -227,6 +234,16 @@ class GenEvalCritic(Critic):
         for idx in by_size.values():
             for start in range(0, len(idx), bs):
                 chunk = idx[start : start + bs]
+                if self.params.detector == "mask2former":
+                    from milr.critics import _mask2former
+
+                    found = _mask2former.detect(
+                        model, [images[i] for i in chunk], [names[k] for k in sorted(names)],
+                        min_score=conf,
+                    )  # fmt: skip
+                    for i, dets in zip(chunk, found, strict=True):
+                        out[i] = dets
+                    continue
                 results = model.predict(
                     [images[i] for i in chunk], conf=conf, iou=self.params.iou, imgsz=self.params.imgsz,
                     device=device, half=self.params.dtype == "float16", max_det=300, verbose=False,
@@ -244,37 +261,20 @@ class GenEvalCritic(Critic):
 
     # -- colours ----------------------------------------------------------------------------
 
-    def classify_colors(self, crops: list[Any], classes: list[str]) -> list[dict[str, float]]:
-        """Colour probabilities of object crops: zero-shot open_clip, or pixel statistics."""
-        if not crops:
-            return []
-        if self.params.clip_weights is None:
-            return pixel_colors(crops)
-        import torch
+    def classify_colors(
+        self, crops: list[Any], classes: list[str], masks: list[Any] | None = None
+    ) -> list[dict[str, float]]:
+        """Colour probabilities of object crops: GenEval's zero-shot CLIP, or pixel votes.
 
-        device = _openclip.resolve_device(self.params.device, self.name)
-        bundle = _openclip.load_open_clip(
-            self.params.clip_arch, self.params.clip_weights, device=device, dtype="float32",
-            critic=self.name, extra=self.extra,
+        ``masks`` (crop-sized boolean arrays or None each) restrict pixel votes to the object.
+        """
+        device = _openclip.resolve_device(self.params.device, self.name) if crops else "cpu"
+        probs, _ = _colors.classify_colors(
+            crops, classes, clip_weights=self.params.clip_weights, clip_arch=self.params.clip_arch,
+            device=device, batch_size=self.params.batch_size or 32, critic=self.name,
+            extra=self.extra, masks=masks,
         )  # fmt: skip
-        feats = _openclip.encode_images(bundle, crops, self.params.batch_size or 32)
-        out = []
-        for f, cls in zip(feats, classes, strict=True):
-            text = self._color_classifier(bundle, cls)
-            probs = torch.softmax(100.0 * (text @ f), dim=-1)
-            out.append({c: float(p) for c, p in zip(GENEVAL_COLORS, probs, strict=True)})
-        return out
-
-    def _color_classifier(self, bundle: _openclip.OpenClipBundle, cls: str) -> Any:
-        key = (bundle.source, cls)
-        if key not in self._text_classifiers:
-            texts = [t.format(color=c, cls=cls) for c in GENEVAL_COLORS for t in COLOR_TEMPLATES]
-            emb = _openclip.encode_texts(bundle, texts, 64).reshape(
-                len(GENEVAL_COLORS), len(COLOR_TEMPLATES), -1
-            )
-            emb = emb.mean(1)
-            self._text_classifiers[key] = emb / emb.norm(dim=-1, keepdim=True)
-        return self._text_classifiers[key]
+        return probs
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -318,9 +318,12 @@ class GenEvalCritic(Critic):
         for i in todo:
             meta = metas[i][0]  # type: ignore[index]
             need += [(i, d) for d in detections_needing_color(meta, detections[i], self.rules)]
-        crops = [_crop(rgb[i], d.box) for i, d in need]
+        cut = [_colors.masked_crop(rgb[i], d.box, d.mask) for i, d in need]
+        masks = [m for _, m in cut] if any(m is not None for _, m in cut) else None
         for (_, det), probs in zip(
-            need, self.classify_colors(crops, [d.cls for _, d in need]), strict=True
+            need,
+            self.classify_colors([c for c, _ in cut], [d.cls for _, d in need], masks),
+            strict=True,
         ):
             det.color = probs
 
@@ -331,10 +334,8 @@ class GenEvalCritic(Critic):
                 continue
             meta, source = metas[i]  # type: ignore[misc]
             res = evaluate_rules(meta, detections[i], config=self.rules, classes=vocab)
-            kept = sorted(
-                (d for d in detections[i] if d.confidence > res.threshold),
-                key=lambda d: -d.confidence,
-            )
+            groups = group_detections(detections[i], res.threshold, 10**9, float32=True)
+            kept = sorted((d for g in groups.values() for d in g), key=lambda d: -d.confidence)
             details = {
                 "metadata_source": source,
                 "tag": meta.get("tag"),
@@ -343,17 +344,16 @@ class GenEvalCritic(Critic):
                 "clauses": [c.to_dict() for c in res.clauses],
                 "detections": [d.to_dict() for d in _cap_per_class(kept, self.rules.max_objects)],
                 "color_method": "clip" if self.params.clip_weights else "pixels",
+                "detector": self.params.detector,
             }
             out.append(CriticResult(res.score, res.passed, details))
         return out
 
 
-def _crop(image: Any, box: tuple[float, float, float, float]) -> Any:
-    w, h = image.size
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
-    x1, y1 = min(max(x1, 0), w - 1), min(max(y1, 0), h - 1)
-    x2, y2 = max(min(x2, w), x1 + 1), max(min(y2, h), y1 + 1)
-    return image.crop((x1, y1, x2, y2))
+def _mask2former_hint() -> str:
+    from milr.critics import _mask2former
+
+    return _mask2former.HINT
 
 
 def _cap_per_class(dets: list[Detection], cap: int) -> list[Detection]:

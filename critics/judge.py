@@ -1,203 +1,149 @@
-"""`judge`: a local vision-language model answers "does this image show the prompt?" (VQAScore-style).
+"""`judge`: a local vision-language model judges the image against the prompt under a rubric.
 
 Any transformers image-text-to-text checkpoint (``AutoModelForImageTextToText`` +
-``AutoProcessor``) that can answer yes/no works: Qwen2.5-VL (UnifiedReward), LLaVA,
-PaliGemma, Idefics... The question is built from ``question`` (``{prompt}`` is replaced by the
-prompt), wrapped in the processor's chat template when it has one, and the score is read from
-the next-token distribution after the assistant turn starts::
+``AutoProcessor``) works: Qwen2.5-VL (UnifiedReward), LLaVA, PaliGemma, Idefics... The judge
+text is the rubric's template (`milr.critics.rubrics`) with the prompt filled in, wrapped in the
+processor's chat template when it has one.
 
-    score = P(yes) / (P(yes) + P(no))
+- ``rubric="yesno"`` (default, VQAScore): no text is generated; the score is read from the
+  next-token distribution after the assistant turn starts::
 
-where ``P(yes)`` sums the probabilities of the single-token spellings of ``yes_words``
-(default ``yes``/``Yes``, each also with a leading space) and ``P(no)`` likewise. The verdict
-passes when ``score >= threshold`` (default 0.5: the model would rather say yes).
+      score = P(yes) / (P(yes) + P(no))
 
-The helpers here (`yes_no_tokens`, `yes_no_scores`) are shared with ``self-judge``.
+  where ``P(yes)`` sums the probabilities of the single-token spellings of ``yes_words``
+  (default ``yes``/``Yes``, each also with a leading space) and ``P(no)`` likewise. The verdict
+  passes when ``score >= threshold`` (default 0.5).
+- ``rubric="wise" | "likert5" | "checklist"``: the model writes its answer greedily (batched,
+  left-padded, at most ``max_new_tokens`` new tokens) and the rubric's parser scores it:
+  WiScore, ``(s - 1) / 4`` of a 1-5 "Final Score" (UnifiedReward), or SelfReward's
+  ``Score + 1``. ``checklist`` gives its own verdict; ``wise`` and ``likert5`` give one only
+  when ``threshold`` is set explicitly. An answer ``wise`` or ``likert5`` cannot read raises
+  `JudgeReplyError` naming the image; an unreadable ``checklist`` answer is a fail, as in the
+  paper.
+
+The model-side helpers (`yes_no_tokens`, `yes_no_scores`, `generate_answers`, `rubric_results`,
+in ``milr.critics._judge_models`` and importable from here) and the parameter base
+(`JudgeParams`) are shared with ``self-judge``.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from milr import Critic, CriticResult, MilrUserError, hookimpl
+from pydantic import Field, field_validator
+
+from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
 from milr.checkpoints import check_loading_info, quiet_transformers
 from milr.critic import require
 from milr.critics._images import to_rgb
-from milr.devices import dtype_name
+from milr.critics._judge_models import (
+    generate_answers,
+    rubric_results,
+    yes_no_results,
+    yes_no_scores,
+    yes_no_tokens,
+)
+from milr.critics.rubrics import (
+    YESNO_TEMPLATE,
+    Rubric,
+    get_rubric,
+    load_template,
+    template_sha256,
+)
 from milr.devices import resolve as resolve_devices
+from milr.params import BatchSize, Device, VerdictThreshold, dtype_param
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-DEFAULT_QUESTION = 'Does this image show "{prompt}"? Answer yes or no.'
+#: The yes/no rubric's default wording (kept under its old name).
+DEFAULT_QUESTION = YESNO_TEMPLATE
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+RubricName = Literal["yesno", "wise", "likert5", "checklist"]
 
 
-def parse_words(value: Any, param: str, critic: str) -> tuple[str, ...]:
+def parse_words(value: Any) -> tuple[str, ...]:
     """A list/tuple of words, or a ``|``-separated string (spec strings cannot hold lists)."""
     items = value.split("|") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not all(isinstance(w, str) for w in items):
-        raise MilrUserError(
-            f"{critic} critic: {param}={value!r} must be a list of words or 'word|Word'"
-        )
+        raise ValueError("must be a list of words or 'word|Word'")
     words = tuple(w.strip() for w in items if w.strip())
     if not words:
-        raise MilrUserError(f"{critic} critic: {param}={value!r} holds no word")
+        raise ValueError("holds no word")
     return words
 
 
-def check_question(question: Any, critic: str) -> str:
-    if not isinstance(question, str) or "{prompt}" not in question:
-        raise MilrUserError(
-            f"{critic} critic: question={question!r} must be a string containing {{prompt}}, "
-            f"e.g. {DEFAULT_QUESTION!r}"
-        )
-    return question
+class JudgeParams(CriticParams):
+    """Parameters shared by the local judges (``judge``, ``self-judge``)."""
 
-
-def check_threshold(threshold: Any, critic: str) -> float | None:
-    if threshold is None:
-        return None
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
-        or not 0 <= threshold <= 1
-    ):
-        raise MilrUserError(
-            f"{critic} critic: threshold={threshold!r} must lie in [0, 1] or be null"
-        )
-    return float(threshold)
-
-
-def check_batch_size(batch_size: Any, critic: str) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise MilrUserError(
-            f"{critic} critic: batch_size={batch_size!r} must be a positive integer"
-        )
-    return batch_size
-
-
-def yes_no_tokens(
-    tokenizer: Any, yes_words: tuple[str, ...], no_words: tuple[str, ...], critic: str
-) -> tuple[list[int], list[int]]:
-    """Token ids of the words (and their leading-space forms) that encode to one known token."""
-    unk = getattr(tokenizer, "unk_token_id", None)
-
-    def ids(words: tuple[str, ...], param: str) -> list[int]:
-        found: list[int] = []
-        for word in words:
-            for form in (word, " " + word):
-                enc = tokenizer.encode(form, add_special_tokens=False)
-                if len(enc) == 1 and enc[0] != unk and enc[0] not in found:
-                    found.append(int(enc[0]))
-        if not found:
-            raise MilrUserError(
-                f"{critic} critic: none of {param}={list(words)!r} is a single token of this "
-                f"model's tokenizer; pass {param} with words the model answers with"
-            )
-        return found
-
-    yes, no = ids(yes_words, "yes_words"), ids(no_words, "no_words")
-    if set(yes) & set(no):
-        raise MilrUserError(
-            f"{critic} critic: yes_words and no_words share tokens {sorted(set(yes) & set(no))}"
-        )
-    return yes, no
-
-
-def yes_no_scores(
-    model: Any,
-    processor: Any,
-    texts: list[str],
-    images: list[Image],
-    yes_ids: list[int],
-    no_ids: list[int],
-    *,
-    device: Any,
-    dtype: Any,
-    batch_size: int,
-    add_special_tokens: bool,
-) -> list[dict[str, float]]:
-    """P(yes)/(P(yes)+P(no)) of the next token after each text (with its image), batched.
-
-    Rows are right-padded and read at their own last real token, so padding never changes a
-    score. Only the hidden states at those positions go through the output head (full-sequence
-    logits of a 150k-vocabulary model would cost gigabytes).
-    """
-    import torch
-
-    out: list[dict[str, float]] = []
-    head = model.get_output_embeddings()
-    text_cfg = (
-        model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    rubric: RubricName = Field(
+        "yesno", description="how the judge is asked and its answer scored (see rubrics)"
     )
-    softcap = getattr(text_cfg, "final_logit_softcapping", None)
-    yes_t = torch.tensor(yes_ids)
-    no_t = torch.tensor(no_ids)
-    for start in range(0, len(texts), batch_size):
-        chunk_t = texts[start : start + batch_size]
-        chunk_i = images[start : start + batch_size]
-        inputs = processor(
-            text=chunk_t,
-            images=chunk_i,
-            return_tensors="pt",
-            padding=True,
-            padding_side="right",
-            add_special_tokens=add_special_tokens,
-        )
-        inputs = {
-            k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
-            if hasattr(v, "to")
-            else v
-            for k, v in inputs.items()
-        }
-        mask = inputs["attention_mask"]
-        last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(dim=1)
-        with torch.no_grad():
-            hidden = model.model(**inputs).last_hidden_state
-            picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-            logits = head(picked).float()
-            if softcap:
-                logits = torch.tanh(logits / softcap) * softcap
-        logp = torch.log_softmax(logits, dim=-1).cpu()
-        lp_yes = torch.logsumexp(logp[:, yes_t], dim=-1)
-        lp_no = torch.logsumexp(logp[:, no_t], dim=-1)
-        score = torch.sigmoid(lp_yes - lp_no)
-        for s, y, n in zip(
-            score.tolist(), lp_yes.exp().tolist(), lp_no.exp().tolist(), strict=True
-        ):
-            out.append({"score": float(s), "p_yes": float(y), "p_no": float(n)})
-    return out
+    template: str | None = Field(
+        None, description="the rubric's text with {prompt}; None: milr's default wording"
+    )
+    template_file: str | None = Field(
+        None, description="path of a UTF-8 file holding the template (a paper's wording)"
+    )
+    batch_size: BatchSize = 8
+    yes_words: tuple[str, ...] = Field(
+        ("yes", "Yes"), description="yesno: answer words counted as yes ('a|b' in specs)"
+    )
+    no_words: tuple[str, ...] = Field(
+        ("no", "No"), description="yesno: answer words counted as no ('a|b' in specs)"
+    )
+    threshold: VerdictThreshold = 0.5
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=4096, description="written answers: token bound; None: the rubric's"
+    )
+
+    @field_validator("yes_words", "no_words", mode="before")
+    @classmethod
+    def _words(cls, value: Any) -> tuple[str, ...]:
+        return parse_words(value)
 
 
-def yes_no_results(
-    scores: list[dict[str, float]],
-    prompts: list[str],
-    question: str,
-    threshold: float | None,
-    model: str,
-) -> list[CriticResult]:
-    """Critic results from `yes_no_scores` rows: verdict against `threshold`, question shown."""
-    return [
-        CriticResult(
-            s["score"],
-            None if threshold is None else s["score"] >= threshold,
-            {
-                "p_yes": s["p_yes"],
-                "p_no": s["p_no"],
-                "question": question.replace("{prompt}", p),
-                "model": model,
-            },
+def pop_question(kwargs: dict[str, Any], critic: str) -> dict[str, Any]:
+    """Map the deprecated ``question=`` (the yes/no wording) onto ``template=``."""
+    question = kwargs.pop("question", None)
+    if question is not None:
+        warnings.warn(
+            f"{critic} critic: question= is deprecated; pass template= (or template_file=)",
+            DeprecationWarning,
+            stacklevel=3,
         )
-        for s, p in zip(scores, prompts, strict=True)
-    ]
+        if kwargs.get("template") is None and not kwargs.get("template_file"):
+            kwargs["template"] = question
+    return kwargs
+
+
+class RubricSetup:
+    """What a local judge derives from `JudgeParams` in ``setup()``."""
+
+    rubric: Rubric
+    template: str
+    template_sha256: str
+    max_new_tokens: int
+
+    def setup_rubric(self, params: JudgeParams, critic: str) -> None:
+        self.rubric = get_rubric(params.rubric, critic)
+        self.template = load_template(self.rubric, params.template, params.template_file, critic)
+        self.template_sha256 = template_sha256(self.template)
+        self.max_new_tokens = params.max_new_tokens or self.rubric.max_new_tokens
+
+    def verdict_threshold(self, params: JudgeParams) -> float | None:
+        """yesno: ``threshold``; wise/likert5: only a threshold set explicitly."""
+        if self.rubric.name == "yesno" or "threshold" in params.model_fields_set:
+            return params.threshold
+        return None
 
 
 def resolve_device_dtype(device: str | None, dtype: str, critic: str) -> tuple[str, Any]:
-    """``device=None`` picks CUDA when present; ``dtype="auto"`` is bf16 on CUDA, fp32 on CPU.
+    """``device`` auto/None picks CUDA when present; ``dtype="auto"`` is bf16 on CUDA, fp32 on CPU.
 
     Spellings and errors are `milr.devices`' (the same for every generator and critic).
     """
@@ -209,62 +155,52 @@ _MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-class JudgeCritic(Critic):
-    """A local VLM's probability of answering "yes" to a question about the image and prompt.
+class JudgeCritic(RubricSetup, Critic):
+    """A local VLM judges each image under a rubric (default: P(yes), VQAScore).
 
-    Parameters: ``model`` (a local checkpoint directory, or a hub id when online),
-    ``question`` (with ``{prompt}``), ``device`` (default: CUDA if available), ``dtype``
-    (``auto`` | ``float32`` | ``bfloat16`` | ``float16``), ``batch_size``, ``yes_words`` and
-    ``no_words`` (lists or ``a|b`` strings), ``threshold`` (verdict; null for none).
+    Parameters are declared in `JudgeCritic.Params` (``milr critics judge`` lists them).
+    Deprecated and still accepted with a `DeprecationWarning`: ``question`` (now ``template``).
     """
 
     name: ClassVar[str] = "judge"
-    description: ClassVar[str] = "Local VLM judge: P(yes) for 'does this image show the prompt?'"
+    description: ClassVar[str] = "Local VLM judge under a rubric (yesno, wise, likert5, checklist)"
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers")
     extra: ClassVar[str | None] = None
-    inputs: ClassVar[tuple[str, ...]] = ("image", "prompt")
+    inputs: ClassVar[tuple[str, ...]] = ("image", "prompt", "Explanation")
 
-    def __init__(
-        self,
-        model: str | None = None,
-        question: str = DEFAULT_QUESTION,
-        device: str | None = None,
-        dtype: str = "auto",
-        batch_size: int = 8,
-        yes_words: Any = ("yes", "Yes"),
-        no_words: Any = ("no", "No"),
-        threshold: float | None = 0.5,
-    ) -> None:
-        if not isinstance(model, str) or not model.strip():
-            raise MilrUserError(
-                "judge critic needs model=PATH: a local transformers image-text-to-text checkpoint "
-                "directory (e.g. Qwen2.5-VL), e.g. --critic judge:model=/models/qwen2.5-vl-7b"
-            )
-        dtype = dtype_name(dtype, "judge critic")
-        self.model_source = model
-        self.question = check_question(question, self.name)
-        self.device = device
-        self.dtype = dtype
-        self.batch_size = check_batch_size(batch_size, self.name)
-        self.yes_words = parse_words(yes_words, "yes_words", self.name)
-        self.no_words = parse_words(no_words, "no_words", self.name)
-        self.threshold = check_threshold(threshold, self.name)
-        self._config = {
-            "model": model,
-            "question": self.question,
-            "device": device,
-            "dtype": dtype,
-            "batch_size": self.batch_size,
-            "yes_words": list(self.yes_words),
-            "no_words": list(self.no_words),
-            "threshold": self.threshold,
-        }
+    class Params(JudgeParams):
+        model: str = Field(
+            min_length=1,
+            description="local transformers image-text-to-text checkpoint directory "
+            "(or a hub id when online)",
+            json_schema_extra={
+                "hint": "a checkpoint directory (e.g. Qwen2.5-VL), e.g. "
+                "--critic judge:model=/models/qwen2.5-vl-7b"
+            },
+        )
+        device: Device = "auto"
+        dtype: dtype_param("auto", "float32", "bfloat16", "float16") = Field(  # type: ignore[valid-type]
+            "auto", description="weights dtype; auto: bfloat16 on CUDA, float32 on CPU"
+        )
+
+    params: Params
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**pop_question(kwargs, self.name))
+
+    def setup(self) -> None:
+        self.setup_rubric(self.params, self.name)
+        self.model_source = self.params.model
+
+    def config(self) -> dict[str, Any]:
+        """The parameters plus the SHA-256 of the template text (a file may change)."""
+        return {**super().config(), "template_sha256": self.template_sha256}
 
     def load(self) -> tuple[Any, Any]:
         """The (model, processor) pair for this configuration, loaded once per process."""
         require("torch", self.extra, self.name)
         transformers = require("transformers", self.extra, self.name)
-        device, dtype = resolve_device_dtype(self.device, self.dtype, self.name)
+        device, dtype = resolve_device_dtype(self.params.device, self.params.dtype, self.name)
         local = Path(self.model_source).expanduser()
         source = str(local.resolve()) if local.is_dir() else self.model_source
         key = (source, device, str(dtype))
@@ -302,9 +238,15 @@ class JudgeCritic(Critic):
             _MODELS[key] = (model, processor)
             return model, processor
 
-    def build_text(self, processor: Any, prompt: str) -> tuple[str, bool]:
+    def judge_text(self, prompt: str, metadata: dict[str, Any] | None = None) -> str:
+        """The rubric's text for one prompt (before the chat template)."""
+        return self.rubric.render(self.template, prompt, metadata)
+
+    def build_text(
+        self, processor: Any, prompt: str, metadata: dict[str, Any] | None = None
+    ) -> tuple[str, bool]:
         """The model input text for one prompt, and whether the tokenizer should add specials."""
-        question = self.question.replace("{prompt}", prompt)
+        question = self.judge_text(prompt, metadata)
         if getattr(processor, "chat_template", None):
             messages = [
                 {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
@@ -321,23 +263,36 @@ class JudgeCritic(Critic):
     ) -> list[CriticResult]:
         rgb = [to_rgb(im, self.name) for im in images]
         model, processor = self.load()
-        tokenizer = getattr(processor, "tokenizer", processor)
-        yes_ids, no_ids = yes_no_tokens(tokenizer, self.yes_words, self.no_words, self.name)
-        built = [self.build_text(processor, p) for p in prompts]
+        built = [self.build_text(processor, p, m) for p, m in zip(prompts, metadata, strict=True)]
         param = next(model.parameters())
-        scores = yes_no_scores(
-            model,
-            processor,
-            [t for t, _ in built],
-            rgb,
-            yes_ids,
-            no_ids,
-            device=param.device,
-            dtype=param.dtype,
-            batch_size=self.batch_size,
-            add_special_tokens=built[0][1] if built else False,
+        common = {
+            "device": param.device,
+            "dtype": param.dtype,
+            "batch_size": self.params.batch_size,
+            "add_special_tokens": built[0][1] if built else False,
+        }
+        texts = [t for t, _ in built]
+        questions = [self.judge_text(p, m) for p, m in zip(prompts, metadata, strict=True)]
+        threshold = self.verdict_threshold(self.params)
+        if not self.rubric.generates:
+            tokenizer = getattr(processor, "tokenizer", processor)
+            yes_ids, no_ids = yes_no_tokens(
+                tokenizer, self.params.yes_words, self.params.no_words, self.name
+            )
+            scores = yes_no_scores(model, processor, texts, rgb, yes_ids, no_ids, **common)
+            return yes_no_results(scores, questions, threshold, self.model_source)
+        answers = generate_answers(
+            model, processor, texts, rgb, max_new_tokens=self.max_new_tokens, **common
         )
-        return yes_no_results(scores, prompts, self.question, self.threshold, self.model_source)
+        return rubric_results(
+            self.rubric,
+            answers,
+            questions,
+            threshold,
+            self.model_source,
+            self.name,
+            self.template_sha256,
+        )
 
 
 @hookimpl

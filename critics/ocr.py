@@ -35,6 +35,8 @@ from pydantic import Field, field_validator
 from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
 from milr.critic import require
 from milr.critics._images import to_rgb
+from milr.critics._tesseract import read_lines
+from milr.errors import ExternalServiceError
 from milr.params import BatchSize, dtype_param
 
 if TYPE_CHECKING:
@@ -190,6 +192,11 @@ class OCRCritic(Critic):
         )
         tesseract_config: str = Field("--psm 11", description="extra tesseract CLI flags")
         tesseract_lang: str = Field("eng", description="tesseract language code(s)")
+        timeout: float = Field(
+            60.0,
+            gt=0,
+            description="tesseract: seconds one image may take before its process is killed",
+        )
         workers: int = Field(
             1, ge=1, description="tesseract processes run side by side within a batch"
         )
@@ -297,54 +304,17 @@ class OCRCritic(Critic):
         return out
 
     def _read_tesseract(self, images: list[Image]) -> list[list[Read]]:
-        pytesseract = require("pytesseract", self.extra, self.name)
-        # pytesseract keeps the binary path in a module global: set it on every call.
-        pytesseract.pytesseract.tesseract_cmd = self.params.tesseract_cmd or "tesseract"
-        if len(images) > 1 and self.params.workers > 1:
-            # one tesseract process per image: run them side by side (the batch speed-up)
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(self.params.workers, len(images))) as pool:
-                return list(pool.map(lambda im: self._tesseract_one(pytesseract, im), images))
-        return [self._tesseract_one(pytesseract, im) for im in images]
-
-    def _tesseract_one(self, pytesseract: Any, im: Image) -> list[Read]:
-        try:
-            data = pytesseract.image_to_data(
-                im,
-                lang=self.params.tesseract_lang,
-                config=self.params.tesseract_config,
-                output_type=pytesseract.Output.DICT,
-            )
-        except pytesseract.TesseractNotFoundError as exc:
-            cmd = pytesseract.pytesseract.tesseract_cmd
-            raise MilrUserError(
-                f"ocr critic: the tesseract binary {cmd!r} was not found; install it with "
-                "`apt-get install tesseract-ocr` (Debian/Ubuntu) or pass tesseract_cmd=PATH, "
-                "or use backend=easyocr"
-            ) from exc
-        except pytesseract.TesseractError as exc:
-            raise MilrUserError(
-                f"ocr critic: tesseract failed ({exc}); check tesseract_lang={self.params.tesseract_lang!r} "
-                f"(installed languages: `tesseract --list-langs`) and tesseract_config="
-                f"{self.params.tesseract_config!r}"
-            ) from exc
-        lines: dict[tuple[int, int, int], list[int]] = {}
-        for j, word in enumerate(data["text"]):
-            if str(word).strip():
-                lines.setdefault(
-                    (data["block_num"][j], data["par_num"][j], data["line_num"][j]), []
-                ).append(j)
-        reads = []
-        for js in lines.values():
-            x0 = min(data["left"][j] for j in js)
-            y0 = min(data["top"][j] for j in js)
-            x1 = max(data["left"][j] + data["width"][j] for j in js)
-            y1 = max(data["top"][j] + data["height"][j] for j in js)
-            conf = sum(max(0.0, float(data["conf"][j])) for j in js) / len(js) / 100.0
-            text = " ".join(str(data["text"][j]).strip() for j in js)
-            reads.append(Read(text, [float(x0), float(y0), float(x1), float(y1)], conf))
-        return reads
+        p = self.params
+        lines = read_lines(
+            images,
+            cmd=p.tesseract_cmd or "tesseract",
+            lang=p.tesseract_lang,
+            config=p.tesseract_config,
+            timeout=p.timeout,
+            workers=p.workers,
+            service=f"{self.name} (tesseract)",
+        )
+        return [[Read(text, box, conf) for text, box, conf in image] for image in lines]
 
     def read(self, images: list[Image]) -> list[list[Read]]:
         """OCR a batch: per image, the recognised lines/boxes in reading order."""
@@ -380,7 +350,12 @@ class OCRCritic(Critic):
         todo = [i for i, t in enumerate(targets) if t]
         for i in todo:  # validate every image before spending time on OCR
             to_rgb(images[i], self.name)
-        reads_todo = self.read([images[i] for i in todo])
+        try:
+            reads_todo = self.read([images[i] for i in todo])
+        except ExternalServiceError as exc:  # indices of the subset -> indices of the batch
+            raise ExternalServiceError(
+                exc.service, [(todo[i], reason) for i, reason in exc.failures]
+            ) from None
         out: list[CriticResult] = [
             CriticResult(
                 1.0, None, {"backend": self.params.backend, "targets": [], "neutral": True}

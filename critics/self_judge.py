@@ -3,37 +3,43 @@
 The critic owns no weights. The optimizer calls ``critic.bind(generator=gen)`` before the first
 score (an `Ensemble` forwards the call to every member), and the critic then asks *that*
 model — the same ``JanusForConditionalGeneration`` object that draws the images, so no second
-copy is ever loaded — whether the image matches the prompt. The score is the judge critic's::
+copy is ever loaded — to judge the image under a rubric (`milr.critics.rubrics`):
 
-    score = P(yes) / (P(yes) + P(no))
+- ``rubric="yesno"`` (default): ``score = P(yes) / (P(yes) + P(no))`` read from the
+  next-token distribution after the assistant turn starts (no text generated).
+- ``rubric="checklist"``: the paper's SelfReward. The model writes (greedily, at most
+  ``max_new_tokens`` tokens) a check of each requirement of the prompt and JSON
+  ``{"Score": 0}`` (match) or ``{"Score": -1}``; milr's score is ``Score + 1`` and an
+  unreadable answer counts as a fail (MILR, arXiv 2509.22761 §4).
+- ``rubric="wise" | "likert5"``: written answers scored by those rubrics.
 
-read from the next-token distribution after the assistant turn starts. The paper's
-SelfReward generates a JSON verdict and maps it to 0 / -1; the probability is a smooth
-version of the same question (argmax of the two equals the generated answer when the model
-answers with one of the words).
-
-Any bound generator works if it implements the optional protocol methods
-`milr.generator.Generator.understand` and ``tokenize`` (``supports_understanding = True``);
-the Janus adapter does. Outside a run, bind one yourself::
+The question sits in ``chat_format`` (default: Janus-Pro's DeepSeek SFT format, with
+``{image}`` and ``{question}``). Any bound generator works if it implements the optional
+protocol methods `milr.generator.Generator.understand` (next-token probabilities),
+``answer`` (written answers) and ``tokenize`` (``supports_understanding = True``); the Janus
+adapter does, and puts BOS and its processor's specials where the model expects them. Outside
+a run, bind one yourself::
 
     gen = milr.load_generator("/models/Janus-Pro-7B")
-    critic = milr.build_critic("self-judge")
+    critic = milr.build_critic("self-judge:rubric=checklist")
     critic.bind(generator=gen)
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field, field_validator
 
 from milr import Critic, CriticResult, MilrUserError, hookimpl
 from milr.critic import require
 from milr.critics._images import to_rgb
 from milr.critics.judge import (
-    DEFAULT_QUESTION,
-    check_batch_size,
-    check_question,
-    check_threshold,
-    parse_words,
+    JudgeParams,
+    RubricSetup,
+    pop_question,
+    rubric_results,
     yes_no_results,
     yes_no_tokens,
 )
@@ -43,60 +49,68 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 #: Janus-Pro's DeepSeek SFT format with the image in the user turn.
-DEFAULT_TEMPLATE = "<|User|>: {image}\n{question}\n\n<|Assistant|>:"
+DEFAULT_CHAT_FORMAT = "<|User|>: {image}\n{question}\n\n<|Assistant|>:"
+#: Old name of `DEFAULT_CHAT_FORMAT`.
+DEFAULT_TEMPLATE = DEFAULT_CHAT_FORMAT
 
 
-class SelfJudgeCritic(Critic):
-    """P(yes) of the run's own generator asked whether the image shows the prompt.
+class SelfJudgeCritic(RubricSetup, Critic):
+    """The run's own generator judges image vs prompt under a rubric (SelfReward: checklist).
 
-    Parameters: ``question`` (with ``{prompt}``), ``template`` (the understanding-mode chat
-    format with ``{image}`` and ``{question}``; default Janus-Pro's), ``add_bos`` (accepted for
-    old specs and ignored: the generator puts BOS at position 0 itself), ``batch_size``, ``yes_words``/``no_words`` (lists or
-    ``a|b`` strings), ``threshold`` (verdict; null for none).
+    Parameters are declared in `SelfJudgeCritic.Params` (``milr critics self-judge``).
+    Deprecated and still accepted with a `DeprecationWarning`: ``question`` (now ``template``)
+    and ``template`` holding a chat format with ``{image}`` and ``{question}`` (now
+    ``chat_format``).
     """
 
     name: ClassVar[str] = "self-judge"
     description: ClassVar[str] = "SelfReward: the run's own generator judges image vs prompt"
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers")
     extra: ClassVar[str | None] = None
-    inputs: ClassVar[tuple[str, ...]] = ("image", "prompt")
+    inputs: ClassVar[tuple[str, ...]] = ("image", "prompt", "Explanation")
 
-    def __init__(
-        self,
-        question: str = DEFAULT_QUESTION,
-        template: str = DEFAULT_TEMPLATE,
-        add_bos: bool = True,
-        batch_size: int = 8,
-        yes_words: Any = ("yes", "Yes"),
-        no_words: Any = ("no", "No"),
-        threshold: float | None = 0.5,
-    ) -> None:
-        self.question = check_question(question, self.name)
+    class Params(JudgeParams):
+        chat_format: str = Field(
+            DEFAULT_CHAT_FORMAT,
+            description="understanding-mode chat format with {image} and {question}",
+        )
+        add_bos: bool = Field(
+            True, description="accepted for old specs; the generator places BOS (at position 0)"
+        )
+
+        @field_validator("chat_format")
+        @classmethod
+        def _placeholders(cls, value: str) -> str:
+            if "{image}" not in value or "{question}" not in value:
+                raise ValueError("must contain {image} and {question}")
+            return value
+
+    params: Params
+
+    def __init__(self, **kwargs: Any) -> None:
+        template = kwargs.get("template")
         if (
-            not isinstance(template, str)
-            or "{image}" not in template
-            or "{question}" not in template
+            isinstance(template, str)
+            and "{image}" in template
+            and "{question}" in template
+            and "{prompt}" not in template
         ):
-            raise MilrUserError(
-                f"self-judge critic: template={template!r} must contain {{image}} and {{question}}, "
-                f"e.g. {DEFAULT_TEMPLATE!r}"
+            warnings.warn(
+                "self-judge critic: template= with {image} and {question} is the chat format, "
+                "now called chat_format=; template= holds the rubric's text with {prompt}",
+                DeprecationWarning,
+                stacklevel=2,
             )
-        self.template = template
-        self.add_bos = bool(add_bos)
-        self.batch_size = check_batch_size(batch_size, self.name)
-        self.yes_words = parse_words(yes_words, "yes_words", self.name)
-        self.no_words = parse_words(no_words, "no_words", self.name)
-        self.threshold = check_threshold(threshold, self.name)
+            kwargs["chat_format"] = kwargs.pop("template")
         self._generator: Any = None
-        self._config = {
-            "question": self.question,
-            "template": template,
-            "add_bos": self.add_bos,
-            "batch_size": self.batch_size,
-            "yes_words": list(self.yes_words),
-            "no_words": list(self.no_words),
-            "threshold": self.threshold,
-        }
+        super().__init__(**pop_question(kwargs, self.name))
+
+    def setup(self) -> None:
+        self.setup_rubric(self.params, self.name)
+
+    def config(self) -> dict[str, Any]:
+        """The parameters plus the SHA-256 of the template text (a file may change)."""
+        return {**super().config(), "template_sha256": self.template_sha256}
 
     @property
     def generator(self) -> Any:
@@ -113,6 +127,10 @@ class SelfJudgeCritic(Critic):
             )
         self._generator = generator
 
+    def judge_text(self, prompt: str, metadata: dict[str, Any] | None = None) -> str:
+        """The rubric's text for one prompt (before the chat format)."""
+        return self.rubric.render(self.template, prompt, metadata)
+
     def score_batch(
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
     ) -> list[CriticResult]:
@@ -124,25 +142,40 @@ class SelfJudgeCritic(Critic):
                 "or call critic.bind(generator=milr.load_generator(PATH)) before scoring"
             )
         require("torch", self.extra, self.name)
-        import torch
-
         rgb = [to_rgb(im, self.name) for im in images]
-        yes_ids, no_ids = yes_no_tokens(_Vocabulary(gen), self.yes_words, self.no_words, self.name)
-        questions = [self.question.replace("{prompt}", p) for p in prompts]
-        logp = gen.understand(rgb, questions, template=self.template, batch_size=self.batch_size)
-        lp_yes = torch.logsumexp(logp[:, yes_ids], dim=-1)
-        lp_no = torch.logsumexp(logp[:, no_ids], dim=-1)
-        scores = [
-            {"score": float(s), "p_yes": float(y), "p_no": float(n)}
-            for s, y, n in zip(
-                torch.sigmoid(lp_yes - lp_no).tolist(),
-                lp_yes.exp().tolist(),
-                lp_no.exp().tolist(),
-                strict=True,
+        questions = [self.judge_text(p, m) for p, m in zip(prompts, metadata, strict=True)]
+        layout = {"template": self.params.chat_format, "batch_size": self.params.batch_size}
+        model_name = str(getattr(gen, "checkpoint", None) or type(gen).__name__)
+        threshold = self.verdict_threshold(self.params)
+        if not self.rubric.generates:
+            import torch
+
+            yes_ids, no_ids = yes_no_tokens(
+                _Vocabulary(gen), self.params.yes_words, self.params.no_words, self.name
             )
-        ]
-        model_name = getattr(gen, "checkpoint", None) or type(gen).__name__
-        return yes_no_results(scores, prompts, self.question, self.threshold, str(model_name))
+            logp = gen.understand(rgb, questions, **layout)  # [B, V] log-probabilities
+            lp_yes = torch.logsumexp(logp[:, yes_ids], dim=-1)
+            lp_no = torch.logsumexp(logp[:, no_ids], dim=-1)
+            scores = [
+                {"score": float(s), "p_yes": float(y), "p_no": float(n)}
+                for s, y, n in zip(
+                    torch.sigmoid(lp_yes - lp_no).tolist(),
+                    lp_yes.exp().tolist(),
+                    lp_no.exp().tolist(),
+                    strict=True,
+                )
+            ]
+            return yes_no_results(scores, questions, threshold, model_name)
+        answers = gen.answer(rgb, questions, max_new_tokens=self.max_new_tokens, **layout)
+        return rubric_results(
+            self.rubric,
+            answers,
+            questions,
+            threshold,
+            model_name,
+            self.name,
+            self.template_sha256,
+        )
 
 
 class _Vocabulary:

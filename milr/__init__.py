@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from milr.critic import Critic, CriticResult, evaluate
-from milr.ensemble import Ensemble
+from milr.ensemble import Ensemble, Member, Route
 from milr.errors import (
     ContractViolation,
     EnsembleError,
+    ExternalServiceError,
     MilrError,
     MilrUserError,
     MissingDependencyError,
@@ -22,7 +23,7 @@ from milr.errors import (
 from milr.hookspecs import hookimpl
 from milr.params import CriticParams, critic_parameters
 from milr.registry import get_registry
-from milr.specs import CriticSpec, build_critic, load_spec_file, parse_spec
+from milr.specs import CriticSpec, build_critic, load_preset, load_spec_file, parse_spec
 
 __version__ = "0.1.0"
 
@@ -53,10 +54,13 @@ __all__ = [
     "CriticResult",
     "CriticSpec",
     "Ensemble",
+    "Member",
     "EnsembleError",
+    "ExternalServiceError",
     "MilrError",
     "MilrUserError",
     "MissingDependencyError",
+    "Route",
     "SpecError",
     "UnknownCriticError",
     "build_critic",
@@ -64,6 +68,7 @@ __all__ = [
     "evaluate",
     "get_registry",
     "hookimpl",
+    "load_preset",
     "load_spec_file",
     "parse_spec",
     *_LAZY,

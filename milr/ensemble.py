@@ -1,8 +1,24 @@
-"""Weighted ensembles of critics. Weights live here, never inside the critics."""
+"""Weighted and routed ensembles of critics. Weights live here, never inside the critics.
+
+Two composites, both critics themselves:
+
+- `Ensemble`: every member scores every image; the score is the weighted mean. A member's
+  weight may depend on the image's benchmark tag (``weights_by_tag``), which is how MixedReward's
+  0.5/0.5 (GenEval ``colors``/``color_attr``) vs 0.75/0.25 (other tags) is expressed.
+- `Route`: each image goes only to the members whose ``when`` list holds its metadata value
+  (T2I-CompBench category -> that category's evaluator); several members for one value are
+  averaged by their weights (T2I-CompBench's ``complex`` = mean of three evaluators).
+
+The *tag* of an image is the first string among ``metadata["tag"]`` (GenEval),
+``metadata["category"]`` (T2I-CompBench) and ``metadata["wise_category"]`` (WISE, as
+`milr.bench` loads it), in that order (`TAG_FIELDS`).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr.critic import Critic, CriticResult, critic_label, evaluate
@@ -12,106 +28,395 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 ON_ERROR_POLICIES = ("raise", "skip")
+#: Metadata fields read, in this order, for an image's tag (conditional weights, routes).
+TAG_FIELDS: tuple[str, ...] = ("tag", "category", "wise_category")
+
+
+def metadata_tag(
+    metadata: Mapping[str, Any] | None, fields: Sequence[str] = TAG_FIELDS
+) -> tuple[str, str] | None:
+    """``(field, value)`` of the first of ``fields`` holding a string in ``metadata``, else None."""
+    if not isinstance(metadata, Mapping):
+        return None
+    for name in fields:
+        value = metadata.get(name)
+        if isinstance(value, str):
+            return name, value
+    return None
+
+
+def _check_weight(weight: Any, what: str) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise MilrUserError(f"{what} = {weight!r} is not a number; use e.g. 0.5")
+    w = float(weight)
+    if math.isnan(w) or math.isinf(w) or w < 0:
+        raise MilrUserError(f"{what} = {weight!r} must be a finite number >= 0")
+    return w
+
+
+@dataclass(frozen=True)
+class Member:
+    """One critic of an `Ensemble` or `Route`, with how much it counts and when.
+
+    - ``weight``: float >= 0 (default 1); in an ensemble, the weight for images whose tag is not
+      in ``weights_by_tag``; in a route, the weight among the members chosen for one image.
+    - ``weights_by_tag``: ``{tag: weight}`` (ensembles only), replacing ``weight`` for images
+      whose tag (see `TAG_FIELDS`) is a key.
+    - ``when``: the metadata values routed to this member (routes only).
+    - ``label``: the member's name in the per-critic breakdown; default the critic's name,
+      ``name#2``, ``name#3``... for repeats.
+    """
+
+    critic: Critic
+    weight: float = 1.0
+    weights_by_tag: Mapping[str, float] | None = None
+    when: tuple[str, ...] | None = None
+    label: str | None = None
+
+
+def _members(items: Sequence[Any], kind: str) -> list[tuple[str, Member]]:
+    """Validate members (`Member` or ``(critic, weight)`` pairs) and give each a unique label."""
+    if not items:
+        raise MilrUserError(
+            f"{'an' if kind == 'ensemble' else 'a'} {kind} needs at least one critic"
+        )
+    out: list[tuple[str, Member]] = []
+    counts: dict[str, int] = {}
+    for item in items:
+        m = item if isinstance(item, Member) else Member(*item)
+        if not isinstance(m.critic, Critic):
+            raise MilrUserError(f"{kind} member {m.critic!r} is not a milr.Critic")
+        base = m.label or critic_label(m.critic)
+        w = _check_weight(m.weight, f"weight for critic {base!r}")
+        table = None
+        if m.weights_by_tag is not None:
+            if kind != "ensemble":
+                raise MilrUserError(
+                    f"route member {base!r}: weights_by_tag belongs to ensembles; a route "
+                    "member takes weight and when"
+                )
+            if not isinstance(m.weights_by_tag, Mapping):
+                raise MilrUserError(
+                    f"weights_by_tag for critic {base!r} must be a table {{tag = weight}}, "
+                    f"got {m.weights_by_tag!r}"
+                )
+            table = {}
+            for tag, tw in m.weights_by_tag.items():
+                if not isinstance(tag, str) or not tag:
+                    raise MilrUserError(f"weights_by_tag for critic {base!r}: bad tag {tag!r}")
+                table[tag] = _check_weight(tw, f"weights_by_tag.{tag} for critic {base!r}")
+        when = None
+        if m.when is not None:
+            if kind != "route":
+                raise MilrUserError(
+                    f"critic {base!r}: when= belongs to route members; in an ensemble use "
+                    "weights_by_tag"
+                )
+            if isinstance(m.when, str) or not all(isinstance(v, str) for v in m.when):
+                raise MilrUserError(
+                    f"route member {base!r}: when must be a list of strings, got {m.when!r}"
+                )
+            when = tuple(m.when)
+        counts[base] = counts.get(base, 0) + 1
+        label = base if counts[base] == 1 else f"{base}#{counts[base]}"
+        out.append((label, Member(m.critic, w, table, when, label)))
+    labels = [label for label, _ in out]
+    dupes = sorted({lb for lb in labels if labels.count(lb) > 1})
+    if dupes:
+        raise MilrUserError(f"{kind} labels {dupes} are used twice; give each member its own label")
+    return out
+
+
+def _check_policy(on_error: str) -> None:
+    if on_error not in ON_ERROR_POLICIES:
+        raise MilrUserError(
+            f"on_error={on_error!r} is not a policy; use one of {', '.join(ON_ERROR_POLICIES)}"
+        )
+
+
+def _run_members(
+    members: list[tuple[str, Member]],
+    subsets: dict[str, list[int]],
+    images: list[Image],
+    prompts: list[str],
+    metadata: list[dict[str, Any]],
+    on_error: str,
+) -> dict[str, dict[int, CriticResult] | str]:
+    """Each member's results on its subset of images (one batch call), or its error text."""
+    out: dict[str, dict[int, CriticResult] | str] = {}
+    for label, m in members:
+        idx = subsets[label]
+        if not idx:
+            continue
+        try:
+            res = evaluate(
+                m.critic,
+                [images[i] for i in idx],
+                [prompts[i] for i in idx],
+                [metadata[i] for i in idx],
+            )
+        except ContractViolation:
+            raise
+        except Exception as exc:
+            if on_error == "raise":
+                raise
+            out[label] = f"{type(exc).__name__}: {exc}"
+            continue
+        out[label] = dict(zip(idx, res))
+    return out
+
+
+def _combine(
+    i: int, chosen: list[tuple[str, float]], results: dict[str, dict[int, CriticResult] | str]
+) -> tuple[float, bool | None, dict[str, Any]]:
+    """Weighted mean, verdict and breakdown of image ``i`` over ``(label, weight)`` pairs."""
+    total = weight_sum = 0.0
+    verdicts: list[bool] = []
+    critics: dict[str, Any] = {}
+    for label, w in chosen:
+        res = results[label]
+        if isinstance(res, str):
+            critics[label] = {"score": None, "weight": w, "passed": None, "error": res}
+            continue
+        r = res[i]
+        critics[label] = {"score": r.score, "weight": w, "passed": r.passed, "details": r.details}
+        total += w * r.score
+        weight_sum += w
+        if r.passed is not None:
+            verdicts.append(r.passed)
+    if weight_sum <= 0:
+        errors = {k: v.get("error") for k, v in critics.items()}
+        raise EnsembleError(
+            f"image {i}: every critic in the ensemble failed or has weight 0: {errors}"
+        )
+    score = min(1.0, max(0.0, total / weight_sum))
+    return score, (all(verdicts) if verdicts else None), critics
 
 
 class Ensemble(Critic):
-    """A critic made of ``(critic, weight)`` members: the weighted mean of their scores.
+    """A critic made of members: the weighted mean of their scores.
 
-    - Score: ``sum(w_i * s_i) / sum(w_i)`` over the members that produced a result.
+    ``members``: `Member` objects or ``(critic, weight)`` pairs (weights finite, >= 0).
+
+    - Score: ``sum(w_i * s_i) / sum(w_i)`` over the members that produced a result, where
+      ``w_i`` is the member's ``weights_by_tag[tag]`` when the image's tag (`metadata_tag`) is a
+      key, else its ``weight``. Every member scores every image, also at weight 0 (a monitor).
     - Verdict: True when every member that gives a verdict passes, None when none gives one.
+    - Details: ``{"critics": {LABEL: {"score", "weight", "passed", "details"}}}``; ``weight`` is
+      the weight used for that image; members with ``weights_by_tag`` add ``"weight_rule"``
+      (``"tag:colors"`` or ``"default"``).
     - ``on_error="raise"`` (default) re-raises a member's exception; ``"skip"`` records it in the
       details and leaves the member out of that image's mean. When every member is skipped the
-      ensemble raises, since there is no score to give.
+      ensemble raises `EnsembleError`, since there is no score to give.
     - Contract violations always raise: a critic that returns NaN must not be averaged away.
+
+    Raises `MilrUserError` for no members, a bad weight or policy, weights that are all 0, and
+    (at scoring time) an image whose tag gives every member weight 0.
     """
 
     name: ClassVar[str] = "ensemble"
     description: ClassVar[str] = "Weighted mean of several critics"
 
-    def __init__(self, members: list[tuple[Critic, float]], on_error: str = "raise") -> None:
-        if not members:
-            raise MilrUserError("an ensemble needs at least one critic")
-        if on_error not in ON_ERROR_POLICIES:
-            raise MilrUserError(
-                f"on_error={on_error!r} is not a policy; use one of {', '.join(ON_ERROR_POLICIES)}"
-            )
-        labels: dict[str, int] = {}
-        self.members: list[tuple[str, Critic, float]] = []
-        for critic, weight in members:
-            w = float(weight)
-            if math.isnan(w) or w < 0:
-                raise MilrUserError(
-                    f"weight {weight!r} for critic {critic_label(critic)!r} must be >= 0"
-                )
-            base = critic_label(critic)
-            labels[base] = labels.get(base, 0) + 1
-            label = base if labels[base] == 1 else f"{base}#{labels[base]}"
-            self.members.append((label, critic, w))
-        if sum(w for _, _, w in self.members) <= 0:
+    def __init__(
+        self, members: Sequence[Member | tuple[Any, ...]], on_error: str = "raise"
+    ) -> None:
+        _check_policy(on_error)
+        self._members = _members(members, "ensemble")
+        self.members: list[tuple[str, Critic, float]] = [
+            (label, m.critic, m.weight) for label, m in self._members
+        ]
+        if not any(
+            m.weight > 0 or any(w > 0 for w in (m.weights_by_tag or {}).values())
+            for _, m in self._members
+        ):
             raise MilrUserError(
                 "ensemble weights sum to 0; give at least one critic a positive weight"
             )
         self.on_error = on_error
+        self._by_label = dict(self._members)
 
     @property
     def labels(self) -> list[str]:
-        return [label for label, _, _ in self.members]
+        return [label for label, _ in self._members]
 
     def bind(self, *, generator: Any = None) -> None:
-        for _, critic, _ in self.members:
-            critic.bind(generator=generator)
+        for _, m in self._members:
+            m.critic.bind(generator=generator)
 
     def config(self) -> dict[str, Any]:
-        return {
-            "on_error": self.on_error,
-            "members": [
-                {"label": label, "name": type(c).name, "weight": w, "config": c.config()}
-                for label, c, w in self.members
-            ],
-        }
+        members = []
+        for label, m in self._members:
+            entry: dict[str, Any] = {
+                "label": label,
+                "name": type(m.critic).name,
+                "weight": m.weight,
+                "config": m.critic.config(),
+            }
+            if m.weights_by_tag is not None:
+                entry["weights_by_tag"] = dict(sorted(m.weights_by_tag.items()))
+            members.append(entry)
+        return {"on_error": self.on_error, "members": members}
+
+    def weight_for(self, label: str, metadata: Mapping[str, Any] | None) -> tuple[float, str]:
+        """The weight member ``label`` has for an image with ``metadata``, and its rule."""
+        m = self._by_label[label]
+        if m.weights_by_tag is None:
+            return m.weight, "default"
+        found = metadata_tag(metadata)
+        if found is not None and found[1] in m.weights_by_tag:
+            return m.weights_by_tag[found[1]], f"tag:{found[1]}"
+        return m.weight, "default"
 
     def score_batch(
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
     ) -> list[CriticResult]:
-        n = len(images)
-        per_member: dict[str, list[CriticResult] | str] = {}
-        for label, critic, _ in self.members:
-            try:
-                per_member[label] = evaluate(critic, images, prompts, metadata)
-            except ContractViolation:
-                raise
-            except Exception as exc:
-                if self.on_error == "raise":
-                    raise
-                per_member[label] = f"{type(exc).__name__}: {exc}"
+        everyone = list(range(len(images)))
+        results = _run_members(
+            self._members,
+            {label: everyone for label, _ in self._members},
+            images,
+            prompts,
+            metadata,
+            self.on_error,
+        )
         out: list[CriticResult] = []
-        for i in range(n):
-            total = 0.0
-            weight_sum = 0.0
-            verdicts: list[bool] = []
-            critics: dict[str, Any] = {}
-            for label, _, w in self.members:
-                res = per_member[label]
-                if isinstance(res, str):
-                    critics[label] = {"score": None, "weight": w, "passed": None, "error": res}
-                    continue
-                r = res[i]
-                critics[label] = {
-                    "score": r.score,
-                    "weight": w,
-                    "passed": r.passed,
-                    "details": r.details,
-                }
-                total += w * r.score
-                weight_sum += w
-                if r.passed is not None:
-                    verdicts.append(r.passed)
-            if weight_sum <= 0:
-                errors = {k: v.get("error") for k, v in critics.items()}
-                raise EnsembleError(
-                    f"image {i}: every critic in the ensemble failed or has weight 0: {errors}"
+        for i in everyone:
+            chosen = [(label, *self.weight_for(label, metadata[i])) for label, _ in self._members]
+            if not any(w > 0 for _, w, _ in chosen):
+                found = metadata_tag(metadata[i])
+                where = f"tag {found[1]!r} (metadata {found[0]!r})" if found else "no tag"
+                raise MilrUserError(
+                    f"ensemble: image {i} has {where}, for which every critic has weight 0; "
+                    "give one a positive weight or a weights_by_tag entry"
                 )
-            score = min(1.0, max(0.0, total / weight_sum))
-            passed = all(verdicts) if verdicts else None
+            score, passed, critics = _combine(i, [(lb, w) for lb, w, _ in chosen], results)
+            for label, _, rule in chosen:
+                if self._by_label[label].weights_by_tag is not None:
+                    critics[label]["weight_rule"] = rule
             out.append(CriticResult(score=score, passed=passed, details={"critics": critics}))
+        return out
+
+
+class Route(Critic):
+    """A critic that sends each image to the members its metadata value is routed to.
+
+    ``members``: `Member` objects with ``when`` (the values routed to them). ``field``: the
+    metadata key read (None: the image's tag, see `TAG_FIELDS`). ``default``: the label of the
+    member used for a value no ``when`` lists (and for metadata without the field); None makes
+    such an image a `MilrUserError` naming the value and the routed ones.
+
+    - Each member scores only the images routed to it, in one batch call.
+    - Score: weighted mean (member ``weight``) of the members chosen for the image, so a value
+      listed by three members gets their mean. Verdict as in `Ensemble`, over those members.
+    - Details: ``{"route": {"field", "value", "critics": [labels]}, "critics": {LABEL: ...}}``
+      with only the chosen members.
+    - ``on_error``: as in `Ensemble`.
+    """
+
+    name: ClassVar[str] = "route"
+    description: ClassVar[str] = "Routes each image to its category's critic(s)"
+
+    def __init__(
+        self,
+        members: Sequence[Member],
+        field: str | None = None,
+        default: str | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        _check_policy(on_error)
+        self._members = _members(members, "route")
+        labels = [label for label, _ in self._members]
+        if field is not None and (not isinstance(field, str) or not field):
+            raise MilrUserError(f"route: field={field!r} must be a metadata key such as 'category'")
+        if default is not None and default not in labels:
+            raise MilrUserError(
+                f"route: default={default!r} is not a member label; labels: {', '.join(labels)}"
+            )
+        #: metadata value -> labels of the members it is routed to
+        self.routes: dict[str, list[str]] = {}
+        for label, m in self._members:
+            if not m.when and label != default:
+                raise MilrUserError(
+                    f"route member {label!r} has no when = [...] values and is not the default; "
+                    "list the metadata values it judges"
+                )
+            for value in m.when or ():
+                self.routes.setdefault(value, []).append(label)
+        self.field = field
+        self.default = default
+        self.on_error = on_error
+
+    @property
+    def labels(self) -> list[str]:
+        return [label for label, _ in self._members]
+
+    def bind(self, *, generator: Any = None) -> None:
+        for _, m in self._members:
+            m.critic.bind(generator=generator)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "field": self.field,
+            "default": self.default,
+            "on_error": self.on_error,
+            "members": [
+                {
+                    "label": label,
+                    "name": type(m.critic).name,
+                    "weight": m.weight,
+                    "when": list(m.when or ()),
+                    "config": m.critic.config(),
+                }
+                for label, m in self._members
+            ],
+        }
+
+    def route(self, metadata: Mapping[str, Any] | None) -> tuple[str | None, str | None, list[str]]:
+        """``(field, value, labels)`` for an image; `MilrUserError` when it cannot be routed."""
+        if self.field is None:
+            found = metadata_tag(metadata)
+            key, value = found if found is not None else (None, None)
+        else:
+            key = self.field
+            raw = metadata.get(self.field) if isinstance(metadata, Mapping) else None
+            value = raw if isinstance(raw, str) else None
+        chosen = self.routes.get(value, []) if value is not None else []
+        if chosen:
+            return key, value, chosen
+        if self.default is not None:
+            return key, value, [self.default]
+        routed = ", ".join(sorted(self.routes))
+        if value is None:
+            want = repr(self.field) if self.field else " or ".join(repr(f) for f in TAG_FIELDS)
+            raise MilrUserError(
+                f"route: the metadata has no string {want} to route on (routed values: "
+                f"{routed}); pass benchmark metadata or declare a default member"
+            )
+        raise MilrUserError(
+            f"route: {key}={value!r} is routed to no critic (routed values: {routed}); add it "
+            "to a member's when = [...] or declare a default member"
+        )
+
+    def score_batch(
+        self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> list[CriticResult]:
+        routes = [self.route(m) for m in metadata]
+        subsets: dict[str, list[int]] = {label: [] for label, _ in self._members}
+        for i, (_, _, labels) in enumerate(routes):
+            for label in labels:
+                subsets[label].append(i)
+        results = _run_members(self._members, subsets, images, prompts, metadata, self.on_error)
+        weights = {label: m.weight for label, m in self._members}
+        out: list[CriticResult] = []
+        for i, (key, value, labels) in enumerate(routes):
+            if not any(weights[lb] > 0 for lb in labels):
+                raise MilrUserError(
+                    f"route: {key}={value!r} goes to {labels}, whose weights are all 0"
+                )
+            score, passed, critics = _combine(i, [(lb, weights[lb]) for lb in labels], results)
+            details = {
+                "route": {"field": key, "value": value, "critics": labels},
+                "critics": critics,
+            }
+            out.append(CriticResult(score=score, passed=passed, details=details))
         return out

@@ -26,6 +26,44 @@ class MissingDependencyError(MilrUserError, ImportError):
     """An optional dependency is not installed; the message carries the install command."""
 
 
+class ExternalServiceError(MilrError):
+    """A server or external program a critic calls failed for some images.
+
+    Neither the user's input nor a milr bug: the CLI prints one line per failed image (naming
+    the image, the service and its reason) and exits 1. ``service`` names the critic and where
+    it called (``"api-judge at http://host/v1/chat/completions"``, ``"ocr (tesseract)"``);
+    ``failures`` holds ``(index in the batch, one-line reason)`` pairs. Texts must already be
+    free of secrets.
+    """
+
+    def __init__(self, service: str, failures: list[tuple[int, str]]) -> None:
+        self.service = service
+        self.failures = [(int(i), str(reason)) for i, reason in failures]
+        #: Names of the batch's images (file paths), set by a caller that knows them.
+        self.names: list[str] | None = None
+        super().__init__(self.describe())
+
+    def describe(self, names: list[str] | None = None) -> str:
+        """One ``; ``-joined text; `names` replaces batch indices with image names."""
+
+        parts = [f"{self.label(i, names)}: {reason}" for i, reason in self.failures[:3]]
+        more = len(self.failures) - 3
+        tail = f" (and {more} more images)" if more > 0 else ""
+        return f"{self.service}: " + "; ".join(parts) + tail
+
+    def label(self, index: int, names: list[str] | None = None) -> str:
+        """The image's name when known (`names`, else `self.names`), else ``image INDEX``."""
+        names = names if names is not None else self.names
+        return names[index] if names is not None and 0 <= index < len(names) else f"image {index}"
+
+    def lines(self) -> list[str]:
+        """One line per failed image: ``NAME: SERVICE: REASON``."""
+        return [f"{self.label(i)}: {self.service}: {reason}" for i, reason in self.failures]
+
+    def __reduce__(self):  # picklable across processes (torchrun ranks, pools)
+        return (type(self), (self.service, self.failures))
+
+
 class ContractViolation(MilrError):
     """A critic broke the critic contract (score outside [0, 1], NaN, wrong batch length...)."""
 

@@ -34,6 +34,9 @@ class Reasoning:
     tokens: list[int]
     latents: torch.Tensor
     text: str
+    #: The latent that predicted EOS (``[d]``), or None when the reasoning hit its cap without
+    #: EOS. The authors count it in the text prefix length (`MILRConfig.text_prefix`).
+    eos_latent: torch.Tensor | None = None
 
 
 @dataclass
@@ -168,6 +171,26 @@ class Generator(BatchedDefaults, ABC):
             "self-judge, need an adapter that implements it (the Janus adapter does)"
         )
 
+    def answer(
+        self,
+        images: Sequence[Image],
+        questions: Sequence[str],
+        *,
+        template: str | None = None,
+        max_new_tokens: int = 256,
+        batch_size: int = 8,
+    ) -> list[str]:
+        """The model's greedy written answer to each question about its image (optional).
+
+        Same inputs as `understand`; at most `max_new_tokens` new tokens per answer, stopping
+        at end of text; special tokens dropped. Raises `UnsupportedOperation` when the adapter
+        has no understanding mode.
+        """
+        raise UnsupportedOperation(
+            f"generator {self.name or type(self).__name__!r} has no image-understanding mode "
+            "(Generator.answer); critics that judge with the run's own model need one"
+        )
+
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` without special tokens (optional; needed with `understand`)."""
         raise UnsupportedOperation(
@@ -179,6 +202,14 @@ class Generator(BatchedDefaults, ABC):
     def unk_token_id(self) -> int | None:
         """Id of the unknown token, if the tokenizer has one (None otherwise)."""
         return None
+
+    def describe_prompts(self, prompt: str, reasoning: str | None) -> dict[str, Any]:
+        """The exact prompts of a run, for trajectories (optional; default: none).
+
+        Keys: ``style`` (the prompt style's name), ``reasoning`` and ``image`` (the decoded
+        reasoning prompt and image prompt, special tokens shown).
+        """
+        return {}
 
     def check_prompt(self, prompt: str) -> None:
         """Raise `MilrUserError` when `prompt` cannot be generated (empty, too long)."""
@@ -298,6 +329,8 @@ def load_generator(
     device: str | None = None,
     dtype: str | None = None,
     allow_missing: bool = False,
+    prompt_style: str | None = None,
+    prompt_file: str | Path | None = None,
 ) -> Generator:
     """Resolve `name_or_path` to a loaded generator.
 
@@ -307,13 +340,23 @@ def load_generator(
 
     ``allow_missing=True`` loads a checkpoint whose weight files lack tensors or carry
     unexpected ones (refused by default: `milr.errors.CheckpointError` names them and the file).
+    ``prompt_style``/``prompt_file`` choose the adapter's prompt layout (Janus: ``paper``,
+    ``hf``, ``checkpoint``, or a TOML/JSON file; see `milr.models.janus_prompts`).
     """
     from milr.registry import get_registry
 
     registry = get_registry()
     name = str(name_or_path).strip()
-    # passed only when set, so adapters written before the option keep loading
-    extra: dict[str, Any] = {"allow_missing": True} if allow_missing else {}
+    # passed only when set, so adapters written before these options keep loading
+    extra: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("allow_missing", allow_missing or None),
+            ("prompt_style", prompt_style),
+            ("prompt_file", prompt_file),
+        )
+        if v is not None
+    }
     if not name:
         raise MilrUserError("empty model name; pass --model NAME_OR_PATH")
     adapter, sep, rest = name.partition(":")

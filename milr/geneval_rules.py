@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,13 +76,16 @@ class Detection:
     """One detected object: class name, pixel box ``(x1, y1, x2, y2)``, confidence, colour.
 
     ``color`` is a colour name, a mapping colour -> probability (argmax is used), or ``None``
-    when not yet classified (then :func:`evaluate_rules` asks its ``color_fn``).
+    when not yet classified (then :func:`evaluate_rules` asks its ``color_fn``). ``mask`` is an
+    optional boolean ``[H, W]`` array of the object's pixels (segmenting detectors), used for
+    colour crops; the rules never read it and `to_dict` leaves it out.
     """
 
     cls: str
     box: tuple[float, float, float, float]
     confidence: float
     color: str | Mapping[str, float] | None = None
+    mask: Any = field(default=None, repr=False, compare=False)
 
     @property
     def color_name(self) -> str | None:
@@ -116,6 +120,9 @@ class RuleConfig:
     position_margin: float = 0.1
     #: Component of the (shrunk, normalised) offset a relation needs; 0.5 in GenEval.
     relation_cutoff: float = 0.5
+    #: Compare confidences and compute relations in float32, step by step, as GenEval's
+    #: evaluator does on mmdet's float32 outputs (decides borderline cases the same way).
+    float32: bool = False
 
     def __post_init__(self) -> None:
         for name in ("threshold", "counting_threshold"):
@@ -330,30 +337,38 @@ def validate_metadata(
 # --------------------------------------------------------------------------- geometry
 
 
-def relative_position(
-    box_a: Sequence[float],
-    box_b: Sequence[float],
-    margin: float = 0.1,
-    cutoff: float = 0.5,
-) -> set[str]:
-    """Relations of box A to box B (``left of``, ``right of``, ``above``, ``below``).
+def f32(x: float) -> float:
+    """``x`` rounded to the nearest IEEE float32 (as a Python float)."""
+    return struct.unpack("f", struct.pack("f", x))[0]  # type: ignore[no-any-return]
 
-    The centre offset A - B is shrunk per axis by ``margin`` x (sum of both box sizes on that
-    axis) and clamped at zero; if less than 1e-3 px is left on both axes there is no relation.
-    Otherwise the shrunk offset is divided by the length of the raw offset and a component
-    beyond ``cutoff`` gives the relation (image y grows downward, so negative y is ``above``).
-    """
-    ax1, ay1, ax2, ay2 = (float(v) for v in box_a)
-    bx1, by1, bx2, by2 = (float(v) for v in box_b)
-    off = ((ax1 + ax2) / 2 - (bx1 + bx2) / 2, (ay1 + ay2) / 2 - (by1 + by2) / 2)
-    dims = (abs(ax2 - ax1) + abs(bx2 - bx1), abs(ay2 - ay1) + abs(by2 - by1))
-    shrunk = [
-        math.copysign(max(abs(o) - margin * d, 0.0), o) for o, d in zip(off, dims, strict=True)
-    ]
-    if all(abs(s) < 1e-3 for s in shrunk):
+
+def _relative_position_f32(
+    box_a: Sequence[float], box_b: Sequence[float], margin: float, cutoff: float
+) -> set[str]:
+    """`relative_position` in float32 arithmetic, one rounding per operation, as numpy does on
+    GenEval's float32 boxes (``evaluate_images.py``): centres ``(x1 + x2) / 2``, sizes
+    ``|x2 - x1|``, the margin ``float32(margin) * (size_a + size_b)``, and the offset length
+    ``sqrt(dx*dx + dy*dy)`` (``np.linalg.norm`` of a float32 pair)."""
+    a = [f32(float(v)) for v in box_a]
+    b = [f32(float(v)) for v in box_b]
+    m, cut, eps = f32(margin), f32(cutoff), f32(1e-3)
+    off, shrunk = [], []
+    for k in (0, 1):
+        ca = f32(f32(a[k] + a[k + 2]) / 2)
+        cb = f32(f32(b[k] + b[k + 2]) / 2)
+        o = f32(ca - cb)
+        size = f32(abs(f32(a[k + 2] - a[k])) + abs(f32(b[k + 2] - b[k])))
+        left = max(f32(abs(o) - f32(m * size)), 0.0)
+        off.append(o)
+        shrunk.append(math.copysign(left, o) if o != 0 else 0.0)
+    if all(abs(s) < eps for s in shrunk):
         return set()
-    norm = math.hypot(*off)
-    dx, dy = shrunk[0] / norm, shrunk[1] / norm
+    norm = f32(math.sqrt(f32(f32(off[0] * off[0]) + f32(off[1] * off[1]))))
+    dx, dy = f32(shrunk[0] / norm), f32(shrunk[1] / norm)
+    return _relations(dx, dy, cut)
+
+
+def _relations(dx: float, dy: float, cutoff: float) -> set[str]:
     rels = set()
     if dx < -cutoff:
         rels.add("left of")
@@ -366,6 +381,37 @@ def relative_position(
     return rels
 
 
+def relative_position(
+    box_a: Sequence[float],
+    box_b: Sequence[float],
+    margin: float = 0.1,
+    cutoff: float = 0.5,
+    *,
+    float32: bool = False,
+) -> set[str]:
+    """Relations of box A to box B (``left of``, ``right of``, ``above``, ``below``).
+
+    The centre offset A - B is shrunk per axis by ``margin`` x (sum of both box sizes on that
+    axis) and clamped at zero; if less than 1e-3 px is left on both axes there is no relation.
+    Otherwise the shrunk offset is divided by the length of the raw offset and a component
+    beyond ``cutoff`` gives the relation (image y grows downward, so negative y is ``above``).
+    ``float32=True`` computes it as GenEval's evaluator does on float32 boxes.
+    """
+    if float32:
+        return _relative_position_f32(box_a, box_b, margin, cutoff)
+    ax1, ay1, ax2, ay2 = (float(v) for v in box_a)
+    bx1, by1, bx2, by2 = (float(v) for v in box_b)
+    off = ((ax1 + ax2) / 2 - (bx1 + bx2) / 2, (ay1 + ay2) / 2 - (by1 + by2) / 2)
+    dims = (abs(ax2 - ax1) + abs(bx2 - bx1), abs(ay2 - ay1) + abs(by2 - by1))
+    shrunk = [
+        math.copysign(max(abs(o) - margin * d, 0.0), o) for o, d in zip(off, dims, strict=True)
+    ]
+    if all(abs(s) < 1e-3 for s in shrunk):
+        return set()
+    norm = math.hypot(*off)
+    return _relations(shrunk[0] / norm, shrunk[1] / norm, cutoff)
+
+
 # --------------------------------------------------------------------------- evaluation
 
 ColorFn = Callable[[Sequence[Detection], str], Sequence[str]]
@@ -375,8 +421,16 @@ def group_detections(
     detections: Mapping[str, Sequence[Detection]] | Iterable[Detection],
     threshold: float,
     max_objects: int,
+    *,
+    float32: bool = False,
 ) -> dict[str, list[Detection]]:
-    """Keep detections with confidence > threshold, most confident first, max per class."""
+    """Keep detections with confidence > threshold, most confident first, max per class.
+
+    ``float32=True`` compares ``float32(confidence) > float32(threshold)``, as GenEval does
+    with mmdet's float32 scores (a score of exactly 0.3 in float32 is then not kept).
+    """
+    if float32:
+        threshold = f32(threshold)
     if isinstance(detections, Mapping):
         flat: list[Detection] = [d for dets in detections.values() for d in dets]
     else:
@@ -385,7 +439,8 @@ def group_detections(
     for det in flat:
         if not isinstance(det, Detection):
             raise TypeError(f"expected Detection objects, got {type(det).__name__}")
-        if det.confidence > threshold:
+        conf = f32(det.confidence) if float32 else det.confidence
+        if conf > threshold:
             groups.setdefault(det.cls, []).append(det)
     for cls, dets in groups.items():
         dets.sort(key=lambda d: -d.confidence)
@@ -401,7 +456,10 @@ def detections_needing_color(
     """The detections whose colour :func:`evaluate_rules` will read (lets critics batch CLIP)."""
     config = config or RuleConfig()
     groups = group_detections(
-        detections, config.threshold_for(metadata.get("tag")), config.max_objects
+        detections,
+        config.threshold_for(metadata.get("tag")),
+        config.max_objects,
+        float32=config.float32,
     )
     need: list[Detection] = []
     seen: set[int] = set()
@@ -436,7 +494,9 @@ def evaluate_rules(
     config = config or RuleConfig()
     meta = validate_metadata(metadata, classes, colors)
     threshold = config.threshold_for(meta.get("tag"))
-    groups = group_detections(detections_by_class, threshold, config.max_objects)
+    groups = group_detections(
+        detections_by_class, threshold, config.max_objects, float32=config.float32
+    )
 
     results: list[ClauseResult] = []
     matched: list[list[Detection] | None] = []
@@ -474,7 +534,11 @@ def evaluate_rules(
                     for obj in found:
                         for tgt in targets:
                             rels = relative_position(
-                                obj.box, tgt.box, config.position_margin, config.relation_cutoff
+                                obj.box,
+                                tgt.box,
+                                config.position_margin,
+                                config.relation_cutoff,
+                                float32=config.float32,
                             )
                             if rel not in rels:
                                 res.passed = False

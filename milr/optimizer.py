@@ -135,8 +135,16 @@ class MILR:
             raise
         finally:
             self._pending = None
+            self._record_prompts(prompt, result)
         result.wall_seconds = time.perf_counter() - t0
         return result
+
+    def _record_prompts(self, prompt: str, result: MILRResult) -> None:
+        """The decoded prompts of the returned image (``trajectory.json`` ``prompts``)."""
+        if not result.steps:
+            return
+        step = min(result.selected_step, len(result.steps) - 1)
+        result.prompts = dict(self.generator.describe_prompts(prompt, result.steps[step].reasoning))
 
     def _run(
         self,
@@ -161,15 +169,21 @@ class MILR:
         z_t = z_v = None
         opt_t = opt_v = None
         m_prefix = 0
-        if cfg.uses_text and cfg.mode != "image":
+        # the authors keep latents and Adam state in the model's dtype; float32 is an option
+        ldt = gen.dtype if cfg.latent_dtype == "model" else torch.float32
+        if cfg.uses_text:
             reasoning = cur.reasoning
             assert reasoning is not None  # uses_text: step 0 wrote one
-            m_prefix = min(len(reasoning.tokens), max(1, int(cfg.text_k * len(reasoning.tokens))))
+            eos = getattr(reasoning, "eos_latent", None)
+            m_prefix = cfg.text_prefix_length(len(reasoning.tokens), eos is not None)
             if m_prefix > 0:
-                z_t = reasoning.latents[:m_prefix].detach().float().clone().requires_grad_(True)
+                lat = reasoning.latents
+                if m_prefix > len(lat) and eos is not None:  # the EOS-predicting latent too
+                    lat = torch.cat([lat, eos.reshape(1, -1).to(lat)])
+                z_t = lat[:m_prefix].detach().to(ldt).clone().requires_grad_(True)
                 opt_t = torch.optim.Adam([z_t], lr=cfg.lr)
         if cfg.optimizes_image:
-            z_v = img_lat[0].detach().float().clone().requires_grad_(True)  # [N, 2, d]
+            z_v = img_lat[0].detach().to(ldt).clone().requires_grad_(True)  # [N, 2, d]
             opt_v = torch.optim.Adam([z_v], lr=cfg.lr)
         if cfg.mode == "text":  # text only: the image latents are not optimised
             z_v = opt_v = None
@@ -187,11 +201,16 @@ class MILR:
         self._append(result, record, cur, callback)
         if self._done(cur, result):
             return
+        if z_t is None and cfg.mode in ("both", "text"):
+            # M = 0 (a reasoning too short for text_k): the authors leave the prompt unoptimised
+            result.stop_reason = "no_text_prefix"
+            return
 
         k = cfg.samples_per_step
-        for step in range(1, cfg.max_steps + 1):
+        for step in range(1, cfg.total_steps + 1):
             timer = Timer(gen.device)
-            mods = [m for m in cfg.modalities(step) if (z_t if m == "text" else z_v) is not None]
+            step_plan = cfg.plan(step)
+            mods = [m for m in step_plan.update if (z_t if m == "text" else z_v) is not None]
             # -- proposals from the latents (and, for K > 1, the sampled prefixes) --------------
             snapshot = [
                 (z, z.detach().clone(), opt, _copy_state(opt))
@@ -203,7 +222,13 @@ class MILR:
                 losses = self._update(
                     mods, z_t, z_v, opt_t, opt_v, cur.score - 1.0, k, step, result
                 )
-                text_prefixes, image_prefixes = self._prefixes(z_t, z_v, k, rng)
+                text_prefixes, image_prefixes = self._prefixes(
+                    z_t, z_v if step_plan.image_prefix == "sample" else None, k, rng
+                )
+                if step_plan.image_prefix == "fixed" and image_prefix:  # held, not resampled
+                    image_prefixes = torch.tensor(
+                        [image_prefix] * k, dtype=torch.long, device=gen.device
+                    )
             try:
                 cands, _ = self._generate(
                     prompt, text_prefixes, image_prefixes, rng, timer, 0, result

@@ -48,6 +48,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "milr.critics.judge",
     "milr.critics.self_judge",
     "milr.critics.api_judge",
+    "milr.critics.grounding",
+    "milr.critics.vqa",
+    "milr.critics.route",
     "milr.models.janus",
     "milr.shapes.model",
 )

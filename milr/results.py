@@ -69,6 +69,8 @@ class MILRResult:
     image_prefix_len: int = 0
     wall_seconds: float = 0.0
     error: str | None = None
+    #: The exact prompts (`Generator.describe_prompts`): ``style``, ``reasoning``, ``image``.
+    prompts: dict[str, Any] = field(default_factory=dict)
 
     # -- summaries ---------------------------------------------------------------------------
     @property
@@ -120,6 +122,7 @@ class MILRResult:
             "config": self.config,
             "generator": self.generator,
             "critic": self.critic,
+            "prompts": self.prompts,
             "stop_reason": self.stop_reason,
             "error": self.error,
             "n_steps": self.n_steps,

@@ -1,8 +1,14 @@
-"""`api-judge` against a real HTTP server on 127.0.0.1 that answers like the chat-completions API."""
+"""`api-judge` on the official openai client, against a real HTTP server on 127.0.0.1.
+
+The server is a stdlib `http.server` that speaks the chat-completions JSON (and Azure's
+deployment paths); its behaviour is chosen by words in the judge prompt. Nothing of milr's is
+mocked.
+"""
 
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import io
 import json
@@ -11,23 +17,41 @@ import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
 
-from milr import Ensemble, MilrUserError, evaluate, get_registry
-from milr.critics.api_judge import (
-    WISE_PROMPT,
-    APIJudgeCritic,
-    JudgeReplyError,
-    looks_like_secret,
-    parse_wise,
-    wiscore,
-)
+from milr import Ensemble, ExternalServiceError, MilrUserError, evaluate, get_registry
+from milr.critics.api_judge import APIJudgeCritic, JudgeReplyError, looks_like_secret
+from milr.critics.rubrics import WISE_TEMPLATE, YESNO_TEMPLATE
 from milr.testing import CriticContract
 
 KEY = "sk-test-5a8f3c2e9b7d41f0a6e2c8b4d9f1a3e7"
 ENV = "MILR_TEST_JUDGE_KEY"
+
+
+def chat(content: str, logprobs: dict | None = None) -> dict:
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": content},
+        "finish_reason": "stop",
+        "logprobs": logprobs,
+    }
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "fake-4o-2026",
+        "choices": [choice],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
+    }
+
+
+def top_logprobs(pairs: list[tuple[str, float]]) -> dict:
+    top = [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in pairs]
+    first = {"token": pairs[0][0], "logprob": top[0]["logprob"], "bytes": None}
+    return {"content": [{**first, "top_logprobs": top}]}
 
 
 class FakeAPI:
@@ -39,74 +63,73 @@ class FakeAPI:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.url = ""
+        self.root = ""
 
-    def reply(self, body: dict, headers: dict) -> tuple[int, dict | str, dict]:
+    def reply(self, body: dict, headers: dict, path: str) -> tuple[int, dict | str, dict]:
         text = body["messages"][0]["content"][0]["text"]
         url = body["messages"][0]["content"][1]["image_url"]["url"]
         assert url.startswith("data:image/png;base64,")
         png = base64.b64decode(url.split(",", 1)[1])
         size = Image.open(io.BytesIO(png)).size
+        auth = headers.get("authorization") or headers.get("api-key") or ""
         with self.lock:
             self.attempts[text] = n = self.attempts.get(text, 0) + 1
-            self.requests.append({"text": text, "headers": headers, "body": body, "size": size})
+            self.requests.append(
+                {
+                    "text": text,
+                    "headers": headers,
+                    "body": body,
+                    "size": size,
+                    "path": path,
+                    "t": time.monotonic(),
+                }
+            )
         if "slow" in text:
             time.sleep(0.6)
         if "flaky" in text and n == 1:
             return 500, {"error": {"message": "internal"}}, {}
-        if "ratelimit" in text and n == 1:
-            return 429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}
-        if "forbidden" in text:
-            return 401, {"error": {"message": "bad key"}}, {}
+        if "retry-seconds" in text and n == 1:
+            return 429, {"error": {"message": "slow down"}}, {"Retry-After": "2"}
+        if "retry-date" in text and n == 1:
+            when = email.utils.formatdate(time.time() + 3.2, usegmt=True)
+            return 429, {"error": {"message": "slow down"}}, {"Retry-After": when}
+        if "retry-forever" in text:
+            return 429, {"error": {"message": "quota exhausted"}}, {"Retry-After": "600"}
+        if "echo-401" in text:  # a gateway that repeats the bearer token in its error body
+            return 401, {"error": {"message": f"invalid credentials: {auth}"}}, {}
+        if "echo-answer" in text:
+            return 200, chat(f"No. You sent {auth} as your key."), {}
         if "notjson" in text:
             return 200, "<html>gateway</html>", {}
         if "rambling" in text:
             return 200, chat("I am not sure what this is."), {}
-        if "Give three integer scores" in text:
+        if "Give three whole-number grades" in text or "GRADE-WISE" in text:
             if "badgrades" in text:
-                return 200, chat('{"consistency": 5, "realism": 1}'), {}
+                return 200, chat('{"consistency": 5, "realism": 1, "aesthetic_quality": 0}'), {}
+            if "wiseplain" in text:  # WISE's own reply format
+                return 200, chat("**Consistency:** 2\n**Realism:** 1\n**Aesthetic Quality:** 0"), {}
             grades = {"consistency": 2, "realism": 1, "aesthetic_quality": 1}
-            if "explanation" in text.lower() and "WISE-NOTE" in text:
+            if "WISE-NOTE" in text:
                 grades["consistency"] = 1
             return 200, chat("```json\n" + json.dumps(grades) + "\n```"), {}
+        if "Final Score: N" in text:
+            return 200, chat("The apple is red but small.\nFinal Score: 4"), {}
+        if '{"Score": -1}' in text:
+            return 200, chat('1. two dogs: one is missing\n{"Score": -1}'), {}
         if "nologprobs" in text or not body.get("logprobs"):
             return 200, chat("No."), {}
+        if "spacemark" in text:  # issue #11 case 1: lmdeploy's "ĠNo"
+            return 200, chat("Yes", top_logprobs([("Yes", 0.55), ("\u0120No", 0.40)])), {}
+        if "sentencepiece" in text:
+            pairs = [("\u2581no", 0.6), ("\u2581Yes", 0.3), ("No", 0.05)]
+            return 200, chat("no", top_logprobs(pairs)), {}
         p_yes = 0.8 if size[0] >= 64 else 0.3
-        top = [
-            {"token": "Yes", "logprob": math.log(p_yes * 0.9)},
-            {"token": " yes", "logprob": math.log(p_yes * 0.1)},
-            {"token": "No", "logprob": math.log(1 - p_yes)},
-        ]
-        return (
-            200,
-            chat(
-                "Yes",
-                {"content": [{"token": "Yes", "logprob": top[0]["logprob"], "top_logprobs": top}]},
-            ),
-            {},
-        )
+        pairs = [("Yes", p_yes * 0.9), (" yes", p_yes * 0.1), ("No", 1 - p_yes)]
+        return 200, chat("Yes", top_logprobs(pairs)), {}
 
 
-def chat(content: str, logprobs: dict | None = None) -> dict:
-    choice = {
-        "index": 0,
-        "message": {"role": "assistant", "content": content},
-        "finish_reason": "stop",
-    }
-    if logprobs is not None:
-        choice["logprobs"] = logprobs
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "model": "fake-4o-2026",
-        "choices": [choice],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
-    }
-
-
-@pytest.fixture
-def api():
-    fake = FakeAPI()
-
+def serve(fake: FakeAPI):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # keep pytest output clean
             pass
@@ -116,9 +139,26 @@ def api():
                 fake.in_flight += 1
                 fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
             try:
-                assert self.path == "/v1/chat/completions", self.path
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, payload, extra = fake.reply(body, dict(self.headers))
+                path = self.path
+                text = body["messages"][0]["content"][0]["text"]
+                if "trickle" in text:  # headers at once, then one byte per second
+                    data = json.dumps(chat("Yes, it does show that, clearly.")).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.flush()
+                    with fake.lock:
+                        fake.requests.append({"text": text, "t": time.monotonic(), "path": path})
+                    for i in range(len(data)):
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(1.0)
+                    return
+                status, payload, extra = fake.reply(
+                    body, {k.lower(): v for k, v in self.headers.items()}, path
+                )
                 data = (
                     payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
                 )
@@ -142,7 +182,15 @@ def api():
         target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
     )
     thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    fake.root = f"http://127.0.0.1:{server.server_address[1]}"
+    fake.url = fake.root + "/v1"
+    return server
+
+
+@pytest.fixture
+def api():
+    fake = FakeAPI()
+    server = serve(fake)
     yield fake
     server.shutdown()
     server.server_close()
@@ -154,7 +202,7 @@ def key_env(monkeypatch):
 
 
 def make(api, **kw) -> APIJudgeCritic:
-    params = {"base_url": api.url, "model": "fake-4o", "api_key_env": ENV, "backoff": 0.01}
+    params = {"base_url": api.url, "model": "fake-4o", "api_key_env": ENV}
     params.update(kw)
     return APIJudgeCritic(**params)
 
@@ -166,7 +214,9 @@ def img(size: int = 64, color=(200, 40, 40)) -> Image.Image:
 # -- yes/no -----------------------------------------------------------------------------------------
 
 
-def test_yesno_logprobs_score_and_key_handling(api, caplog):
+def test_yesno_logprobs_score_and_key_handling(api, caplog, monkeypatch):
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-ambient-key-must-not-be-sent-0")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-ambient-key-must-not-be-sent-000000")
     caplog.set_level(logging.DEBUG)
     critic = make(api, concurrency=2)
     images = [img(64), img(32), img(80).convert("RGBA"), img(64).convert("P")]
@@ -180,13 +230,23 @@ def test_yesno_logprobs_score_and_key_handling(api, caplog):
     assert sent == 'Does this image show "a red square"? Answer with a single word: yes or no.'
     assert d["prompt_sha256"] == hashlib.sha256(sent.encode()).hexdigest()
     assert sorted(r["size"] for r in api.requests) == [(32, 32), (64, 64), (64, 64), (80, 80)]
+    assert all(r["path"] == "/v1/chat/completions" for r in api.requests)
     # the key travels only in the Authorization header
-    assert all(r["headers"]["Authorization"] == f"Bearer {KEY}" for r in api.requests)
+    assert all(r["headers"]["authorization"] == f"Bearer {KEY}" for r in api.requests)
     assert all(KEY not in json.dumps(r["body"]) for r in api.requests)
+    assert all("ambient" not in json.dumps(r["headers"]) for r in api.requests)
     everywhere = json.dumps([r.to_dict() for r in res]) + repr(critic) + json.dumps(critic.config())
     everywhere += caplog.text
     assert KEY not in everywhere and ENV in repr(critic)
     assert api.max_in_flight <= 2
+
+
+def test_space_marker_tokens_are_read_as_words(api):
+    # issue #11 case 1: "ĠNo" is "no"; main scored this 1.0
+    res = make(api).score(img(), "a spacemark dog")
+    assert res.score == pytest.approx(0.55 / 0.95) and round(res.score, 3) == 0.579
+    res = make(api).score(img(), "a sentencepiece dog")
+    assert res.score == pytest.approx(0.3 / 0.95) and res.passed is False
 
 
 def test_concurrency_limit_is_respected_and_used(api):
@@ -201,39 +261,88 @@ def test_answer_text_without_logprobs(api):
     assert "logprobs" not in api.requests[0]["body"]
 
 
-def test_retry_after_500_and_429(api, caplog):
+# -- retries and deadlines ----------------------------------------------------------------------------
+
+
+def test_retry_after_500_and_retry_after_seconds(api):
     critic = make(api)
-    with caplog.at_level(logging.WARNING, logger="milr.critics.api_judge"):
-        res = evaluate(critic, [img(), img()], ["a flaky sign", "a ratelimit sign"], None)
+    res = evaluate(critic, [img(), img()], ["a flaky sign", "a retry-seconds sign"], None)
     assert [r.details["attempts"] for r in res] == [2, 2]
     assert [r.score for r in res] == pytest.approx([0.8, 0.8])
-    assert "HTTP 500" in caplog.text and "HTTP 429" in caplog.text and KEY not in caplog.text
+    first, second = (r["t"] for r in api.requests if "retry-seconds" in r["text"])
+    assert 1.9 <= second - first < 3.5
 
 
-def test_timeout_retries_then_clear_per_image_error(api):
-    critic = make(api, timeout=0.2, retries=1)
-    with pytest.raises(
-        JudgeReplyError, match=r"image 1: .*failed after 2 attempts: timed out after 0.2 s"
-    ):
-        critic.score_batch([img(), img()], ["a cat", "a slow cat"], [{}, {}])
-    assert (
-        api.attempts['Does this image show "a slow cat"? Answer with a single word: yes or no.']
-        == 2
-    )
+def test_retry_after_http_date_is_honoured(api):
+    # issue #11 case 3: RFC 9110 allows an HTTP date; main ignored it and retried after ~1 s
+    res = make(api).score(img(), "a retry-date sign")
+    assert res.details["attempts"] == 2
+    first, second = (r["t"] for r in api.requests if "retry-date" in r["text"])
+    # the date has 1-second resolution: 3.2 s ahead becomes a wait of 2.2-3.2 s
+    assert 2.0 <= second - first < 4.5
+
+
+def test_retry_after_beyond_the_cap_fails_at_once_and_says_so(api):
+    t0 = time.monotonic()
+    with pytest.raises(JudgeReplyError, match=r"HTTP 429: quota exhausted .*Retry-After '600'"):
+        make(api).score(img(), "a retry-forever sign")
+    assert time.monotonic() - t0 < 3 and len(api.requests) == 1
+
+
+def test_trickling_reply_is_cut_at_the_total_deadline(api):
+    t0 = time.monotonic()
+    with pytest.raises(JudgeReplyError, match=r"no complete reply within timeout=1.5 s") as info:
+        make(api, timeout=1.5, retries=0).score(img(), "a trickle cat")
+    elapsed = time.monotonic() - t0
+    assert 1.4 <= elapsed < 1.5 + 2.0, elapsed
+    assert info.value.failures[0][0] == 0
+
+
+def test_timeout_applies_to_each_attempt(api):
+    t0 = time.monotonic()
+    with pytest.raises(JudgeReplyError, match=r"image 1: no complete reply within timeout=1 s"):
+        make(api, timeout=1, retries=1).score_batch(
+            [img(), img()], ["a cat", "a trickle cat"], [{}, {}]
+        )
+    elapsed = time.monotonic() - t0
+    assert 2.0 <= elapsed < 2 * 1 + 1.5 + 2.0  # two attempts, one backoff of at most 1 s
+    assert sum("trickle" in r["text"] for r in api.requests) == 2
 
 
 @pytest.mark.parametrize(
     ("prompt", "pattern"),
     [
-        ("rambling", "malformed reply .*starts with neither yes nor no"),
-        ("notjson", "not JSON"),
-        ("forbidden", f"refused the request: HTTP 401.*check the key in \\${ENV}"),
+        ("rambling", "cannot be read as rubric 'yesno'.*neither yes nor no"),
+        ("notjson", "rubric 'yesno'|HTTP|JSON|decode"),
+        ("echo-401", f"HTTP 401: invalid credentials: Bearer \\*\\*\\*.*check the key in \\${ENV}"),
     ],
 )
 def test_malformed_or_refused_reply_names_the_image(api, prompt, pattern):
     with pytest.raises(JudgeReplyError, match=pattern) as info:
         make(api, retries=0).score_batch([img(), img()], ["fine", prompt], [{}, {}])
     assert "image 1" in str(info.value) and KEY not in str(info.value)
+    assert str(info.value).startswith(f"api-judge at {api.url}/chat/completions: image 1: ")
+    assert [i for i, _ in info.value.failures] == [1]
+    assert isinstance(info.value, ExternalServiceError)
+
+
+def test_unreachable_server_names_the_image_and_the_connection_error():
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    critic = APIJudgeCritic(
+        base_url=f"http://127.0.0.1:{port}/v1", model="m", api_key_env=ENV, retries=0
+    )
+    with pytest.raises(JudgeReplyError, match=r"image 0: connection failed after 1 attempts: "):
+        critic.score(img(), "a cat")
+
+
+def test_key_echoed_in_an_answer_is_redacted_in_details(api):
+    res = make(api, logprobs=False).score(img(), "an echo-answer cat")
+    assert res.score == 0.0 and KEY not in json.dumps(res.to_dict())
+    assert "Bearer ***" in res.details["answer"]
 
 
 def test_ensemble_skip_policy_applies_to_judge_errors(api):
@@ -244,7 +353,7 @@ def test_ensemble_skip_policy_applies_to_judge_errors(api):
     assert res.score == res.details["critics"]["color"]["score"]
 
 
-# -- WISE -------------------------------------------------------------------------------------------
+# -- rubrics ----------------------------------------------------------------------------------------
 
 
 def test_wise_rubric_scores_and_uses_explanation(api):
@@ -271,32 +380,71 @@ def test_wise_rubric_scores_and_uses_explanation(api):
     )
 
 
-def test_custom_wise_prompt_with_literal_braces(api):
-    template = 'Judge "{prompt}". {explanation}Give three integer scores as {"consistency": n, ...}'
-    critic = make(api, rubric="wise", wise_prompt=template)
+def test_wise_plain_line_reply_from_a_template_file(api, tmp_path):
+    # issue #11 case 2: WISE's own prompt asks for plain lines; main failed with "no JSON object"
+    f = tmp_path / "wise_official.txt"
+    f.write_text("GRADE-WISE wiseplain\nPrompt: {prompt}\n{explanation}Consistency: ...\n")
+    critic = make(api, rubric="wise", template_file=str(f))
+    res = critic.score(img(), "a fox", {"Explanation": "orange fur"})
+    assert res.score == pytest.approx(0.8)
+    assert res.details["grades"] == {"consistency": 2.0, "realism": 1.0, "aesthetic_quality": 0.0}
+    sent = api.requests[0]["text"]
+    assert "Prompt: a fox\nWhat the image should show (explanation): orange fur\n" in sent
+    assert critic.config()["template_sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+
+
+def test_deprecated_wise_prompt_still_works(api):
+    template = 'GRADE-WISE Judge "{prompt}". {explanation}Scores as {"consistency": n, ...}'
+    with pytest.warns(DeprecationWarning, match="wise_prompt"):
+        critic = make(api, rubric="wise", wise_prompt=template)
     res = critic.score(img(), "a fox", {"Explanation": "orange fur"})
     sent = api.requests[0]["text"]
-    assert sent.startswith('Judge "a fox". What the image should show (explanation): orange fur')
+    assert sent.startswith('GRADE-WISE Judge "a fox". What the image should show (explanation)')
     assert sent.endswith('{"consistency": n, ...}')
     assert res.details["prompt_sha256"] == hashlib.sha256(sent.encode()).hexdigest()
-    assert critic.config()["wise_prompt"] == template
-    with pytest.raises(MilrUserError, match="wise_prompt"):
-        make(api, rubric="wise", wise_prompt="no placeholder")
+    assert critic.config()["template"] == template
+    with pytest.warns(DeprecationWarning, match="backoff"):
+        make(api, backoff=0.5)
+    with pytest.raises(MilrUserError, match=r"template must contain \{prompt\}"):
+        make(api, rubric="wise", template="no placeholder")
+
+
+def test_likert5_and_checklist_rubrics(api):
+    res = make(api, rubric="likert5").score(img(), "a small apple")
+    assert res.score == pytest.approx(0.75) and res.details["final_score"] == 4.0
+    res = make(api, rubric="checklist").score(img(), "two dogs")
+    assert (res.score, res.passed, res.details["checklist_score"]) == (0.0, False, -1)
+    assert api.requests[-1]["body"]["max_tokens"] == 512
 
 
 def test_wise_bad_grades_are_a_clear_error(api):
-    with pytest.raises(JudgeReplyError, match="outside 0-2|lacks"):
+    with pytest.raises(JudgeReplyError, match="outside 0-2"):
         make(api, rubric="wise", retries=0).score(img(), "badgrades")
 
 
-def test_parse_wise_and_wiscore():
-    g = parse_wise('Sure! {"Consistency": "2", "realism": 0, "aesthetics": 1} hope that helps')
-    assert g == {"consistency": 2.0, "realism": 0.0, "aesthetic_quality": 1.0}
-    assert wiscore(g) == pytest.approx(0.75)
-    assert wiscore({"consistency": 2, "realism": 2, "aesthetic_quality": 2}) == 1.0
-    with pytest.raises(ValueError, match="no JSON"):
-        parse_wise("no json here")
-    assert "{prompt}" in WISE_PROMPT
+# -- Azure ------------------------------------------------------------------------------------------
+
+
+def test_azure_deployment_path_version_and_key_header(api):
+    critic = make(
+        api,
+        base_url=api.root,
+        api_type="azure",
+        deployment="gpt4o-eval",
+        api_version="2024-10-21",
+    )
+    res = critic.score(img(), "a red square")
+    assert res.score == pytest.approx(0.8)
+    req = api.requests[0]
+    parts = urlsplit(req["path"])
+    assert parts.path == "/openai/deployments/gpt4o-eval/chat/completions"
+    assert parse_qs(parts.query) == {"api-version": ["2024-10-21"]}
+    assert req["headers"].get("api-key") == KEY
+    assert critic.endpoint.endswith("/openai/deployments/gpt4o-eval/chat/completions")
+    with pytest.raises(MilrUserError, match="api_version"):
+        make(api, api_type="azure")
+    with pytest.raises(MilrUserError, match="api_type=azure"):
+        make(api, api_version="2024-10-21")
 
 
 # -- parameters ---------------------------------------------------------------------------------------
@@ -315,16 +463,38 @@ def test_key_like_values_are_refused_without_echo():
 
 def test_missing_env_var_and_other_user_errors(monkeypatch, api):
     monkeypatch.delenv(ENV)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-ambient-key-must-not-be-sent-000000")
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-ambient-key-must-not-be-sent-0")
     with pytest.raises(MilrUserError, match=f"{ENV} is not set"):
         make(api).score(img(), "x")
     assert make(api, api_key_env="none").score(img(), "x").score == pytest.approx(0.8)
-    assert "Authorization" not in api.requests[-1]["headers"]
+    headers = api.requests[-1]["headers"]
+    assert "authorization" not in headers and "api-key" not in headers
+    assert "ambient" not in json.dumps(headers)
     with pytest.raises(MilrUserError, match="base_url"):
         APIJudgeCritic(base_url="api.openai.com", model="m")
-    with pytest.raises(MilrUserError, match="model=NAME"):
+    with pytest.raises(MilrUserError, match="'model' is required: e.g. model=gpt-4o"):
         APIJudgeCritic(base_url="http://x/v1")
-    with pytest.raises(MilrUserError, match="rubric='gpt'"):
+    with pytest.raises(MilrUserError, match="'rubric'='gpt' must be one of 'yesno', 'wise'"):
         APIJudgeCritic(base_url="http://x/v1", model="m", rubric="gpt")
+    for bad, match in (
+        ({"timeout": 0}, "'timeout'=0 must be > 0"),
+        ({"timeout": True}, "'timeout'=True is a boolean"),
+        ({"concurrency": 0}, "'concurrency'=0 must be >= 1"),
+        ({"api_key_env": "MY-KEY"}, "not an environment variable name"),
+        ({"tmeout": 3}, "unknown parameter 'tmeout'.*did you mean 'timeout'"),
+    ):
+        with pytest.raises(MilrUserError, match=match):
+            APIJudgeCritic(base_url="http://x/v1", model="m", **bad)
+    critic = APIJudgeCritic(base_url="http://x/v1/", model="m", timeout="2.5")
+    assert critic.timeout == 2.5 and critic.base_url == "http://x/v1"
+    assert (
+        critic.config()["api_key_env"] == "OPENAI_API_KEY" and "template_sha256" in critic.config()
+    )
+    assert make(api).judge_prompt("a {x} sign", {}) == YESNO_TEMPLATE.replace(
+        "{prompt}", "a {x} sign"
+    )
+    assert "{prompt}" in WISE_TEMPLATE and "{explanation}" in WISE_TEMPLATE
 
 
 _SERVER: dict = {}
@@ -339,3 +509,126 @@ class TestAPIJudgeContract(CriticContract):
 
     def make_critic(self):
         return make(_SERVER["api"], api_key_env="none")
+
+
+# -- the CLI: one line per failed image, and no key anywhere a run writes -----------------------------
+
+SOLVER = '''
+from PIL import Image
+from milr.bench.runner import Outcome
+
+
+class StillSolver:
+    """No optimisation: one flat image per seed, so the run exercises only the evaluation."""
+
+    def __init__(self, opts, device):
+        pass
+
+    def solve(self, prompt, seed):
+        image = Image.new("RGB", (32, 32), (seed % 256, 60, 90))
+        traj = {"steps": 0, "stop_reason": "max_steps", "scores": [0.0], "rewards": [-1.0],
+                "passed": [False], "critic_calls": 0}
+        return Outcome(image, image, traj, {"seed": seed})
+
+
+def make_solver(opts, device):
+    return StillSolver(opts, device)
+'''
+
+
+def _all_text_under(folder) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def test_milr_score_judge_failure_is_one_line_with_image_endpoint_reason(api, tmp_path):
+    from cli_helpers import run_milr
+
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    img(64).save(good)
+    img(64).save(bad)
+    spec = f"api-judge:base_url={api.url},model=fake-4o,api_key_env={ENV},retries=0,logprobs=false"
+    proc = run_milr(
+        "score", str(bad), "--prompt", "an echo-401 cat", "--critic", spec, env={ENV: KEY}
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: {bad}: api-judge at {api.url}/chat/completions: HTTP 401: invalid credentials: "
+        f"Bearer *** (check the key in ${ENV})"
+    ]
+    assert "please report" not in proc.stderr and "Traceback" not in proc.stderr
+    assert KEY not in proc.stdout + proc.stderr
+    # a working image and an answer that echoes the key: exit 0, key redacted in the output
+    proc = run_milr(
+        "score",
+        str(good),
+        "--prompt",
+        "an echo-answer cat",
+        "--critic",
+        spec,
+        "--json",
+        env={ENV: KEY},
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)["results"][0]
+    assert "Bearer ***" in out["critics"]["api-judge"]["details"]["answer"]
+    assert KEY not in proc.stdout + proc.stderr
+
+
+def test_milr_bench_with_a_key_echoing_server_writes_the_key_nowhere(api, tmp_path):
+    from cli_helpers import run_milr
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "still_solver.py").write_text(SOLVER)
+    suite = tmp_path / "wise.json"
+    items = [
+        {
+            "prompt_id": 1,
+            "Prompt": "an echo-401 lantern",
+            "Explanation": "x",
+            "Category": "Cultural knowledge",
+            "Subcategory": "Festival",
+        },
+        {
+            "prompt_id": 2,
+            "Prompt": "an echo-answer lantern",
+            "Explanation": "y",
+            "Category": "Natural science",
+            "Subcategory": "Physics",
+        },
+    ]
+    suite.write_text(json.dumps(items))
+    out = tmp_path / "run"
+    spec = f"api-judge:base_url={api.url},model=fake-4o,api_key_env={ENV},retries=0,logprobs=false"
+    env = {ENV: KEY, "PYTHONPATH": str(site), "MILR_DEBUG": "1"}
+    proc = run_milr(
+        "bench",
+        str(suite),
+        "--solver",
+        "still_solver:make_solver",
+        "--critic",
+        spec,
+        "--steps",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [
+        json.loads(line)
+        for f in sorted((out / "records").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+    errors = [r["milr"]["error"] for r in records if r["milr"] and r["milr"]["error"]]
+    answers = [
+        json.dumps(r["milr"]["details"]) for r in records if r["milr"] and not r["milr"]["error"]
+    ]
+    assert errors and all("HTTP 401: invalid credentials: Bearer ***" in e for e in errors)
+    assert answers and all("Bearer ***" in a for a in answers)
+    written = _all_text_under(out)
+    assert b"Bearer ***" in written  # the server's texts were kept, only the key is gone
+    assert KEY.encode() not in written
+    assert KEY not in proc.stdout + proc.stderr

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from milr import MilrUserError, evaluate, get_registry
+from milr import ExternalServiceError, MilrUserError, evaluate, get_registry
 from milr.critics.judge import DEFAULT_QUESTION, JudgeCritic
+from milr.critics.rubrics import JudgeReplyError
 from milr.testing import CriticContract
 
 WORDS = [
@@ -42,6 +43,9 @@ WORDS = [
     ":",
     "user",
     "assistant",
+    "final",
+    "score",
+    "4",
 ]
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}"
@@ -192,27 +196,124 @@ def test_model_loaded_once_per_process(llava):
     assert a.load()[0] is b.load()[0]
 
 
-def test_threshold_and_custom_question(llava):
+def test_threshold_and_custom_template(llava):
     critic = JudgeCritic(
-        model=str(llava), device="cpu", threshold=None, question="Is {prompt} here?"
+        model=str(llava), device="cpu", threshold=None, template="Is {prompt} here?"
     )
     res = critic.score(images()[0], "a red apple")
     assert res.passed is None and res.details["question"] == "Is a red apple here?"
+    with pytest.warns(DeprecationWarning, match="question= is deprecated"):
+        old = JudgeCritic(model=str(llava), device="cpu", question="Is {prompt} here?")
+    assert old.template == "Is {prompt} here?"
 
 
 def test_user_errors(llava, tmp_path):
-    with pytest.raises(MilrUserError, match="needs model=PATH"):
+    with pytest.raises(MilrUserError, match="'model' is required: a checkpoint directory"):
         JudgeCritic()
-    with pytest.raises(MilrUserError, match=r"\{prompt\}"):
-        JudgeCritic(model=str(llava), question="Is it good?")
-    with pytest.raises(MilrUserError, match="dtype='int8'"):
+    with pytest.raises(MilrUserError, match=r"must contain \{prompt\}"):
+        JudgeCritic(model=str(llava), template="Is it good?")
+    with pytest.raises(MilrUserError, match="'dtype'='int8' must be one of"):
         JudgeCritic(model=str(llava), dtype="int8")
+    with pytest.raises(MilrUserError, match="'rubric'='stars'"):
+        JudgeCritic(model=str(llava), rubric="stars")
     missing = tmp_path / "no-such-model"
     with pytest.raises(MilrUserError, match="no-such-model"):
         JudgeCritic(model=str(missing), device="cpu").score(images()[0], "x")
     critic = JudgeCritic(model=str(llava), device="cpu", yes_words="oui|Oui")
+    assert critic.params.yes_words == ("oui", "Oui")
     with pytest.raises(MilrUserError, match="yes_words"):
         critic.score(images()[0], "x")
+
+
+# -- rubrics that need a written answer -----------------------------------------------------------
+
+
+@functools.cache
+def scripted_llava_dir() -> Path:
+    """The tiny LLaVA rewired so its greedy answer to anything is "final score 4".
+
+    Attention and MLP outputs are zeroed, so each position's hidden state is its own token's
+    embedding; the chain ":" -> "final" -> "score" -> "4" -> "</s>" is written into orthogonal
+    embeddings and the output head. Real architecture, real generate(); only the weights are set.
+    """
+    import torch
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    src = tiny_llava_dir()
+    model = LlavaForConditionalGeneration.from_pretrained(src).eval()
+    processor = AutoProcessor.from_pretrained(src)
+    vocab = processor.tokenizer.get_vocab()
+    lm = model.model.language_model
+    chain = [":", "final", "score", "4", "</s>"]
+    with torch.no_grad():
+        for layer in lm.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.lm_head.weight.zero_()
+        for k, (tok, nxt) in enumerate(zip(chain, chain[1:])):
+            basis = torch.zeros(lm.config.hidden_size)
+            basis[k] = 1.0
+            lm.embed_tokens.weight[vocab[tok]] = basis
+            model.lm_head.weight[vocab[nxt]] = 50.0 * basis
+    model.generation_config.eos_token_id = vocab["</s>"]
+    out = Path(tempfile.mkdtemp(prefix="milr-scripted-llava-"))
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def test_likert5_reads_the_generated_final_score():
+    critic = JudgeCritic(model=str(scripted_llava_dir()), device="cpu", rubric="likert5")
+    res = evaluate(critic, images(), PROMPTS, None)
+    assert [r.details["answer"] for r in res] == ["final score 4"] * 3
+    assert [r.score for r in res] == [0.75] * 3 and res[0].details["final_score"] == 4.0
+    assert all(r.passed is None for r in res)
+    strict = JudgeCritic(
+        model=str(scripted_llava_dir()), device="cpu", rubric="likert5", threshold=0.8
+    )
+    assert strict.score(images()[0], "x").passed is False
+
+
+def test_checklist_unreadable_answer_is_a_fail_and_wise_an_error_naming_the_image():
+    path = str(scripted_llava_dir())
+    res = JudgeCritic(model=path, device="cpu", rubric="checklist").score(images()[0], "x")
+    assert (res.score, res.passed, res.details["unparsable"]) == (0.0, False, True)
+    with pytest.raises(
+        JudgeReplyError, match=r"image 1: the answer cannot be read as rubric 'wise'"
+    ):
+        JudgeCritic(model=path, device="cpu", rubric="wise").score_batch(
+            images()[:2], PROMPTS[:2], [{}, {}]
+        )
+    try:
+        JudgeCritic(model=path, device="cpu", rubric="wise").score(images()[0], "x")
+    except ExternalServiceError as exc:
+        assert exc.service == f"judge ({path})" and exc.failures[0][0] == 0
+    else:
+        raise AssertionError("an unreadable wise answer must raise")
+
+
+def test_generated_answers_equal_unbatched_greedy_generate(llava):
+    """Left-padded batches give each image the answer an unpadded generate() gives it."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    critic = JudgeCritic(
+        model=str(llava), device="cpu", rubric="checklist", batch_size=2, max_new_tokens=6
+    )
+    res = evaluate(critic, images(), PROMPTS, None)
+    model = AutoModelForImageTextToText.from_pretrained(llava).eval()
+    processor = AutoProcessor.from_pretrained(llava)
+    for r, im, prompt in zip(res, images(), PROMPTS, strict=True):
+        text, add = critic.build_text(processor, prompt)
+        inputs = processor(text=[text], images=[im], return_tensors="pt", add_special_tokens=add)
+        with torch.no_grad():
+            out = model.generate(**inputs, do_sample=False, max_new_tokens=6)
+        expected = processor.tokenizer.decode(
+            out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        ).strip()
+        assert r.details["answer"] == expected
+        assert len(r.details["answer"].split()) <= 6
+    assert len({r.details["answer"] for r in res}) > 1, "answers should depend on the input"
 
 
 class TestJudgeContract(CriticContract):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -201,3 +203,111 @@ def test_tesseract_workers_give_identical_results():
     assert all(r.passed for r in three)
     with pytest.raises(MilrUserError, match="'workers'=0 must be >= 1"):
         OCRCritic(backend="tesseract", workers=0)
+
+
+# -- a tesseract that never returns ----------------------------------------------------------------
+
+HUNG = "#!/bin/sh\n# a tesseract that hangs on every call, --version included\nexec sleep 30\n"
+
+
+@pytest.fixture
+def hung_tesseract(tmp_path, monkeypatch):
+    """A real process named `tesseract`, first on PATH, that sleeps instead of reading."""
+    folder = tmp_path / "hung-bin"
+    folder.mkdir()
+    exe = folder / "tesseract"
+    exe.write_text(HUNG)
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    return folder
+
+
+def test_hung_tesseract_is_stopped_and_the_image_named(hung_tesseract):
+    from milr import ExternalServiceError
+
+    critic = OCRCritic(backend="tesseract", timeout=0.5, no_text="neutral")
+    t0 = time.monotonic()
+    with pytest.raises(ExternalServiceError) as info:
+        critic.score_batch(
+            [render("HI"), render("NO"), render("OK")],
+            ['say "HI"', "no text here", 'say "OK"'],
+            [{}, {}, {}],
+        )
+    elapsed = time.monotonic() - t0
+    assert elapsed < 2 * (0.5 + 1.5), elapsed  # two images, each killed within ~1 s of its limit
+    assert [i for i, _ in info.value.failures] == [0, 2]  # the text-less image needs no OCR
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(
+        "ocr (tesseract): image 0: tesseract did not finish"
+    )
+    assert "timeout=0.5 s" in text
+    assert OCRCritic.Params.model_fields["timeout"].default == 60.0
+
+
+def test_milr_score_and_bench_go_on_past_a_hung_tesseract(hung_tesseract, tmp_path):
+    import json
+
+    from cli_helpers import run_milr
+
+    image = tmp_path / "sign.png"
+    render("OPEN").save(image)
+    spec = "ocr:backend=tesseract,timeout=0.5"
+    env = {"PATH": os.environ["PATH"]}
+    proc = run_milr("score", str(image), "--prompt", 'a sign that says "OPEN"', "-c", spec, env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: {image}: ocr (tesseract): tesseract did not finish within timeout=0.5 s and was "
+        "stopped; raise timeout= for large images, or check the tesseract binary"
+    ]
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "still_solver.py").write_text(
+        "from PIL import Image\nfrom milr.bench.runner import Outcome\n\n"
+        "class S:\n    def __init__(self, opts, device):\n        pass\n\n"
+        "    def solve(self, prompt, seed):\n"
+        "        im = Image.new('RGB', (64, 64), 'white')\n"
+        "        traj = {'steps': 0, 'stop_reason': 'max_steps', 'scores': [0.0],\n"
+        "                'rewards': [-1.0], 'passed': [False], 'critic_calls': 0}\n"
+        "        return Outcome(im, im, traj, {'seed': seed})\n\n"
+        "def make_solver(opts, device):\n    return S(opts, device)\n"
+    )
+    suite = tmp_path / "wise.json"
+    items = [
+        {
+            "prompt_id": i,
+            "Prompt": f'a sign that says "WORD{i}"',
+            "Explanation": "x",
+            "Category": "Cultural knowledge",
+            "Subcategory": "Festival",
+        }
+        for i in (1, 2)
+    ]
+    suite.write_text(json.dumps(items))
+    out = tmp_path / "run"
+    env["PYTHONPATH"] = str(site)
+    proc = run_milr(
+        "bench",
+        str(suite),
+        "--solver",
+        "still_solver:make_solver",
+        "--critic",
+        spec,
+        "--steps",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [
+        json.loads(line)
+        for f in sorted((out / "records").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+    assert sorted(r["prompt_id"] for r in records) == ["1", "2"]  # the run went on
+    for r in records:
+        for side in ("base", "milr"):
+            assert r[side]["score"] is None
+            assert "tesseract did not finish within timeout=0.5 s" in r[side]["error"]

@@ -33,6 +33,13 @@ def images() -> list[Image.Image]:
     ]
 
 
+def reference_text(gen, critic: SelfJudgeCritic, prompt: str) -> str:
+    """The judge input written out by hand: BOS first, the chat format, the image placeholder."""
+    return "<bos>" + critic.params.chat_format.replace(
+        "{question}", critic.judge_text(prompt)
+    ).replace("{image}", gen.processor.image_token)
+
+
 def direct_scores(gen, critic: SelfJudgeCritic) -> list[float]:
     """Reference: one unpadded full forward of the generator's model per image; softmax of logits."""
     import torch
@@ -40,12 +47,8 @@ def direct_scores(gen, critic: SelfJudgeCritic) -> list[float]:
     vocab = gen.processor.tokenizer.get_vocab()
     out = []
     for im, prompt in zip(images(), PROMPTS, strict=True):
-        question = critic.question.replace("{prompt}", prompt)
-        text = critic.template.replace("{question}", question).replace(
-            "{image}", gen.processor.image_token
-        )
         inputs = gen.processor(
-            text=["<bos>" + text],
+            text=[reference_text(gen, critic, prompt)],
             images=[im],
             return_tensors="pt",
             add_special_tokens=False,
@@ -154,3 +157,38 @@ def test_optimizer_binds_its_generator_and_uses_the_self_reward(janus):
         assert 0.0 <= judged["score"] <= 1.0 and step.reward == pytest.approx(step.score - 1)
         assert judged["score"] == pytest.approx(step.score)
         assert judged["passed"] == (judged["score"] >= 0.5)
+
+
+def test_checklist_rubric_generates_with_the_generators_model(janus):
+    """SelfReward: the generator writes its check; unreadable (random weights) counts as a fail."""
+    import torch
+
+    critic = SelfJudgeCritic(rubric="checklist", batch_size=2, max_new_tokens=5)
+    critic.bind(generator=janus)
+    res = evaluate(critic, images(), PROMPTS, None)
+    for r, im, prompt in zip(res, images(), PROMPTS, strict=True):
+        assert (r.score, r.passed) == (0.0, False) and r.details["unparsable"] is True
+        inputs = janus.processor(
+            text=[reference_text(janus, critic, prompt)],
+            images=[im],
+            return_tensors="pt",
+            add_special_tokens=False,
+        )
+        with torch.no_grad():
+            out = janus.model.generate(**inputs, do_sample=False, max_new_tokens=5)
+        expected = janus.processor.tokenizer.decode(
+            out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        ).strip()
+        assert r.details["answer"] == expected
+    assert 'Then answer with JSON on the last line: {"Score": 0}' in critic.judge_text("x")
+
+
+def test_old_template_parameter_is_the_chat_format_with_a_warning():
+    fmt = "<|User|>: {image}\n{question}\n<|Assistant|>:"
+    with pytest.warns(DeprecationWarning, match="chat_format"):
+        critic = SelfJudgeCritic(template=fmt)
+    assert critic.params.chat_format == fmt and critic.params.template is None
+    with pytest.raises(
+        MilrUserError, match=r"'chat_format'=.*must contain \{image\} and \{question\}"
+    ):
+        SelfJudgeCritic(chat_format="{question} only")

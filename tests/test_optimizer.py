@@ -87,11 +87,26 @@ def test_modes_change_their_latents(gen, red, mode, changes):
     assert (res.steps[0].reasoning is None) == (mode == "image")
 
 
-def test_alternating_modes(gen, red):
-    res = MILR(gen, red, MILRConfig(mode="image_text", max_steps=3, threshold=0.0, **FAST)).run(
-        PROMPT
-    )
-    assert [s.updated for s in res.steps[1:]] == [["image"], ["text"], ["image"]]
+def test_interleaved_alternates_text_first(gen, red):
+    cfg = MILRConfig(mode="interleaved", max_steps=3, threshold=0.0, **FAST)
+    res = MILR(gen, red, cfg).run(PROMPT)
+    assert [s.updated for s in res.steps[1:]] == [["text"], ["image"], ["text"]]
+
+
+@pytest.mark.parametrize("mode", ["text_image", "image_text"])
+def test_sequential_modes_run_one_phase_then_the_other(gen, red, mode):
+    """The authors' sequential modes: text steps hold the image prefix; budgets per phase."""
+    cfg = MILRConfig(mode=mode, text_steps=2, image_steps=3, threshold=0.0, **FAST)
+    res = MILR(gen, red, cfg).run(PROMPT)
+    first, second = mode.split("_")
+    n_first, n_second = (2, 3) if first == "text" else (3, 2)
+    assert [s.updated for s in res.steps[1:]] == [[first]] * n_first + [[second]] * n_second
+    assert res.n_steps == 5 and res.stop_reason == "max_steps"
+    text_steps = [s for s in res.steps[1:] if s.updated == ["text"]]
+    held = res.steps[0].image_prefix if first == "text" else res.steps[n_first].image_prefix
+    assert all(s.image_prefix == held for s in text_steps)  # the image prefix is held
+    if first == "text":  # the image phase reasons under the final text-phase prefix
+        assert all(s.text_prefix == text_steps[-1].text_prefix for s in res.steps[n_first + 1 :])
 
 
 def test_early_stop_when_first_image_passes(gen):
@@ -262,7 +277,9 @@ def test_memory_does_not_grow_with_steps(gen, red):
         if rec.step in (3, 30):
             seen[rec.step] = _live_tensor_bytes() - base
 
-    cfg = MILRConfig(mode="both", max_steps=30, threshold=0.0, max_reasoning_tokens=6, image_k=0.25)
+    cfg = MILRConfig(
+        mode="both", max_steps=30, threshold=0.0, max_reasoning_tokens=6, image_k=0.25, text_k=0.5
+    )
     MILR(gen, red, cfg).run(PROMPT, callback=cb)
     assert seen[30] <= seen[3] * 1.1 + 4096, seen
 
@@ -347,3 +364,64 @@ def test_adapter_without_max_tokens_still_runs_with_a_deprecation_warning(gen, r
     assert res.n_steps == 1 and len(res.steps[0].reasoning.split()) > 10  # its own cap (24)
     cfg = MILRConfig(mode="both", max_steps=1, threshold=0.0, image_k=0.25, text_k=0.3)
     assert MILR(old, red, cfg).run(PROMPT).n_steps == 1  # no cap asked: no warning needed
+
+
+@pytest.mark.parametrize(
+    "rule,n,eos,text_k,expected",
+    [
+        ("paper", 9, True, 0.1, 1),  # L = 10 latents (EOS-predicting one included)
+        ("paper", 9, False, 0.1, 0),  # L = 9: M = 0, no text optimisation
+        ("paper", 19, True, 0.1, 2),
+        ("paper", 3, True, 1.0, 4),  # every latent, the EOS-predicting one too
+        ("at_least_one", 9, True, 0.1, 1),  # milr 0.1: max(1, int(text_k * n))
+        ("at_least_one", 19, True, 0.1, 1),
+        ("at_least_one", 0, False, 0.5, 0),
+    ],
+)
+def test_text_prefix_rules(rule, n, eos, text_k, expected):
+    cfg = MILRConfig(text_prefix=rule, text_k=text_k)
+    assert cfg.text_prefix_length(n, eos) == expected
+
+
+def test_m_zero_leaves_the_prompt_unoptimised_like_the_authors(gen, red):
+    cfg = MILRConfig(mode="both", max_steps=3, threshold=0.0, max_reasoning_tokens=5, text_k=0.1)
+    res = MILR(gen, red, cfg).run(PROMPT)
+    assert res.stop_reason == "no_text_prefix" and res.n_steps == 0 and res.text_prefix_len == 0
+    old = MILR(gen, red, MILRConfig(**{**cfg.to_dict(), "text_prefix": "at_least_one"}))
+    res = old.run(PROMPT)
+    assert res.text_prefix_len == 1 and res.n_steps == 3
+
+
+def test_eos_latent_counts_in_the_text_prefix(gen, red):
+    """A reasoning that ended with EOS: with text_k = 1 the EOS-predicting latent is optimised."""
+    from milr.generator import Reasoning
+    from milr.models.janus import JanusGenerator
+
+    class EndsAtThree(JanusGenerator):
+        def _rollout(self, prompt, prefix_tokens, max_tokens):
+            full = super()._rollout(prompt, prefix_tokens[:3], 4)
+            return Reasoning(full.tokens[:3], full.latents[:3], "x", eos_latent=full.latents[3])
+
+    g = EndsAtThree(gen.model, gen.processor, gen.settings, checkpoint="eos", style=gen.style)
+    g.memoize_reasoning = False
+    opt = MILR(
+        g, red, MILRConfig(mode="both", max_steps=1, threshold=0.0, text_k=1.0, image_k=0.25)
+    )
+    res = opt.run(PROMPT)
+    first = g._rollout(PROMPT, [], 4)
+    assert len(first.tokens) == 3 and first.eos_latent is not None
+    assert res.text_prefix_len == 4
+    assert torch.equal(opt.initial_latents["text"][3], first.eos_latent)  # the EOS latent
+
+
+def test_latent_dtype_model_or_float32(gen, red):
+    for choice, dtype in (("model", gen.dtype), ("float32", torch.float32)):
+        opt = MILR(gen, red, MILRConfig(max_steps=1, threshold=0.0, latent_dtype=choice, **FAST))
+        opt.run(PROMPT)
+        assert opt.latents["text"].dtype == dtype and opt.latents["image"].dtype == dtype
+    with pytest.raises(MilrUserError, match="latent_dtype='bf16'"):
+        MILRConfig(latent_dtype="bf16")
+
+
+def test_default_steps_follow_the_authors_geneval_script():
+    assert MILRConfig().max_steps == 30

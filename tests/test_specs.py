@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+import milr
 from milr.errors import SpecError
 from milr.specs import build_critic, load_spec_file, parse_spec, resolve_specs
 
@@ -102,3 +105,182 @@ def test_bad_toml_files(tmp_path, content, fragment):
 def test_missing_spec_file():
     with pytest.raises(SpecError, match="does not exist"):
         resolve_specs(["/nonexistent/reward.toml"])
+
+
+# -- weights_by_tag, labels, sources ------------------------------------------------------------
+
+
+def _write(tmp_path, text, name="reward.toml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+MIXED = """
+[[critic]]
+name = "color"
+label = "red"
+target = "red"
+weight = 0.75
+weights_by_tag = { colors = 0.5, color_attr = 0.5 }
+
+[[critic]]
+name = "colorfulness"
+weight = 0.25
+weights_by_tag = { colors = 0.5, color_attr = 0.5 }
+"""
+
+
+def test_toml_weights_by_tag_and_label(tmp_path):
+    path = _write(tmp_path, MIXED)
+    specs, _ = load_spec_file(path)
+    assert specs[0].weights_by_tag == {"colors": 0.5, "color_attr": 0.5}
+    assert specs[0].label == "red" and specs[0].params == {"target": "red"}
+    assert specs[1].source == f"{str(path)!r} [[critic]] 2 ('colorfulness')"
+    ens = build_critic(str(path))
+    assert ens.labels == ["red", "colorfulness"]
+    from PIL import Image
+
+    red = Image.new("RGB", (8, 8), (220, 30, 30))
+    res = ens.score(red, "a red thing", {"tag": "colors"})
+    assert res.details["critics"]["red"]["weight"] == 0.5
+    res = ens.score(red, "a red thing", {"tag": "counting"})
+    assert res.details["critics"]["red"]["weight"] == 0.75
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ("weights_by_tag = { colors = -0.5 }", "[[critic]] 1 ('color') weights_by_tag.colors"),
+        ("weights_by_tag = { colors = 'heavy' }", "weights_by_tag.colors"),
+        ("weights_by_tag = 0.5", "weights_by_tag must be a non-empty table"),
+        ("weights_by_tag = {}", "weights_by_tag must be a non-empty table"),
+        ("label = ''", "[[critic]] 1 ('color'): label must be a non-empty string"),
+        ("weight = true", "[[critic]] 1 ('color')"),
+    ],
+)
+def test_bad_conditional_tables_name_file_table_and_key(tmp_path, table, fragment):
+    path = _write(tmp_path, f'[[critic]]\nname = "color"\n{table}\n')
+    with pytest.raises(SpecError) as info:
+        load_spec_file(path)
+    message = str(info.value)
+    assert str(path) in message and fragment in message and "\n" not in message
+
+
+def test_build_errors_name_the_spec_file_and_table(tmp_path):
+    path = _write(
+        tmp_path,
+        '[[critic]]\nname = "sharpness"\n[[critic]]\nname = "color"\ntarget = 3\ntolerance = -1\n',
+    )
+    with pytest.raises(milr.MilrUserError) as info:
+        build_critic(str(path))
+    message = str(info.value)
+    assert message.startswith(f"{str(path)!r} [[critic]] 2 ('color'): critic 'color'")
+    assert "'tolerance'" in message and "\n" not in message
+
+
+def test_route_table_in_a_spec_file(tmp_path):
+    path = _write(
+        tmp_path,
+        """
+[[critic]]
+name = "route"
+field = "category"
+
+  [[critic.member]]
+  name = "color"
+  target = "red"
+  when = ["color"]
+
+  [[critic.member]]
+  name = "sharpness"
+  when = ["texture"]
+""",
+    )
+    ens = build_critic(str(path))
+    from PIL import Image
+
+    red = Image.new("RGB", (8, 8), (220, 30, 30))
+    res = ens.score(red, "p", {"category": "color"})
+    route = res.details["critics"]["route"]
+    assert route["details"]["route"]["critics"] == ["color"] and res.score == 1.0
+
+
+@pytest.mark.parametrize(
+    ("member", "fragment"),
+    [
+        ('name = "color"\nwhen = "color"', "'when'"),
+        (
+            'name = "color"\nwhen = ["color"]\ntarget = "nocolour"',
+            "member 1 ('color'): critic 'color'",
+        ),
+        ('name = "nope"\nwhen = ["color"]', "member 1 ('nope'): unknown critic 'nope'"),
+        ('name = "color"\nwhen = ["color"]\nweight = -1', "'weight'"),
+        ('name = "color"', "'color' has no when"),
+        ('name = "route"\nwhen = ["x"]', "itself a route"),
+    ],
+)
+def test_bad_route_members_name_file_table_and_member(tmp_path, member, fragment):
+    path = _write(
+        tmp_path, f'[[critic]]\nname = "route"\nfield = "category"\n[[critic.member]]\n{member}\n'
+    )
+    with pytest.raises(milr.MilrUserError) as info:
+        build_critic(str(path))
+    message = str(info.value)
+    assert message.startswith(f"{str(path)!r} [[critic]] 1 ('route')"), message
+    assert fragment in message and "\n" not in message
+
+
+def test_placeholders_need_a_declaration(tmp_path):
+    path = _write(tmp_path, '[[critic]]\nname = "color"\ntarget = "${colour}"\n')
+    with pytest.raises(
+        SpecError, match=r"\[\[critic\]\] 1 \('color'\).target: \$\{colour\} is not declared"
+    ):
+        load_spec_file(path)
+    path = _write(
+        tmp_path,
+        '[preset]\ndescription = "d"\n[preset.params.colour]\ndescription = "c"\ndefault = "red"\n'
+        '[[critic]]\nname = "color"\ntarget = "${colour}"\n',
+        "declared.toml",
+    )
+    assert load_spec_file(path)[0][0].params == {"target": "red"}
+    assert load_spec_file(path, {"colour": "blue"})[0][0].params == {"target": "blue"}
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("preset:", "expected preset:NAME"),
+        ("preset:mixed-reward,weight=2", "a preset has no weight"),
+        ("preset:mixed-reward,gdino", "'gdino' is not key=value"),
+        ("preset:no-such-preset", "unknown preset 'no-such-preset'; known presets: geneval"),
+        ("preset:mixed-reward,gdno=/m", "unknown preset parameter(s) ['gdno']"),
+        ("preset:mixed-reward", "preset 'mixed-reward' is missing gdino"),
+        ("preset:/nonexistent/x.toml", "does not exist"),
+    ],
+)
+def test_preset_spec_errors(text, fragment):
+    with pytest.raises(SpecError) as info:
+        resolve_specs([text])
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_score_with_a_route_file(tmp_path):
+    from cli_helpers import run_milr
+    from PIL import Image
+
+    image = tmp_path / "red.png"
+    Image.new("RGB", (8, 8), (220, 30, 30)).save(image)
+    path = _write(
+        tmp_path,
+        '[[critic]]\nname = "route"\nfield = "category"\n'
+        '[[critic.member]]\nname = "color"\ntarget = "red"\nwhen = ["color"]\n',
+    )
+    ok = run_milr("score", str(image), "--prompt", "red", "--critic", str(path), "--metadata",
+                  '{"category": "color"}', "--json")  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["results"][0]["score"] == 1.0
+    bad = run_milr("score", str(image), "--prompt", "red", "--critic", str(path), "--metadata",
+                   '{"category": "texture"}')  # fmt: skip
+    assert bad.returncode == 2 and "category='texture' is routed to no critic" in bad.stderr
+    assert "Traceback" not in bad.stderr

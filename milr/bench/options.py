@@ -22,7 +22,7 @@ class BenchOptions:
     critic: list[str] = field(default_factory=lambda: ["shapes"])
     eval_critic: list[str] | None = None
     mode: str = "both"
-    steps: int = 20
+    steps: int = 30
     seeds: int = 1
     seed: int = 42
     out: str | None = None
@@ -31,6 +31,8 @@ class BenchOptions:
     device: str | None = None
     dtype: str | None = None
     allow_missing: bool = False
+    prompt_style: str | None = None
+    prompt_file: str | None = None
     optimizer: dict[str, Any] = field(default_factory=dict)
     solver: str | None = None
     resume: bool = False
@@ -87,6 +89,9 @@ def result_settings(opts: BenchOptions, suite: Suite) -> dict[str, Any]:
         "dtype": opts.dtype,
         "optimizer": dict(sorted(opts.optimizer.items())),
         "solver": opts.solver or "milr",
+        # explicit prompt choices only, so runs made before they existed still resume
+        **({"prompt_style": opts.prompt_style} if opts.prompt_style else {}),
+        **({"prompt_file": opts.prompt_file} if opts.prompt_file else {}),
     }
 
 

@@ -59,7 +59,12 @@ class MILRSolver:
         resolve_dtype(opts.dtype, resolve_device(device))  # and a bad device before critics
         self.critic = build_critic(list[Any](opts.critic))
         self.generator = load_generator(
-            opts.model, device=device, dtype=opts.dtype, allow_missing=opts.allow_missing
+            opts.model,
+            device=device,
+            dtype=opts.dtype,
+            allow_missing=opts.allow_missing,
+            prompt_style=opts.prompt_style,
+            prompt_file=opts.prompt_file,
         )
 
     def _config(self, seed: int) -> Any:
@@ -153,6 +158,7 @@ def summarize_result(full: dict[str, Any]) -> dict[str, Any]:
         "selected",
         "wall_seconds",
         "timings",
+        "prompts",
     ):
         if key in full:
             out[key] = full[key]

@@ -85,7 +85,7 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
     help="MILR mode.",
 )
 @click.option(
-    "--steps", default=20, show_default=True, type=int, help="Maximum MILR steps per prompt."
+    "--steps", default=30, show_default=True, type=int, help="Maximum MILR steps per prompt."
 )
 @click.option("--seeds", default=1, show_default=True, type=int, help="Images (seeds) per prompt.")
 @click.option(
@@ -122,6 +122,18 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
     show_default=True,
     metavar="B|auto",
     help="Optimise up to B prompts at once (batched engine; 'auto' sizes B from free memory).",
+)
+@click.option(
+    "--prompt-style",
+    type=click.Choice(["paper", "hf", "checkpoint"]),
+    default=None,
+    help="Prompt layout [checkpoint if its milr.json sets prompts, else paper].",
+)
+@click.option(
+    "--prompt-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML/JSON file with system, instruction and templates.",
 )
 @click.option(
     "--allow-missing",
@@ -179,6 +191,8 @@ def run_cmd(
     device: str | None,
     dtype: str | None,
     batch_prompts: str,
+    prompt_style: str | None,
+    prompt_file: str | None,
     allow_missing: bool,
     opt: tuple[str, ...],
     resume: bool,
@@ -214,6 +228,8 @@ def run_cmd(
         device=device,
         dtype=dtype,
         allow_missing=allow_missing,
+        prompt_style=prompt_style,
+        prompt_file=prompt_file,
         optimizer=_parse_opt(opt),
         solver=solver,
         resume=resume,

@@ -12,6 +12,11 @@ from milr.cli.common import critic_specs_option, parse_metadata
 from milr.errors import MilrUserError
 from milr.modes import DEFAULT_MODE, MODES
 
+# cheap (no torch): the choices of the options below
+TEXT_PREFIX_RULES = ("paper", "at_least_one")
+LATENT_DTYPES = ("model", "float32")
+STYLE_NAMES = ("paper", "hf", "checkpoint")
+
 
 def _config_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
     keys = {
@@ -19,7 +24,9 @@ def _config_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
         "text_k": "text_k", "image_k": "image_k", "lr": "lr", "threshold": "threshold",
         "cfg_scale": "cfg_scale", "temperature": "temperature",
         "samples_per_step": "samples_per_step", "stop_on_pass": "stop_on_pass",
-        "max_reasoning_tokens": "max_reasoning_tokens",
+        "max_reasoning_tokens": "max_reasoning_tokens", "text_steps": "text_steps",
+        "image_steps": "image_steps", "text_prefix": "text_prefix",
+        "latent_dtype": "latent_dtype",
     }  # fmt: skip
     return {dst: opts[src] for src, dst in keys.items() if opts.get(src) is not None}
 
@@ -29,7 +36,44 @@ def _config_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
 @click.option("--model", "-M", required=True, help="Model: 'shapes', a Janus directory or hub id.")
 @critic_specs_option
 @click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True)
-@click.option("--steps", type=int, default=20, show_default=True, help="Maximum MILR steps.")
+@click.option("--steps", type=int, default=30, show_default=True, help="Maximum MILR steps.")
+@click.option(
+    "--text-steps",
+    type=int,
+    default=None,
+    help="Text-phase steps of text_image/image_text [--steps].",
+)
+@click.option(
+    "--image-steps",
+    type=int,
+    default=None,
+    help="Image-phase steps of text_image/image_text [--steps].",
+)
+@click.option(
+    "--text-prefix",
+    type=click.Choice(TEXT_PREFIX_RULES),
+    default=None,
+    help="Text prefix rule: paper (M=int(text_k*L), EOS latent counted) or at_least_one [paper].",
+)
+@click.option(
+    "--latent-dtype",
+    type=click.Choice(LATENT_DTYPES),
+    default=None,
+    help="Latents and Adam state: model (the model's dtype, as the authors) or float32 [model].",
+)
+@click.option(
+    "--prompt-style",
+    type=click.Choice(STYLE_NAMES),
+    default=None,
+    help="Prompt layout: paper, hf (the checkpoint's chat template) or checkpoint (its milr.json) "
+    "[checkpoint if its milr.json sets prompts, else paper].",
+)
+@click.option(
+    "--prompt-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML/JSON file with system, instruction and templates (replaces --prompt-style).",
+)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option(
     "--select",
@@ -93,13 +137,18 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
 
     critic = build_critic(specs, on_error=opts["on_error"] or spec_options.get("on_error"))
     generator = load_generator(
-        model, device=device, dtype=opts["dtype"], allow_missing=opts["allow_missing"]
+        model,
+        device=device,
+        dtype=opts["dtype"],
+        allow_missing=opts["allow_missing"],
+        prompt_style=opts["prompt_style"],
+        prompt_file=opts["prompt_file"],
     )
     bar = None
     if not opts["quiet"]:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.max_steps + 1, desc="milr", unit="step", leave=True)
+        bar = tqdm(total=config.total_steps + 1, desc="milr", unit="step", leave=True)
 
     def progress(record: Any, result: Any) -> None:
         if bar is not None:

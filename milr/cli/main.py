@@ -12,7 +12,7 @@ import traceback
 
 import click
 
-from milr.errors import MilrUserError
+from milr.errors import ExternalServiceError, MilrUserError
 
 #: command name -> "module:attribute"; modules must import only cheap things at top level.
 COMMANDS: dict[str, str] = {
@@ -74,6 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     except MilrUserError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except ExternalServiceError as exc:
+        # a server or tool a critic called failed: not a milr bug, nothing to report
+        for line in exc.lines():
+            click.echo(f"error: {line}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -91,15 +91,83 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _preset_needs(info: Any) -> str:
+    weights = [p.name for p in info.params if p.weights]
+    others = [p.name for p in info.params if p.required and not p.weights]
+    parts = []
+    if weights:
+        parts.append("weights: " + ", ".join(weights))
+    if others:
+        parts.append("set: " + ", ".join(others))
+    return "; ".join(parts) or "-"
+
+
+def _describe_preset(info: Any) -> str:
+    lines = [
+        f"preset:{info.name}: {info.description}",
+        f"reproduces: {info.reproduces or '-'}",
+        f"metadata: {info.metadata or '-'}",
+        f"spec file: {info.path}",
+        "",
+    ]
+    if info.params:
+        table = []
+        for p in info.params:
+            if p.weights:
+                default = f"weights_dir/{p.weights}"
+            elif p.required:
+                default = "(required)"
+            elif p.optional and p.default is None:
+                default = "(unset)"
+            else:
+                default = json.dumps(p.default, ensure_ascii=False)
+            table.append([p.name, default, p.description])
+        lines.append(_table(table, ["PARAMETER", "DEFAULT", "DESCRIPTION"]))
+        lines.append("")
+    lines.append(
+        f"use: --critic 'preset:{info.name}"
+        + (",weights_dir=DIR" if info.weights else "")
+        + "' (parameters as ,key=value); copy the spec file to change weights or members"
+    )
+    return "\n".join(lines)
+
+
+def _presets(name: str | None, as_json: bool) -> None:
+    from milr.presets import list_presets, preset_info
+
+    if name is not None:
+        info = preset_info(name.removeprefix("preset:"))
+        click.echo(json.dumps(info.to_dict(), indent=2) if as_json else _describe_preset(info))
+        return
+    infos = list_presets()
+    if as_json:
+        click.echo(json.dumps({"presets": [i.to_dict() for i in infos]}, indent=2))
+        return
+    rows = [[i.name, i.description, i.reproduces, _preset_needs(i)] for i in infos]
+    click.echo(_table(rows, ["PRESET", "DESCRIPTION", "REPRODUCES", "NEEDS"]))
+    click.echo("\nuse: --critic preset:NAME,weights_dir=DIR (see `milr critics preset:NAME`)")
+
+
 @click.command()
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def critics(name: str | None, as_json: bool) -> None:
+@click.option(
+    "--presets",
+    "show_presets",
+    is_flag=True,
+    help="List the reward presets (spec files shipped with milr) instead of critics.",
+)
+def critics(name: str | None, as_json: bool, show_presets: bool) -> None:
     """List registered critics, their source plugin and whether their dependencies import.
 
     With NAME, describe that critic: its inputs and its parameters (type, default, allowed
-    range, description). ``--json`` lists the parameters of every critic.
+    range, description). ``--json`` lists the parameters of every critic. ``--presets`` lists
+    the reward presets (name, description, the paper reward reproduced, the weights needed);
+    ``preset:NAME`` (or ``--presets NAME``) describes one preset and its parameters.
     """
+    if show_presets or (name is not None and name.startswith("preset:")):
+        _presets(name, as_json)
+        return
     if name is not None:
         from milr.registry import get_registry
 

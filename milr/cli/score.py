@@ -9,12 +9,15 @@ from typing import Any
 import click
 
 from milr.cli.common import critic_specs_option, parse_metadata
-from milr.errors import MilrUserError
+from milr.errors import ExternalServiceError, MilrUserError
 
 
 def load_images(paths: tuple[str, ...]) -> list[Any]:
-    """Open every image up front so a bad file fails before any model loads."""
+    """Open every image up front as 8-bit RGB (`milr.images.to_rgb`: EXIF rotation, first
+    frame, 16-bit and float greys scaled), so a bad file fails before any model loads."""
     from PIL import Image, UnidentifiedImageError
+
+    from milr.images import to_rgb
 
     images = []
     for p in paths:
@@ -24,7 +27,7 @@ def load_images(paths: tuple[str, ...]) -> list[Any]:
         try:
             with Image.open(path) as im:
                 im.load()
-                images.append(im.copy())
+                images.append(to_rgb(im, "milr score", name=str(p)).copy())
         except (UnidentifiedImageError, OSError) as exc:
             raise MilrUserError(f"cannot read {p!r} as an image: {exc}") from None
     return images
@@ -52,7 +55,11 @@ def score(images, prompt, metadata, critic_specs, on_error, as_json) -> None:
     meta = parse_metadata(metadata)
     pil_images = load_images(images)
     critic = build_critic(specs, on_error=on_error or options.get("on_error"))
-    results = evaluate(critic, pil_images, [prompt] * len(pil_images), [meta] * len(pil_images))
+    try:
+        results = evaluate(critic, pil_images, [prompt] * len(pil_images), [meta] * len(pil_images))
+    except ExternalServiceError as exc:
+        exc.names = [str(p) for p in images]
+        raise
     out = []
     for path, res in zip(images, results):
         out.append(

@@ -20,6 +20,12 @@ from milr.generator import Generator, Reasoning
 from milr.hookspecs import hookimpl
 from milr.models.janus_batched import JanusBatchedLoops
 from milr.models.janus_loops import JanusLoops
+from milr.models.janus_prompts import (
+    PromptStyle,
+    load_prompt_file,
+    resolve_style,
+    special_token_ids,
+)
 from milr.models.janus_settings import (  # noqa: F401 - re-exported names
     REASONING_INSTRUCTION,
     SETTINGS_FILE,
@@ -46,6 +52,7 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
         processor: Any,
         settings: JanusSettings | None = None,
         checkpoint: str | None = None,
+        style: PromptStyle | None = None,
     ) -> None:
         self.model = model.eval()
         self.model.requires_grad_(False)
@@ -53,6 +60,10 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
         self.tokenizer = processor.tokenizer
         self.settings = settings or JanusSettings()
         self.checkpoint = checkpoint
+        #: How the reasoning and image prompts are built (`milr.models.janus_prompts`).
+        self.style = style or resolve_style(
+            self.settings, None, None, bool(getattr(processor, "chat_template", None))
+        )
         param = next(model.model.language_model.parameters())  # the VQ may run in fp32
         self.device = param.device
         self.dtype = param.dtype
@@ -90,13 +101,18 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
         device: str | None = None,
         dtype: Any = None,
         allow_missing: bool = False,
+        prompt_style: str | None = None,
+        prompt_file: str | Path | None = None,
     ) -> JanusGenerator:
         """Load a Janus checkpoint (local directory or hub id) on `device` in `dtype`.
 
         Every load-time failure is one `MilrUserError` line, cheapest checks first (device and
         dtype, ``milr.json``, processor and tokenizer, then the weights): see
         `milr.models.janus_loading`. ``allow_missing`` loads a checkpoint with missing or
-        unexpected tensors anyway (with a warning).
+        unexpected tensors anyway (with a warning). ``prompt_style`` (``paper``, ``hf``,
+        ``checkpoint``) or ``prompt_file`` choose the prompt layout
+        (`milr.models.janus_prompts`; default: the checkpoint's ``milr.json`` formats if it
+        has any, else ``paper``).
         """
         import torch  # noqa: F401  (fail early with torch's own error)
 
@@ -119,70 +135,78 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
             source = str(path)
             settings_dir = _snapshot_dir(source)
         settings = JanusSettings.load(settings_dir)
+        if prompt_file is not None:  # a bad prompt file fails before anything loads
+            load_prompt_file(prompt_file)
         processor = janus_loading.load_processor(source)
         janus_loading.check_round_trip(processor.tokenizer, source)
+        style = resolve_style(
+            settings, prompt_style, prompt_file, bool(getattr(processor, "chat_template", None))
+        )
         model = janus_loading.load_model(source, dev, dt, allow_missing)
-        return cls(model, processor, settings, checkpoint=source)
+        return cls(model, processor, settings, checkpoint=source, style=style)
 
     # -- token ids and prompts ---------------------------------------------------------------
     def _token_ids(self) -> dict[str, int | None]:
-        s, tok = self.settings, self.tokenizer
-        gen = getattr(self.model, "generation_config", None)
-        gkw = (getattr(gen, "generation_kwargs", None) or {}) if gen is not None else {}
-
-        def pick(override: int | None, *candidates: Any) -> int | None:
-            if override is not None:
-                return int(override)
-            for c in candidates:
-                if isinstance(c, (list, tuple)):
-                    c = c[0] if c else None
-                if c is not None:
-                    return int(c)
-            return None
-
-        boi_tok = getattr(tok, "boi_token", None)
-        boi_from_tok = tok.convert_tokens_to_ids(boi_tok) if boi_tok else None
-        ids = {
-            "bos": pick(s.bos_token_id, getattr(gen, "bos_token_id", None), tok.bos_token_id),
-            "eos": pick(s.eos_token_id, getattr(gen, "eos_token_id", None), tok.eos_token_id),
-            "pad": pick(s.pad_token_id, getattr(gen, "pad_token_id", None), tok.pad_token_id),
-            "boi": pick(s.boi_token_id, gkw.get("boi_token_id"), boi_from_tok),
-        }
-        missing = [k for k in ("pad", "boi") if ids[k] is None]
-        if s.add_bos and ids["bos"] is None:
-            missing.append("bos")
-        if missing:
-            raise MilrUserError(
-                f"checkpoint {self.checkpoint!r} lacks token ids for {missing}; set them in "
-                f"{SETTINGS_FILE} (keys {', '.join(m + '_token_id' for m in missing)})"
-            )
-        return ids
+        return special_token_ids(self.model, self.tokenizer, self.settings, self.checkpoint)
 
     def _encode(self, text: str) -> list[int]:
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         bos = self._ids["bos"]
         return ([int(bos)] if self.settings.add_bos and bos is not None else []) + ids
 
+    def _chat(self, content: str) -> str:
+        """The checkpoint's chat template around one user turn (``hf`` style)."""
+        messages = [{"role": "user", "content": [{"type": "text", "text": content}]}]
+        return str(
+            self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        )
+
+    def _processor_ids(self, text: str, mode: str) -> list[int]:
+        out = self.processor(text=[text], generation_mode=mode, return_tensors="pt")
+        return [int(t) for t in out["input_ids"][0]]
+
     def reasoning_prompt(self, prompt: str) -> str:
-        """The full text the reasoning is written after."""
-        instruction = self.settings.reasoning_instruction.format(prompt=prompt)
-        return self.settings.reasoning_template.format(instruction=instruction, prompt=prompt)
+        """The text the reasoning is written after (before the processor's additions)."""
+        if self.style.processor:
+            return self._chat(self.style.instruction.replace("{prompt}", prompt).strip())
+        return self.style.reasoning_text(prompt)
+
+    def reasoning_prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids of the reasoning prompt (BOS and, for ``hf``, the processor's additions)."""
+        if self.style.processor:
+            return self._processor_ids(self.reasoning_prompt(prompt), "text")
+        return self._encode(self.reasoning_prompt(prompt))
 
     def image_text(self, prompt: str, reasoning: str | None) -> str:
         if self.settings.strip_prompt_period:
             prompt = prompt.rstrip().removesuffix(".")
-        if not reasoning:
-            return prompt
-        return self.settings.image_text_template.format(prompt=prompt, reasoning=reasoning)
+        return self.style.image_text(prompt, reasoning)
 
     def image_prompt_ids(self, prompt_text: str) -> tuple[list[int], list[int]]:
-        """Token ids of the conditional and unconditional CFG rows (equal length)."""
-        cond = self._encode(self.settings.image_template.format(text=prompt_text)) + [
-            self._ids["boi"]  # type: ignore[list-item]
-        ]
-        keep = {self._ids["bos"], self._ids["boi"]}
+        """Token ids of the conditional and unconditional CFG rows (equal length).
+
+        Conditional: ``[BOS] + tokenize(image prompt) + [BOI]`` (``hf``: what
+        ``processor(generation_mode="image")`` gives for the chat template). Unconditional: every
+        token except BOS and BOI replaced by PAD, as ``JanusForConditionalGeneration.generate``.
+        """
+        boi = self._ids["boi"]
+        if self.style.processor:
+            cond = self._processor_ids(self._chat(prompt_text.strip()), "image")
+        else:
+            cond = self._encode(self.style.image_prompt_text(prompt_text)) + [boi]  # type: ignore[list-item]
+        keep = {self._ids["bos"], boi}
         uncond = [t if t in keep else self._ids["pad"] for t in cond]
         return cond, uncond  # type: ignore[return-value]
+
+    def describe_prompts(self, prompt: str, reasoning: str | None) -> dict[str, Any]:
+        """Decoded reasoning and image prompts (special tokens shown), for trajectories."""
+        decode = self.tokenizer.decode
+        cond, _ = self.image_prompt_ids(self.image_text(prompt, reasoning))
+        return {
+            "style": self.style.name,
+            "reasoning": decode(self.reasoning_prompt_ids(prompt), skip_special_tokens=False),
+            "image": decode(cond, skip_special_tokens=False),
+        }
 
     @property
     def image_token_count(self) -> int:
@@ -201,7 +225,7 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
     def check_prompt(self, prompt: str) -> None:
         super().check_prompt(prompt)
         cond, _ = self.image_prompt_ids(self.image_text(prompt, None))
-        reason = self._encode(self.reasoning_prompt(prompt))
+        reason = self.reasoning_prompt_ids(prompt)
         limit = self.context - self.image_token_count
         if len(cond) > limit or len(reason) >= self.context:
             raise MilrUserError(
@@ -259,6 +283,51 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
             ids = torch.cat([torch.full_like(ids[:, :1], bos), ids], dim=1)
             mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
         return {"input_ids": ids, "attention_mask": mask, "pixel_values": inputs["pixel_values"]}
+
+    def answer(
+        self,
+        images: Sequence[Image],
+        questions: Sequence[str],
+        *,
+        template: str | None = None,
+        max_new_tokens: int = 256,
+        batch_size: int = 8,
+    ) -> list[str]:
+        """Greedy answers (at most `max_new_tokens` each), inputs as `understanding_inputs`."""
+        import torch
+
+        if len(images) != len(questions):
+            raise MilrUserError(
+                f"answer: {len(images)} images but {len(questions)} questions; pass one each"
+            )
+        pad = self._ids["pad"]
+        answers: list[str] = []
+        step = max(1, int(batch_size))
+        for start in range(0, len(questions), step):
+            inputs = self.understanding_inputs(
+                images[start : start + step], questions[start : start + step], template
+            )
+            ids, mask = inputs["input_ids"], inputs["attention_mask"]
+            # right-padded rows -> left-padded (generation continues every row at its end)
+            for row in range(ids.shape[0]):
+                shift = int((mask[row] == 0).sum())
+                ids[row] = torch.roll(ids[row], shift)
+                mask[row] = torch.roll(mask[row], shift)
+            with torch.no_grad():
+                out = self.model.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    pixel_values=inputs["pixel_values"].to(device=self.device, dtype=self.dtype),
+                    do_sample=False,
+                    num_beams=1,
+                    max_new_tokens=int(max_new_tokens),
+                    pad_token_id=pad,
+                )
+            new = out[:, ids.shape[1] :]
+            answers.extend(
+                t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            )
+        return answers
 
     def understand(
         self,

@@ -5,7 +5,7 @@ only the last step's states, while MILR needs the latent of every optimised posi
 §2, §6). `JanusLoops` is a mixin of `milr.models.janus.JanusGenerator`; it relies on the
 attributes that class sets (``model``, ``lm``, ``embed``, ``tokenizer``, ``device``, ``dtype``,
 ``hidden_size``, ``context``, ``_ids``, ``_cache_kw``, ``_kv``, ``_rollouts``,
-``memoize_reasoning``) and on its ``_encode``, ``reasoning_prompt``, ``image_prompt_ids``,
+``memoize_reasoning``) and on its ``reasoning_prompt_ids``, ``image_prompt_ids``,
 ``image_token_count`` and ``max_reasoning_tokens``.
 """
 
@@ -37,10 +37,7 @@ class JanusLoops:
     _kv: dict[tuple[Any, ...], tuple[list[tuple[Any, Any]], Any]]
     _rollouts: dict[tuple[Any, ...], Reasoning]
 
-    def _encode(self, text: str) -> list[int]:  # pragma: no cover - provided by the adapter
-        raise NotImplementedError
-
-    def reasoning_prompt(self, prompt: str) -> str:  # pragma: no cover - provided by the adapter
+    def reasoning_prompt_ids(self, prompt: str) -> list[int]:  # pragma: no cover - the adapter's
         raise NotImplementedError
 
     def image_prompt_ids(self, prompt_text: str) -> tuple[list[int], list[int]]:  # pragma: no cover
@@ -110,7 +107,7 @@ class JanusLoops:
     def _rollout(self, prompt: str, prefix_tokens: list[int], max_tokens: int | None) -> Reasoning:
         import torch
 
-        prompt_ids = self._encode(self.reasoning_prompt(prompt))
+        prompt_ids = self.reasoning_prompt_ids(prompt)
         cap = self.max_reasoning_tokens if max_tokens is None else int(max_tokens)
         budget = min(cap, self.context - len(prompt_ids))
         eos = self._ids["eos"]
@@ -134,9 +131,11 @@ class JanusLoops:
                 latents.extend(hs[:-1])
                 tokens.extend(prefix)
                 h = hs[-1:]
+            eos_latent = None
             while len(tokens) < budget:
                 nxt = int(self.model.lm_head(h).argmax(-1)[0])
                 if nxt == eos:
+                    eos_latent = h[0].detach()
                     break
                 latents.append(h[0])
                 tokens.append(nxt)
@@ -150,7 +149,7 @@ class JanusLoops:
             else torch.zeros(0, self.hidden_size, device=self.device, dtype=self.dtype)
         )
         text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        out = Reasoning(tokens=tokens, latents=lat.detach(), text=text)
+        out = Reasoning(tokens=tokens, latents=lat.detach(), text=text, eos_latent=eos_latent)
         if self.memoize_reasoning:
             if len(self._rollouts) >= 4:
                 self._rollouts.pop(next(iter(self._rollouts)))

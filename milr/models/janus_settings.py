@@ -41,6 +41,13 @@ SFT_TEMPLATE = "<|User|>: {content}\n\n<|Assistant|>:"
 #: Understanding mode (self-judge): the image in the user turn, then the question.
 UNDERSTAND_TEMPLATE = "<|User|>: {image}\n{question}\n\n<|Assistant|>:"
 SETTINGS_FILE = "milr.json"
+#: ``milr.json`` keys that define prompt formats (the ``checkpoint`` prompt style).
+PROMPT_KEYS = (
+    "reasoning_template",
+    "reasoning_instruction",
+    "image_template",
+    "image_text_template",
+)
 
 
 @dataclass
@@ -62,6 +69,8 @@ class JanusSettings:
     pad_token_id: int | None = None
     boi_token_id: int | None = None
     cfg_scale: float | None = None
+    #: Set by `load` when ``milr.json`` sets a prompt key (its formats become the default style).
+    custom_prompts: bool = False
 
     @classmethod
     def load(cls, directory: Path | None) -> JanusSettings:
@@ -77,13 +86,14 @@ class JanusSettings:
             raise MilrUserError(f"cannot read {path}: {exc}") from None
         if not isinstance(data, dict):
             raise MilrUserError(f"{path} must hold a JSON object of settings")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"custom_prompts"}
         unknown = sorted(set(data) - known - {"comment", "_comment"})
         if unknown:
             raise MilrUserError(
                 f"unknown keys {unknown} in {path}; allowed: {', '.join(sorted(known))}"
             )
         settings = cls(**{k: v for k, v in data.items() if k in known})
+        settings.custom_prompts = bool(set(data) & set(PROMPT_KEYS))
         cfg = settings.cfg_scale
         if cfg is not None and (
             isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not cfg > 0

@@ -1,0 +1,192 @@
+"""The openai client as api-judge uses it: one total deadline per HTTP attempt, text made safe.
+
+`open_client` builds an ``AsyncOpenAI`` / ``AsyncAzureOpenAI`` whose transport gives each
+request a total deadline (connect, upload and the whole reply), `run_sync` drives a coroutine
+from sync code, `describe_failure` turns a client exception into one line in the server's words,
+and `redact` replaces the API key's value by ``***`` in any text milr repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import importlib
+import io
+from typing import TYPE_CHECKING, Any
+
+from milr.errors import MilrUserError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+#: Longest server-requested wait (s) the openai client honours; longer ones fail the image.
+MAX_RETRY_AFTER = 120.0
+REDACTED = "***"
+
+
+def redact(value: Any, secret: str | None) -> Any:
+    """`value` with every occurrence of `secret` replaced by ``***`` (strings, lists, dicts)."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, REDACTED)
+    if isinstance(value, dict):
+        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v, secret) for v in value)
+    return value
+
+
+def image_data_url(image: Image) -> str:
+    """The image as a ``data:image/png;base64,...`` URL."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def http_module(openai: Any) -> Any:
+    """The HTTP library (``httpx`` or ``httpx2``) under the installed openai client."""
+    for cls in openai.DefaultAsyncHttpxClient.__mro__:
+        if cls.__name__ == "AsyncClient" and not cls.__module__.startswith("openai"):
+            return importlib.import_module(cls.__module__.split(".")[0])
+    raise MilrUserError(  # pragma: no cover - only with an openai release of another design
+        "api-judge critic: cannot find the HTTP library of the installed openai client; "
+        "install a supported release with: pip install 'milr[api]'"
+    )
+
+
+def deadline_transport(httpx: Any, inner: Any, seconds: float) -> Any:
+    """A transport that gives each request a total deadline: connect, send and the whole body.
+
+    httpx's own timeouts bound each socket operation, so a reply that trickles in one byte per
+    second never trips them; here the full exchange runs under one `asyncio.wait_for`.
+    """
+
+    class DeadlineTransport(httpx.AsyncBaseTransport):  # type: ignore[misc, name-defined]
+        async def handle_async_request(self, request: Any) -> Any:
+            async def exchange() -> Any:
+                response = await inner.handle_async_request(request)
+                try:
+                    body = b"".join([chunk async for chunk in response.stream])
+                finally:
+                    await response.aclose()
+                return httpx.Response(
+                    response.status_code,
+                    headers=response.headers,
+                    stream=httpx.ByteStream(body),
+                    extensions=response.extensions,
+                    request=request,
+                )
+
+            try:
+                return await asyncio.wait_for(exchange(), seconds)
+            except asyncio.TimeoutError:
+                raise httpx.ReadTimeout(
+                    f"no complete reply within {seconds:g} s", request=request
+                ) from None
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    return DeadlineTransport()
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, also when this thread has a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # e.g. inside Jupyter
+        return pool.submit(asyncio.run, coro).result()
+
+
+def open_client(
+    openai: Any,
+    key: str | None,
+    *,
+    base_url: str,
+    api_type: str,
+    deployment: str | None,
+    api_version: str | None,
+    timeout: float,
+    retries: int,
+    concurrency: int,
+) -> Any:
+    """An async openai client (Azure's for ``api_type="azure"``) with the deadline transport."""
+    httpx = http_module(openai)
+    inner = httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    )
+    http_client = openai.DefaultAsyncHttpxClient(
+        transport=deadline_transport(httpx, inner, timeout),
+        timeout=httpx.Timeout(timeout),
+    )
+    common: dict[str, Any] = {
+        "api_key": key or "unused",
+        "timeout": timeout,
+        "max_retries": retries,
+        "http_client": http_client,
+    }
+
+    if api_type == "azure":
+        return openai.AsyncAzureOpenAI(
+            azure_endpoint=base_url,
+            azure_deployment=deployment,
+            api_version=api_version,
+            **common,
+        )
+    return openai.AsyncOpenAI(base_url=base_url, **common)
+
+
+def describe_failure(
+    openai: Any,
+    exc: Exception,
+    key: str | None,
+    *,
+    timeout: float,
+    retries: int,
+    key_env: str | None,
+) -> str:
+    """One line: what went wrong with the request, in the server's words, key redacted."""
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body
+        reason: Any = None
+        if isinstance(body, dict):
+            err = body.get("error", body)
+            reason = err.get("message") if isinstance(err, dict) else err
+        if not reason:
+            try:
+                reason = exc.response.text
+            except Exception:  # a body that cannot be decoded
+                reason = None
+        text = f"HTTP {exc.status_code}: {str(reason or exc.message)[:300]}"
+        if exc.status_code in (401, 403):
+            text += (
+                f" (check the key in ${key_env})"
+                if key_env
+                else " (the server wants a key: set api_key_env)"
+            )
+        retry_after = exc.response.headers.get("retry-after")
+        if exc.status_code == 429 and retry_after:
+            text += (
+                f" (Retry-After {retry_after!r}; milr waits at most {MAX_RETRY_AFTER:g} s, "
+                f"after up to {retries} retries)"
+            )
+    elif isinstance(exc, openai.APITimeoutError):
+        text = f"no complete reply within timeout={timeout:g} s ({retries + 1} attempts)"
+    elif isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        detail = f"{type(cause).__name__}: {cause}" if cause else str(exc)
+        text = f"connection failed after {retries + 1} attempts: {detail}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(str(redact(text, key)).split())
+
+
+def reply_content(reply: Any) -> str:
+    choices = getattr(reply, "choices", None) or []
+    message = getattr(choices[0], "message", None) if choices else None
+    content = getattr(message, "content", None)
+    return content if isinstance(content, str) else ""

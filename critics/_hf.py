@@ -1,0 +1,150 @@
+"""Loading transformers checkpoints for first-party critics: local only, once per process.
+
+``weights`` is a checkpoint directory (``config.json``, weights, processor files) or a hub id
+that is already in the local Hugging Face cache; nothing is ever downloaded
+(``local_files_only=True``). The checkpoint's ``model_type`` is checked against what the critic
+can run before any weight is read, so a wrong architecture is one line naming the critic, the
+path, the type found and the types expected. Loaded (model, processor) pairs are cached per
+process, keyed by (resolved path, file mtimes, model class, device, dtype).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from milr.critic import require
+from milr.errors import MilrUserError
+
+_CACHE: dict[tuple[Any, ...], HFBundle] = {}
+_LOCK = threading.Lock()
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class HFBundle:
+    """A loaded checkpoint: model (eval, no grad, on its device), processor, config facts."""
+
+    model: Any
+    processor: Any
+    model_type: str
+    source: str
+    device: Any
+    dtype: Any
+
+
+def resolve_device_dtype(device: str | None, dtype: str, critic: str) -> tuple[str, Any]:
+    """``device`` None/``auto``: CUDA when present, else CPU; ``dtype`` ``auto``: bf16 on CUDA, fp32 on CPU."""
+    from milr.critics._openclip import resolve_device
+
+    torch = require("torch", None, critic)
+    dev = resolve_device(device, critic)
+    if dtype not in DTYPES:
+        raise MilrUserError(f"critic {critic!r}: dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        dtype = "bfloat16" if dev.startswith("cuda") else "float32"
+    return dev, getattr(torch, dtype)
+
+
+def _source(weights: str, critic: str, hint: str) -> tuple[str, tuple[Any, ...]]:
+    """The string to hand to ``from_pretrained`` and a cache-key part for it."""
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        resolved = path.resolve()
+        stamp = tuple(
+            (p.name, p.stat().st_mtime_ns) for p in sorted(resolved.iterdir()) if p.is_file()
+        )
+        return str(resolved), stamp
+    if path.exists():
+        raise MilrUserError(
+            f"critic {critic!r}: weights={weights!r} is a file; pass the checkpoint directory "
+            f"that holds config.json and the weights ({hint})"
+        )
+    looks_like_path = path.is_absolute() or weights.startswith((".", "~")) or weights.count("/") > 1
+    if looks_like_path:
+        raise MilrUserError(
+            f"critic {critic!r}: weights directory {weights!r} does not exist; {hint}"
+        )
+    return weights, ()  # a hub id: must already be in the local cache
+
+
+def load_checkpoint(
+    critic: str,
+    weights: str,
+    model_types: dict[str, str],
+    *,
+    device: str | None,
+    dtype: str,
+    hint: str,
+    processor: str = "AutoProcessor",
+) -> HFBundle:
+    """Load (once per process) a transformers model + processor from a local checkpoint.
+
+    ``model_types`` maps each accepted ``config.model_type`` to the transformers model class
+    name that runs it (e.g. ``{"grounding-dino": "GroundingDinoForObjectDetection"}``).
+    ``processor`` names the transformers auto class for the pre-processor. Raises
+    `MilrUserError` (one line) for a missing path, a checkpoint not in the local cache, a
+    checkpoint of another architecture, or files that fail to load.
+    """
+    require("torch", None, critic)
+    transformers = require("transformers", None, critic)
+    dev, torch_dtype = resolve_device_dtype(device, dtype, critic)
+    source, stamp = _source(weights, critic, hint)
+    try:
+        config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MilrUserError(
+            f"critic {critic!r}: cannot read a transformers config from weights={weights!r} "
+            f"(not a checkpoint directory and not in the local Hugging Face cache: {first[:200]}); "
+            f"{hint}"
+        ) from exc
+    model_type = str(getattr(config, "model_type", ""))
+    if model_type not in model_types:
+        raise MilrUserError(
+            f"critic {critic!r}: weights={weights!r} is a {model_type or 'unknown'!r} checkpoint; "
+            f"this critic runs {', '.join(repr(t) for t in model_types)} checkpoints ({hint})"
+        )
+    cls_name = model_types[model_type]
+    key = (source, stamp, cls_name, dev, str(torch_dtype))
+    with _LOCK:
+        bundle = _CACHE.get(key)
+        if bundle is not None:
+            return bundle
+        model_cls = getattr(transformers, cls_name)
+        proc_cls = getattr(transformers, processor)
+        try:
+            model = model_cls.from_pretrained(source, dtype=torch_dtype, local_files_only=True)
+            proc = proc_cls.from_pretrained(source, local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise MilrUserError(
+                f"critic {critic!r}: cannot load {cls_name} from weights={weights!r}: {first[:200]}"
+            ) from exc
+        model.to(dev).eval().requires_grad_(False)
+        bundle = HFBundle(model, proc, model_type, source, model.device, torch_dtype)
+        _CACHE[key] = bundle
+        return bundle
+
+
+def clear_cache() -> None:
+    """Forget loaded checkpoints (tests, memory)."""
+    with _LOCK:
+        _CACHE.clear()
+
+
+def check_weights(weights: str, critic: str, hint: str) -> str:
+    """Cheap early check of a ``weights`` value (no import): an existing directory or a hub id.
+
+    Raises ``ValueError`` (turned into a one-line parameter error by `milr.params`) for an
+    empty value, a file, or a path that does not exist.
+    """
+    if not weights.strip():
+        raise ValueError(f"parameter 'weights' is empty; {hint}")
+    try:
+        _source(weights, critic, hint)
+    except MilrUserError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
+    return weights
