@@ -123,7 +123,11 @@ SLOW = pytest.mark.slow
         pytest.param("text", {}, marks=SLOW),
         pytest.param("image", {}, marks=SLOW),
         ("text_image", {}),
-        pytest.param("image_text", {}, marks=SLOW),
+        pytest.param("image_text", {"text_steps": 1, "image_steps": 2}, marks=SLOW),
+        ("interleaved", {}),
+        pytest.param(
+            "both", {"latent_dtype": "float32", "text_prefix": "at_least_one"}, marks=SLOW
+        ),
         ("both", {"samples_per_step": 2, "select": "best"}),
         pytest.param("text", {"samples_per_step": 3}, marks=SLOW),
         ("image", {"samples_per_step": 2, "stop_on_pass": True}),
@@ -264,6 +268,9 @@ def test_janus_batched_loops_equal_the_one_prompt_loops(gen64):
     for a, b in zip(ref, got):
         assert a.tokens == b.tokens and a.text == b.text
         assert torch.equal(a.latents, b.latents)
+        assert (a.eos_latent is None) == (b.eos_latent is None)
+        if a.eos_latent is not None:
+            assert torch.equal(a.eos_latent, b.eos_latent)
     texts = [gen64.image_text(p, r.text) for p, r in zip(prompts, ref)]
     pre = [None, torch.tensor([3, 4, 5]), None, torch.tensor([7]), None]
     alone = [

@@ -184,6 +184,12 @@ class BatchedMILR:
         """``(Generated, timings)`` per request, or the exception that request must raise."""
         import torch
 
+        if self.limit is not None and len(requests) > self.limit:  # the limit fell (OOM)
+            return [
+                reply
+                for start in range(0, len(requests), self.limit)
+                for reply in self._generate(requests[start : start + self.limit])
+            ]
         streams = {id(r.rng): r.rng for r in requests}
         saved = {key: g.get_state() for key, g in streams.items()}
         try:

@@ -124,7 +124,7 @@ class JanusBatchedLoops:
         rows: list[dict[str, Any]] = []
         results: list[Reasoning | None] = [None] * len(prompts)
         for i, (prompt, pre, cap) in enumerate(zip(prompts, prefixes, max_tokens, strict=True)):
-            prompt_ids = self._encode(self.reasoning_prompt(prompt))  # type: ignore[attr-defined]
+            prompt_ids = self.reasoning_prompt_ids(prompt)  # type: ignore[attr-defined]
             limit = self.max_reasoning_tokens if cap is None else int(cap)  # type: ignore[attr-defined]
             budget = min(limit, self.context - len(prompt_ids))
             prefix = [int(t) for t in (pre or [])][:budget]
@@ -140,7 +140,7 @@ class JanusBatchedLoops:
             parts, hs = [], []
             for row in rows:  # per-row prompt KV and forced prefix, as the one-prompt loop
                 kv, h = self._row_kv([row["ids"]])
-                row["tokens"], row["latents"] = [], []
+                row["tokens"], row["latents"], row["eos_latent"] = [], [], None
                 if row["prefix"]:
                     cache = self._cache_from(kv)  # type: ignore[attr-defined]
                     ids = torch.tensor([row["prefix"]], dtype=torch.long, device=self.device)
@@ -163,6 +163,7 @@ class JanusBatchedLoops:
                     for j, r in enumerate(live):
                         row, tok = rows[r], int(nxt[j])
                         if tok == eos:
+                            row["eos_latent"] = h[j].detach()
                             continue
                         row["latents"].append(h[j])
                         row["tokens"].append(tok)
@@ -183,7 +184,9 @@ class JanusBatchedLoops:
                 else torch.zeros(0, self.hidden_size, device=self.device, dtype=self.dtype)
             )
             text = self.tokenizer.decode(row["tokens"], skip_special_tokens=True).strip()
-            out_r = Reasoning(tokens=row["tokens"], latents=lat.detach(), text=text)
+            out_r = Reasoning(
+                tokens=row["tokens"], latents=lat.detach(), text=text, eos_latent=row["eos_latent"]
+            )
             if self.memoize_reasoning:
                 self._batch_memo_store(row["key"], out_r)
             results[row["i"]] = out_r
