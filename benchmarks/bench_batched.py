@@ -171,19 +171,21 @@ def main_shapes(args: argparse.Namespace) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="milr-shapes-batched-"))
     suite = write_shapeseval(work / "shapeseval.jsonl")
-    print(f"suite {suite} ({len(suite.read_text().splitlines())} prompts), mode both, 30 steps")
+    n = len(suite.read_text().splitlines()) if args.limit is None else args.limit
+    print(f"suite {suite} ({n} prompts), mode both, {args.shapes_steps} steps")
     print("| --batch-prompts | wall s | overall (MILR) | overall (base) |")
     print("|---|---|---|---|")
     for b in args.batch:
         opts = BenchOptions(
-            suite=str(suite), model="shapes", critic=["shapes"], mode="both", steps=30,
-            out=str(work / f"b{b}"), progress=False, report=False, device="cpu", batch_prompts=b,
+            suite=str(suite), model="shapes", critic=["shapes"], mode="both",
+            steps=args.shapes_steps, limit=args.limit, out=str(work / f"b{b}"), progress=False,
+            report=False, device="cpu", batch_prompts=b,
         )  # fmt: skip
         t0 = time.perf_counter()
         summary = run_bench(opts)
         wall = time.perf_counter() - t0
         overall = summary["overall"] if summary else {}
-        print(f"| {b} | {wall:.0f} | {_acc(overall, 'milr')} | {_acc(overall, 'base')} |")
+        print(f"| {b} | {wall:.1f} | {_acc(overall, 'milr')} | {_acc(overall, 'base')} |")
         sys.stdout.flush()
 
 
@@ -200,6 +202,8 @@ def main() -> None:
     parser.add_argument("--shapes", action="store_true", help="ShapesEval via milr bench")
     parser.add_argument("--batch", type=int, nargs="+", default=None)
     parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--shapes-steps", type=int, default=30, help="--shapes: MILR steps")
+    parser.add_argument("--limit", type=int, default=None, help="--shapes: first N prompts")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--image-tokens", type=int, default=144)
