@@ -113,9 +113,10 @@ def reference_class():
             self._kv.clear()  # the prompt is recomputed on every call
             return super()._prefill(rows)
 
-        def continue_reasoning(self, prompt, prefix_tokens):
+        def _rollout(self, prompt, prefix_tokens, max_tokens):
             prompt_ids = self._encode(self.reasoning_prompt(prompt))
-            budget = min(self.max_reasoning_tokens, self.context - len(prompt_ids))
+            cap = self.max_reasoning_tokens if max_tokens is None else max_tokens
+            budget = min(cap, self.context - len(prompt_ids))
             eos = self._ids["eos"]
             tokens = [int(t) for t in prefix_tokens][:budget]
             latents = []
@@ -222,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         help="cpu: CPU seconds of this process (robust on a shared machine); wall: elapsed",
     )
     args = ap.parse_args(argv)
-    import milr.optimizer
+    import milr.phases
 
     if args.clock == "cpu":
-        milr.optimizer.CLOCK = time.process_time
+        milr.phases.CLOCK = time.process_time
 
     import torch
 

@@ -1,6 +1,15 @@
 """ShapesEval results table: base model vs MILR text / image / both vs best-of-N (issue 4).
 
     python benchmarks/bench_shapes.py --out shapes-bench.json [--limit-per-tag N] [--steps 30]
+        [--dtype bf16] [--latent-dtype model|float32] [--text-prefix paper|at_least_one]
+
+The issue #12 comparison (the model in bf16, latents in the model's dtype vs float32, `both`,
+30 steps; CPU bf16 runs the VQ decoder in fp32)::
+
+    python benchmarks/bench_shapes.py --modes both --dtype bf16 --latent-dtype model \
+        --out shapes-bf16-model.json
+    python benchmarks/bench_shapes.py --modes both --dtype bf16 --latent-dtype float32 \
+        --out shapes-bf16-float32.json
 
 For every ShapesEval record (or the first N per tag) and the same seed:
   (a) base: the model's first sample (reasoning + image, i.e. step 0 of the `both` run);
@@ -30,6 +39,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", default="base,text,image,both,best_of_n")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default="shapes")
+    parser.add_argument("--dtype", default=None, help="model dtype (bf16, fp32...; default fp32)")
+    parser.add_argument("--latent-dtype", default="model", choices=["model", "float32"])
+    parser.add_argument(
+        "--text-prefix",
+        default="paper",
+        choices=["paper", "at_least_one"],
+        help="paper: M=int(text_k*L) (M=0 for plans under 9 tokens: left unoptimised)",
+    )
     parser.add_argument("--shard", default="0/1", help="I/N: run every N-th record from I")
     parser.add_argument(
         "--merge", nargs="*", default=None, help="only merge JSON outputs and print"
@@ -68,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         records = subset
     shard, n_shards = (int(v) for v in args.shard.split("/"))
     records = records[shard::n_shards]
-    gen = load_generator(args.model, device="cpu")
+    gen = load_generator(args.model, device="cpu", dtype=args.dtype)
     critic = ShapesCritic()
     rows = []
     out = Path(args.out)
@@ -78,7 +95,13 @@ def main(argv: list[str] | None = None) -> None:
         for mode in ("both", "text", "image"):
             if mode not in modes and not (mode == "both" and "best_of_n" in modes):
                 continue
-            cfg = MILRConfig(mode=mode, max_steps=args.steps, seed=args.seed)
+            cfg = MILRConfig(
+                mode=mode,
+                max_steps=args.steps,
+                seed=args.seed,
+                latent_dtype=args.latent_dtype,
+                text_prefix=args.text_prefix,
+            )
             res = MILR(gen, critic, cfg).run(rec["prompt"], rec)
             row[mode] = {
                 "passed": bool(res.steps[res.selected_step].passed),

@@ -18,13 +18,15 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
+from milr import devices
+from milr.checkpoints import check_state_dict_keys, first_line
 from milr.critic import require
 from milr.errors import MilrUserError
-from milr.params import BatchSize, CriticParams, Device, VerdictThreshold
+from milr.params import BatchSize, CriticParams, Device, VerdictThreshold, dtype_param
 
 _CACHE: dict[tuple[Any, ...], OpenClipBundle] = {}
 _LOCK = threading.Lock()
@@ -44,26 +46,9 @@ class OpenClipBundle:
 
 
 def resolve_device(device: str | None, critic: str) -> str:
-    """``auto``/None -> ``cuda`` when available else ``cpu``; anything else must parse in torch."""
-    torch = require("torch", None, critic)
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise MilrUserError(
-            f"critic {critic!r}: device={device!r} is not a torch device; use cpu, cuda, cuda:1 or auto"
-        ) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MilrUserError(
-            f"critic {critic!r}: device={device!r} but CUDA is not available; use cpu"
-        )
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise MilrUserError(
-            f"critic {critic!r}: device={device!r} but only {torch.cuda.device_count()} CUDA "
-            "device(s) exist"
-        )
-    return str(dev)
+    """``auto``/None -> ``cuda`` when available else ``cpu`` (`milr.devices.resolve_device`)."""
+    require("torch", None, critic)
+    return devices.resolve_device(device, f"critic {critic!r}")
 
 
 class OpenClipParams(CriticParams):
@@ -79,7 +64,7 @@ class OpenClipParams(CriticParams):
     arch: str = Field("ViT-L-14", description="open_clip architecture name")
     threshold: VerdictThreshold = None
     device: Device = "auto"
-    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+    dtype: dtype_param("float32", "float16", "bfloat16") = Field(  # type: ignore[valid-type]
         "float32", description="model precision"
     )
     batch_size: BatchSize = 32
@@ -176,12 +161,18 @@ def _load(
         elif path.is_file():
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
             try:
-                open_clip.load_checkpoint(model, str(path), strict=True)
-            except Exception as exc:  # unpickling, shape or key mismatches
+                found = open_clip.load_checkpoint(model, str(path), strict=False)
+            except Exception as exc:  # unpickling or shape mismatches
                 raise MilrUserError(
                     f"critic {critic!r}: checkpoint {str(path)!r} does not load into open_clip "
-                    f"{arch!r}: {str(exc)[:500]}"
+                    f"{arch!r}: {first_line(exc)[:300]}"
                 ) from exc
+            check_state_dict_keys(  # missing or foreign tensors: one line naming them
+                getattr(found, "missing_keys", []),
+                getattr(found, "unexpected_keys", []),
+                path,
+                f"critic {critic!r} (open_clip {arch})",
+            )
             source = str(path.resolve())
         else:
             tags = open_clip.list_pretrained_tags_by_model(arch)

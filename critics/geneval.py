@@ -38,7 +38,7 @@ from milr.geneval_rules import (
     group_detections,
     validate_metadata,
 )
-from milr.params import BatchSize, Device
+from milr.params import BatchSize, Device, dtype_param
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -173,7 +173,7 @@ class GenEvalCritic(Critic):
             0.7, gt=0, le=1, description="YOLO non-maximum-suppression IoU (yolo only)"
         )
         device: Device = "auto"
-        dtype: Literal["float32", "float16"] = Field(
+        dtype: dtype_param("float32", "float16") = Field(  # type: ignore[valid-type]
             "float32", description="detector precision (ultralytics supports these two)"
         )
         batch_size: BatchSize | None = Field(

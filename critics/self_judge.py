@@ -14,10 +14,11 @@ copy is ever loaded — to judge the image under a rubric (`milr.critics.rubrics
 - ``rubric="wise" | "likert5"``: written answers scored by those rubrics.
 
 The question sits in ``chat_format`` (default: Janus-Pro's DeepSeek SFT format, with
-``{image}`` and ``{question}``). Any bound generator works if it exposes ``.model`` (a
-transformers model with ``.model``, an output head and ``generate``), ``.processor`` (its
-multimodal processor) and optionally ``.dtype``; the Janus adapter does. Outside a run, bind one
-yourself::
+``{image}`` and ``{question}``). Any bound generator works if it implements the optional
+protocol methods `milr.generator.Generator.understand` (next-token probabilities),
+``answer`` (written answers) and ``tokenize`` (``supports_understanding = True``); the Janus
+adapter does, and puts BOS and its processor's specials where the model expects them. Outside
+a run, bind one yourself::
 
     gen = milr.load_generator("/models/Janus-Pro-7B")
     critic = milr.build_critic("self-judge:rubric=checklist")
@@ -37,13 +38,12 @@ from milr.critics._images import to_rgb
 from milr.critics.judge import (
     JudgeParams,
     RubricSetup,
-    generate_answers,
     pop_question,
     rubric_results,
     yes_no_results,
-    yes_no_scores,
     yes_no_tokens,
 )
+from milr.errors import UnsupportedOperation
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -74,7 +74,9 @@ class SelfJudgeCritic(RubricSetup, Critic):
             DEFAULT_CHAT_FORMAT,
             description="understanding-mode chat format with {image} and {question}",
         )
-        add_bos: bool = Field(True, description="prepend the tokenizer's BOS (Janus expects it)")
+        add_bos: bool = Field(
+            True, description="accepted for old specs; the generator places BOS (at position 0)"
+        )
 
         @field_validator("chat_format")
         @classmethod
@@ -117,28 +119,17 @@ class SelfJudgeCritic(RubricSetup, Critic):
 
     def bind(self, *, generator: Any = None) -> None:
         """Keep a reference to the run's generator (``None`` unbinds); nothing is copied."""
-        if generator is not None:
-            missing = [a for a in ("model", "processor") if getattr(generator, a, None) is None]
-            if missing:
-                raise MilrUserError(
-                    f"self-judge critic: generator {type(generator).__name__} has no {missing}; "
-                    "self-judge needs a generator with an understanding mode (the Janus adapter "
-                    "exposes .model and .processor)"
-                )
+        if generator is not None and not getattr(generator, "supports_understanding", False):
+            raise UnsupportedOperation(
+                f"self-judge critic: generator {type(generator).__name__} has no "
+                "image-understanding mode (Generator.understand); self-judge needs one "
+                "(the Janus adapter implements it)"
+            )
         self._generator = generator
 
     def judge_text(self, prompt: str, metadata: dict[str, Any] | None = None) -> str:
         """The rubric's text for one prompt (before the chat format)."""
         return self.rubric.render(self.template, prompt, metadata)
-
-    def _text(self, processor: Any, prompt: str, metadata: dict[str, Any] | None = None) -> str:
-        image_token = getattr(processor, "image_token", None) or "<image_placeholder>"
-        question = self.judge_text(prompt, metadata)
-        text = self.params.chat_format.replace("{question}", question).replace(
-            "{image}", image_token
-        )
-        bos = getattr(getattr(processor, "tokenizer", processor), "bos_token", None)
-        return f"{bos}{text}" if self.params.add_bos and bos else text
 
     def score_batch(
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
@@ -152,28 +143,30 @@ class SelfJudgeCritic(RubricSetup, Critic):
             )
         require("torch", self.extra, self.name)
         rgb = [to_rgb(im, self.name) for im in images]
-        model, processor = gen.model, gen.processor
-        param = next(model.parameters())
-        texts = [self._text(processor, p, m) for p, m in zip(prompts, metadata, strict=True)]
         questions = [self.judge_text(p, m) for p, m in zip(prompts, metadata, strict=True)]
-        common = {
-            "device": param.device,
-            "dtype": getattr(gen, "dtype", None) or param.dtype,
-            "batch_size": self.params.batch_size,
-            "add_special_tokens": False,
-        }
-        model_name = str(getattr(gen, "checkpoint", None) or type(model).__name__)
+        layout = {"template": self.params.chat_format, "batch_size": self.params.batch_size}
+        model_name = str(getattr(gen, "checkpoint", None) or type(gen).__name__)
         threshold = self.verdict_threshold(self.params)
         if not self.rubric.generates:
-            tokenizer = getattr(processor, "tokenizer", processor)
+            import torch
+
             yes_ids, no_ids = yes_no_tokens(
-                tokenizer, self.params.yes_words, self.params.no_words, self.name
+                _Vocabulary(gen), self.params.yes_words, self.params.no_words, self.name
             )
-            scores = yes_no_scores(model, processor, texts, rgb, yes_ids, no_ids, **common)
+            logp = gen.understand(rgb, questions, **layout)  # [B, V] log-probabilities
+            lp_yes = torch.logsumexp(logp[:, yes_ids], dim=-1)
+            lp_no = torch.logsumexp(logp[:, no_ids], dim=-1)
+            scores = [
+                {"score": float(s), "p_yes": float(y), "p_no": float(n)}
+                for s, y, n in zip(
+                    torch.sigmoid(lp_yes - lp_no).tolist(),
+                    lp_yes.exp().tolist(),
+                    lp_no.exp().tolist(),
+                    strict=True,
+                )
+            ]
             return yes_no_results(scores, questions, threshold, model_name)
-        answers = generate_answers(
-            model, processor, texts, rgb, max_new_tokens=self.max_new_tokens, **common
-        )
+        answers = gen.answer(rgb, questions, max_new_tokens=self.max_new_tokens, **layout)
         return rubric_results(
             self.rubric,
             answers,
@@ -183,6 +176,17 @@ class SelfJudgeCritic(RubricSetup, Critic):
             self.name,
             self.template_sha256,
         )
+
+
+class _Vocabulary:
+    """The generator's tokenizer as `yes_no_tokens` reads it (``encode`` and ``unk_token_id``)."""
+
+    def __init__(self, generator: Any) -> None:
+        self.generator = generator
+        self.unk_token_id = generator.unk_token_id
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return list(self.generator.tokenize(text))
 
 
 @hookimpl

@@ -81,3 +81,15 @@ class PluginError(MilrError):
 
 class DuplicateNameError(MilrError):
     """Two plugins registered the same name; the message names both sources."""
+
+
+class UnsupportedOperation(MilrUserError, NotImplementedError):
+    """An optional protocol method the chosen generator does not implement (e.g. `understand`)."""
+
+
+class CheckpointError(MilrUserError):
+    """A checkpoint that is not what it claims: missing or unexpected tensors, broken tokenizer."""
+
+
+class GenerationError(MilrError, RuntimeError):
+    """The generator or optimizer produced no usable output (no image, no tokens)."""

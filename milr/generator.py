@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from milr.errors import MilrUserError
+from milr.errors import MilrUserError, UnsupportedOperation
+from milr.generator_batch import BatchedDefaults
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +34,9 @@ class Reasoning:
     tokens: list[int]
     latents: torch.Tensor
     text: str
+    #: The latent that predicted EOS (``[d]``), or None when the reasoning hit its cap without
+    #: EOS. The authors count it in the text prefix length (`MILRConfig.text_prefix`).
+    eos_latent: torch.Tensor | None = None
 
 
 @dataclass
@@ -46,7 +51,7 @@ class ImageTokens:
     latents: torch.Tensor
 
 
-class Generator(ABC):
+class Generator(BatchedDefaults, ABC):
     """A unified model seen through the operations MILR needs (DESIGN §2)."""
 
     #: Registry name of the adapter (``[a-z0-9_-]+``).
@@ -88,12 +93,21 @@ class Generator(ABC):
 
     # -- text --------------------------------------------------------------------------------
     @abstractmethod
-    def write_reasoning(self, prompt: str) -> Reasoning:
-        """Write the reasoning ("visualization") for `prompt` greedily, capturing latents."""
+    def write_reasoning(self, prompt: str, max_tokens: int | None = None) -> Reasoning:
+        """Write the reasoning ("visualization") for `prompt` greedily, capturing latents.
+
+        `max_tokens` caps the new tokens for this call (None: `max_reasoning_tokens`); the
+        adapter's own settings are never changed by a run.
+        """
 
     @abstractmethod
-    def continue_reasoning(self, prompt: str, prefix_tokens: list[int]) -> Reasoning:
-        """Force `prefix_tokens` as the start of the reasoning, then continue greedily."""
+    def continue_reasoning(
+        self, prompt: str, prefix_tokens: list[int], max_tokens: int | None = None
+    ) -> Reasoning:
+        """Force `prefix_tokens` as the start of the reasoning, then continue greedily.
+
+        `max_tokens` caps the reasoning length (prefix included) as in `write_reasoning`.
+        """
 
     @abstractmethod
     def image_text(self, prompt: str, reasoning: str | None) -> str:
@@ -127,6 +141,76 @@ class Generator(ABC):
     def decode(self, tokens: torch.Tensor) -> list[Image]:
         """Decode image tokens ``[B, n]`` to RGB PIL images."""
 
+    # -- understanding (optional) ------------------------------------------------------------
+    #: Whether `understand` is implemented (the ``self-judge`` critic needs it).
+    supports_understanding: ClassVar[bool] = False
+
+    def understand(
+        self,
+        images: Sequence[Image],
+        questions: Sequence[str],
+        *,
+        template: str | None = None,
+        batch_size: int = 8,
+    ) -> torch.Tensor:
+        """Next-token log-probabilities after the model is shown each image and asked a question.
+
+        Optional protocol method (declare ``supports_understanding = True`` when implemented).
+        `images` are RGB PIL images, `questions` one text per image (same length). `template`
+        is the understanding-mode chat layout with ``{image}`` (where the image goes) and
+        ``{question}``; None uses the adapter's own. Special tokens (BOS) are the adapter's
+        business: callers never write them. Returns a float32 CPU tensor ``[len(images), V]``
+        of log-probabilities over the text vocabulary for the first answer token.
+
+        Raises `UnsupportedOperation` (a `MilrUserError`) when the adapter has no understanding
+        mode.
+        """
+        raise UnsupportedOperation(
+            f"generator {self.name or type(self).__name__!r} has no image-understanding mode "
+            "(Generator.understand); critics that judge with the run's own model, such as "
+            "self-judge, need an adapter that implements it (the Janus adapter does)"
+        )
+
+    def answer(
+        self,
+        images: Sequence[Image],
+        questions: Sequence[str],
+        *,
+        template: str | None = None,
+        max_new_tokens: int = 256,
+        batch_size: int = 8,
+    ) -> list[str]:
+        """The model's greedy written answer to each question about its image (optional).
+
+        Same inputs as `understand`; at most `max_new_tokens` new tokens per answer, stopping
+        at end of text; special tokens dropped. Raises `UnsupportedOperation` when the adapter
+        has no understanding mode.
+        """
+        raise UnsupportedOperation(
+            f"generator {self.name or type(self).__name__!r} has no image-understanding mode "
+            "(Generator.answer); critics that judge with the run's own model need one"
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text` without special tokens (optional; needed with `understand`)."""
+        raise UnsupportedOperation(
+            f"generator {self.name or type(self).__name__!r} does not expose its tokenizer "
+            "(Generator.tokenize)"
+        )
+
+    @property
+    def unk_token_id(self) -> int | None:
+        """Id of the unknown token, if the tokenizer has one (None otherwise)."""
+        return None
+
+    def describe_prompts(self, prompt: str, reasoning: str | None) -> dict[str, Any]:
+        """The exact prompts of a run, for trajectories (optional; default: none).
+
+        Keys: ``style`` (the prompt style's name), ``reasoning`` and ``image`` (the decoded
+        reasoning prompt and image prompt, special tokens shown).
+        """
+        return {}
+
     def check_prompt(self, prompt: str) -> None:
         """Raise `MilrUserError` when `prompt` cannot be generated (empty, too long)."""
         if not isinstance(prompt, str) or not prompt.strip():
@@ -154,17 +238,62 @@ class Generator(ABC):
 # -- resolution ---------------------------------------------------------------------------------
 
 
-def _shapes_path() -> Path:
-    try:
-        from milr.shapes import model as shapes_model  # type: ignore[attr-defined]
-    except ModuleNotFoundError as exc:
-        if exc.name in {"milr.shapes.model"}:
-            raise MilrUserError(
-                "shapes model not installed: this milr build has no milr.shapes.model; "
-                "reinstall milr or pass --model PATH to a Janus checkpoint"
-            ) from None
-        raise
-    return Path(shapes_model.model_path())
+class NamedCheckpoint:
+    """A checkpoint registered under a short name (e.g. ``shapes``) for an existing adapter.
+
+    Made with `named_checkpoint` and registered through the ``register_generators`` hook like
+    an adapter, so ``load_generator(NAME)`` loads it and ``milr plugins`` lists it; the core
+    never imports the package that ships the weights.
+    """
+
+    name: ClassVar[str] = ""
+    #: The adapter class that loads the checkpoint.
+    adapter: ClassVar[type[Generator]]
+    description: ClassVar[str] = ""
+
+    @staticmethod
+    def locate() -> str | Path:
+        """The checkpoint directory or hub id (may verify files; raises `MilrUserError`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def can_load(cls, path: str | Path) -> bool:
+        """Never picked for an arbitrary directory: only loaded by its name."""
+        return False
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        **options: Any,
+    ) -> Generator:
+        """Load the named checkpoint (or `path`, when given) with the adapter."""
+        return cls.adapter.from_pretrained(  # type: ignore[call-arg]
+            cls.locate() if path is None else path, device=device, dtype=dtype, **options
+        )
+
+
+def named_checkpoint(
+    name: str,
+    adapter: type[Generator],
+    locate: Callable[[], str | Path],
+    description: str = "",
+) -> type[NamedCheckpoint]:
+    """A `NamedCheckpoint` class to pass to ``register(...)`` in a ``register_generators`` hook.
+
+    `locate` is called at load time only (a lazy import of the package holding the weights
+    belongs inside it).
+    """
+    attrs = {
+        "name": name,
+        "adapter": adapter,
+        "description": description,
+        "locate": staticmethod(locate),
+        "__doc__": description or f"the {name!r} checkpoint of the {adapter.name!r} adapter",
+    }
+    return type(f"NamedCheckpoint_{name.replace('-', '_')}", (NamedCheckpoint,), attrs)
 
 
 def _looks_local(name: str) -> bool:
@@ -196,50 +325,65 @@ def _hub_config_dir(repo_id: str) -> Path:
 
 
 def load_generator(
-    name_or_path: str | Path, device: str | None = None, dtype: str | None = None
+    name_or_path: str | Path,
+    device: str | None = None,
+    dtype: str | None = None,
+    allow_missing: bool = False,
+    prompt_style: str | None = None,
+    prompt_file: str | Path | None = None,
 ) -> Generator:
     """Resolve `name_or_path` to a loaded generator.
 
-    Accepts ``shapes`` (the tiny model shipped with milr), a registered adapter name (loads its
-    default checkpoint), ``ADAPTER:PATH`` to force an adapter, a local checkpoint directory, or
+    Accepts a registered checkpoint name (``shapes``, the tiny model shipped with milr), a
+    registered adapter name (loads its default checkpoint), ``ADAPTER:PATH`` to force an adapter, a local checkpoint directory, or
     a hub id (``HF_HUB_OFFLINE=1`` is honoured).
+
+    ``allow_missing=True`` loads a checkpoint whose weight files lack tensors or carry
+    unexpected ones (refused by default: `milr.errors.CheckpointError` names them and the file).
+    ``prompt_style``/``prompt_file`` choose the adapter's prompt layout (Janus: ``paper``,
+    ``hf``, ``checkpoint``, or a TOML/JSON file; see `milr.models.janus_prompts`).
     """
     from milr.registry import get_registry
 
     registry = get_registry()
     name = str(name_or_path).strip()
+    # passed only when set, so adapters written before these options keep loading
+    extra: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("allow_missing", allow_missing or None),
+            ("prompt_style", prompt_style),
+            ("prompt_file", prompt_file),
+        )
+        if v is not None
+    }
     if not name:
         raise MilrUserError("empty model name; pass --model NAME_OR_PATH")
-    if name == "shapes":
-        path = _shapes_path()
-        if not path.is_dir():
-            raise MilrUserError(
-                f"shapes model not installed: {path} does not exist; reinstall milr"
-            )
-        return _pick(registry, path).from_pretrained(path, device=device, dtype=dtype)
     adapter, sep, rest = name.partition(":")
     if sep and adapter in registry.generators and not Path(name).exists():
         cls = registry.generator_entry(adapter).cls
-        return cls.from_pretrained(rest, device=device, dtype=dtype)
+        return cls.from_pretrained(rest, device=device, dtype=dtype, **extra)
     if name in registry.generators:
         cls = registry.generator_entry(name).cls
+        if isinstance(cls, type) and issubclass(cls, NamedCheckpoint):
+            return cls.from_pretrained(device=device, dtype=dtype, **extra)
         if not cls.default_checkpoint:
             raise MilrUserError(f"generator {name!r} has no default checkpoint; pass a path")
-        return cls.from_pretrained(cls.default_checkpoint, device=device, dtype=dtype)
+        return cls.from_pretrained(cls.default_checkpoint, device=device, dtype=dtype, **extra)
     path = Path(name).expanduser()
     if path.is_dir():
-        return _pick(registry, path).from_pretrained(path, device=device, dtype=dtype)
+        return _pick(registry, path).from_pretrained(path, device=device, dtype=dtype, **extra)
     if path.exists():
         raise MilrUserError(f"model path {str(path)!r} is a file; pass the checkpoint directory")
     if _looks_local(name):
         raise MilrUserError(
             f"model path {name!r} does not exist; pass a checkpoint directory, a hub id "
-            f"like deepseek-community/Janus-Pro-1B, or one of: shapes, "
+            f"like deepseek-community/Janus-Pro-1B, or one of: "
             f"{', '.join(sorted(registry.generators))}"
         )
     cfg_dir = _hub_config_dir(name)
     cls = _pick(registry, cfg_dir, label=name)
-    return cls.from_pretrained(name, device=device, dtype=dtype)
+    return cls.from_pretrained(name, device=device, dtype=dtype, **extra)
 
 
 def _pick(registry: Any, path: Path, label: str | None = None) -> type[Generator]:

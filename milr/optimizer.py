@@ -15,14 +15,21 @@ candidates per step with a mean-reward baseline, REINFORCE on the sampled prefix
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from milr.critic import Critic, critic_label, evaluate
-from milr.errors import ContractViolation, MilrUserError
+from milr.critic import Critic, critic_label
+from milr.modes import MODES  # noqa: F401 - re-exported (older imports)
+from milr.optimizer_config import SELECT, MILRConfig  # noqa: F401 - re-exported
+from milr.phases import (
+    Candidate,
+    Timer,
+    generate_candidates,
+    propose_prefixes,
+    score_candidates,
+    update_latents,
+)
 from milr.results import MILRResult, StepRecord
 
 if TYPE_CHECKING:
@@ -30,157 +37,7 @@ if TYPE_CHECKING:
 
     from milr.generator import Generator
 
-MODES = ("text", "image", "both", "text_image", "image_text")
-SELECT = ("last", "best")
-
 __all__ = ["MILR", "MILRConfig", "MILRResult", "StepRecord", "run_milr"]
-
-#: Clock of the per-phase timings (benchmarks on shared CPUs swap in `time.process_time`).
-CLOCK: Callable[[], float] = time.perf_counter
-
-
-@dataclass
-class MILRConfig:
-    """MILR hyper-parameters; defaults are the authors' GenEval script (DESIGN §2).
-
-    - ``mode``: ``both`` (one text and one image update per step, the paper's joint mode),
-      ``text``, ``image``, or ``text_image`` / ``image_text`` (alternate one modality per step,
-      starting with the first named).
-    - ``text_k`` / ``image_k``: fraction of reasoning / image tokens optimised, in (0, 1]
-      (at least one token each).
-    - ``threshold``: stop when ``r = score − 1 > threshold``.
-    - ``select``: ``last`` returns the last image (faithful), ``best`` the best-scoring one.
-    - ``samples_per_step``: K > 1 draws K candidates per step in one batch and uses REINFORCE
-      with a mean-reward baseline on the sampled prefix tokens.
-    - ``stop_on_pass``: also stop when the critic's verdict passes.
-    - ``max_reasoning_tokens``: cap on reasoning length (None: the generator's, 512 for Janus).
-    - ``cfg_scale``: classifier-free guidance; None uses the checkpoint's recommendation
-      (`Generator.default_cfg_scale`: 5.0, the paper's value, for Janus-Pro; a checkpoint's
-      ``milr.json`` may set another, e.g. the small ``shapes`` model).
-    """
-
-    mode: str = "both"
-    text_k: float = 0.1
-    image_k: float = 0.01
-    lr: float = 0.01
-    max_steps: int = 20
-    threshold: float = -0.1
-    cfg_scale: float | None = None
-    temperature: float = 1.0
-    seed: int = 42
-    select: str = "last"
-    samples_per_step: int = 1
-    stop_on_pass: bool = False
-    max_reasoning_tokens: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise `MilrUserError` naming the bad value and the allowed range."""
-        if self.mode not in MODES:
-            raise MilrUserError(
-                f"mode={self.mode!r} is not a MILR mode; use one of {', '.join(MODES)}"
-            )
-        for name in ("text_k", "image_k"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 < v <= 1):
-                raise MilrUserError(f"{name}={v!r} must lie in (0, 1] (a fraction of the tokens)")
-        if not _positive(self.lr):
-            raise MilrUserError(f"lr={self.lr!r} must be a positive number (paper: 0.01 or 0.03)")
-        if (
-            isinstance(self.max_steps, bool)
-            or not isinstance(self.max_steps, int)
-            or self.max_steps < 1
-        ):
-            raise MilrUserError(f"max_steps={self.max_steps!r} must be a positive integer")
-        if not isinstance(self.threshold, (int, float)) or not (-1.0 <= self.threshold <= 0.0):
-            raise MilrUserError(
-                f"threshold={self.threshold!r} must lie in [-1, 0] (rewards are score − 1)"
-            )
-        if self.cfg_scale is not None and not _positive(self.cfg_scale):
-            raise MilrUserError(f"cfg_scale={self.cfg_scale!r} must be a positive number")
-        if not _positive(self.temperature):
-            raise MilrUserError(f"temperature={self.temperature!r} must be a positive number")
-        if self.select not in SELECT:
-            raise MilrUserError(f"select={self.select!r}; use 'last' or 'best'")
-        k = self.samples_per_step
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise MilrUserError(f"samples_per_step={k!r} must be an integer >= 1")
-        m = self.max_reasoning_tokens
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
-            raise MilrUserError(f"max_reasoning_tokens={m!r} must be a positive integer or None")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise MilrUserError(f"seed={self.seed!r} must be an integer")
-
-    @property
-    def uses_text(self) -> bool:
-        return self.mode != "image"
-
-    @property
-    def optimizes_image(self) -> bool:
-        return self.mode != "text"
-
-    def modalities(self, step: int) -> list[str]:
-        """Which latents step `step` (1-based) updates."""
-        if self.mode == "both":
-            return ["text", "image"]
-        if self.mode in ("text", "image"):
-            return [self.mode]
-        first, second = self.mode.split("_")
-        return [first if step % 2 == 1 else second]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _positive(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-
-
-class _Timer:
-    """Accumulates wall time per phase, synchronising CUDA so GPU work is attributed correctly."""
-
-    def __init__(self, device: Any) -> None:
-        self.cuda = str(device).startswith("cuda")
-        self.t: dict[str, float] = {}
-
-    def __call__(self, key: str) -> _Phase:
-        return _Phase(self, key)
-
-    def sync(self) -> None:
-        if self.cuda:
-            import torch
-
-            torch.cuda.synchronize()
-
-
-class _Phase:
-    def __init__(self, timer: _Timer, key: str) -> None:
-        self.timer, self.key = timer, key
-
-    def __enter__(self) -> None:
-        self.timer.sync()
-        self.start = CLOCK()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.timer.sync()
-        self.timer.t[self.key] = self.timer.t.get(self.key, 0.0) + CLOCK() - self.start
-
-
-@dataclass
-class _Candidate:
-    """One generated image with what produced it."""
-
-    reasoning: Any  # Reasoning | None
-    text_prefix: list[int]
-    image_prefix: list[int]
-    tokens: Any  # [n] image tokens
-    image: Any = None
-    score: float = 0.0
-    passed: bool | None = None
-    critics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class MILR:
@@ -208,27 +65,35 @@ class MILR:
         self.cfg_scale: float = float(config.cfg_scale)  # type: ignore[arg-type]
         self._bound = False
         self.latents: dict[str, Any] = {}
-        self._pending: list[_Candidate] | None = None
+        self._pending: list[Candidate] | None = None
         self.initial_latents: dict[str, Any] = {}
 
-    # -- scoring -----------------------------------------------------------------------------
+    # -- phases ------------------------------------------------------------------------------
     def _score(
-        self, cands: list[_Candidate], prompt: str, metadata: dict[str, Any], result: MILRResult
+        self, cands: list[Candidate], prompt: str, metadata: dict[str, Any], result: MILRResult
     ) -> None:
-        try:
-            res = evaluate(
-                self.critic,
-                [c.image for c in cands],
-                [prompt] * len(cands),
-                [metadata] * len(cands),
-            )
-        except ContractViolation as exc:
-            raise ContractViolation(f"{exc}; the step was not applied") from exc
+        score_candidates(self.critic, cands, prompt, metadata)
         result.critic_calls += 1
         result.images_scored += len(cands)
-        for c, r in zip(cands, res):
-            c.score, c.passed = r.score, r.passed
-            c.critics = _breakdown(self.critic, r)
+
+    def _generate(
+        self,
+        prompt: str,
+        text_prefixes: list[list[int]] | None,
+        image_prefixes: torch.Tensor | None,
+        rng: torch.Generator,
+        timer: Timer,
+        capture: int,
+        result: MILRResult,
+    ) -> tuple[list[Candidate], Any]:
+        cfg = self.config
+        out = generate_candidates(
+            self.generator, prompt, text_prefixes, image_prefixes, rng, timer,
+            capture=capture, uses_text=cfg.uses_text, cfg_scale=self.cfg_scale,
+            temperature=cfg.temperature, max_reasoning_tokens=cfg.max_reasoning_tokens,
+        )  # fmt: skip
+        result.tokens_generated += out.tokens_generated
+        return out.candidates, out.latents
 
     # -- main loop ---------------------------------------------------------------------------
     def run(
@@ -256,11 +121,6 @@ class MILR:
         )
         t0 = time.perf_counter()
         self._pending = None
-        saved_cap = None
-        settings = getattr(gen, "settings", None)
-        if cfg.max_reasoning_tokens is not None and settings is not None:
-            saved_cap = settings.max_reasoning_tokens
-            settings.max_reasoning_tokens = cfg.max_reasoning_tokens
         try:
             with torch.enable_grad():
                 self._run(prompt, metadata, callback, result)
@@ -275,76 +135,16 @@ class MILR:
             raise
         finally:
             self._pending = None
-            if saved_cap is not None and settings is not None:
-                settings.max_reasoning_tokens = saved_cap
+            self._record_prompts(prompt, result)
         result.wall_seconds = time.perf_counter() - t0
         return result
 
-    def _generate(
-        self,
-        prompt: str,
-        text_prefixes: list[list[int]] | None,
-        image_prefixes: torch.Tensor | None,
-        rng: torch.Generator,
-        timer: _Timer,
-        capture: int,
-        result: MILRResult,
-    ) -> tuple[list[_Candidate], Any]:
-        """Reasoning (if used) + image tokens + decode for each candidate; returns latents too."""
-        cfg, gen = self.config, self.generator
-        k = max(
-            len(text_prefixes or [None]), 0 if image_prefixes is None else image_prefixes.shape[0]
-        )
-        k = max(k, 1)
-        reasonings: list[Any] = [None] * k
-        if cfg.uses_text:
-            with timer("reasoning"):
-                if text_prefixes is None:
-                    reasonings = [gen.write_reasoning(prompt)]
-                else:
-                    reasonings = [gen.continue_reasoning(prompt, p) for p in text_prefixes]
-                if len(reasonings) == 1 and k > 1:
-                    reasonings = reasonings * k
-            result.tokens_generated += sum(
-                len(r.tokens) - (len(p) if text_prefixes else 0)
-                for r, p in zip(reasonings, text_prefixes or [[]] * len(reasonings))
-            )
-        texts = [gen.image_text(prompt, r.text if r is not None else None) for r in reasonings]
-        tokens_list, latents = [], None
-        with timer("image_tokens"):
-            if len(set(texts)) == 1:  # one prompt: one batch
-                out = gen.sample_image_tokens(
-                    texts[0], image_prefixes, batch=k, cfg_scale=self.cfg_scale,
-                    temperature=cfg.temperature, generator=rng, capture=capture,
-                )  # fmt: skip
-                tokens_list = list(out.tokens)
-                latents = out.latents
-            else:
-                lats = []
-                for i, text in enumerate(texts):
-                    pre = None if image_prefixes is None else image_prefixes[i : i + 1]
-                    out = gen.sample_image_tokens(
-                        text, pre, batch=1, cfg_scale=self.cfg_scale, temperature=cfg.temperature,
-                        generator=rng, capture=capture,
-                    )  # fmt: skip
-                    tokens_list.append(out.tokens[0])
-                    lats.append(out.latents)
-                import torch
-
-                latents = torch.cat(lats)
-        forced = 0 if image_prefixes is None else image_prefixes.shape[1]
-        result.tokens_generated += k * (gen.image_token_count - forced)
-        with timer("decode"):
-            import torch
-
-            images = gen.decode(torch.stack(tokens_list))
-        cands = []
-        for i in range(k):
-            r = reasonings[i]
-            tp = list(text_prefixes[i]) if text_prefixes else []
-            ip = [] if image_prefixes is None else [int(t) for t in image_prefixes[i]]
-            cands.append(_Candidate(r, tp, ip, tokens_list[i], images[i]))
-        return cands, latents
+    def _record_prompts(self, prompt: str, result: MILRResult) -> None:
+        """The decoded prompts of the returned image (``trajectory.json`` ``prompts``)."""
+        if not result.steps:
+            return
+        step = min(result.selected_step, len(result.steps) - 1)
+        result.prompts = dict(self.generator.describe_prompts(prompt, result.steps[step].reasoning))
 
     def _run(
         self,
@@ -361,7 +161,7 @@ class MILR:
         n_prefix = min(n_img, max(1, int(cfg.image_k * n_img))) if cfg.optimizes_image else 0
 
         # -- step 0: the model's own reasoning and image -------------------------------------
-        timer = _Timer(gen.device)
+        timer = Timer(gen.device)
         cands, img_lat = self._generate(prompt, None, None, rng, timer, n_prefix, result)
         with timer("critic"):
             self._score(cands, prompt, metadata, result)
@@ -369,14 +169,21 @@ class MILR:
         z_t = z_v = None
         opt_t = opt_v = None
         m_prefix = 0
-        if cfg.uses_text and cfg.mode != "image":
+        # the authors keep latents and Adam state in the model's dtype; float32 is an option
+        ldt = gen.dtype if cfg.latent_dtype == "model" else torch.float32
+        if cfg.uses_text:
             reasoning = cur.reasoning
-            m_prefix = min(len(reasoning.tokens), max(1, int(cfg.text_k * len(reasoning.tokens))))
+            assert reasoning is not None  # uses_text: step 0 wrote one
+            eos = getattr(reasoning, "eos_latent", None)
+            m_prefix = cfg.text_prefix_length(len(reasoning.tokens), eos is not None)
             if m_prefix > 0:
-                z_t = reasoning.latents[:m_prefix].detach().float().clone().requires_grad_(True)
+                lat = reasoning.latents
+                if m_prefix > len(lat) and eos is not None:  # the EOS-predicting latent too
+                    lat = torch.cat([lat, eos.reshape(1, -1).to(lat)])
+                z_t = lat[:m_prefix].detach().to(ldt).clone().requires_grad_(True)
                 opt_t = torch.optim.Adam([z_t], lr=cfg.lr)
         if cfg.optimizes_image:
-            z_v = img_lat[0].detach().float().clone().requires_grad_(True)  # [N, 2, d]
+            z_v = img_lat[0].detach().to(ldt).clone().requires_grad_(True)  # [N, 2, d]
             opt_v = torch.optim.Adam([z_v], lr=cfg.lr)
         if cfg.mode == "text":  # text only: the image latents are not optimised
             z_v = opt_v = None
@@ -394,11 +201,16 @@ class MILR:
         self._append(result, record, cur, callback)
         if self._done(cur, result):
             return
+        if z_t is None and cfg.mode in ("both", "text"):
+            # M = 0 (a reasoning too short for text_k): the authors leave the prompt unoptimised
+            result.stop_reason = "no_text_prefix"
+            return
 
         k = cfg.samples_per_step
-        for step in range(1, cfg.max_steps + 1):
-            timer = _Timer(gen.device)
-            mods = [m for m in cfg.modalities(step) if (z_t if m == "text" else z_v) is not None]
+        for step in range(1, cfg.total_steps + 1):
+            timer = Timer(gen.device)
+            step_plan = cfg.plan(step)
+            mods = [m for m in step_plan.update if (z_t if m == "text" else z_v) is not None]
             # -- proposals from the latents (and, for K > 1, the sampled prefixes) --------------
             snapshot = [
                 (z, z.detach().clone(), opt, _copy_state(opt))
@@ -410,7 +222,13 @@ class MILR:
                 losses = self._update(
                     mods, z_t, z_v, opt_t, opt_v, cur.score - 1.0, k, step, result
                 )
-                text_prefixes, image_prefixes = self._prefixes(z_t, z_v, k, rng)
+                text_prefixes, image_prefixes = self._prefixes(
+                    z_t, z_v if step_plan.image_prefix == "sample" else None, k, rng
+                )
+                if step_plan.image_prefix == "fixed" and image_prefix:  # held, not resampled
+                    image_prefixes = torch.tensor(
+                        [image_prefix] * k, dtype=torch.long, device=gen.device
+                    )
             try:
                 cands, _ = self._generate(
                     prompt, text_prefixes, image_prefixes, rng, timer, 0, result
@@ -441,68 +259,19 @@ class MILR:
 
     # -- pieces ------------------------------------------------------------------------------
     def _update(self, mods, z_t, z_v, opt_t, opt_v, reward, k, step, result) -> dict[str, float]:
-        """One Adam step per modality in `mods` with the paper's loss (or REINFORCE for K > 1)."""
-        import torch
-
-        cfg, gen = self.config, self.generator
-        losses: dict[str, float] = {}
-        pending = getattr(self, "_pending", None) if k > 1 else None
-        for mod in mods:
-            z, opt = (z_t, opt_t) if mod == "text" else (z_v, opt_v)
-            opt.zero_grad(set_to_none=True)
-            if mod == "text":
-                logits = gen.text_head(z)
-            else:
-                logits = gen.image_head(z, self.cfg_scale) / cfg.temperature
-            logp = torch.log_softmax(logits.float(), dim=-1)  # [P, V]
-            if pending is None:
-                a = logp.detach().argmax(-1)
-                loss = -reward * logp.gather(-1, a[:, None]).sum()
-            else:  # REINFORCE with a mean-reward baseline over the K sampled prefixes
-                rewards = torch.tensor([c.score - 1.0 for c in pending], device=logp.device)
-                adv = rewards - rewards.mean()
-                acts = [c.text_prefix if mod == "text" else c.image_prefix for c in pending]
-                a = torch.tensor(acts, device=logp.device, dtype=torch.long)  # [K, P]
-                lp = logp.unsqueeze(0).expand(len(acts), -1, -1).gather(-1, a[..., None])
-                loss = -(adv[:, None] * lp.squeeze(-1)).sum() / len(acts)
-            loss.backward()
-            opt.step()
-            losses[mod] = float(loss.detach())
-        return losses
+        """One Adam step per modality in `mods` (`milr.phases.update_latents`)."""
+        return update_latents(
+            self.generator, mods, {"text": z_t, "image": z_v}, {"text": opt_t, "image": opt_v},
+            reward, cfg_scale=self.cfg_scale, temperature=self.config.temperature,
+            pending=self._pending if k > 1 else None,
+        )  # fmt: skip
 
     def _prefixes(self, z_t, z_v, k, rng):
-        """Text prefix = argmax of the head on Z_t (sampled for K > 1); image prefix sampled."""
-        import torch
-
-        cfg, gen = self.config, self.generator
-        text_prefixes = None
-        image_prefixes = None
-        with torch.no_grad():
-            if z_t is not None:
-                logits = gen.text_head(z_t)
-                if k == 1:
-                    text_prefixes = [[int(t) for t in logits.argmax(-1)]]
-                else:
-                    probs = torch.softmax(logits, -1)
-                    text_prefixes = [
-                        [
-                            int(t)
-                            for t in torch.multinomial(
-                                probs.to(_rng_device(rng)), 1, generator=rng
-                            ).squeeze(-1)
-                        ]
-                        for _ in range(k)
-                    ]
-            elif cfg.uses_text:
-                text_prefixes = [[]] * k  # reasoning is kept greedy without a text prefix
-            if z_v is not None:
-                fused = gen.image_head(z_v, self.cfg_scale)
-                if cfg.temperature != 1.0:
-                    fused = fused / cfg.temperature
-                probs = torch.softmax(fused, dim=-1).to(_rng_device(rng))  # [N, V]
-                draws = [torch.multinomial(probs, 1, generator=rng).squeeze(-1) for _ in range(k)]
-                image_prefixes = torch.stack(draws).to(gen.device)
-        return text_prefixes, image_prefixes
+        """Next text/image prefixes from the latents (`milr.phases.propose_prefixes`)."""
+        return propose_prefixes(
+            self.generator, z_t, z_v, k, rng, uses_text=self.config.uses_text,
+            cfg_scale=self.cfg_scale, temperature=self.config.temperature,
+        )  # fmt: skip
 
     def _record(
         self, step, cand, mods, losses, prev_text, prev_image, scores, ntok, timings, result
@@ -527,7 +296,7 @@ class MILR:
             timings={k: round(v, 6) for k, v in timings.items()},
         )
 
-    def _append(self, result: MILRResult, record: StepRecord, cand: _Candidate, callback) -> None:
+    def _append(self, result: MILRResult, record: StepRecord, cand: Candidate, callback) -> None:
         result.steps.append(record)
         if record.score > result.steps[result.best_step].score:
             result.best_step = record.step
@@ -536,7 +305,7 @@ class MILR:
             result.stop_reason = "callback"
             raise _Stop
 
-    def _done(self, cand: _Candidate, result: MILRResult) -> bool:
+    def _done(self, cand: Candidate, result: MILRResult) -> bool:
         if self.config.stop_on_pass and cand.passed:
             result.stop_reason = "passed"
             return True
@@ -554,20 +323,6 @@ def _copy_state(opt: Any) -> dict[str, Any]:
 
 class _Stop(Exception):
     """Raised by a callback returning False; ends the run normally."""
-
-
-def _rng_device(rng: Any) -> Any:
-    return getattr(rng, "device", "cpu")
-
-
-def _breakdown(critic: Critic, res: Any) -> dict[str, dict[str, Any]]:
-    members = res.details.get("critics") if isinstance(res.details, dict) else None
-    if isinstance(members, dict):
-        return {
-            label: {"score": m.get("score"), "passed": m.get("passed"), "weight": m.get("weight")}
-            for label, m in members.items()
-        }
-    return {critic_label(critic): {"score": res.score, "passed": res.passed, "weight": 1.0}}
 
 
 def _safe_config(critic: Critic) -> Any:

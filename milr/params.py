@@ -46,6 +46,7 @@ __all__ = [
     "BatchSize",
     "CriticParams",
     "Device",
+    "dtype_param",
     "VerdictThreshold",
     "critic_parameters",
     "format_constraints",
@@ -96,6 +97,31 @@ Device = Annotated[
     str,
     Field(description="torch device: auto (CUDA when available), cpu, cuda, cuda:N"),
 ]
+
+
+def dtype_param(*allowed: str) -> Any:
+    """A dtype parameter type: every `milr.devices` spelling in, the canonical name stored.
+
+    ``dtype_param("float32", "float16")`` also restricts the result (no arguments: any dtype or
+    ``auto``). Generators and critics thereby accept the same words (``bf16``, ``half``...)::
+
+        dtype: dtype_param("float32", "bfloat16") = Field("float32", description="precision")
+    """
+    from pydantic import BeforeValidator
+
+    from milr.devices import DTYPE_NAMES, dtype_name
+
+    ok = tuple(allowed) or DTYPE_NAMES
+
+    def canonical(value: Any) -> str:
+        try:
+            return dtype_name(value, allowed=ok)
+        except MilrUserError:
+            raise ValueError(
+                f"must be one of {', '.join(ok)} (aliases such as bf16, fp16, half, fp32 work too)"
+            ) from None
+
+    return Annotated[Literal[ok], BeforeValidator(canonical)]  # type: ignore[valid-type]
 
 
 # -- annotation helpers -------------------------------------------------------------------------

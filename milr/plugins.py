@@ -52,6 +52,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "milr.critics.vqa",
     "milr.critics.route",
     "milr.models.janus",
+    "milr.shapes.model",
 )
 
 

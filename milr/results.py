@@ -15,7 +15,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-SCHEMA_VERSION = 1
+#: 2: one name per field (``num_steps`` and ``generated_tokens``, v1's duplicates of
+#: ``n_steps`` and ``tokens_generated``, are gone). `read_trajectory` reads v1 and v2.
+SCHEMA_VERSION = 2
+#: v1 duplicate field → the v2 name it duplicated.
+_V1_ALIASES = {"num_steps": "n_steps", "generated_tokens": "tokens_generated"}
 TIMING_KEYS = ("reasoning", "image_tokens", "decode", "critic", "update")
 
 
@@ -65,6 +69,8 @@ class MILRResult:
     image_prefix_len: int = 0
     wall_seconds: float = 0.0
     error: str | None = None
+    #: The exact prompts (`Generator.describe_prompts`): ``style``, ``reasoning``, ``image``.
+    prompts: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         """One line: prompt, steps, first -> returned score (best), why it stopped, seconds.
@@ -134,10 +140,10 @@ class MILRResult:
             "config": self.config,
             "generator": self.generator,
             "critic": self.critic,
+            "prompts": self.prompts,
             "stop_reason": self.stop_reason,
             "error": self.error,
             "n_steps": self.n_steps,
-            "num_steps": self.n_steps,
             "initial_score": self.initial_score,
             "final_score": self.final_score,
             "best_score": self.best_score,
@@ -147,7 +153,6 @@ class MILRResult:
             "critic_calls": self.critic_calls,
             "images_scored": self.images_scored,
             "tokens_generated": self.tokens_generated,
-            "generated_tokens": self.tokens_generated,
             "text_prefix_len": self.text_prefix_len,
             "image_prefix_len": self.image_prefix_len,
             "wall_seconds": self.wall_seconds,
@@ -174,6 +179,40 @@ class MILRResult:
         if self.steps:
             plot_rewards(self, out / "reward.png")
         return out
+
+
+def read_trajectory(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """A trajectory (``trajectory.json`` path or its parsed dict) in the current schema.
+
+    Schema 1 files are upgraded: their duplicate fields ``num_steps``/``generated_tokens`` fold
+    into ``n_steps``/``tokens_generated`` (a v1 file with only the duplicate still reads).
+    Raises `MilrUserError` for an unreadable file or a schema newer than this milr.
+    """
+    from milr.errors import MilrUserError
+
+    if isinstance(source, dict):
+        data = dict(source)
+        where = "trajectory"
+    else:
+        where = str(source)
+        try:
+            data = json.loads(Path(source).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise MilrUserError(f"cannot read trajectory {where}: {exc}") from None
+        if not isinstance(data, dict):
+            raise MilrUserError(f"{where} does not hold a trajectory (a JSON object)")
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise MilrUserError(
+            f"{where} has schema_version={version!r}; this milr reads 1..{SCHEMA_VERSION} "
+            "(upgrade milr)"
+        )
+    for old, new in _V1_ALIASES.items():
+        if old in data:
+            value = data.pop(old)
+            data.setdefault(new, value)
+    data["schema_version"] = SCHEMA_VERSION
+    return data
 
 
 def _json_safe(value: Any) -> Any:

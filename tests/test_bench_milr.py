@@ -56,6 +56,9 @@ def test_milr_records_match_the_optimizer_trajectory(tiny_janus, geneval3, tmp_p
         traj = rec["trajectory"]
         assert traj["steps"] == 2 and traj["stop_reason"] == "max_steps"
         assert len(traj["scores"]) == 3 and traj["critic_calls"] == 3
+        prompts = traj["prompts"]  # the exact prompts of the returned image (issue #12.1)
+        assert prompts["style"] == "paper" and prompts["image"].endswith("<begin_of_image>")
+        assert prompts["image"].startswith("<bos>") and prompts["reasoning"].startswith("<bos>")
         # evaluation critic == reward critic: the harness's scores of the saved images are the
         # optimizer's own step-0 and last-step scores, so the right images were saved
         assert rec["base"]["score"] == pytest.approx(traj["scores"][0])
@@ -93,10 +96,15 @@ def test_bad_optimizer_option_fails_before_any_work(tiny_janus, geneval3, tmp_pa
 
 def _shapes_available() -> bool:
     try:
-        from milr.generator import _shapes_path
         from milr.registry import get_registry
+        from milr.shapes.model import model_path
 
-        return _shapes_path().is_dir() and "shapes" in get_registry().critics
+        registry = get_registry()
+        return (
+            model_path().is_dir()
+            and "shapes" in registry.critics
+            and "shapes" in registry.generators
+        )
     except Exception:
         return False
 

@@ -30,7 +30,7 @@ def test_generate_writes_images_trajectory_and_plot(tiny_dir, tmp_path):
         "generate", "a red square", "--model", str(tiny_dir), "--critic", "color:target=red",
         "--critic", "colorfulness:weight=0.5",
         "--steps", "2", "--seed", "3", "--select", "best", "--out", str(out),
-        "--max-reasoning-tokens", "8", "--json", "-q",
+        "--max-reasoning-tokens", "8", "--text-k", "0.5", "--json", "-q",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -99,3 +99,35 @@ def test_generate_module_import_is_cheap():
         "sys.exit(1 if 'torch' in sys.modules or 'transformers' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_prompt_style_and_prompt_file(tiny_dir, tmp_path):
+    """#12.1: the trajectory records the exact prompts; a prompt file replaces the layout."""
+    prompt_file = tmp_path / "prompts.toml"
+    prompt_file.write_text(
+        'system = ""\n'
+        'instruction = "draw {prompt}"\n'
+        'reasoning_template = "<|User|>: {instruction}\\n\\n<|Assistant|>:"\n'
+        'image_template = "<|User|>: {text}\\n\\n<|Assistant|>:"\n'
+    )
+    out = tmp_path / "run"
+    proc = run_milr(
+        "generate", "a red square", "--model", str(tiny_dir), "--critic", "color:target=red",
+        "--prompt-file", str(prompt_file), "--steps", "1", "--max-reasoning-tokens", "4",
+        "--text-k", "0.5", "--mode", "interleaved", "--latent-dtype", "float32", "-q",
+        "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "trajectory.json").read_text())
+    assert data["prompts"]["style"] == "file:prompts.toml"
+    assert data["prompts"]["reasoning"].startswith("<bos> <|User|> : draw a red square")
+    assert data["prompts"]["image"].endswith("<|Assistant|> : <begin_of_image>")
+    assert data["config"]["latent_dtype"] == "float32" and data["config"]["mode"] == "interleaved"
+    for args, needle in (
+        (["--prompt-style", "hf"], "chat template"),
+        (["--prompt-file", str(tmp_path / "missing.toml")], "cannot read prompt file"),
+        (["--prompt-style", "paper", "--prompt-file", str(prompt_file)], "both given"),
+    ):
+        proc = run_milr("generate", "x", "--model", str(tiny_dir), "--critic", "color", *args)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr

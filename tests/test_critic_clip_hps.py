@@ -241,3 +241,23 @@ class TestHPSContract(CriticContract):
 
     def make_critic(self):
         return HPSCritic(weights=self.weights, arch=TINY_ARCH, device="cpu")
+
+
+def test_checkpoint_with_missing_or_foreign_tensors_is_refused(tiny_clip, tmp_path):
+    """A partial state dict is refused in one line naming its tensors and the file."""
+    import torch
+
+    from milr.errors import CheckpointError
+
+    images, _ = images_and_prompts()
+    state = torch.load(tiny_clip["plain"], weights_only=True)
+    dropped = sorted(k for k in state if k.startswith("visual."))[0]
+    del state[dropped]
+    state["foreign.weight"] = torch.zeros(2)
+    path = tmp_path / "partial.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as exc:
+        ClipScoreCritic(weights=str(path), arch=TINY_ARCH, device="cpu").score(images[0], "x")
+    msg = str(exc.value)
+    assert "\n" not in msg and str(path) in msg
+    assert f"1 missing tensor(s) ({dropped})" in msg and "(foreign.weight)" in msg

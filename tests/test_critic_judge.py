@@ -319,3 +319,25 @@ def test_generated_answers_equal_unbatched_greedy_generate(llava):
 class TestJudgeContract(CriticContract):
     def make_critic(self):
         return JudgeCritic(model=str(tiny_llava_dir()), device="cpu", batch_size=3)
+
+
+def test_checkpoint_missing_tensors_is_refused_in_one_line(llava, tmp_path):
+    """Issue #11 D: a judge checkpoint with missing/unexpected tensors does not load at random."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from milr.errors import CheckpointError
+
+    d = tmp_path / "partial"
+    shutil.copytree(llava, d)
+    weights = next(d.glob("*.safetensors"))
+    state = load_file(str(weights))
+    dropped = sorted(state)[-1]
+    del state[dropped]
+    save_file(state, str(weights), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError) as exc:
+        JudgeCritic(model=str(d), device="cpu").score(images()[0], PROMPTS[0])
+    assert (
+        "\n" not in str(exc.value) and dropped in str(exc.value) and weights.name in str(exc.value)
+    )

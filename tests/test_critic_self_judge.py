@@ -33,6 +33,13 @@ def images() -> list[Image.Image]:
     ]
 
 
+def reference_text(gen, critic: SelfJudgeCritic, prompt: str) -> str:
+    """The judge input written out by hand: BOS first, the chat format, the image placeholder."""
+    return "<bos>" + critic.params.chat_format.replace(
+        "{question}", critic.judge_text(prompt)
+    ).replace("{image}", gen.processor.image_token)
+
+
 def direct_scores(gen, critic: SelfJudgeCritic) -> list[float]:
     """Reference: one unpadded full forward of the generator's model per image; softmax of logits."""
     import torch
@@ -41,7 +48,7 @@ def direct_scores(gen, critic: SelfJudgeCritic) -> list[float]:
     out = []
     for im, prompt in zip(images(), PROMPTS, strict=True):
         inputs = gen.processor(
-            text=[critic._text(gen.processor, prompt)],
+            text=[reference_text(gen, critic, prompt)],
             images=[im],
             return_tensors="pt",
             add_special_tokens=False,
@@ -60,11 +67,13 @@ def test_unbound_use_says_how_to_bind():
 
 
 def test_bind_rejects_generator_without_understanding_mode():
-    class TextOnly:
-        model = object()
-        processor = None
+    from milr.errors import UnsupportedOperation
 
-    with pytest.raises(MilrUserError, match="processor"):
+    class TextOnly:  # has a model and a processor, but no declared understanding mode
+        model = object()
+        processor = object()
+
+    with pytest.raises(UnsupportedOperation, match="image-understanding mode"):
         SelfJudgeCritic().bind(generator=TextOnly())
 
 
@@ -160,7 +169,7 @@ def test_checklist_rubric_generates_with_the_generators_model(janus):
     for r, im, prompt in zip(res, images(), PROMPTS, strict=True):
         assert (r.score, r.passed) == (0.0, False) and r.details["unparsable"] is True
         inputs = janus.processor(
-            text=[critic._text(janus.processor, prompt)],
+            text=[reference_text(janus, critic, prompt)],
             images=[im],
             return_tensors="pt",
             add_special_tokens=False,

@@ -103,7 +103,7 @@ def test_uncond_row_keeps_only_bos_and_boi(gen):
     assert uncond == [ids["bos"]] + [ids["pad"]] * (len(cond) - 2) + [ids["boi"]]
 
 
-@pytest.mark.parametrize("seed,batch", [(3, 1), (11, 2)])
+@pytest.mark.parametrize("seed,batch", [(3, 1), (11, 2), (5, 3)])
 def test_tokens_equal_transformers_image_generate(gen, seed, batch):
     text = gen.image_text(PROMPT, "a plan")
     cond, _ = gen.image_prompt_ids(text)
@@ -116,6 +116,7 @@ def test_tokens_equal_transformers_image_generate(gen, seed, batch):
         do_sample=True,
         guidance_scale=5.0,
         num_return_sequences=batch,
+        top_k=0,  # generate's default top_k=50 is not Janus' (nor the authors') sampler
     )
     gen.clear_cache()
     mine = gen.sample_image_tokens(text, batch=batch, cfg_scale=5.0, generator=gen.rng(seed))
@@ -186,12 +187,60 @@ def test_model_resolution_errors(tmp_path, monkeypatch):
 
 
 def test_shapes_name_resolves_or_says_not_installed():
+    from milr.generator import NamedCheckpoint
+    from milr.models.janus import JanusGenerator
+
+    entry = milr.get_registry().generators["shapes"]
+    assert issubclass(entry.cls, NamedCheckpoint) and entry.cls.adapter is JanusGenerator
+    assert entry.plugin == "milr.shapes.model"  # registered by the shapes package, not the core
     try:
         g = milr.load_generator("shapes")
     except MilrUserError as exc:
         assert "shapes model" in str(exc)
     else:
-        assert g.name == "janus"
+        assert g.name == "janus" and isinstance(g, JanusGenerator)
+
+
+def test_named_checkpoint_of_an_adapter_loads_by_name(tiny_dir, monkeypatch):
+    from milr.generator import named_checkpoint
+    from milr.models.janus import JanusGenerator
+    from milr.registry import Entry
+
+    calls: list[int] = []
+
+    def locate():
+        calls.append(1)
+        return tiny_dir
+
+    cls = named_checkpoint("tiny-test", JanusGenerator, locate, "the tiny test model")
+    assert calls == []  # nothing resolved at registration time
+    assert not cls.can_load(tiny_dir)  # never picked for an arbitrary directory
+    reg = milr.get_registry()
+    monkeypatch.setitem(reg.generators, "tiny-test", Entry("tiny-test", cls, "t", "t", "0", False))
+    g = milr.load_generator("tiny-test", device="cpu")
+    assert isinstance(g, JanusGenerator) and g.image_token_count == 16 and calls == [1]
+    assert type(milr.load_generator(tiny_dir)) is JanusGenerator  # directories pick the adapter
+
+
+def test_understanding_is_a_declared_protocol_method(gen):
+    from PIL import Image
+
+    from milr.errors import UnsupportedOperation
+    from milr.generator import Generator
+
+    assert gen.supports_understanding and not Generator.supports_understanding
+    with pytest.raises(UnsupportedOperation, match="no image-understanding mode"):
+        Generator.understand(gen, [], [])  # the protocol's default: a clear error
+    img = Image.new("RGB", (40, 30), (200, 20, 20))
+    inputs = gen.understanding_inputs([img, img], ["is it red ?", "a much longer question here"])
+    bos = gen.tokenizer.bos_token_id
+    ids = inputs["input_ids"]
+    assert (ids[:, 0] == bos).all() and ((ids == bos).sum(1) == 1).all()  # BOS first, once
+    logp = gen.understand([img, img], ["is it red ?", "a much longer question here"])
+    assert logp.shape == (2, 512) and logp.dtype == torch.float32
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(2), atol=1e-5)
+    one = gen.understand([img], ["a much longer question here"])  # padding never leaks in
+    assert torch.allclose(one[0], logp[1], atol=1e-5)
 
 
 def test_module_import_is_cheap():

@@ -87,11 +87,26 @@ def test_modes_change_their_latents(gen, red, mode, changes):
     assert (res.steps[0].reasoning is None) == (mode == "image")
 
 
-def test_alternating_modes(gen, red):
-    res = MILR(gen, red, MILRConfig(mode="image_text", max_steps=3, threshold=0.0, **FAST)).run(
-        PROMPT
-    )
-    assert [s.updated for s in res.steps[1:]] == [["image"], ["text"], ["image"]]
+def test_interleaved_alternates_text_first(gen, red):
+    cfg = MILRConfig(mode="interleaved", max_steps=3, threshold=0.0, **FAST)
+    res = MILR(gen, red, cfg).run(PROMPT)
+    assert [s.updated for s in res.steps[1:]] == [["text"], ["image"], ["text"]]
+
+
+@pytest.mark.parametrize("mode", ["text_image", "image_text"])
+def test_sequential_modes_run_one_phase_then_the_other(gen, red, mode):
+    """The authors' sequential modes: text steps hold the image prefix; budgets per phase."""
+    cfg = MILRConfig(mode=mode, text_steps=2, image_steps=3, threshold=0.0, **FAST)
+    res = MILR(gen, red, cfg).run(PROMPT)
+    first, second = mode.split("_")
+    n_first, n_second = (2, 3) if first == "text" else (3, 2)
+    assert [s.updated for s in res.steps[1:]] == [[first]] * n_first + [[second]] * n_second
+    assert res.n_steps == 5 and res.stop_reason == "max_steps"
+    text_steps = [s for s in res.steps[1:] if s.updated == ["text"]]
+    held = res.steps[0].image_prefix if first == "text" else res.steps[n_first].image_prefix
+    assert all(s.image_prefix == held for s in text_steps)  # the image prefix is held
+    if first == "text":  # the image phase reasons under the final text-phase prefix
+        assert all(s.text_prefix == text_steps[-1].text_prefix for s in res.steps[n_first + 1 :])
 
 
 def test_early_stop_when_first_image_passes(gen):
@@ -159,7 +174,8 @@ def test_select_best_and_result_fields(gen, red, tmp_path):
     for name in ("initial.png", "final.png", "best.png", "trajectory.json", "reward.png"):
         assert (out / name).is_file(), name
     data = json.loads((out / "trajectory.json").read_text())
-    assert data["schema_version"] == 1 and data["n_steps"] == 3 and len(data["steps"]) == 4
+    assert data["schema_version"] == 2 and data["n_steps"] == 3 and len(data["steps"]) == 4
+    assert "num_steps" not in data and "generated_tokens" not in data  # v1 duplicates gone
     assert data["metadata"] == {"tag": "colors"} and data["selected"] == "best"
     assert data["steps"][1]["image_prefix"] and data["initial_score"] == scores[0]
 
@@ -261,6 +277,151 @@ def test_memory_does_not_grow_with_steps(gen, red):
         if rec.step in (3, 30):
             seen[rec.step] = _live_tensor_bytes() - base
 
-    cfg = MILRConfig(mode="both", max_steps=30, threshold=0.0, max_reasoning_tokens=6, image_k=0.25)
+    cfg = MILRConfig(
+        mode="both", max_steps=30, threshold=0.0, max_reasoning_tokens=6, image_k=0.25, text_k=0.5
+    )
     MILR(gen, red, cfg).run(PROMPT, callback=cb)
     assert seen[30] <= seen[3] * 1.1 + 4096, seen
+
+
+def test_reasoning_cap_is_an_argument_and_never_touches_the_adapter(gen, red):
+    """The run's cap reaches the generator as `max_tokens`; the adapter settings stay as loaded."""
+    settings_before = dict(vars(gen.settings))
+    seen: list[int] = []
+
+    def during(record, result):
+        seen.append(gen.settings.max_reasoning_tokens)  # what a concurrent user would see
+
+    cfg = MILRConfig(mode="both", max_steps=2, threshold=0.0, max_reasoning_tokens=3, text_k=0.5)
+    res = MILR(gen, red, cfg).run(PROMPT, callback=during)
+    assert all(len(s.reasoning.split()) <= 3 for s in res.steps)
+    assert seen == [24, 24, 24] and vars(gen.settings) == settings_before
+    assert len(gen.write_reasoning(PROMPT, max_tokens=2).tokens) == 2
+    assert len(gen.write_reasoning(PROMPT).tokens) == 24  # the checkpoint's own cap
+
+
+def test_trajectory_v1_still_reads(tmp_path):
+    from milr.results import SCHEMA_VERSION, read_trajectory
+
+    v1 = {"schema_version": 1, "prompt": "p", "n_steps": 2, "num_steps": 2,
+          "tokens_generated": 40, "generated_tokens": 40, "steps": []}  # fmt: skip
+    path = tmp_path / "trajectory.json"
+    path.write_text(json.dumps(v1))
+    data = read_trajectory(path)
+    assert data["schema_version"] == SCHEMA_VERSION == 2
+    assert data["n_steps"] == 2 and data["tokens_generated"] == 40
+    assert "num_steps" not in data and "generated_tokens" not in data
+    only_dup = read_trajectory({"schema_version": 1, "num_steps": 5, "generated_tokens": 7})
+    assert only_dup["n_steps"] == 5 and only_dup["tokens_generated"] == 7
+    with pytest.raises(MilrUserError, match="schema_version=99"):
+        read_trajectory({"schema_version": 99})
+
+
+def test_mode_names_have_one_definition():
+    import click
+
+    from milr.cli.bench import run_cmd
+    from milr.cli.generate import generate
+    from milr.modes import MODES
+
+    assert MILRConfig.__module__ == "milr.optimizer_config"
+    for command in (generate, run_cmd):
+        opt = next(p for p in command.params if p.name == "mode")
+        assert isinstance(opt.type, click.Choice) and tuple(opt.type.choices) == MODES
+
+
+def test_no_bare_runtime_errors_in_milr():
+    """Errors milr raises on purpose are in the MilrError family (issue #10.6)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(milr.__file__).parent
+    bare = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                call = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                if isinstance(call, ast.Name) and call.id == "RuntimeError":
+                    bare.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert bare == []
+
+
+def test_adapter_without_max_tokens_still_runs_with_a_deprecation_warning(gen, red):
+    """Adapters written against the old protocol (no `max_tokens`) keep working."""
+    from milr.models.janus import JanusGenerator
+
+    class OldAdapter(JanusGenerator):
+        def write_reasoning(self, prompt):  # the pre-0.2 signatures
+            return super().write_reasoning(prompt)
+
+        def continue_reasoning(self, prompt, prefix_tokens):
+            return super().continue_reasoning(prompt, prefix_tokens)
+
+    old = OldAdapter(gen.model, gen.processor, gen.settings, checkpoint="old")
+    cfg = MILRConfig(mode="both", max_steps=1, threshold=0.0, **FAST)
+    with pytest.warns(DeprecationWarning, match="max_reasoning_tokens=10 is ignored"):
+        res = MILR(old, red, cfg).run(PROMPT)
+    assert res.n_steps == 1 and len(res.steps[0].reasoning.split()) > 10  # its own cap (24)
+    cfg = MILRConfig(mode="both", max_steps=1, threshold=0.0, image_k=0.25, text_k=0.3)
+    assert MILR(old, red, cfg).run(PROMPT).n_steps == 1  # no cap asked: no warning needed
+
+
+@pytest.mark.parametrize(
+    "rule,n,eos,text_k,expected",
+    [
+        ("paper", 9, True, 0.1, 1),  # L = 10 latents (EOS-predicting one included)
+        ("paper", 9, False, 0.1, 0),  # L = 9: M = 0, no text optimisation
+        ("paper", 19, True, 0.1, 2),
+        ("paper", 3, True, 1.0, 4),  # every latent, the EOS-predicting one too
+        ("at_least_one", 9, True, 0.1, 1),  # milr 0.1: max(1, int(text_k * n))
+        ("at_least_one", 19, True, 0.1, 1),
+        ("at_least_one", 0, False, 0.5, 0),
+    ],
+)
+def test_text_prefix_rules(rule, n, eos, text_k, expected):
+    cfg = MILRConfig(text_prefix=rule, text_k=text_k)
+    assert cfg.text_prefix_length(n, eos) == expected
+
+
+def test_m_zero_leaves_the_prompt_unoptimised_like_the_authors(gen, red):
+    cfg = MILRConfig(mode="both", max_steps=3, threshold=0.0, max_reasoning_tokens=5, text_k=0.1)
+    res = MILR(gen, red, cfg).run(PROMPT)
+    assert res.stop_reason == "no_text_prefix" and res.n_steps == 0 and res.text_prefix_len == 0
+    old = MILR(gen, red, MILRConfig(**{**cfg.to_dict(), "text_prefix": "at_least_one"}))
+    res = old.run(PROMPT)
+    assert res.text_prefix_len == 1 and res.n_steps == 3
+
+
+def test_eos_latent_counts_in_the_text_prefix(gen, red):
+    """A reasoning that ended with EOS: with text_k = 1 the EOS-predicting latent is optimised."""
+    from milr.generator import Reasoning
+    from milr.models.janus import JanusGenerator
+
+    class EndsAtThree(JanusGenerator):
+        def _rollout(self, prompt, prefix_tokens, max_tokens):
+            full = super()._rollout(prompt, prefix_tokens[:3], 4)
+            return Reasoning(full.tokens[:3], full.latents[:3], "x", eos_latent=full.latents[3])
+
+    g = EndsAtThree(gen.model, gen.processor, gen.settings, checkpoint="eos", style=gen.style)
+    g.memoize_reasoning = False
+    opt = MILR(
+        g, red, MILRConfig(mode="both", max_steps=1, threshold=0.0, text_k=1.0, image_k=0.25)
+    )
+    res = opt.run(PROMPT)
+    first = g._rollout(PROMPT, [], 4)
+    assert len(first.tokens) == 3 and first.eos_latent is not None
+    assert res.text_prefix_len == 4
+    assert torch.equal(opt.initial_latents["text"][3], first.eos_latent)  # the EOS latent
+
+
+def test_latent_dtype_model_or_float32(gen, red):
+    for choice, dtype in (("model", gen.dtype), ("float32", torch.float32)):
+        opt = MILR(gen, red, MILRConfig(max_steps=1, threshold=0.0, latent_dtype=choice, **FAST))
+        opt.run(PROMPT)
+        assert opt.latents["text"].dtype == dtype and opt.latents["image"].dtype == dtype
+    with pytest.raises(MilrUserError, match="latent_dtype='bf16'"):
+        MILRConfig(latent_dtype="bf16")
+
+
+def test_default_steps_follow_the_authors_geneval_script():
+    assert MILRConfig().max_steps == 30

@@ -22,7 +22,7 @@ class BenchOptions:
     critic: list[str] = field(default_factory=lambda: ["shapes"])
     eval_critic: list[str] | None = None
     mode: str = "both"
-    steps: int = 20
+    steps: int = 30
     seeds: int = 1
     seed: int = 42
     out: str | None = None
@@ -30,6 +30,9 @@ class BenchOptions:
     format: str | None = None
     device: str | None = None
     dtype: str | None = None
+    allow_missing: bool = False
+    prompt_style: str | None = None
+    prompt_file: str | None = None
     optimizer: dict[str, Any] = field(default_factory=dict)
     solver: str | None = None
     resume: bool = False
@@ -39,6 +42,12 @@ class BenchOptions:
     cache: str | None = None
     report: bool = True
     dist_timeout_s: float = 6 * 3600
+    #: Prompts optimised at once (`milr.engine`); ``"auto"`` sizes it from free memory. Not
+    #: part of the fingerprint: a prompt's result does not depend on it (docs/bench.md).
+    batch_prompts: int | str = 1
+    #: Bytes the batched engine may plan for (None: the device's free memory); a batch over
+    #: it raises out-of-memory before it runs and is halved (how the fallback is tested).
+    batch_memory: int | None = None
 
     def eval_specs(self) -> list[str]:
         """The evaluation critic specs (``--eval-critic``, else the reward ``--critic``)."""
@@ -54,6 +63,9 @@ class BenchOptions:
             raise MilrUserError(f"--limit {self.limit} must be >= 1")
         if not self.critic:
             raise MilrUserError("no reward critic; pass --critic SPEC (see `milr critics`)")
+        from milr.engine.engine import parse_batch_prompts
+
+        self.batch_prompts = parse_batch_prompts(self.batch_prompts)
 
 
 def default_out(opts: BenchOptions) -> Path:
@@ -77,6 +89,9 @@ def result_settings(opts: BenchOptions, suite: Suite) -> dict[str, Any]:
         "dtype": opts.dtype,
         "optimizer": dict(sorted(opts.optimizer.items())),
         "solver": opts.solver or "milr",
+        # explicit prompt choices only, so runs made before they existed still resume
+        **({"prompt_style": opts.prompt_style} if opts.prompt_style else {}),
+        **({"prompt_file": opts.prompt_file} if opts.prompt_file else {}),
     }
 
 

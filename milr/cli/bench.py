@@ -14,6 +14,7 @@ import click
 
 from milr.cli.common import deprecated_short_option, use_deprecated
 from milr.errors import MilrUserError
+from milr.modes import DEFAULT_MODE, MODES
 
 
 class _DefaultGroup(click.Group):
@@ -94,13 +95,13 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
 )
 @click.option(
     "--mode",
-    default="both",
+    default=DEFAULT_MODE,
     show_default=True,
-    type=click.Choice(["text", "image", "both", "text_image", "image_text"]),
+    type=click.Choice(MODES),
     help="MILR mode.",
 )
 @click.option(
-    "--steps", default=20, show_default=True, type=int, help="Maximum MILR steps per prompt."
+    "--steps", default=30, show_default=True, type=int, help="Maximum MILR steps per prompt."
 )
 @click.option("--seeds", default=1, show_default=True, type=int, help="Images (seeds) per prompt.")
 @click.option(
@@ -132,7 +133,33 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
     "--dtype",
     default=None,
     show_default="bf16 on GPU, fp32 on CPU",
-    help="Model dtype: bf16, fp16 or fp32.",
+    help="Model dtype: bf16, fp16, fp32, or float64 (CPU only: exact batched-vs-unbatched runs).",
+)
+@click.option(
+    "--batch-prompts",
+    "batch_prompts",
+    default="1",
+    show_default=True,
+    metavar="B|auto",
+    help="Optimise up to B prompts at once (batched engine; 'auto' sizes B from free memory).",
+)
+@click.option(
+    "--prompt-style",
+    type=click.Choice(["paper", "hf", "checkpoint"]),
+    default=None,
+    show_default="checkpoint if its milr.json sets prompts, else paper",
+    help="Prompt layout: paper, hf (the checkpoint's chat template) or checkpoint (its milr.json).",
+)
+@click.option(
+    "--prompt-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML/JSON file with system, instruction and templates.",
+)
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Load a checkpoint even if tensors are missing or unexpected (random weights there).",
 )
 @click.option(
     "--opt",
@@ -189,6 +216,10 @@ def run_cmd(
     fmt: str | None,
     device: str | None,
     dtype: str | None,
+    batch_prompts: str,
+    prompt_style: str | None,
+    prompt_file: str | None,
+    allow_missing: bool,
     opt: tuple[str, ...],
     resume: bool,
     force: bool,
@@ -202,6 +233,11 @@ def run_cmd(
     """Run (or resume) SUITE_FILE: base and MILR images per prompt, scored by the evaluation critic."""
     from milr.bench.runner import BenchOptions, default_out, run_bench
     from milr.bench.summary import to_markdown
+    from milr.devices import dtype_name, resolve_device
+
+    if device is not None:  # refused before the suite, critics or model are touched
+        resolve_device("cuda" if device.startswith("cuda") else device)
+    dtype_name(dtype, "--dtype")
 
     ctx = click.get_current_context()
     model = use_deprecated(
@@ -227,6 +263,9 @@ def run_cmd(
         format=fmt,
         device=device,
         dtype=dtype,
+        allow_missing=allow_missing,
+        prompt_style=prompt_style,
+        prompt_file=prompt_file,
         optimizer=_parse_opt(opt),
         solver=solver,
         resume=resume,
@@ -236,6 +275,7 @@ def run_cmd(
         progress=not no_progress,
         report=not no_report,
         dist_timeout_s=dist_timeout,
+        batch_prompts=batch_prompts,
     )
     summary = run_bench(opts)
     if summary is not None:

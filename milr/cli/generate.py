@@ -10,9 +10,13 @@ import click
 
 from milr.cli.common import critic_specs_option, parse_metadata
 from milr.errors import MilrUserError
-from milr.optimizer import MILRConfig
+from milr.modes import MODE_HELP, MODES
+from milr.optimizer_config import MILRConfig
 
-MODES = ("both", "text", "image", "text_image", "image_text")
+# cheap (no torch): the choices of the options below
+TEXT_PREFIX_RULES = ("paper", "at_least_one")
+LATENT_DTYPES = ("model", "float32")
+STYLE_NAMES = ("paper", "hf", "checkpoint")
 
 
 def _config_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
@@ -21,7 +25,9 @@ def _config_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
         "text_k": "text_k", "image_k": "image_k", "lr": "lr", "threshold": "threshold",
         "cfg_scale": "cfg_scale", "temperature": "temperature",
         "samples_per_step": "samples_per_step", "stop_on_pass": "stop_on_pass",
-        "max_reasoning_tokens": "max_reasoning_tokens",
+        "max_reasoning_tokens": "max_reasoning_tokens", "text_steps": "text_steps",
+        "image_steps": "image_steps", "text_prefix": "text_prefix",
+        "latent_dtype": "latent_dtype",
     }  # fmt: skip
     return {dst: opts[src] for src, dst in keys.items() if opts.get(src) is not None}
 
@@ -43,9 +49,52 @@ def _default(name: str) -> Any:
     "--mode",
     type=click.Choice(MODES),
     default=_default("mode"),
-    help="Which latents MILR updates: both (the paper's joint mode), text, image, or alternating.",
+    help="Which latents MILR updates and in what order: "
+    + "; ".join(f"{k}: {v}" for k, v in MODE_HELP.items())
+    + ".",
 )
 @click.option("--steps", type=int, default=_default("max_steps"), help="Maximum MILR steps.")
+@click.option(
+    "--text-steps",
+    type=int,
+    default=None,
+    show_default="--steps",
+    help="Text-phase steps of the sequential text_image/image_text modes.",
+)
+@click.option(
+    "--image-steps",
+    type=int,
+    default=None,
+    show_default="--steps",
+    help="Image-phase steps of the sequential text_image/image_text modes.",
+)
+@click.option(
+    "--text-prefix",
+    type=click.Choice(TEXT_PREFIX_RULES),
+    default=None,
+    show_default="paper",
+    help="Text prefix rule: paper (M=int(text_k*L), EOS latent counted) or at_least_one.",
+)
+@click.option(
+    "--latent-dtype",
+    type=click.Choice(LATENT_DTYPES),
+    default=None,
+    show_default="model",
+    help="Latents and Adam state: model (the model's dtype, as the authors) or float32.",
+)
+@click.option(
+    "--prompt-style",
+    type=click.Choice(STYLE_NAMES),
+    default=None,
+    show_default="checkpoint if its milr.json sets prompts, else paper",
+    help="Prompt layout: paper, hf (the checkpoint's chat template) or checkpoint (its milr.json).",
+)
+@click.option(
+    "--prompt-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML/JSON file with system prompt, instruction and templates (replaces --prompt-style).",
+)
 @click.option("--seed", type=int, default=_default("seed"), help="Random seed of the run.")
 @click.option(
     "--select",
@@ -119,6 +168,11 @@ def _default(name: str) -> Any:
     show_default="bf16 on GPU, fp32 on CPU",
     help="Model dtype: bf16, fp16 or fp32.",
 )
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Load a checkpoint even if tensors are missing or unexpected (random weights there).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any) -> None:
@@ -137,18 +191,29 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
     out = Path(opts["out"])
     if out.exists() and not out.is_dir():
         raise MilrUserError(f"--out {str(out)!r} exists and is not a directory")
+    from milr.devices import resolve_device, resolve_dtype
+
+    device = resolve_device(opts["device"])  # before any critic or model is built
+    resolve_dtype(opts["dtype"], device)
 
     from milr.generator import load_generator
     from milr.optimizer import MILR
     from milr.specs import build_critic
 
     critic = build_critic(specs, on_error=opts["on_error"] or spec_options.get("on_error"))
-    generator = load_generator(model, device=opts["device"], dtype=opts["dtype"])
+    generator = load_generator(
+        model,
+        device=device,
+        dtype=opts["dtype"],
+        allow_missing=opts["allow_missing"],
+        prompt_style=opts["prompt_style"],
+        prompt_file=opts["prompt_file"],
+    )
     bar = None
     if not opts["quiet"]:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.max_steps + 1, desc="milr", unit="step", leave=True)
+        bar = tqdm(total=config.total_steps + 1, desc="milr", unit="step", leave=True)
 
     def progress(record: Any, result: Any) -> None:
         if bar is not None:

@@ -1,6 +1,7 @@
 """Where the shipped `shapes` model lives, and a check that its files are whole.
 
-`model_path()` is what ``--model shapes`` resolves to. It verifies every file listed in
+`model_path()` is what ``--model shapes`` resolves to: this module registers ``shapes`` as a
+named checkpoint of the Janus adapter through the ``register_generators`` hook. It verifies every file listed in
 ``milr.json``'s sibling ``manifest.json`` (size and SHA-256) so a truncated or missing weight
 file is reported by name with the fix (reinstall) instead of loading random weights.
 """
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from milr.errors import MilrUserError
+from milr.hookspecs import hookimpl
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = "manifest.json"
@@ -91,3 +95,26 @@ def model_path(directory: str | Path | None = None) -> Path:
         verify(d)
         _verified.add(d)
     return d
+
+
+def _locate() -> Path:
+    path = model_path()
+    if not path.is_dir():
+        raise MilrUserError(f"shapes model not installed: {path} does not exist; {_REINSTALL}")
+    return path
+
+
+@hookimpl
+def register_generators(register: Callable[[type[Any]], None]) -> None:
+    """Register ``shapes`` as a named checkpoint of the Janus adapter (``--model shapes``)."""
+    from milr.generator import named_checkpoint
+    from milr.models.janus import JanusGenerator
+
+    register(
+        named_checkpoint(
+            "shapes",
+            JanusGenerator,
+            _locate,
+            "the tiny Janus trained on the shapes world, shipped with milr (CPU, offline)",
+        )
+    )

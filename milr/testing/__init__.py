@@ -2,6 +2,8 @@
 
 - `CriticContract`: a reusable pytest suite; subclass it with a `make_critic()` method.
 - `save_tiny_janus(path, seed=0)`: write a tiny random Janus checkpoint (offline).
+- `save_janus_pro_standin(source, path)`: a Janus-Pro stand-in (real config, tokenizer and
+  processor files from `source`, tiny random weights).
 - The pytest plugin (entry point ``pytest11``) adds fixtures such as `milr_sample_batch`.
 """
 
@@ -11,7 +13,10 @@ from typing import Any
 
 from milr.testing.contract import CriticContract, sample_batch
 
-_LAZY = {"save_tiny_janus": "milr.testing.tiny_janus"}
+_LAZY = {
+    "save_tiny_janus": "milr.testing.tiny_janus",
+    "save_janus_pro_standin": "milr.testing.tiny_janus",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +28,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["CriticContract", "sample_batch", "save_tiny_janus"]
+__all__ = ["CriticContract", "sample_batch", "save_janus_pro_standin", "save_tiny_janus"]

@@ -152,3 +152,83 @@ def save_tiny_janus(path: str | Path, seed: int = 0, image_size: int = 64) -> Pa
     settings = {"max_reasoning_tokens": 24}
     (out / "milr.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+#: Small files of a transformers-format Janus-Pro checkpoint that a stand-in copies verbatim.
+STANDIN_FILES = (
+    "generation_config.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "chat_template.jinja",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+)
+
+
+def save_janus_pro_standin(
+    source: str | Path,
+    path: str | Path,
+    layers: int = 1,
+    dtype: str = "float32",
+    seed: int = 0,
+    image_size: int | None = None,
+) -> Path:
+    """A Janus-Pro stand-in: the real config, tokenizer and processor, tiny random weights.
+
+    `source` is a folder with a real checkpoint's small files (config.json and `STANDIN_FILES`,
+    e.g. ``../shared/data/janus-pro/1b``; never shipped with milr). Token ids, vocabulary,
+    ``image_token_id``, chat template and processor behaviour stay the real ones; widths shrink
+    (text hidden 64 with `layers` layers, vision hidden 32, VQ ``base_channels`` 32) and the
+    weights are random (seeded). ``image_size`` (a multiple of 16) shrinks the image grid for
+    speed (default: the real 384 px, 576 tokens); `dtype` is what the weights are saved in.
+    """
+    import shutil
+
+    import torch
+    from transformers import JanusConfig, JanusForConditionalGeneration
+
+    src, out = Path(source), Path(path)
+    cfg = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    text = cfg["text_config"]
+    text.update(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=int(layers),
+        num_attention_heads=4, num_key_value_heads=4, head_dim=16,
+    )  # fmt: skip
+    vision = cfg["vision_config"]
+    size = int(image_size or vision["image_size"])
+    vision.update(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, projection_dim=64,
+        image_size=size, num_image_tokens=(size // int(vision["patch_size"])) ** 2,
+    )  # fmt: skip
+    vq = cfg["vq_config"]
+    vq.update(
+        base_channels=32, embed_dim=8, channel_multiplier=[1, 1, 2, 2, 4], num_res_blocks=1,
+        latent_channels=32, projection_dim=64, image_token_embed_dim=64,
+        num_patches=size // int(vision["patch_size"]),
+    )  # fmt: skip
+    for key in ("torch_dtype", "dtype"):
+        for part in (cfg, text, vision, vq):
+            part.pop(key, None)
+    config = JanusConfig(**{k: v for k, v in cfg.items() if k not in ("architectures",)})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = JanusForConditionalGeneration(config)
+        with torch.no_grad():
+            model.model.generation_head.vision_head.weight.mul_(20.0)
+    model = model.to(getattr(torch, dtype)).eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    for name in STANDIN_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+    if image_size is not None:
+        pre = json.loads((out / "preprocessor_config.json").read_text(encoding="utf-8"))
+        pre["size"] = {"height": size, "width": size}
+        (out / "preprocessor_config.json").write_text(json.dumps(pre), encoding="utf-8")
+        proc = json.loads((out / "processor_config.json").read_text(encoding="utf-8"))
+        proc["num_image_tokens"] = (size // int(vision["patch_size"])) ** 2
+        (out / "processor_config.json").write_text(json.dumps(proc), encoding="utf-8")
+    # Random weights rarely say EOS: cap the reasoning so tests stay fast.
+    (out / "milr.json").write_text(json.dumps({"max_reasoning_tokens": 12}), encoding="utf-8")
+    return out

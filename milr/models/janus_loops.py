@@ -1,0 +1,226 @@
+"""The Janus adapter's generation loops: prompt KV reuse, greedy reasoning, CFG image sampling.
+
+milr owns these loops because transformers' image-mode ``generate`` runs under no-grad and keeps
+only the last step's states, while MILR needs the latent of every optimised position (DESIGN
+§2, §6). `JanusLoops` is a mixin of `milr.models.janus.JanusGenerator`; it relies on the
+attributes that class sets (``model``, ``lm``, ``embed``, ``tokenizer``, ``device``, ``dtype``,
+``hidden_size``, ``context``, ``_ids``, ``_cache_kw``, ``_kv``, ``_rollouts``,
+``memoize_reasoning``) and on its ``reasoning_prompt_ids``, ``image_prompt_ids``,
+``image_token_count`` and ``max_reasoning_tokens``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from milr.generator import ImageTokens, Reasoning
+
+if TYPE_CHECKING:
+    import torch
+
+
+class JanusLoops:
+    """KV-cached generation loops over a transformers Janus model (mixin)."""
+
+    # Set by JanusGenerator.__init__ (declared here for type checkers).
+    model: Any
+    lm: Any
+    embed: Any
+    tokenizer: Any
+    device: Any
+    dtype: Any
+    hidden_size: int
+    context: int
+    memoize_reasoning: bool
+    _ids: dict[str, int | None]
+    _cache_kw: str
+    _kv: dict[tuple[Any, ...], tuple[list[tuple[Any, Any]], Any]]
+    _rollouts: dict[tuple[Any, ...], Reasoning]
+
+    def reasoning_prompt_ids(self, prompt: str) -> list[int]:  # pragma: no cover - the adapter's
+        raise NotImplementedError
+
+    def image_prompt_ids(self, prompt_text: str) -> tuple[list[int], list[int]]:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def image_token_count(self) -> int:  # pragma: no cover - provided by the adapter
+        raise NotImplementedError
+
+    @property
+    def max_reasoning_tokens(self) -> int:  # pragma: no cover - provided by the adapter
+        raise NotImplementedError
+
+    # -- the transformer ---------------------------------------------------------------------
+    def _forward(self, embeds: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Run the language model on `embeds` with `cache`; post-norm last hidden states."""
+        out = self.lm(inputs_embeds=embeds, use_cache=True, **{self._cache_kw: cache})
+        return out.last_hidden_state
+
+    def _prefill(self, rows: list[list[int]]) -> tuple[list[tuple[Any, Any]], torch.Tensor]:
+        """Prompt KV (per layer keys/values) and the last position's hidden state, cached."""
+        import torch
+        from transformers import DynamicCache
+
+        key = tuple(tuple(r) for r in rows)
+        hit = self._kv.get(key)
+        if hit is not None:
+            return hit
+        ids = torch.tensor(rows, dtype=torch.long, device=self.device)
+        cache = DynamicCache()
+        with torch.no_grad():
+            h = self._forward(self.embed(ids), cache)[:, -1]
+        kv = [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr]
+        if len(self._kv) >= 4:  # a few prompts: reasoning + image (+ candidates)
+            self._kv.pop(next(iter(self._kv)))
+        self._kv[key] = (kv, h)
+        return kv, h
+
+    @staticmethod
+    def _cache_from(kv: list[tuple[Any, Any]], repeat: int = 1) -> Any:
+        from transformers import DynamicCache
+
+        if repeat == 1:
+            return DynamicCache(ddp_cache_data=kv)
+        return DynamicCache(
+            ddp_cache_data=[
+                (k.repeat_interleave(repeat, 0), v.repeat_interleave(repeat, 0)) for k, v in kv
+            ]
+        )
+
+    def clear_cache(self) -> None:
+        """Forget cached prompt KV (frees memory between prompts)."""
+        self._kv.clear()
+        self._rollouts.clear()
+
+    # -- reasoning ---------------------------------------------------------------------------
+    def write_reasoning(self, prompt: str, max_tokens: int | None = None) -> Reasoning:
+        """Greedy reasoning for `prompt` (at most `max_tokens`, default the checkpoint's cap)."""
+        return self._rollout(prompt, [], max_tokens)
+
+    def continue_reasoning(
+        self, prompt: str, prefix_tokens: list[int], max_tokens: int | None = None
+    ) -> Reasoning:
+        """Force `prefix_tokens`, then continue greedily with a KV cache (memoised, exact)."""
+        return self._rollout(prompt, prefix_tokens, max_tokens)
+
+    def _rollout(self, prompt: str, prefix_tokens: list[int], max_tokens: int | None) -> Reasoning:
+        import torch
+
+        prompt_ids = self.reasoning_prompt_ids(prompt)
+        cap = self.max_reasoning_tokens if max_tokens is None else int(max_tokens)
+        budget = min(cap, self.context - len(prompt_ids))
+        eos = self._ids["eos"]
+        tokens: list[int] = []
+        latents: list[torch.Tensor] = []
+        prefix = [int(t) for t in prefix_tokens][:budget]
+        if eos in prefix:
+            prefix = prefix[: prefix.index(eos)]
+        memo_key = (tuple(prompt_ids), tuple(prefix), budget)
+        if self.memoize_reasoning:
+            hit = self._memo_lookup(memo_key)
+            if hit is not None:
+                return hit
+        with torch.no_grad():
+            kv, h = self._prefill([prompt_ids])
+            cache = self._cache_from(kv)
+            if prefix:
+                ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
+                hs = self._forward(self.embed(ids), cache)[0]
+                latents.append(h[0])
+                latents.extend(hs[:-1])
+                tokens.extend(prefix)
+                h = hs[-1:]
+            eos_latent = None
+            while len(tokens) < budget:
+                nxt = int(self.model.lm_head(h).argmax(-1)[0])
+                if nxt == eos:
+                    eos_latent = h[0].detach()
+                    break
+                latents.append(h[0])
+                tokens.append(nxt)
+                if len(tokens) >= budget:
+                    break
+                ids = torch.tensor([[nxt]], dtype=torch.long, device=self.device)
+                h = self._forward(self.embed(ids), cache)[:, -1]
+        lat = (
+            torch.stack(latents)
+            if latents
+            else torch.zeros(0, self.hidden_size, device=self.device, dtype=self.dtype)
+        )
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        out = Reasoning(tokens=tokens, latents=lat.detach(), text=text, eos_latent=eos_latent)
+        if self.memoize_reasoning:
+            if len(self._rollouts) >= 4:
+                self._rollouts.pop(next(iter(self._rollouts)))
+            self._rollouts[memo_key] = out
+        return out
+
+    def _memo_lookup(self, key: tuple[Any, ...]) -> Reasoning | None:
+        """A memoised rollout that greedy decoding from `key`'s prefix would reproduce exactly.
+
+        A rollout forced with prefix ``p0`` and continued greedily also answers any prefix
+        ``p`` with ``p0 ⊆ p ⊆ rollout.tokens`` (same prompt and budget): from ``p`` greedy
+        decoding retraces the same tokens.
+        """
+        prompt_ids, prefix, budget = key
+        for (p_ids, p0, b), out in self._rollouts.items():
+            if (
+                p_ids == prompt_ids
+                and b == budget
+                and len(p0) <= len(prefix) <= len(out.tokens)
+                and tuple(out.tokens[: len(prefix)]) == prefix
+            ):
+                return out
+        return None
+
+    # -- image tokens ------------------------------------------------------------------------
+    def sample_image_tokens(
+        self,
+        prompt_text: str,
+        prefix_tokens: torch.Tensor | None = None,
+        batch: int = 1,
+        cfg_scale: float = 5.0,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        capture: int = 0,
+    ) -> ImageTokens:
+        import torch
+
+        n = self.image_token_count
+        cond, uncond = self.image_prompt_ids(prompt_text)
+        if prefix_tokens is not None:
+            prefix_tokens = torch.as_tensor(prefix_tokens, device=self.device).long()
+            if prefix_tokens.dim() == 1:
+                prefix_tokens = prefix_tokens.unsqueeze(0).expand(batch, -1)
+            batch = prefix_tokens.shape[0]
+        forced = 0 if prefix_tokens is None else int(prefix_tokens.shape[1])
+        gen_head = self.model.model.generation_head
+        out = torch.zeros(batch, n, dtype=torch.long, device=self.device)
+        lat = torch.zeros(batch, capture, 2, self.hidden_size, dtype=self.dtype, device=self.device)
+        with torch.no_grad():
+            kv, h = self._prefill([cond, uncond])
+            cache = self._cache_from(kv, batch)
+            h = h.repeat_interleave(batch, 0)  # rows: [cond] * B + [uncond] * B
+            for i in range(n):
+                if i < capture:
+                    lat[:, i, 0] = h[:batch]
+                    lat[:, i, 1] = h[batch:]
+                if i < forced:
+                    tok = prefix_tokens[:, i]  # type: ignore[index]
+                else:
+                    scores = gen_head(h)
+                    c, u = scores[:batch], scores[batch:]
+                    fused = u + (c - u) * cfg_scale
+                    if temperature != 1.0:
+                        fused = fused / temperature
+                    probs = torch.softmax(fused, dim=-1)
+                    tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+                out[:, i] = tok
+                if i == n - 1:
+                    break
+                emb = self.model.prepare_embeddings_for_image_generation(
+                    torch.cat([tok, tok]).unsqueeze(-1)
+                )
+                h = self._forward(emb, cache)[:, -1]
+        return ImageTokens(tokens=out, latents=lat)

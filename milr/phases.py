@@ -1,0 +1,296 @@
+"""The phases of one MILR step, as separate functions over the generator protocol.
+
+`milr.optimizer.MILR` strings these together for one prompt; a batched engine can call the same
+functions (or batched versions of them) for many. Each phase is pure apart from its stated
+effects:
+
+- `update_latents`: the paper's loss (or REINFORCE for K > 1) and one Adam step per modality;
+- `propose_prefixes`: the next text prefix (argmax of the text head on ``Z_t``) and image
+  prefix (sampled from the CFG-fused head on ``Z_v``);
+- `generate_candidates`: reasoning (if used), image tokens and pixels for each candidate;
+- `score_candidates`: one critic batch over the candidates.
+
+Timings use `Timer`, which synchronises CUDA around each phase; `CLOCK` is the clock
+(benchmarks on shared CPUs swap in `time.process_time`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from milr.critic import Critic, critic_label, evaluate
+from milr.errors import ContractViolation
+
+if TYPE_CHECKING:
+    import torch
+
+    from milr.generator import Generator, Reasoning
+
+#: Clock of the per-phase timings (benchmarks on shared CPUs swap in `time.process_time`).
+CLOCK: Callable[[], float] = time.perf_counter
+
+
+class Timer:
+    """Accumulates seconds per phase, synchronising CUDA so GPU work is attributed correctly."""
+
+    def __init__(self, device: Any) -> None:
+        self.cuda = str(device).startswith("cuda")
+        self.t: dict[str, float] = {}
+
+    def __call__(self, key: str) -> _Phase:
+        return _Phase(self, key)
+
+    def sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+
+class _Phase:
+    def __init__(self, timer: Timer, key: str) -> None:
+        self.timer, self.key = timer, key
+
+    def __enter__(self) -> None:
+        self.timer.sync()
+        self.start = CLOCK()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.timer.sync()
+        self.timer.t[self.key] = self.timer.t.get(self.key, 0.0) + CLOCK() - self.start
+
+
+@dataclass
+class Candidate:
+    """One generated image with what produced it and, once scored, its score."""
+
+    reasoning: Reasoning | None
+    text_prefix: list[int]
+    image_prefix: list[int]
+    tokens: Any  # [n] image tokens
+    image: Any = None
+    score: float = 0.0
+    passed: bool | None = None
+    critics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Generated:
+    """What `generate_candidates` returns: candidates, captured image latents, token count."""
+
+    candidates: list[Candidate]
+    latents: Any  # [K, capture, 2, d] or None
+    tokens_generated: int
+
+
+def generate_candidates(
+    gen: Generator,
+    prompt: str,
+    text_prefixes: list[list[int]] | None,
+    image_prefixes: torch.Tensor | None,
+    rng: torch.Generator,
+    timer: Timer,
+    *,
+    capture: int,
+    uses_text: bool,
+    cfg_scale: float,
+    temperature: float,
+    max_reasoning_tokens: int | None,
+) -> Generated:
+    """Reasoning (if `uses_text`) + image tokens + decode for each candidate.
+
+    ``text_prefixes`` (``None``: write the reasoning from scratch) forces the start of each
+    candidate's reasoning; ``image_prefixes`` (``[K, N]``) forces the first image tokens. The
+    image latents of the first `capture` positions are returned for step 0.
+    """
+    import torch
+
+    k = max(len(text_prefixes or [None]), 0 if image_prefixes is None else image_prefixes.shape[0])
+    k = max(k, 1)
+    generated = 0
+    reasonings: list[Any] = [None] * k
+    if uses_text:
+        cap = _cap_kwargs(gen, max_reasoning_tokens)
+        with timer("reasoning"):
+            if text_prefixes is None:
+                reasonings = [gen.write_reasoning(prompt, **cap)]
+            else:
+                reasonings = [gen.continue_reasoning(prompt, p, **cap) for p in text_prefixes]
+            if len(reasonings) == 1 and k > 1:
+                reasonings = reasonings * k
+        generated += sum(
+            len(r.tokens) - (len(p) if text_prefixes else 0)
+            for r, p in zip(reasonings, text_prefixes or [[]] * len(reasonings))
+        )
+    texts = [gen.image_text(prompt, r.text if r is not None else None) for r in reasonings]
+    tokens_list: list[Any] = []
+    with timer("image_tokens"):
+        if len(set(texts)) == 1:  # one prompt: one batch
+            out = gen.sample_image_tokens(
+                texts[0], image_prefixes, batch=k, cfg_scale=cfg_scale,
+                temperature=temperature, generator=rng, capture=capture,
+            )  # fmt: skip
+            tokens_list = list(out.tokens)
+            latents = out.latents
+        else:  # K candidates with different reasoning: one batch of rows sharing `rng`
+            out = gen.sample_image_tokens_batch(
+                texts, [None if image_prefixes is None else image_prefixes[i] for i in range(k)],
+                [rng] * k, cfg_scale=cfg_scale, temperature=temperature, capture=capture,
+            )  # fmt: skip
+            tokens_list = list(out.tokens)
+            latents = out.latents
+    forced = 0 if image_prefixes is None else image_prefixes.shape[1]
+    generated += k * (gen.image_token_count - forced)
+    with timer("decode"):
+        images = gen.decode(torch.stack(tokens_list))
+    cands = []
+    for i in range(k):
+        tp = list(text_prefixes[i]) if text_prefixes else []
+        ip = [] if image_prefixes is None else [int(t) for t in image_prefixes[i]]
+        cands.append(Candidate(reasonings[i], tp, ip, tokens_list[i], images[i]))
+    return Generated(cands, latents, generated)
+
+
+def _cap_kwargs(gen: Generator, max_tokens: int | None) -> dict[str, int]:
+    """``{"max_tokens": n}`` for the reasoning calls, or ``{}`` when there is no cap.
+
+    Adapters written before the cap became an argument have no ``max_tokens`` parameter: they
+    still run, with their own cap and a `DeprecationWarning` saying the run's cap is ignored.
+    """
+    if max_tokens is None:
+        return {}
+    import inspect
+    import warnings
+
+    params = inspect.signature(gen.continue_reasoning).parameters
+    if "max_tokens" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return {"max_tokens": int(max_tokens)}
+    warnings.warn(
+        f"generator {type(gen).__name__}.continue_reasoning has no max_tokens parameter "
+        f"(milr >= 0.2 passes the reasoning cap per call); max_reasoning_tokens={max_tokens} "
+        "is ignored for it",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return {}
+
+
+def score_candidates(
+    critic: Critic, cands: list[Candidate], prompt: str, metadata: dict[str, Any]
+) -> None:
+    """Score every candidate in one critic batch; sets ``score``, ``passed`` and ``critics``.
+
+    Raises `ContractViolation` (the step is not applied) when the critic breaks its contract.
+    """
+    try:
+        res = evaluate(
+            critic, [c.image for c in cands], [prompt] * len(cands), [metadata] * len(cands)
+        )
+    except ContractViolation as exc:
+        raise ContractViolation(f"{exc}; the step was not applied") from exc
+    for c, r in zip(cands, res):
+        c.score, c.passed = r.score, r.passed
+        c.critics = breakdown(critic, r)
+
+
+def update_latents(
+    gen: Generator,
+    mods: list[str],
+    latents: dict[str, Any],
+    optimizers: dict[str, Any],
+    reward: float,
+    *,
+    cfg_scale: float,
+    temperature: float,
+    pending: list[Candidate] | None = None,
+) -> dict[str, float]:
+    """One Adam step per modality in `mods`; returns the loss per modality.
+
+    Paper loss (DESIGN §2): ``−r · Σ log P[argmax P]`` over the prefix positions, with
+    ``P = softmax(head(Z))`` (image: CFG-fused, divided by the temperature). With `pending`
+    (the K > 1 candidates of the previous step) the loss is REINFORCE with a mean-reward
+    baseline on the sampled prefix tokens instead. Gradients reach only ``latents[mod]``.
+    """
+    import torch
+
+    losses: dict[str, float] = {}
+    for mod in mods:
+        z, opt = latents[mod], optimizers[mod]
+        opt.zero_grad(set_to_none=True)
+        if mod == "text":
+            logits = gen.text_head(z)
+        else:
+            logits = gen.image_head(z, cfg_scale) / temperature
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [P, V]
+        if pending is None:
+            a = logp.detach().argmax(-1)
+            loss = -reward * logp.gather(-1, a[:, None]).sum()
+        else:  # REINFORCE with a mean-reward baseline over the K sampled prefixes
+            rewards = torch.tensor([c.score - 1.0 for c in pending], device=logp.device)
+            adv = rewards - rewards.mean()
+            acts = [c.text_prefix if mod == "text" else c.image_prefix for c in pending]
+            a = torch.tensor(acts, device=logp.device, dtype=torch.long)  # [K, P]
+            lp = logp.unsqueeze(0).expand(len(acts), -1, -1).gather(-1, a[..., None])
+            loss = -(adv[:, None] * lp.squeeze(-1)).sum() / len(acts)
+        loss.backward()
+        opt.step()
+        losses[mod] = float(loss.detach())
+    return losses
+
+
+def propose_prefixes(
+    gen: Generator,
+    z_t: torch.Tensor | None,
+    z_v: torch.Tensor | None,
+    k: int,
+    rng: torch.Generator,
+    *,
+    uses_text: bool,
+    cfg_scale: float,
+    temperature: float,
+) -> tuple[list[list[int]] | None, torch.Tensor | None]:
+    """Text prefixes (argmax of the head on ``Z_t``; sampled for K > 1) and image prefixes
+    (``[K, N]``, sampled from the CFG-fused head on ``Z_v``) for the next candidates."""
+    import torch
+
+    text_prefixes = None
+    image_prefixes = None
+    with torch.no_grad():
+        if z_t is not None:
+            logits = gen.text_head(z_t)
+            if k == 1:
+                text_prefixes = [[int(t) for t in logits.argmax(-1)]]
+            else:
+                probs = torch.softmax(logits, -1).to(_rng_device(rng))
+                text_prefixes = [
+                    [int(t) for t in torch.multinomial(probs, 1, generator=rng).squeeze(-1)]
+                    for _ in range(k)
+                ]
+        elif uses_text:
+            text_prefixes = [[]] * k  # reasoning is kept greedy without a text prefix
+        if z_v is not None:
+            fused = gen.image_head(z_v, cfg_scale)
+            if temperature != 1.0:
+                fused = fused / temperature
+            probs = torch.softmax(fused, dim=-1).to(_rng_device(rng))  # [N, V]
+            draws = [torch.multinomial(probs, 1, generator=rng).squeeze(-1) for _ in range(k)]
+            image_prefixes = torch.stack(draws).to(gen.device)
+    return text_prefixes, image_prefixes
+
+
+def _rng_device(rng: Any) -> Any:
+    return getattr(rng, "device", "cpu")
+
+
+def breakdown(critic: Critic, res: Any) -> dict[str, dict[str, Any]]:
+    """Per-critic ``score``/``passed``/``weight`` of a result (one entry for a single critic)."""
+    members = res.details.get("critics") if isinstance(res.details, dict) else None
+    if isinstance(members, dict):
+        return {
+            label: {"score": m.get("score"), "passed": m.get("passed"), "weight": m.get("weight")}
+            for label, m in members.items()
+        }
+    return {critic_label(critic): {"score": res.score, "passed": res.passed, "weight": 1.0}}

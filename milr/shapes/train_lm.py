@@ -1,0 +1,177 @@
+"""Stages 3-4 of `shapes` training: encode the training scenes into image tokens, then train
+the Llama text model with the generation embeddings, aligner and head on prompt → plan and
+prompt + plan → image tokens (with classifier-free-guidance dropout)."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any
+
+from milr.shapes import world
+from milr.shapes.evalset import random_metadata
+from milr.shapes.recipe import BOI, BOS, EOS, PAD, PATCH, SETTINGS, log, make_tokenizer
+from milr.shapes.train_vq import encode_images
+
+# --- stage 3: language model ----------------------------------------------------------------
+
+
+class Sequences:
+    """Token rows for the two training tasks, formed exactly as the Janus adapter forms them."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tok = tokenizer
+        vocab = tokenizer.get_vocab()
+        self.bos, self.eos, self.pad, self.boi = vocab[BOS], vocab[EOS], vocab[PAD], vocab[BOI]
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def reasoning(self, prompt: str, plan: str) -> tuple[list[int], list[int]]:
+        """(prompt ids, target ids): the plan follows the reasoning prompt and ends with EOS."""
+        instr = SETTINGS["reasoning_instruction"].format(prompt=prompt)
+        ids = [self.bos] + self.encode(
+            SETTINGS["reasoning_template"].format(instruction=instr, prompt=prompt)
+        )
+        return ids, self.encode(plan) + [self.eos]
+
+    def image_prompt(self, prompt: str, plan: str | None, uncond: bool) -> list[int]:
+        """Conditional (or unconditional: all but BOS/BOI → PAD) image prompt ending with BOI."""
+        text = (
+            prompt
+            if plan is None
+            else SETTINGS["image_text_template"].format(prompt=prompt, reasoning=plan)
+        )
+        ids = [self.bos] + self.encode(SETTINGS["image_template"].format(text=text)) + [self.boi]
+        if uncond:
+            ids = [t if t in (self.bos, self.boi) else self.pad for t in ids]
+        return ids
+
+
+def make_dataset(model, n: int, rng: random.Random, fh=None) -> list[dict[str, Any]]:
+    """`n` prompt/scene pairs (tags uniform) with plan text and VQ image tokens."""
+    items = []
+    for _ in range(n):
+        meta = random_metadata(rng)
+        objs = world.scene_for(meta, rng)
+        items.append({"prompt": meta["prompt"], "plan": world.plan_text(objs), "objs": objs})
+    t0 = time.time()
+    tokens = encode_images(model, [world.render_array(it["objs"]) for it in items])
+    for it, tk in zip(items, tokens, strict=True):
+        it["tokens"] = tk
+    log(f"encoded {n} scenes in {time.time() - t0:.0f}s", fh)
+    return items
+
+
+def _lm_batch_text(seqs: Sequences, items, device="cpu"):
+    import torch
+
+    rows, targets = [], []
+    for it in items:
+        ids, tgt = seqs.reasoning(it["prompt"], it["plan"])
+        full = ids + tgt
+        rows.append(full)
+        # position p predicts full[p + 1]; only plan tokens (and EOS) are trained
+        targets.append([-100] * (len(ids) - 1) + tgt + [-100])
+    width = max(len(r) for r in rows)
+    x = torch.full((len(rows), width), seqs.pad, dtype=torch.long)
+    y = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (r, t) in enumerate(zip(rows, targets, strict=True)):
+        x[i, : len(r)] = torch.tensor(r)
+        y[i, : len(t)] = torch.tensor(t)
+    return x, y
+
+
+def _lm_batch_image(seqs: Sequences, items, rng: random.Random, p_uncond: float, p_noplan: float):
+    import torch
+
+    n_img = (world.IMAGE_SIZE // PATCH) ** 2
+    prompts = []
+    for it in items:
+        u = rng.random()
+        if u < p_uncond:
+            prompts.append(
+                seqs.image_prompt(it["prompt"], it["plan"] if rng.random() < 0.5 else None, True)
+            )
+        elif u < p_uncond + p_noplan:
+            prompts.append(seqs.image_prompt(it["prompt"], None, False))
+        else:
+            prompts.append(seqs.image_prompt(it["prompt"], it["plan"], False))
+    width = max(len(p) for p in prompts) + n_img
+    text = torch.full((len(items), width), seqs.pad, dtype=torch.long)
+    img = torch.zeros((len(items), width), dtype=torch.long)
+    is_img = torch.zeros((len(items), width), dtype=torch.bool)
+    y = torch.full((len(items), width), -100, dtype=torch.long)
+    for i, (p, it) in enumerate(zip(prompts, items, strict=True)):
+        L = len(p)
+        text[i, :L] = torch.tensor(p)
+        img[i, L : L + n_img] = it["tokens"]
+        is_img[i, L : L + n_img] = True
+        y[i, L - 1 : L - 1 + n_img] = it["tokens"]  # BOI predicts token 0, token k predicts k+1
+    return text, img, is_img, y
+
+
+def train_lm(
+    model,
+    data,
+    rng: random.Random,
+    steps: int,
+    fh=None,
+    batch_img: int = 24,
+    batch_txt: int = 24,
+    lr: float = 2e-3,
+    p_uncond: float = 0.15,
+    p_noplan: float = 0.3,
+) -> None:
+    """Train the text model, generation embeddings/aligner/head on reasoning and image rows."""
+    import torch
+    import torch.nn.functional as F
+
+    seqs = Sequences(make_tokenizer())
+    lm = model.model.language_model
+    params = (
+        list(lm.parameters())
+        + list(model.model.generation_embeddings.parameters())
+        + list(model.model.generation_aligner.parameters())
+        + list(model.model.generation_head.parameters())
+    )
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    model.train()
+    model.model.vqmodel.eval()
+    t0 = time.time()
+    warm = 50
+    for step in range(steps):
+        f = min(1.0, (step + 1) / warm) * (
+            0.5 * (1 + math.cos(math.pi * step / steps)) * 0.95 + 0.05
+        )
+        for g in opt.param_groups:
+            g["lr"] = lr * f
+        # image rows
+        items = rng.sample(data, batch_img)
+        text, img, is_img, y = _lm_batch_image(seqs, items, rng, p_uncond, p_noplan)
+        emb = torch.where(
+            is_img[..., None],
+            model.prepare_embeddings_for_image_generation(img),
+            model.get_input_embeddings()(text),
+        )
+        h = lm(inputs_embeds=emb).last_hidden_state
+        mask = y != -100
+        img_loss = F.cross_entropy(model.model.generation_head(h[mask]), y[mask])
+        # reasoning rows
+        x, yt = _lm_batch_text(seqs, rng.sample(data, batch_txt))
+        ht = lm(input_ids=x).last_hidden_state
+        mt = yt != -100
+        txt_loss = F.cross_entropy(model.lm_head(ht[mt]), yt[mt])
+        loss = img_loss + txt_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 25 == 24 or step == steps - 1:
+            log(
+                f"lm step {step + 1}/{steps} image {img_loss.item():.3f} text {txt_loss.item():.3f} "
+                f"lr {lr * f:.5f} ({time.time() - t0:.0f}s)",
+                fh,
+            )
+    model.eval()
