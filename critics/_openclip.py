@@ -58,7 +58,7 @@ class OpenClipParams(CriticParams):
         description="checkpoint file, local-dir:/path, pretrained tag of arch, or 'random' (tests)",
         json_schema_extra={
             "hint": "pass a checkpoint file, local-dir:/path, a pretrained tag (online), or "
-            "'random' (tests only)"
+            "'random' (tests only), e.g. --critic clip:weights=/models/ViT-L-14.pt"
         },
     )
     arch: str = Field("ViT-L-14", description="open_clip architecture name")
@@ -76,12 +76,17 @@ def torch_dtype(dtype: str) -> Any:
     return getattr(torch, dtype)
 
 
-def describe_weights(weights: str | None, critic: str) -> None:
-    """Cheap validation of a weights string at construction time (files must exist)."""
+def describe_weights(weights: str | None, critic: str, param: str = "weights") -> None:
+    """Cheap validation of a weights string at construction time (files must exist).
+
+    ``param`` is the critic's parameter that holds it, named in the error with an example.
+    """
     if weights is None or not isinstance(weights, str) or not weights.strip():
+        got = "none was given" if weights is None else f"got {weights!r}"
         raise MilrUserError(
-            f"critic {critic!r} needs weights: a checkpoint file, local-dir:/path, a pretrained "
-            f"tag (online), or 'random' (tests only); got {weights!r}"
+            f"critic {critic!r} needs weights: set {param}= to a checkpoint file, local-dir:/path, "
+            f"a pretrained tag (online) or 'random' (tests only), e.g. "
+            f"--critic {critic}:{param}=/models/ViT-L-14.pt; {got}"
         )
     if weights.startswith("local-dir:"):
         folder = Path(weights[len("local-dir:") :]).expanduser()

@@ -199,7 +199,7 @@ class GenEvalCritic(Critic):
 
     def setup(self) -> None:
         if self.params.clip_weights is not None:
-            _openclip.describe_weights(self.params.clip_weights, self.name)
+            _openclip.describe_weights(self.params.clip_weights, self.name, param="clip_weights")
         # GenEval's evaluator compares float32 scores and boxes (detector outputs): do the same.
         self.rules = dataclasses.replace(self.params.rule_config(), float32=True)
 

@@ -72,6 +72,24 @@ class MILRResult:
     #: The exact prompts (`Generator.describe_prompts`): ``style``, ``reasoning``, ``image``.
     prompts: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """One line: prompt, steps, first -> returned score (best), why it stopped, seconds.
+
+        The per-step records stay in `steps` (and `to_dict()`); printing a result no longer
+        dumps them.
+        """
+        prompt = self.prompt if len(self.prompt) <= 60 else self.prompt[:57] + "..."
+
+        def f(v: float | None) -> str:
+            return "-" if v is None else f"{v:.3f}"
+
+        select = self.config.get("select", "last")
+        return (
+            f"<MILRResult {prompt!r}: {self.n_steps} steps, score {f(self.initial_score)} -> "
+            f"{f(self.score)} ({select}; best {f(self.best_score)} at step {self.best_step}), "
+            f"stopped: {self.stop_reason}, {self.wall_seconds:.1f} s>"
+        )
+
     # -- summaries ---------------------------------------------------------------------------
     @property
     def n_steps(self) -> int:

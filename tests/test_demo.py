@@ -38,9 +38,21 @@ def test_demo_end_to_end(tmp_path):
         assert len(traj["steps"]) == row["steps"] + 1
     from PIL import Image
 
-    sheet = Image.open(out / "contact_sheet.png")
+    sheet = Image.open(out / "contact_sheet.png").convert("RGB")
     assert sheet.size[1] > 2 * 64 * 3  # one row per prompt, images upscaled
     assert "prompt" in res.output and "initial" in res.output and PROMPTS[1] in res.output
+    # the sheet's text column is legible: tesseract reads the prompts with their spaces (PIL's
+    # bitmap default font ran words together: "a photo ofa green circle"), the scores, the
+    # steps and the reasoning text of step 0
+    pytesseract = pytest.importorskip("pytesseract")
+    if shutil.which("tesseract") is None:
+        pytest.skip("Debian's tesseract-ocr is not installed; the OCR check of the sheet needs it")
+    text = " ".join(pytesseract.image_to_string(sheet.crop((0, 0, 390, sheet.height))).split())
+    assert PROMPTS[0] in text
+    first = json.loads((out / summary[0]["folder"] / "trajectory.json").read_text())["steps"][0]
+    assert f"score {first['score']:.2f}" in text
+    assert "reasoning" in text and first["reasoning"].split()[0] in text
+    assert f"{summary[0]['steps']} step" in text
 
 
 def test_out_is_a_file(tmp_path):

@@ -1,7 +1,8 @@
 """The visual report: contact sheets per group and plots, written next to the summary.
 
-- ``contact/GROUP.png``: one row per record (prompt, base image, MILR image, each with the
-  evaluation verdict and score), at most `max_rows` rows per group.
+- ``contact/GROUP.png``: one row per record (prompt; the reward critic's first and last score
+  and the steps taken; the reasoning text before and after MILR; the base and the MILR image,
+  each with its evaluation verdict and score), at most `max_rows` rows per group.
 - ``reward_vs_step.png``: mean reward-critic score at each step over all records (a record that
   stopped early keeps its last score), with the base and MILR evaluation scores for reference.
 - ``accuracy_vs_budget.png``: fraction of images passing if MILR were stopped after at most
@@ -22,92 +23,69 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 THUMB = 160
-TEXT_W = 300
-PAD = 6
 
 
-def _font(size: int):
-    from PIL import ImageFont
+def _caption(name: str, side: SideResult | None) -> tuple[str, tuple[int, int, int]]:
+    """``base: PASS 0.80`` in the verdict's colour, or ``base: error``."""
+    from milr.sheet import NEUTRAL, fmt_score, verdict_colour
 
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    words, lines, cur = text.split(), [], ""
-    for w in words:
-        if cur and len(cur) + 1 + len(w) > width:
-            lines.append(cur)
-            cur = w
-        else:
-            cur = f"{cur} {w}".strip()
-    if cur:
-        lines.append(cur)
-    return lines
-
-
-def _verdict(side: SideResult | None) -> tuple[str, tuple[int, int, int]]:
     if side is None or side.error:
-        return "error", (150, 80, 0)
-    score = side.score
-    passed = side.passed
-    s = "–" if score is None else f"{score:.2f}"
-    if passed is True:
-        return f"PASS {s}", (20, 130, 40)
-    if passed is False:
-        return f"FAIL {s}", (190, 30, 30)
-    return f"score {s}", (60, 60, 60)
+        return f"{name}: error", (150, 80, 0)
+    word = {True: "PASS", False: "FAIL", None: "score"}[side.passed]
+    return f"{name}: {word} {fmt_score(side.score)}", (
+        verdict_colour(side.passed) if side.passed is not None else NEUTRAL
+    )
 
 
-def _thumb(out: Path, side: SideResult | None) -> Image:
+def _image(out: Path, side: SideResult | None) -> Image | None:
     from PIL import Image as PILImage
 
     if side is not None and side.image and (out / side.image).exists():
         with PILImage.open(out / side.image) as im:
-            return im.convert("RGB").resize((THUMB, THUMB), PILImage.Resampling.NEAREST)
-    return PILImage.new("RGB", (THUMB, THUMB), (235, 235, 235))
+            return im.convert("RGB")
+    return None
 
 
 def contact_sheet(out: Path, records: list[BenchRecord], title: str) -> Image:
-    """One image: a header, then per record the prompt, the base and the MILR image with verdicts."""
-    from PIL import Image as PILImage
-    from PIL import ImageDraw
+    """One image: a title, then per record the prompt, the reward critic's scores and steps,
+    the reasoning before and after MILR, and the base and MILR images with their evaluation
+    verdicts and scores (drawn by `milr.sheet`, DejaVu Sans)."""
+    from milr.sheet import FAIL, Cell, Line, Row, fmt_score, reasoning_lines, render
 
-    font, small = _font(14), _font(12)
-    row_h = THUMB + 24 + PAD
-    header = 46
-    width = TEXT_W + 2 * (THUMB + PAD) + 2 * PAD
-    sheet = PILImage.new("RGB", (width, header + row_h * max(1, len(records))), "white")
-    draw = ImageDraw.Draw(sheet)
-    draw.text((PAD, 6), title, fill="black", font=font)
-    draw.text((PAD, 26), "prompt", fill=(90, 90, 90), font=small)
-    draw.text((TEXT_W + PAD, 26), "base (first sample)", fill=(90, 90, 90), font=small)
-    draw.text((TEXT_W + THUMB + 2 * PAD, 26), "MILR", fill=(90, 90, 90), font=small)
-    for i, rec in enumerate(records):
-        y = header + i * row_h
-        lines = _wrap(f"[{rec.prompt_id}#{rec.seed_index}] {rec.prompt}", 40)[:8]
-        for j, line in enumerate(lines):
-            draw.text((PAD, y + j * 16), line, fill="black", font=small)
+    rows = []
+    for rec in records:
         traj = rec.traj
+        lines: list[Line] = []
         if rec.error:
-            draw.text(
-                (PAD, y + THUMB - 14), f"error: {rec.error[:40]}", fill=(190, 30, 30), font=small
+            lines.append(("summary", f"error: {rec.error}", FAIL))
+        scores = [v for v in traj.get("scores") or [] if v is not None]
+        if traj.get("steps") is not None:
+            first = fmt_score(scores[0]) if scores else "-"
+            last = fmt_score(scores[-1]) if scores else "-"
+            n = traj["steps"]
+            lines.append(
+                (
+                    "summary",
+                    f"reward critic {first} → {last}, {n} step{'s' if n != 1 else ''} "
+                    f"({traj.get('stop_reason')})",
+                )
             )
-        elif traj.get("steps") is not None:
-            draw.text(
-                (PAD, y + THUMB - 14),
-                f"steps {traj['steps']} ({traj.get('stop_reason')})",
-                fill=(90, 90, 90),
-                font=small,
-            )
-        for k, (_, side) in enumerate(rec.sides()):
-            x = TEXT_W + PAD + k * (THUMB + PAD)
-            sheet.paste(_thumb(out, side), (x, y))
-            label, color = _verdict(side)
-            draw.text((x, y + THUMB + 4), label, fill=color, font=small)
-    return sheet
+        reasoning = traj.get("reasoning") or {}
+        lines += reasoning_lines(
+            reasoning.get("initial"), reasoning.get("final"), int(traj.get("steps") or 0)
+        )
+        cells = []
+        for name, side in rec.sides():
+            caption, colour = _caption("base" if name == "base" else "MILR", side)
+            cells.append(Cell(_image(out, side), caption, colour))
+        rows.append(Row(f"[{rec.prompt_id}#{rec.seed_index}] {rec.prompt}", lines, cells))
+    return render(
+        rows,
+        ["prompt, reward scores, reasoning", "base (first sample)", "MILR"],
+        title=title,
+        cell=THUMB,
+        text_width=360,
+    )
 
 
 def _carry(values: list[Any], length: int) -> list[Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from milr.cli.common import deprecated_short_option, use_deprecated
 from milr.errors import MilrUserError
 from milr.modes import DEFAULT_MODE, MODES
 
@@ -23,8 +24,20 @@ class _DefaultGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            _refuse_mistyped_subcommand(ctx, args[0], list(self.commands))
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
+
+
+def _refuse_mistyped_subcommand(ctx: click.Context, word: str, names: list[str]) -> None:
+    """``milr bench sumary DIR``: a missing path close to a subcommand's name is a typo."""
+    import difflib
+    import os
+
+    if word.startswith("-") or os.path.exists(word):
+        return
+    if difflib.get_close_matches(word, names, n=1):
+        raise click.exceptions.NoSuchCommand(word, possibilities=names, ctx=ctx)
 
 
 @click.group(cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,23 +72,26 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
 @click.argument("suite_file", type=click.Path(dir_okay=True, path_type=str))
 @click.option(
     "--model",
-    "-m",
+    "-M",
     default="shapes",
     show_default=True,
     help="Model name, checkpoint directory or hub id.",
 )
+@deprecated_short_option("-m", "model_old_flag")
 @click.option(
     "--critic",
     "-c",
     "critic",
     multiple=True,
-    help="Reward critic spec (repeatable); default: shapes.",
+    show_default="shapes",
+    help="Reward critic spec (repeatable).",
 )
 @click.option(
     "--eval-critic",
     "eval_critic",
     multiple=True,
-    help="Evaluation critic spec (repeatable); default: the reward critic (oracle run).",
+    show_default="the reward critic: an oracle run",
+    help="Evaluation critic spec (repeatable).",
 )
 @click.option(
     "--mode",
@@ -95,8 +111,12 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
     type=int,
     help="Run seed; per-prompt seeds derive from it and the prompt id.",
 )
-@click.option("--out", "-o", default=None, help="Run directory (default bench-runs/SUITE-MODEL).")
-@click.option("--limit", default=None, type=int, help="Only the first N prompts of the suite.")
+@click.option(
+    "--out", "-o", default=None, show_default="bench-runs/SUITE-MODEL", help="Run directory."
+)
+@click.option(
+    "--limit", default=None, type=int, show_default="all", help="Only the first N prompts."
+)
 @click.option(
     "--format",
     "fmt",
@@ -110,7 +130,10 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
     help="cpu, cuda, cuda:1 ... (under torchrun, cuda means cuda:LOCAL_RANK).",
 )
 @click.option(
-    "--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)."
+    "--dtype",
+    default=None,
+    show_default="bf16 on GPU, fp32 on CPU",
+    help="Model dtype: bf16, fp16 or fp32.",
 )
 @click.option(
     "--prompt-style",
@@ -148,15 +171,19 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option(
     "--cache",
     default=None,
-    help="Score cache file (default OUT/score_cache.sqlite); share one across runs.",
+    show_default="OUT/score_cache.sqlite",
+    help="Score cache file; share one across runs.",
 )
 @click.option(
     "--solver",
     default=None,
     metavar="MODULE:CALLABLE",
-    help="Advanced: another solver factory (default: MILR).",
+    show_default="MILR",
+    help="Advanced: another solver factory.",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--no-progress", "--quiet", "-q", "no_progress", is_flag=True, help="No progress bar."
+)
 @click.option("--no-report", is_flag=True, help="Skip contact sheets and plots.")
 @click.option(
     "--dist-timeout",
@@ -168,6 +195,7 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
 def run_cmd(
     suite_file: str,
     model: str,
+    model_old_flag: str | None,
     critic: tuple[str, ...],
     eval_critic: tuple[str, ...],
     mode: str,
@@ -200,6 +228,16 @@ def run_cmd(
     if device is not None:  # refused before the suite, critics or model are touched
         resolve_device("cuda" if device.startswith("cuda") else device)
     dtype_name(dtype, "--dtype")
+
+    ctx = click.get_current_context()
+    model = use_deprecated(
+        model_old_flag,
+        "-m",
+        model,
+        "-M/--model",
+        "-m means --metadata in generate and score",
+        ctx.get_parameter_source("model") is click.core.ParameterSource.COMMANDLINE,
+    )
 
     opts = BenchOptions(
         suite=suite_file,
@@ -269,9 +307,12 @@ def summary_cmd(run_dir: str, no_report: bool, as_json: bool) -> None:
     help="New evaluation critic spec (repeatable).",
 )
 @click.option(
-    "--cache", default=None, help="Score cache file (default RUN_DIR/score_cache.sqlite)."
+    "--cache",
+    default=None,
+    show_default="RUN_DIR/score_cache.sqlite",
+    help="Score cache file.",
 )
-@click.option("--no-report", is_flag=True)
+@click.option("--no-report", is_flag=True, help="Only the summary, no contact sheets and plots.")
 def rescore_cmd(
     run_dir: str, eval_critic: tuple[str, ...], cache: str | None, no_report: bool
 ) -> None:

@@ -1,8 +1,10 @@
-"""Options and parsing shared by the ``score`` and ``generate`` commands."""
+"""Options, parsing and deprecation helpers shared by the `milr` commands."""
 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +44,43 @@ def parse_metadata(value: str | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MilrUserError(f"{source} must be a JSON object, got {type(data).__name__}")
     return data
+
+
+_warned: set[str] = set()
+
+
+def warn_deprecated(message: str) -> None:
+    """Print a deprecation ``warning: ...`` line on stderr, once per process per message.
+
+    Also issues a `DeprecationWarning`, so ``python -W error`` and test suites catch it.
+    """
+    warnings.warn(message, DeprecationWarning, stacklevel=3)
+    if message not in _warned:
+        _warned.add(message)
+        click.echo(f"warning: {message}", err=True)
+
+
+def deprecated_short_option(flag: str, name: str) -> Callable[[Callable[..., Any]], Any]:
+    """A hidden option ``flag`` whose value arrives as parameter ``name`` (None when not given).
+
+    The command passes it to `use_deprecated`, which warns and merges it into the new option.
+    """
+    return click.option(flag, name, default=None, hidden=True, show_default=False)
+
+
+def use_deprecated(
+    old_value: Any, flag: str, new_value: Any, new: str, why: str, new_given: bool
+) -> Any:
+    """The value to use when a deprecated spelling ``flag`` may have been given.
+
+    Warns once (see `warn_deprecated`) naming the replacement ``new`` and ``why``; giving both
+    spellings is a `MilrUserError` naming both values.
+    """
+    if old_value is None:
+        return new_value
+    warn_deprecated(f"{flag} is deprecated here; use {new} ({why})")
+    if new_given and new_value != old_value:
+        raise MilrUserError(
+            f"{flag} {old_value!r} and {new} {new_value!r} disagree; pass only {new}"
+        )
+    return old_value

@@ -10,7 +10,8 @@ import click
 
 from milr.cli.common import critic_specs_option, parse_metadata
 from milr.errors import MilrUserError
-from milr.modes import DEFAULT_MODE, MODES
+from milr.modes import MODES
+from milr.optimizer import MILRConfig
 
 # cheap (no torch): the choices of the options below
 TEXT_PREFIX_RULES = ("paper", "at_least_one")
@@ -31,76 +32,143 @@ def _config_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
     return {dst: opts[src] for src, dst in keys.items() if opts.get(src) is not None}
 
 
+_D = MILRConfig.__dataclass_fields__  # the optimizer's defaults, shown in --help
+
+
+def _default(name: str) -> Any:
+    return _D[name].default
+
+
 @click.command()
 @click.argument("prompt")
-@click.option("--model", "-M", required=True, help="Model: 'shapes', a Janus directory or hub id.")
+@click.option(
+    "--model", "-M", required=True, help="Model: 'shapes', a Janus checkpoint directory or hub id."
+)
 @critic_specs_option
-@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True)
-@click.option("--steps", type=int, default=30, show_default=True, help="Maximum MILR steps.")
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default=_default("mode"),
+    help="Which latents MILR updates: both (the paper's joint mode), text, image, "
+    "text_image / image_text (sequential phases) or interleaved (see docs/method.md).",
+)
+@click.option("--steps", type=int, default=_default("max_steps"), help="Maximum MILR steps.")
+@click.option("--seed", type=int, default=_default("seed"), help="Random seed of the run.")
 @click.option(
     "--text-steps",
     type=int,
     default=None,
-    help="Text-phase steps of text_image/image_text [--steps].",
+    show_default="--steps",
+    help="Text-phase steps of the sequential modes text_image / image_text.",
 )
 @click.option(
     "--image-steps",
     type=int,
     default=None,
-    help="Image-phase steps of text_image/image_text [--steps].",
+    show_default="--steps",
+    help="Image-phase steps of the sequential modes text_image / image_text.",
 )
 @click.option(
     "--text-prefix",
     type=click.Choice(TEXT_PREFIX_RULES),
     default=None,
-    help="Text prefix rule: paper (M=int(text_k*L), EOS latent counted) or at_least_one [paper].",
+    show_default="paper",
+    help="Text prefix rule: paper (M = int(text_k * L), the EOS latent counted; M = 0 is not "
+    "optimised) or at_least_one (milr 0.1).",
 )
 @click.option(
     "--latent-dtype",
     type=click.Choice(LATENT_DTYPES),
     default=None,
-    help="Latents and Adam state: model (the model's dtype, as the authors) or float32 [model].",
+    show_default="model",
+    help="dtype of the optimised latents and Adam state: the model's (as the authors) or float32.",
 )
 @click.option(
     "--prompt-style",
     type=click.Choice(STYLE_NAMES),
     default=None,
-    help="Prompt layout: paper, hf (the checkpoint's chat template) or checkpoint (its milr.json) "
-    "[checkpoint if its milr.json sets prompts, else paper].",
+    show_default="checkpoint if its milr.json sets prompts, else paper",
+    help="Prompt layout: paper (the authors'), hf (the checkpoint's chat template and processor) "
+    "or checkpoint (its milr.json).",
 )
 @click.option(
     "--prompt-file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="TOML/JSON file with system, instruction and templates (replaces --prompt-style).",
+    help="TOML/JSON file with system, instruction and templates (instead of --prompt-style).",
 )
-@click.option("--seed", type=int, default=42, show_default=True)
 @click.option(
     "--select",
     type=click.Choice(["last", "best"]),
-    default="last",
-    show_default=True,
-    help="Return the last image (paper) or the best-scoring one.",
+    default=_default("select"),
+    help="Return the last image (the paper's choice) or the best-scoring one.",
 )
-@click.option("--out", "-o", type=click.Path(), default="milr-out", show_default=True)
-@click.option("--text-k", type=float, default=None, help="Fraction of reasoning tokens [0.1].")
-@click.option("--image-k", type=float, default=None, help="Fraction of image tokens [0.01].")
-@click.option("--lr", type=float, default=None, help="Adam learning rate [0.01].")
-@click.option("--threshold", type=float, default=None, help="Stop when score-1 > this [-0.1].")
+@click.option("--out", "-o", type=click.Path(), default="milr-out", help="Output directory.")
+@click.option(
+    "--text-k",
+    type=float,
+    default=_default("text_k"),
+    help="Fraction of the reasoning tokens optimised, in (0, 1].",
+)
+@click.option(
+    "--image-k",
+    type=float,
+    default=_default("image_k"),
+    help="Fraction of the image tokens optimised, in (0, 1].",
+)
+@click.option("--lr", type=float, default=_default("lr"), help="Adam learning rate.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=_default("threshold"),
+    help="Stop when the reward (score - 1) exceeds this, in [-1, 0].",
+)
 @click.option(
     "--cfg-scale",
     type=float,
     default=None,
-    help="Classifier-free guidance scale [default: the checkpoint's; 5 for Janus-Pro].",
+    show_default="the checkpoint's; 5 for Janus-Pro",
+    help="Classifier-free guidance scale.",
 )
-@click.option("--temperature", type=float, default=None, help="Image sampling temperature [1].")
-@click.option("--samples-per-step", type=int, default=None, help="K candidates per step [1].")
-@click.option("--stop-on-pass", is_flag=True, default=None, help="Stop when the verdict passes.")
-@click.option("--max-reasoning-tokens", type=int, default=None, help="Cap on reasoning tokens.")
-@click.option("--metadata", "-m", default=None, help="Metadata: inline JSON or a JSON file.")
-@click.option("--on-error", type=click.Choice(["raise", "skip"]), default=None)
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda if available].")
-@click.option("--dtype", default=None, help="bf16, fp16 or fp32 [bf16 on GPU, fp32 on CPU].")
+@click.option(
+    "--temperature", type=float, default=_default("temperature"), help="Image sampling temperature."
+)
+@click.option(
+    "--samples-per-step",
+    type=int,
+    default=_default("samples_per_step"),
+    help="Candidates per step; K > 1 uses a mean-reward baseline.",
+)
+@click.option("--stop-on-pass", is_flag=True, help="Also stop when the critic's verdict passes.")
+@click.option(
+    "--max-reasoning-tokens",
+    type=int,
+    default=None,
+    show_default="the model's; 512 for Janus-Pro",
+    help="Cap on the reasoning text's length in tokens.",
+)
+@click.option(
+    "--metadata",
+    "-m",
+    default=None,
+    help="Metadata for the critics (e.g. GenEval clauses): inline JSON or a JSON file.",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default=None,
+    show_default="raise, or the spec file's",
+    help="When a critic of the ensemble fails: stop (raise) or leave it out of the score (skip).",
+)
+@click.option(
+    "--device", default=None, show_default="cuda if available", help="cpu, cuda, cuda:1 ..."
+)
+@click.option(
+    "--dtype",
+    default=None,
+    show_default="bf16 on GPU, fp32 on CPU",
+    help="Model dtype: bf16, fp16 or fp32.",
+)
 @click.option(
     "--allow-missing",
     is_flag=True,
@@ -118,8 +186,6 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
     if not prompt.strip():
         raise MilrUserError("empty prompt; pass the text of the image to generate")
     # Validate everything cheap before loading any model.
-    from milr.optimizer import MILRConfig
-
     config = MILRConfig(**_config_kwargs(opts))
     specs, spec_options = resolve_specs(list(critic_specs))
     metadata = parse_metadata(opts["metadata"])
@@ -193,7 +259,13 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
         click.echo(
             f"score {result.initial_score:.3f} -> {result.final_score:.3f} "
             f"(best {result.best_score:.3f} at step {result.best_step}) after {result.n_steps} "
-            f"steps, stopped: {result.stop_reason}; wrote {out}"
+            f"steps, stopped: {result.stop_reason}"
+            + (
+                f"; kept the best image (step {result.best_step})"
+                if config.select == "best"
+                else ""
+            )
+            + f"; wrote {out}"
         )
 
 

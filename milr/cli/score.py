@@ -36,13 +36,19 @@ def load_images(paths: tuple[str, ...]) -> list[Any]:
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--prompt", "-p", required=True, help="The prompt the images should show.")
-@click.option("--metadata", "-m", default=None, help="Metadata as inline JSON or a JSON file path.")
+@click.option(
+    "--metadata",
+    "-m",
+    default=None,
+    help="Metadata for the critics (e.g. GenEval clauses): inline JSON or a JSON file.",
+)
 @critic_specs_option
 @click.option(
     "--on-error",
     type=click.Choice(["raise", "skip"]),
     default=None,
-    help="Ensemble policy for a failing critic.",
+    show_default="raise, or the spec file's",
+    help="When a critic of the ensemble fails: stop (raise) or leave it out of the score (skip).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def score(images, prompt, metadata, critic_specs, on_error, as_json) -> None:

@@ -1,0 +1,331 @@
+"""Every shell and Python example in README.md and docs/*.md runs as written, or says why not.
+
+Each fenced block tagged ``bash``/``sh``/``shell``/``console``/``python`` is one test, run in a
+fresh folder per document (blocks of a document share it, in order, so a later block can use
+an earlier one's output). The folder holds small test images named as the examples name them
+(`IMAGES`). HTML comments on the lines right before a block change what happens to it:
+
+- ``<!-- docs-test: skip REASON -->``: not run (it needs weights, a GPU, a network or minutes);
+  the test reports the reason. A skipped shell block is still checked: every ``milr ...``
+  command in it (also after ``torchrun ... -m milr``) must parse with the real command-line
+  parser, and every ``--critic`` / ``--eval-critic`` value must be a valid spec. A skipped
+  Python block must compile.
+- ``<!-- docs-test: ci REASON -->``: not run here because ``.ci/run`` runs it; every line of the
+  block must appear verbatim in ``.ci/run`` (the README's install and test commands).
+- ``<!-- docs-test: file NAME -->``: the block is a file the examples use; it is written to
+  NAME in the document's folder before its blocks run.
+- ``<!-- docs-test: slow -->``: run, marked slow (over ~30 s).
+- ``<!-- docs-test: expect TEXT -->`` (one or more): run, and its output (stdout and stderr,
+  whitespace collapsed) must contain each TEXT: the figures the prose promises the reader.
+
+Every fenced block must carry a language tag, so none escapes classification (plain output
+is tagged ``text``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SHELL = {"bash", "sh", "shell", "console"}
+PYTHON = {"python", "py"}
+MARKER = re.compile(r"<!--\s*docs-test:\s*(skip|ci|file|slow|expect)\b\s*(.*?)\s*-->")
+FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
+#: Images the examples name; each is a 64×64 red square with a blue square in it.
+IMAGES = ("img.png", "a.png", "b.png", "cat.png", "image.png", "sign.png")
+
+
+@dataclass
+class Block:
+    doc: Path
+    line: int
+    lang: str
+    code: str
+    marker: str | None  # skip, ci, file, slow or None
+    arg: str
+    expects: list[str]
+
+    @property
+    def id(self) -> str:
+        return f"{self.doc.relative_to(ROOT)}:{self.line}"
+
+
+def blocks(doc: Path) -> list[Block]:
+    text = doc.read_text(encoding="utf-8")
+    out = []
+    for m in FENCE.finditer(text):
+        line = text.count("\n", 0, m.start()) + 1
+        above = text[: m.start()].rstrip("\n").split("\n")
+        found = []
+        while above and MARKER.fullmatch(above[-1].strip()):
+            found.append(MARKER.fullmatch(above.pop().strip()))
+        mk = next((f for f in found if f.group(1) != "expect"), None)
+        expects = [f.group(2) for f in reversed(found) if f.group(1) == "expect"]
+        out.append(
+            Block(
+                doc,
+                line,
+                m.group(1).lower(),
+                m.group(2),
+                mk.group(1) if mk else None,
+                mk.group(2) if mk else "",
+                expects,
+            )  # fmt: skip
+        )
+    return out
+
+
+ALL = [b for doc in DOCS for b in blocks(doc)]
+EXAMPLES = [b for b in ALL if b.lang in SHELL | PYTHON]
+
+
+def test_every_fenced_block_has_a_language():
+    untagged = [b.id for b in ALL if not b.lang]
+    assert not untagged, f"tag these blocks (bash, python, text, ...): {untagged}"
+
+
+def test_markers_are_well_formed():
+    for b in ALL:
+        if b.marker in ("skip", "ci"):
+            assert b.arg, f"{b.id}: a {b.marker} marker states its reason"
+        assert all(b.expects), f"{b.id}: an expect marker states the text"
+        if b.expects:
+            assert b.marker in (None, "slow"), f"{b.id}: expect on a block that does not run"
+        if b.marker == "file":
+            assert re.fullmatch(r"[\w.-]+", b.arg), f"{b.id}: file marker needs a file name"
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for m in re.finditer(r"<!--\s*docs-test\b[^>]*-->", text):
+            assert MARKER.fullmatch(m.group(0)), f"{doc.name}: unknown marker {m.group(0)!r}"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(
+        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", YOLO_OFFLINE="1",
+        YOLO_AUTOINSTALL="false", MPLBACKEND="Agg", OMP_NUM_THREADS="1",
+    )  # fmt: skip
+    return env
+
+
+@pytest.fixture(scope="module")
+def workspaces(tmp_path_factory):
+    """One folder per document, made on first use: the test images and its `file` blocks."""
+    made: dict[Path, Path] = {}
+
+    def get(doc: Path) -> Path:
+        if doc not in made:
+            from PIL import Image
+
+            folder = tmp_path_factory.mktemp(doc.stem)
+            for name in IMAGES:
+                im = Image.new("RGB", (64, 64), (220, 30, 30))
+                im.paste((30, 70, 220), (20, 20, 44, 44))
+                im.save(folder / name)
+            for b in blocks(doc):
+                if b.marker == "file":
+                    (folder / b.arg).write_text(b.code, encoding="utf-8")
+            made[doc] = folder
+        return made[doc]
+
+    return get
+
+
+def _commands(code: str, console: bool) -> list[str]:
+    """Shell commands of a block: continuation lines joined, `$ ` prompts honoured."""
+    lines, cur = [], ""
+    for raw in code.splitlines():
+        if console:
+            if not raw.startswith("$ ") and not cur:
+                continue  # program output
+            raw = raw[2:] if raw.startswith("$ ") else raw
+        cur += raw
+        if cur.endswith("\\"):
+            cur = cur[:-1] + " "
+            continue
+        if cur.strip():
+            lines.append(cur.strip())
+        cur = ""
+    return lines
+
+
+def _milr_argvs(command: str) -> list[list[str]]:
+    """The argument lists of every `milr` invocation in a shell command line: a simple command
+    whose program is `milr` (after any VAR=value words), or `... -m milr ARGS` (python, torchrun)."""
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError as exc:
+        raise AssertionError(f"cannot split {command!r}: {exc}") from None
+    simple: list[list[str]] = [[]]
+    for w in words:
+        if w in ("&&", "||", ";", "|", "&"):
+            simple.append([])
+        else:
+            simple[-1].append(w)
+    out = []
+    for cmd in simple:
+        while cmd and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", cmd[0]):
+            cmd = cmd[1:]
+        if cmd and os.path.basename(cmd[0]) == "milr":
+            out.append(cmd[1:])
+            continue
+        for i in range(len(cmd) - 1):
+            if cmd[i] == "-m" and cmd[i + 1] == "milr":
+                out.append(cmd[i + 2 :])
+                break
+    return out
+
+
+@contextlib.contextmanager
+def _paths_need_not_exist(root):
+    """A skipped example names paths of the reader's machine: check the syntax, not the disk."""
+    import click
+
+    patched = []
+
+    def visit(cmd):
+        for p in cmd.params:
+            if isinstance(p.type, click.Path) and p.type.exists:
+                p.type.exists = False
+                patched.append(p.type)
+        if isinstance(cmd, click.Group):
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                visit(cmd.get_command(ctx, name))
+
+    visit(root)
+    try:
+        yield
+    finally:
+        for t in patched:
+            t.exists = True
+
+
+def _check_milr_argv(argv: list[str], where: str) -> None:
+    """Parse `milr ARGV` with the real click commands (nothing runs) and check critic specs."""
+    import click
+
+    from milr.cli.main import cli
+    from milr.specs import parse_spec
+
+    def parse(cmd: click.Command, name: str, args: list[str], parent=None) -> None:
+        ctx = cmd.make_context(name, list(args), parent=parent)
+        if isinstance(cmd, click.Group):
+            protected = getattr(ctx, "_protected_args", None)
+            if protected is None:
+                protected = ctx.protected_args
+            rest = [*protected, *ctx.args]
+            if not rest:
+                return
+            sub_name, sub, sub_args = cmd.resolve_command(ctx, rest)
+            assert sub is not None and sub_name is not None
+            parse(sub, sub_name, sub_args, parent=ctx)
+            return
+        for key in ("critic_specs", "critic", "eval_critic"):
+            for spec in ctx.params.get(key) or ():
+                if not spec.endswith(".toml") and spec != "...":
+                    parse_spec(spec)
+
+    if any(a in ("-h", "--help", "--version") for a in argv):
+        return
+    try:
+        with _paths_need_not_exist(cli):
+            parse(cli, "milr", argv)
+    except click.exceptions.ClickException as exc:
+        msg = exc.format_message()
+        raise AssertionError(f"{where}: `milr {shlex.join(argv)}`: {msg}") from None
+    except Exception as exc:
+        raise AssertionError(f"{where}: `milr {shlex.join(argv)}`: {exc}") from exc
+
+
+def _run(cmd: list[str], cwd: Path, where: str, timeout: float = 600) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{where} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            "\n(an example that cannot run offline says why on the line before its block: "
+            "<!-- docs-test: skip REASON -->; see this test module's docstring)"
+        )
+    return proc.stdout + "\n" + proc.stderr
+
+
+def _param(b: Block):
+    marks = [pytest.mark.slow] if b.marker == "slow" else []
+    return pytest.param(b, id=b.id, marks=marks)
+
+
+@pytest.mark.parametrize("block", [_param(b) for b in EXAMPLES])
+def test_example(block: Block, workspaces):
+    where = block.id
+    if block.marker == "file":
+        return  # written into the workspace, used by the blocks that name it
+    if block.marker in ("skip", "ci"):
+        # still checked: it must parse (shell: milr's own parser; Python: the compiler)
+        if block.lang in PYTHON:
+            compile(block.code, where, "exec")
+        else:
+            for command in _commands(block.code, block.lang == "console"):
+                for argv in _milr_argvs(command):
+                    _check_milr_argv(argv, where)
+        if block.marker == "ci":
+            ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+            for command in _commands(block.code, block.lang == "console"):
+                assert command in ci, f"{where}: .ci/run does not run {command!r} verbatim"
+        pytest.skip(f"{block.marker}: {block.arg}")
+    folder = workspaces(block.doc)
+    if block.lang in PYTHON:
+        script = folder / f"_example_{block.line}.py"
+        script.write_text(block.code, encoding="utf-8")
+        output = _run([sys.executable, script.name], folder, where)
+    else:
+        script = "\n".join(_commands(block.code, block.lang == "console"))
+        output = _run(["bash", "-e", "-o", "pipefail", "-c", script], folder, where)
+    flat = " ".join(output.split())
+    for expected in block.expects:
+        assert expected in flat, f"{where}: the docs promise {expected!r}; it printed:\n{output}"
+
+
+def test_the_checker_catches_a_bad_flag_and_a_bad_spec():
+    """The static check of skipped blocks is real: it refuses what the CLI would refuse."""
+    with pytest.raises(AssertionError, match="No such option '--prompt'"):
+        _check_milr_argv(["generate", "--model", "M", "--prompt", "x", "-c", "color"], "t")
+    with pytest.raises(AssertionError, match="colorfulness,weight=0.5"):
+        _check_milr_argv(["score", "a.png", "-p", "x", "-c", "colorfulness,weight=0.5"], "t")
+    _check_milr_argv(["score", "a.png", "-p", "x", "-c", "colorfulness:weight=0.5"], "t")
+    assert _milr_argvs("OMP_NUM_THREADS=1 torchrun --nproc-per-node 2 -m milr bench s.jsonl") == [
+        ["bench", "s.jsonl"]
+    ]
+
+
+DEMO_TIME = "about 8 s on a 2-core CPU"
+
+
+def test_one_measured_demo_figure_everywhere():
+    """README, docs, `milr --help` and `milr demo --help` state the same measured demo time."""
+    from click.testing import CliRunner
+
+    from milr.cli.main import cli
+
+    texts = {
+        "README.md": (ROOT / "README.md").read_text(encoding="utf-8"),
+        "docs/index.md": (ROOT / "docs" / "index.md").read_text(encoding="utf-8"),
+        "docs/shapes.md": (ROOT / "docs" / "shapes.md").read_text(encoding="utf-8"),
+        "milr --help": CliRunner().invoke(cli, ["--help"], terminal_width=200).output,
+        "milr demo --help": CliRunner().invoke(cli, ["demo", "--help"], terminal_width=200).output,
+    }
+    for where, text in texts.items():
+        flat = " ".join(text.split())
+        assert DEMO_TIME in flat, f"{where} does not state the demo time as {DEMO_TIME!r}"
+        for stale in ("a few minutes", "8.5 s", "1-3 min", "1–3 min"):
+            assert stale not in flat, f"{where} still says {stale!r}"
