@@ -217,7 +217,7 @@ def _check_milr_argv(argv: list[str], where: str) -> None:
     import click
 
     from milr.cli.main import cli
-    from milr.specs import parse_spec
+    from milr.specs import resolve_specs
 
     def parse(cmd: click.Command, name: str, args: list[str], parent=None) -> None:
         ctx = cmd.make_context(name, list(args), parent=parent)
@@ -235,7 +235,7 @@ def _check_milr_argv(argv: list[str], where: str) -> None:
         for key in ("critic_specs", "critic", "eval_critic"):
             for spec in ctx.params.get(key) or ():
                 if not spec.endswith(".toml") and spec != "...":
-                    parse_spec(spec)
+                    resolve_specs([spec])  # as the CLI reads it: presets expand here
 
     if any(a in ("-h", "--help", "--version") for a in argv):
         return
