@@ -96,7 +96,11 @@ def check_loading_info(
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load report and progress bars (milr reports what matters itself)."""
+    """Silence transformers' load report and the library progress bars for the block.
+
+    milr reports what matters itself (`check_loading_info`); the bars are switched off by
+    `milr.quiet.library_progress_bars_off`, which restores the user's own settings.
+    """
     from milr.quiet import library_progress_bars_off
 
     try:

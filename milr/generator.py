@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr.errors import MilrUserError, UnsupportedOperation
+from milr.generator_batch import BatchedDefaults
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +51,7 @@ class ImageTokens:
     latents: torch.Tensor
 
 
-class Generator(ABC):
+class Generator(BatchedDefaults, ABC):
     """A unified model seen through the operations MILR needs (DESIGN §2)."""
 
     #: Registry name of the adapter (``[a-z0-9_-]+``).

@@ -135,17 +135,13 @@ def generate_candidates(
             )  # fmt: skip
             tokens_list = list(out.tokens)
             latents = out.latents
-        else:
-            lats = []
-            for i, text in enumerate(texts):
-                pre = None if image_prefixes is None else image_prefixes[i : i + 1]
-                out = gen.sample_image_tokens(
-                    text, pre, batch=1, cfg_scale=cfg_scale, temperature=temperature,
-                    generator=rng, capture=capture,
-                )  # fmt: skip
-                tokens_list.append(out.tokens[0])
-                lats.append(out.latents)
-            latents = torch.cat(lats)
+        else:  # K candidates with different reasoning: one batch of rows sharing `rng`
+            out = gen.sample_image_tokens_batch(
+                texts, [None if image_prefixes is None else image_prefixes[i] for i in range(k)],
+                [rng] * k, cfg_scale=cfg_scale, temperature=temperature, capture=capture,
+            )  # fmt: skip
+            tokens_list = list(out.tokens)
+            latents = out.latents
     forced = 0 if image_prefixes is None else image_prefixes.shape[1]
     generated += k * (gen.image_token_count - forced)
     with timer("decode"):

@@ -42,6 +42,12 @@ class BenchOptions:
     cache: str | None = None
     report: bool = True
     dist_timeout_s: float = 6 * 3600
+    #: Prompts optimised at once (`milr.engine`); ``"auto"`` sizes it from free memory. Not
+    #: part of the fingerprint: a prompt's result does not depend on it (docs/bench.md).
+    batch_prompts: int | str = 1
+    #: Bytes the batched engine may plan for (None: the device's free memory); a batch over
+    #: it raises out-of-memory before it runs and is halved (how the fallback is tested).
+    batch_memory: int | None = None
 
     def eval_specs(self) -> list[str]:
         """The evaluation critic specs (``--eval-critic``, else the reward ``--critic``)."""
@@ -57,6 +63,9 @@ class BenchOptions:
             raise MilrUserError(f"--limit {self.limit} must be >= 1")
         if not self.critic:
             raise MilrUserError("no reward critic; pass --critic SPEC (see `milr critics`)")
+        from milr.engine.engine import parse_batch_prompts
+
+        self.batch_prompts = parse_batch_prompts(self.batch_prompts)
 
 
 def default_out(opts: BenchOptions) -> Path:

@@ -10,12 +10,14 @@ from milr.bench.record import SIDES, BenchRecord
 
 
 class Progress:
-    """A per-rank tqdm bar: prompts done, pass rate of base and MILR images so far, errors, ETA."""
+    """A per-rank tqdm bar: prompts done, pass rate of base and MILR images so far, errors, ETA,
+    and (batched runs) the prompts in flight."""
 
     def __init__(self, total: int, ctx: DistContext, enabled: bool) -> None:
         self.bar: Any = None
         self.counts: dict[str, list[int]] = {side: [0, 0] for side in SIDES}
         self.errors = 0
+        self.active: int | None = None
         if enabled and total:
             from tqdm.auto import tqdm
 
@@ -41,13 +43,24 @@ class Progress:
                 self.counts[name][0] += int(bool(side.passed))
                 self.counts[name][1] += 1
         if self.bar is not None:
-            post = {}
-            for name in SIDES:
-                p, n = self.counts[name]
-                post[name] = f"{p / n:.2f}" if n else "-"
-            post["err"] = str(self.errors)
-            self.bar.set_postfix(post, refresh=False)
+            self.bar.set_postfix(self._postfix(), refresh=False)
             self.bar.update(1)
+
+    def _postfix(self) -> dict[str, str]:
+        post = {}
+        for name in SIDES:
+            p, n = self.counts[name]
+            post[name] = f"{p / n:.2f}" if n else "-"
+        post["err"] = str(self.errors)
+        if self.active is not None:
+            post["active"] = str(self.active)
+        return post
+
+    def set_active(self, n: int) -> None:
+        """Prompts in flight in the batched engine (shown as ``active``)."""
+        self.active = int(n)
+        if self.bar is not None:
+            self.bar.set_postfix(self._postfix(), refresh=True)  # once per batched round
 
     def close(self) -> None:
         if self.bar is not None:

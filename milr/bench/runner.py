@@ -93,7 +93,25 @@ def run_one(
 ) -> tuple[BenchRecord, list[FileJob]]:
     """Solve and evaluate one (prompt, seed): its record and the files it points at (unwritten)."""
     t0 = time.perf_counter()
-    record = BenchRecord(
+    record = new_record(prompt, seed_index, opts, suite)
+    assert record.seed is not None
+    t = time.perf_counter()
+    outcome: Outcome | BaseException
+    try:
+        outcome = solver.solve(prompt, record.seed)
+    except Exception as exc:
+        outcome = exc
+    opt_s = time.perf_counter() - t
+    return complete_record(
+        record, outcome, opt_s, eval_critic, prompt, seed_index, out, cache, rank, t0
+    )
+
+
+def new_record(
+    prompt: BenchPrompt, seed_index: int, opts: BenchOptions, suite: Suite
+) -> BenchRecord:
+    """The record of (prompt, seed index) before it is solved (ids, seed, metadata)."""
+    return BenchRecord(
         prompt_id=prompt.id,
         seed_index=seed_index,
         seed=derive_seed(opts.seed, prompt.id, seed_index),
@@ -104,17 +122,26 @@ def run_one(
         suite_index=suite.index_of(prompt.id),
         schema=SCHEMA_VERSION,
     )
-    assert record.seed is not None
+
+
+def complete_record(
+    record: BenchRecord,
+    outcome: Outcome | BaseException,
+    opt_s: float,
+    eval_critic: Critic,
+    prompt: BenchPrompt,
+    seed_index: int,
+    out: Path,
+    cache: ScoreCache | None,
+    rank: int,
+    t0: float,
+) -> tuple[BenchRecord, list[FileJob]]:
+    """Evaluate a solver's `outcome` (or record its error) and fill in the record's timings."""
     files: list[FileJob] = []
-    opt_s = eval_s = 0.0
-    t = time.perf_counter()
-    try:
-        outcome = solver.solve(prompt, record.seed)
-        opt_s = time.perf_counter() - t
-    except Exception as exc:
-        opt_s = time.perf_counter() - t
-        record.error = describe(exc)
-        record.traceback = traceback.format_exc(limit=6)
+    eval_s = 0.0
+    if isinstance(outcome, BaseException):
+        record.error = describe(outcome)
+        record.traceback = "".join(traceback.format_exception(outcome, limit=6))
     else:
         folder = Path("images") / _safe(prompt.id)
         images = [outcome.base_image, outcome.final_image]
@@ -243,6 +270,12 @@ def _work(
         with RecordShard(shard_path(out, ctx.rank)) as store:
             writer = RecordWriter(store, progress.update)
             try:
+                if _batched(opts, solver):
+                    _work_batched(
+                        solver, eval_critic, opts, suite, out, items, cache, ctx.rank, writer,
+                        progress,
+                    )  # fmt: skip
+                    items = []
                 for prompt, seed_index in items:
                     writer.submit(
                         *run_one(
@@ -265,3 +298,44 @@ def _work(
         progress.close()
         if cache is not None:
             cache.close()
+
+
+def _batched(opts: BenchOptions, solver: Solver) -> bool:
+    """Whether to run the batched engine (``--batch-prompts`` other than 1, a solver that can)."""
+    if opts.batch_prompts == 1:
+        return False
+    if callable(getattr(solver, "solve_many", None)):
+        return True
+    print(
+        f"warning: solver {type(solver).__name__} has no solve_many; --batch-prompts "
+        f"{opts.batch_prompts} ignored, prompts run one at a time",
+        file=sys.stderr,
+    )
+    return False
+
+
+def _work_batched(
+    solver: Any,
+    eval_critic: Critic,
+    opts: BenchOptions,
+    suite: Suite,
+    out: Path,
+    items: list[tuple[BenchPrompt, int]],
+    cache: ScoreCache | None,
+    rank: int,
+    writer: RecordWriter,
+    progress: Progress,
+) -> None:
+    """Solve `items` with the solver's batched engine; each record is written as its prompt
+    finishes (any order), so a killed run resumes with the prompts not yet written."""
+    records = [new_record(p, s, opts, suite) for p, s in items]
+    jobs = [(p, rec.seed) for (p, _), rec in zip(items, records)]
+    for index, outcome, seconds in solver.solve_many(jobs, progress.set_active):
+        prompt, seed_index = items[index]
+        t0 = time.perf_counter() - seconds
+        writer.submit(
+            *complete_record(
+                records[index], outcome, seconds, eval_critic, prompt, seed_index, out, cache,
+                rank, t0,
+            )
+        )  # fmt: skip

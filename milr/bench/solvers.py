@@ -7,7 +7,7 @@ MODULE:CALLABLE`` or `run_bench(..., solver_factory=...)` plugs in another (e.g.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -87,6 +87,46 @@ class MILRSolver:
         result = MILR(self.generator, self.critic, self._config(seed)).run(
             prompt.prompt, prompt.metadata
         )
+        return self._outcome(result)
+
+    def solve_many(
+        self,
+        jobs: list[tuple[BenchPrompt, int]],
+        on_active: Callable[[int], Any] | None = None,
+    ) -> Iterator[tuple[int, Outcome | BaseException, float]]:
+        """Solve ``(prompt, seed)`` jobs with the batched engine (``--batch-prompts``).
+
+        Yields ``(index into jobs, outcome or the exception that ended the prompt, seconds the
+        prompt spent in the batch)`` as each prompt finishes. Each prompt's result is the one
+        `solve` gives (exactly so in float64; docs/bench.md).
+        """
+        from milr.engine import BatchedMILR, Job
+
+        engine = BatchedMILR(
+            self.generator,
+            self.critic,
+            self.opts.batch_prompts,
+            memory_limit=self.opts.batch_memory,
+            on_active=on_active,
+        )
+        self.engine = engine
+        todo = (
+            Job(p.prompt, dict(p.metadata or {}), self._config(seed), key=i)
+            for i, (p, seed) in enumerate(jobs)
+        )
+        for done in engine.run(todo):
+            if done.error is not None:
+                if not isinstance(done.error, Exception):  # Ctrl-C and the like end the run
+                    raise done.error
+                yield done.job.key, done.error, done.seconds
+                continue
+            try:
+                outcome: Outcome | BaseException = self._outcome(done.result)
+            except Exception as exc:
+                outcome = exc
+            yield done.job.key, outcome, done.seconds
+
+    def _outcome(self, result: Any) -> Outcome:
         full = result.to_dict()
         if result.initial_image is None or result.image is None:
             raise GenerationError(

@@ -133,13 +133,22 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
     "--dtype",
     default=None,
     show_default="bf16 on GPU, fp32 on CPU",
-    help="Model dtype: bf16, fp16 or fp32.",
+    help="Model dtype: bf16, fp16, fp32, or float64 (CPU only: exact batched-vs-unbatched runs).",
+)
+@click.option(
+    "--batch-prompts",
+    "batch_prompts",
+    default="1",
+    show_default=True,
+    metavar="B|auto",
+    help="Optimise up to B prompts at once (batched engine; 'auto' sizes B from free memory).",
 )
 @click.option(
     "--prompt-style",
     type=click.Choice(["paper", "hf", "checkpoint"]),
     default=None,
-    help="Prompt layout [checkpoint if its milr.json sets prompts, else paper].",
+    show_default="checkpoint if its milr.json sets prompts, else paper",
+    help="Prompt layout: paper, hf (the checkpoint's chat template) or checkpoint (its milr.json).",
 )
 @click.option(
     "--prompt-file",
@@ -207,6 +216,7 @@ def run_cmd(
     fmt: str | None,
     device: str | None,
     dtype: str | None,
+    batch_prompts: str,
     prompt_style: str | None,
     prompt_file: str | None,
     allow_missing: bool,
@@ -269,6 +279,7 @@ def run_cmd(
         progress=not no_progress,
         report=not no_report,
         dist_timeout_s=dist_timeout,
+        batch_prompts=batch_prompts,
     )
     summary = run_bench(opts)
     if summary is not None:

@@ -10,8 +10,8 @@ import click
 
 from milr.cli.common import critic_specs_option, parse_metadata
 from milr.errors import MilrUserError
-from milr.modes import MODES
-from milr.optimizer import MILRConfig
+from milr.modes import MODE_HELP, MODES
+from milr.optimizer_config import MILRConfig
 
 # cheap (no torch): the choices of the options below
 TEXT_PREFIX_RULES = ("paper", "at_least_one")
@@ -49,54 +49,53 @@ def _default(name: str) -> Any:
     "--mode",
     type=click.Choice(MODES),
     default=_default("mode"),
-    help="Which latents MILR updates: both (the paper's joint mode), text, image, "
-    "text_image / image_text (sequential phases) or interleaved (see docs/method.md).",
+    help="Which latents MILR updates and in what order: "
+    + "; ".join(f"{k}: {v}" for k, v in MODE_HELP.items())
+    + ".",
 )
 @click.option("--steps", type=int, default=_default("max_steps"), help="Maximum MILR steps.")
-@click.option("--seed", type=int, default=_default("seed"), help="Random seed of the run.")
 @click.option(
     "--text-steps",
     type=int,
     default=None,
     show_default="--steps",
-    help="Text-phase steps of the sequential modes text_image / image_text.",
+    help="Text-phase steps of the sequential text_image/image_text modes.",
 )
 @click.option(
     "--image-steps",
     type=int,
     default=None,
     show_default="--steps",
-    help="Image-phase steps of the sequential modes text_image / image_text.",
+    help="Image-phase steps of the sequential text_image/image_text modes.",
 )
 @click.option(
     "--text-prefix",
     type=click.Choice(TEXT_PREFIX_RULES),
     default=None,
     show_default="paper",
-    help="Text prefix rule: paper (M = int(text_k * L), the EOS latent counted; M = 0 is not "
-    "optimised) or at_least_one (milr 0.1).",
+    help="Text prefix rule: paper (M=int(text_k*L), EOS latent counted) or at_least_one.",
 )
 @click.option(
     "--latent-dtype",
     type=click.Choice(LATENT_DTYPES),
     default=None,
     show_default="model",
-    help="dtype of the optimised latents and Adam state: the model's (as the authors) or float32.",
+    help="Latents and Adam state: model (the model's dtype, as the authors) or float32.",
 )
 @click.option(
     "--prompt-style",
     type=click.Choice(STYLE_NAMES),
     default=None,
     show_default="checkpoint if its milr.json sets prompts, else paper",
-    help="Prompt layout: paper (the authors'), hf (the checkpoint's chat template and processor) "
-    "or checkpoint (its milr.json).",
+    help="Prompt layout: paper, hf (the checkpoint's chat template) or checkpoint (its milr.json).",
 )
 @click.option(
     "--prompt-file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="TOML/JSON file with system, instruction and templates (instead of --prompt-style).",
+    help="TOML/JSON file with system prompt, instruction and templates (replaces --prompt-style).",
 )
+@click.option("--seed", type=int, default=_default("seed"), help="Random seed of the run.")
 @click.option(
     "--select",
     type=click.Choice(["last", "best"]),

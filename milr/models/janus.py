@@ -18,6 +18,7 @@ from milr.devices import resolve_device, resolve_dtype
 from milr.errors import MilrUserError
 from milr.generator import Generator, Reasoning
 from milr.hookspecs import hookimpl
+from milr.models.janus_batched import JanusBatchedLoops
 from milr.models.janus_loops import JanusLoops
 from milr.models.janus_prompts import (
     PromptStyle,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 
-class JanusGenerator(JanusLoops, Generator):
+class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
     """MILR's view of a transformers Janus checkpoint (Janus-1.3B, Janus-Pro-1B/7B, tiny ones)."""
 
     name: ClassVar[str] = "janus"

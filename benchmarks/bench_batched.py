@@ -1,0 +1,227 @@
+"""Prompts per hour of the batched MILR engine (issue #15): B = 16 (and 32) against B = 1.
+
+Run (idle machine; the full run takes tens of minutes on 2 CPU cores):
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_batched.py            # 1B width, B = 1, 16, 32
+    OMP_NUM_THREADS=1 python benchmarks/bench_batched.py --quick    # tiny model, seconds
+    OMP_NUM_THREADS=1 python benchmarks/bench_batched.py --shapes   # ShapesEval, B = 16 vs 1
+
+Default model: a random Janus at Janus-Pro-1B width built from the real 1B config (shared
+data ``janus-pro/1b``: hidden 2048, text vocabulary 102400, the real generation head and VQ
+decoder) with 2 text layers and 144 image tokens (a 12×12 grid, 192 px); reasoning capped at
+``--reasoning-tokens`` (random weights never write EOS). Critic: ``color`` (weight-free).
+Suite: the first 32 GenEval prompts, ``--steps`` 5 with a threshold no step reaches, so every
+prompt runs every step. Each B runs the same jobs; the table gives wall time, prompts/hour,
+speed-up over B = 1, seconds per phase (summed over the run; ``update`` is the prompts' loss
+and Adam steps through the output heads, part of ``prompt_side``), and the bookkeeping share
+(padding and compaction of rows, the rest of ``prompt_side``, and scheduling). The last lines
+compare every prompt's trajectory with B = 1 (float32: batched products may round
+differently) and the pass rate of the final images.
+
+``--shapes`` runs the full ShapesEval file (shapes model and critic, mode both, 30 steps)
+through ``milr bench`` with ``--batch-prompts 16`` and 1 in this process and prints wall time
+and overall accuracy of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED = Path(
+    os.environ.get("MILR_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
+
+
+def build_generator(args: argparse.Namespace):
+    """The benchmark's generator: tiny (--quick) or random at Janus-Pro-1B width."""
+    import torch
+
+    from milr.generator import load_generator
+    from milr.testing import save_tiny_janus
+
+    if args.quick:
+        path = save_tiny_janus(Path(tempfile.mkdtemp(prefix="milr-bb-")) / "tiny", seed=0)
+        return load_generator(str(path), device=args.device, dtype=args.dtype)
+    from transformers import JanusConfig, JanusForConditionalGeneration, JanusProcessor
+
+    from milr.models.janus import JanusGenerator, JanusSettings
+
+    source = Path(args.config)
+    config = JanusConfig.from_pretrained(source)
+    config.text_config.num_hidden_layers = args.layers
+    grid = int(round(args.image_tokens**0.5))
+    patch = int(config.vision_config.patch_size)
+    config.vision_config.image_size = grid * patch
+    config.vision_config.num_image_tokens = grid * grid
+    config.vq_config.num_patches = grid  # the VQ decoder's token grid
+    torch.manual_seed(0)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}[
+        args.dtype or "float32"
+    ]
+    with torch.device(args.device or "cpu"):
+        model = JanusForConditionalGeneration(config).to(dtype)
+    processor = JanusProcessor.from_pretrained(source)
+    settings = JanusSettings(max_reasoning_tokens=args.reasoning_tokens)
+    return JanusGenerator(model, processor, settings, checkpoint=f"random:{source.name}")
+
+
+def prompts(n: int) -> list[str]:
+    path = SHARED / "geneval" / "evaluation_metadata.jsonl"
+    if path.is_file():
+        import json
+
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line)["prompt"] for line in lines[:n]]
+    return [
+        f"a photo of {i % 4 + 1} red {['cats', 'dogs', 'cups', 'cars'][i % 4]}" for i in range(n)
+    ]
+
+
+def run_once(gen, critic, texts, batch: int, steps: int):
+    from milr.engine import BatchedMILR, Job
+    from milr.optimizer import MILRConfig
+
+    jobs = [
+        Job(p, {}, MILRConfig(mode="both", max_steps=steps, threshold=0.0, seed=1000 + i), key=i)
+        for i, p in enumerate(texts)
+    ]
+    if hasattr(gen, "clear_cache"):
+        gen.clear_cache()
+    gen.batch_bookkeeping_s = 0.0
+    engine = BatchedMILR(gen, critic, batch)
+    t0 = time.perf_counter()
+    done = sorted(engine.run(jobs), key=lambda d: d.job.key)
+    wall = time.perf_counter() - t0
+    errors = [d.error for d in done if d.error is not None]
+    if errors:
+        raise SystemExit(f"B={batch}: {len(errors)} prompts failed, first: {errors[0]!r}")
+    stats = dict(engine.stats)
+    stats["padding"] = float(getattr(gen, "batch_bookkeeping_s", 0.0))
+    # the prompts' own MILR work (loss, backward through the heads, Adam, proposals)
+    stats["update"] = sum(s.timings.get("update", 0.0) for d in done for s in d.result.steps)
+    return wall, stats, [d.result for d in done]
+
+
+def trajectory(result):
+    return (
+        [s.score for s in result.steps],
+        [s.text_prefix for s in result.steps],
+        [s.image_prefix for s in result.steps],
+        result.stop_reason,
+    )
+
+
+def main_engine(args: argparse.Namespace) -> None:
+    import torch
+
+    from milr.specs import build_critic
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    gen = build_generator(args)
+    critic = build_critic([args.critic])
+    texts = prompts(args.prompts)
+    d = gen.hidden_size if hasattr(gen, "hidden_size") else "?"
+    print(
+        f"model: {getattr(gen, 'checkpoint', '?')} hidden {d}, "
+        f"{gen.image_token_count} image tokens, dtype {gen.dtype}, threads "
+        f"{torch.get_num_threads()}; {len(texts)} prompts x {args.steps} steps; critic {args.critic}"
+    )
+    phases = ["reasoning", "image_tokens", "decode", "critic", "update", "prompt_side", "padding"]
+    print(f"| B | wall s | prompts/h | speed-up | {' | '.join(phases)} | other | bookkeeping |")
+    print("|" + "---|" * (6 + len(phases)))
+    base = None
+    results = {}
+    for b in args.batch:
+        wall, st, res = run_once(gen, critic, texts, b, args.steps)
+        results[b] = res
+        base = wall if base is None else base
+        phase_sum = sum(st.get(k, 0.0) for k in phases if k not in ("padding", "update"))
+        other = max(0.0, wall - phase_sum)
+        # padding is inside image_tokens/reasoning; prompt_side holds `update` (the loss and
+        # Adam step through the heads: MILR's own work) plus the prompts' bookkeeping
+        side = max(0.0, st.get("prompt_side", 0.0) - st.get("update", 0.0))
+        keeping = st.get("padding", 0.0) + side + other
+        cells = " | ".join(f"{st.get(k, 0.0):.1f}" for k in phases)
+        print(
+            f"| {b} | {wall:.1f} | {len(texts) / wall * 3600:.0f} | {base / wall:.2f}x | "
+            f"{cells} | {other:.1f} | {100 * keeping / wall:.1f}% |"
+        )
+        sys.stdout.flush()
+    ref = results[args.batch[0]]
+    for b in args.batch[1:]:
+        same = sum(trajectory(a) == trajectory(r) for a, r in zip(ref, results[b]))
+        acc = [
+            sum(bool(x.steps[-1].passed) for x in results[k]) / len(texts)
+            for k in (args.batch[0], b)
+        ]
+        print(
+            f"B={b} vs B={args.batch[0]}: {same}/{len(texts)} trajectories identical; "
+            f"final pass rate {acc[1]:.3f} vs {acc[0]:.3f} (difference {acc[1] - acc[0]:+.3f})"
+        )
+
+
+def main_shapes(args: argparse.Namespace) -> None:
+    from milr.bench.runner import BenchOptions, run_bench
+    from milr.shapes.evalset import write_shapeseval
+
+    work = Path(tempfile.mkdtemp(prefix="milr-shapes-batched-"))
+    suite = write_shapeseval(work / "shapeseval.jsonl")
+    n = len(suite.read_text().splitlines()) if args.limit is None else args.limit
+    print(f"suite {suite} ({n} prompts), mode both, {args.shapes_steps} steps")
+    print("| --batch-prompts | wall s | overall (MILR) | overall (base) |")
+    print("|---|---|---|---|")
+    for b in args.batch:
+        opts = BenchOptions(
+            suite=str(suite), model="shapes", critic=["shapes"], mode="both",
+            steps=args.shapes_steps, limit=args.limit, out=str(work / f"b{b}"), progress=False,
+            report=False, device="cpu", batch_prompts=b,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        summary = run_bench(opts)
+        wall = time.perf_counter() - t0
+        overall = summary["overall"] if summary else {}
+        print(f"| {b} | {wall:.1f} | {_acc(overall, 'milr')} | {_acc(overall, 'base')} |")
+        sys.stdout.flush()
+
+
+def _acc(overall, side: str) -> str:
+    value = overall.get(side) if isinstance(overall, dict) else None
+    if isinstance(value, dict):
+        value = value.get("accuracy", value.get("score"))
+    return "-" if value is None else f"{float(value):.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model, 6 prompts, 2 steps")
+    parser.add_argument("--shapes", action="store_true", help="ShapesEval via milr bench")
+    parser.add_argument("--batch", type=int, nargs="+", default=None)
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--shapes-steps", type=int, default=30, help="--shapes: MILR steps")
+    parser.add_argument("--limit", type=int, default=None, help="--shapes: first N prompts")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--image-tokens", type=int, default=144)
+    parser.add_argument("--reasoning-tokens", type=int, default=32)
+    parser.add_argument("--config", default=str(SHARED / "janus-pro" / "1b"))
+    parser.add_argument("--critic", default="color:target=red,min_fraction=0.2")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args()
+    if args.shapes:
+        args.batch = args.batch or [16, 1]
+        return main_shapes(args)
+    if args.quick:
+        args.batch = args.batch or [1, 4, 8]
+        args.prompts, args.steps = min(args.prompts, 8), min(args.steps, 2)
+    args.batch = args.batch or [1, 16, 32]
+    main_engine(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The generation and scoring phases of one MILR step, run once for many prompts.
+
+`generate_batch` is `milr.phases.generate_candidates` for several requests (one per prompt):
+all reasoning rows go to `Generator.continue_reasoning_batch`, all image rows (K per prompt)
+to `Generator.sample_image_tokens_batch`, each row drawing from its prompt's own generator,
+and all images to `Generator.decode` in chunks. `score_batch` is
+`milr.phases.score_candidates` for several requests: one critic ``score_batch`` over every
+candidate image. A request with one prompt goes through the unbatched functions themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from milr.critic import evaluate
+from milr.phases import (
+    Candidate,
+    Generated,
+    Timer,
+    breakdown,
+    generate_candidates,
+    score_candidates,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from milr.critic import Critic
+    from milr.generator import Generator
+
+
+@dataclass
+class GenRequest:
+    """What one prompt's optimizer asks of `milr.phases.generate_candidates` this step."""
+
+    prompt: str
+    text_prefixes: list[list[int]] | None
+    image_prefixes: torch.Tensor | None
+    rng: torch.Generator
+    capture: int
+    uses_text: bool
+    cfg_scale: float
+    temperature: float
+    max_reasoning_tokens: int | None
+
+    @property
+    def k(self) -> int:
+        k = max(
+            len(self.text_prefixes or [None]),
+            0 if self.image_prefixes is None else int(self.image_prefixes.shape[0]),
+        )
+        return max(k, 1)
+
+    def image_rows(self) -> int:
+        return self.k
+
+
+@dataclass
+class ScoreRequest:
+    """What one prompt's optimizer asks of `milr.phases.score_candidates` this step."""
+
+    critic: Critic
+    candidates: list[Candidate]
+    prompt: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class BatchOutput:
+    """`Generated` per request, and the seconds per phase the whole batch took."""
+
+    generated: list[Generated]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def generate_batch(
+    gen: Generator, requests: list[GenRequest], *, decode_chunk: int = 16
+) -> BatchOutput:
+    """Run `generate_candidates` for every request at once (same results per request)."""
+    import torch
+
+    timer = Timer(gen.device)
+    if len(requests) == 1:
+        r = requests[0]
+        one = generate_candidates(
+            gen, r.prompt, r.text_prefixes, r.image_prefixes, r.rng, timer, capture=r.capture,
+            uses_text=r.uses_text, cfg_scale=r.cfg_scale, temperature=r.temperature,
+            max_reasoning_tokens=r.max_reasoning_tokens,
+        )  # fmt: skip
+        return BatchOutput([one], timer.t)
+    keys = {(r.cfg_scale, r.temperature) for r in requests}
+    if len(keys) > 1:  # one image loop per guidance setting
+        parts: dict[int, Generated] = {}
+        total: dict[str, float] = {}
+        for key in keys:
+            idx = [i for i, r in enumerate(requests) if (r.cfg_scale, r.temperature) == key]
+            sub = generate_batch(gen, [requests[i] for i in idx], decode_chunk=decode_chunk)
+            parts.update(zip(idx, sub.generated))
+            for name, sec in sub.timings.items():
+                total[name] = total.get(name, 0.0) + sec
+        return BatchOutput([parts[i] for i in range(len(requests))], total)
+
+    # -- reasoning: one batch of rows over every request that uses text ------------------
+    reasonings: list[list[Any]] = [[None] * r.k for r in requests]
+    counts = [0] * len(requests)
+    rows: list[tuple[int, list[int] | None]] = []
+    for i, r in enumerate(requests):
+        if not r.uses_text:
+            continue
+        if r.text_prefixes is None:
+            rows.append((i, None))
+        else:
+            rows.extend((i, list(p)) for p in r.text_prefixes)
+    if rows:
+        with timer("reasoning"):
+            outs = gen.continue_reasoning_batch(
+                [requests[i].prompt for i, _ in rows],
+                [p for _, p in rows],
+                [requests[i].max_reasoning_tokens for i, _ in rows],
+            )
+        got: dict[int, list[Any]] = {}
+        for (i, _), out in zip(rows, outs):
+            got.setdefault(i, []).append(out)
+        for i, outs_i in got.items():
+            r = requests[i]
+            if len(outs_i) == 1 and r.k > 1:
+                outs_i = outs_i * r.k
+            reasonings[i] = outs_i
+            forced_text = r.text_prefixes or [[]] * len(outs_i)
+            counts[i] += sum(
+                len(o.tokens) - (len(p) if r.text_prefixes else 0)
+                for o, p in zip(outs_i, forced_text)
+            )
+
+    # -- image tokens: K rows per request, each drawing from its request's generator -------
+    texts: list[str] = []
+    prefixes: list[Any] = []
+    streams: list[Any] = []
+    owner: list[int] = []
+    for i, r in enumerate(requests):
+        for c in range(r.k):
+            rs = reasonings[i][c]
+            texts.append(gen.image_text(r.prompt, rs.text if rs is not None else None))
+            prefixes.append(None if r.image_prefixes is None else r.image_prefixes[c])
+            streams.append(r.rng)
+            owner.append(i)
+    capture = max(r.capture for r in requests)
+    first = requests[0]
+    with timer("image_tokens"):
+        sampled = gen.sample_image_tokens_batch(
+            texts, prefixes, streams, cfg_scale=first.cfg_scale,
+            temperature=first.temperature, capture=capture,
+        )  # fmt: skip
+    with timer("decode"):
+        images: list[Any] = []
+        step = max(1, int(decode_chunk))
+        for start in range(0, sampled.tokens.shape[0], step):
+            images.extend(gen.decode(sampled.tokens[start : start + step]))
+
+    # -- per request, what generate_candidates returns -------------------------------------
+    generated = []
+    n_img = gen.image_token_count
+    for i, r in enumerate(requests):
+        rows_i = [j for j, o in enumerate(owner) if o == i]
+        forced = 0 if r.image_prefixes is None else int(r.image_prefixes.shape[1])
+        cands = []
+        for c, j in enumerate(rows_i):
+            tp = list(r.text_prefixes[c]) if r.text_prefixes else []
+            ip = [] if r.image_prefixes is None else [int(t) for t in r.image_prefixes[c]]
+            cands.append(Candidate(reasonings[i][c], tp, ip, sampled.tokens[j], images[j]))
+        picked = torch.tensor(rows_i, device=sampled.latents.device)
+        latents = sampled.latents.index_select(0, picked)[:, : r.capture]
+        generated.append(Generated(cands, latents, counts[i] + r.k * (n_img - forced)))
+    return BatchOutput(generated, timer.t)
+
+
+def score_batch(requests: list[ScoreRequest]) -> list[BaseException | None]:
+    """Score every request's candidates; per request None (scored) or the error it raised.
+
+    One critic batch over all candidates of all requests (per critic object). When that batch
+    fails, each request is scored alone, so a critic failing on one image fails only the
+    prompt that made it.
+    """
+    errors: list[BaseException | None] = [None] * len(requests)
+    by_critic: dict[int, list[int]] = {}
+    for i, r in enumerate(requests):
+        by_critic.setdefault(id(r.critic), []).append(i)
+    for idx in by_critic.values():
+        if len(idx) > 1:
+            critic = requests[idx[0]].critic
+            images, prompts, metas, slots = [], [], [], []
+            for i in idx:
+                for c in requests[i].candidates:
+                    images.append(c.image)
+                    prompts.append(requests[i].prompt)
+                    metas.append(requests[i].metadata)
+                    slots.append(c)
+            try:
+                results = evaluate(critic, images, prompts, metas)
+            except Exception:
+                pass  # scored one request at a time below, to find the one that fails
+            else:
+                for c, res in zip(slots, results):
+                    c.score, c.passed = res.score, res.passed
+                    c.critics = breakdown(critic, res)
+                continue
+        for i in idx:
+            r = requests[i]
+            try:
+                score_candidates(r.critic, r.candidates, r.prompt, r.metadata)
+            except Exception as exc:
+                errors[i] = exc
+    return errors
