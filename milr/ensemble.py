@@ -45,12 +45,19 @@ def metadata_tag(
     return None
 
 
-def _check_weight(weight: Any, what: str) -> float:
+def check_weight(weight: Any, what: str, error: type[MilrUserError] = MilrUserError) -> float:
+    """A member weight as a float, or `error` (one line naming `what` and the value).
+
+    The one rule for every weight milr reads (ensemble members, ``weights_by_tag`` entries,
+    spec strings and files, route members): an ``int`` or ``float``, finite and ``>= 0``. A
+    bool is not a number, nor is a numeric string (``weight = "0.5"`` in TOML is refused, as
+    ``weight=True`` is). `what` names the value, e.g. ``"weight for critic 'color'"``.
+    """
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-        raise MilrUserError(f"{what} = {weight!r} is not a number; use e.g. 0.5")
+        raise error(f"{what} = {weight!r} is not a number; use e.g. 0.5")
     w = float(weight)
-    if math.isnan(w) or math.isinf(w) or w < 0:
-        raise MilrUserError(f"{what} = {weight!r} must be a finite number >= 0")
+    if not math.isfinite(w) or w < 0:
+        raise error(f"{what} = {weight!r} must be a finite number >= 0")
     return w
 
 
@@ -87,7 +94,7 @@ def _members(items: Sequence[Any], kind: str) -> list[tuple[str, Member]]:
         if not isinstance(m.critic, Critic):
             raise MilrUserError(f"{kind} member {m.critic!r} is not a milr.Critic")
         base = m.label or critic_label(m.critic)
-        w = _check_weight(m.weight, f"weight for critic {base!r}")
+        w = check_weight(m.weight, f"weight for critic {base!r}")
         table = None
         if m.weights_by_tag is not None:
             if kind != "ensemble":
@@ -104,7 +111,7 @@ def _members(items: Sequence[Any], kind: str) -> list[tuple[str, Member]]:
             for tag, tw in m.weights_by_tag.items():
                 if not isinstance(tag, str) or not tag:
                     raise MilrUserError(f"weights_by_tag for critic {base!r}: bad tag {tag!r}")
-                table[tag] = _check_weight(tw, f"weights_by_tag.{tag} for critic {base!r}")
+                table[tag] = check_weight(tw, f"weights_by_tag.{tag} for critic {base!r}")
         when = None
         if m.when is not None:
             if kind != "route":
