@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
 
 from milr.cli.common import critic_specs_option, parse_metadata
-from milr.errors import ExternalServiceError, MilrUserError
+from milr.errors import ExternalServiceError
 
 
 def load_images(paths: tuple[str, ...]) -> list[Any]:
-    """Open every image up front as 8-bit RGB (`milr.images.to_rgb`: EXIF rotation, first
+    """Open every image up front as 8-bit RGB (`milr.images.open_rgb`: EXIF rotation, first
     frame, 16-bit and float greys scaled), so a bad file fails before any model loads."""
-    from PIL import Image, UnidentifiedImageError
+    from milr.images import open_rgb
 
-    from milr.images import to_rgb
-
-    images = []
-    for p in paths:
-        path = Path(p)
-        if not path.is_file():
-            raise MilrUserError(f"image {p!r} does not exist or is not a file")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                images.append(to_rgb(im, "milr score", name=str(p)).copy())
-        except (UnidentifiedImageError, OSError) as exc:
-            raise MilrUserError(f"cannot read {p!r} as an image: {exc}") from None
-    return images
+    return [open_rgb(p, "milr score") for p in paths]
 
 
 @click.command()
