@@ -35,6 +35,7 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -441,5 +442,5 @@ class APIJudgeCritic(Critic):
 
 
 @hookimpl
-def register_critics(register):
+def register_critics(register: Callable[[type[Critic]], None]) -> None:
     register(APIJudgeCritic)

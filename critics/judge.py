@@ -31,6 +31,7 @@ from __future__ import annotations
 import threading
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
@@ -296,5 +297,5 @@ class JudgeCritic(RubricSetup, Critic):
 
 
 @hookimpl
-def register_critics(register):
+def register_critics(register: Callable[[type[Critic]], None]) -> None:
     register(JudgeCritic)
