@@ -172,7 +172,9 @@ def test_hook_implementations_and_score_batch_are_fully_typed():
                 if not hook and node.name != "score_batch":
                     continue
                 args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
-                bare = [a.arg for a in args if a.annotation is None and a.arg not in ("self", "cls")]
+                bare = [
+                    a.arg for a in args if a.annotation is None and a.arg not in ("self", "cls")
+                ]
                 if bare or node.returns is None:
                     where = f"{path.relative_to(root)}:{node.lineno} {node.name}"
                     untyped.append(f"{where} (unannotated: {bare or 'return'})")
