@@ -433,10 +433,11 @@ class APIJudgeCritic(Critic):
             return []
         outcome = run_sync(self._judge_all(rgb, prompts, metadata, key))
         failures = [o for o in outcome if isinstance(o, tuple)]
-        if failures:
+        if failures:  # the replies already paid for travel with the error
             raise JudgeReplyError(
                 f"{self.name} at {self.endpoint}",
                 [(i, reason) for i, reason in failures],
+                [o if isinstance(o, CriticResult) else None for o in outcome],
             )
         return [o for o in outcome if isinstance(o, CriticResult)]
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr.critic import Critic, CriticResult, critic_label, evaluate
-from milr.errors import ContractViolation, EnsembleError, MilrUserError
+from milr.errors import ContractViolation, EnsembleError, ExternalServiceError, MilrUserError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -141,6 +141,19 @@ def _check_policy(on_error: str) -> None:
         )
 
 
+#: Per member label, per image index: the member's result, or the text of its error.
+MemberResults = dict[str, dict[int, "CriticResult | str"]]
+
+
+@dataclass
+class _Outcome:
+    """What the members produced for one batch."""
+
+    results: MemberResults
+    #: labels of members that failed at an external service -> (error, {image: its reason})
+    external: dict[str, tuple[ExternalServiceError, dict[int, str]]]
+
+
 def _run_members(
     members: list[tuple[str, Member]],
     subsets: dict[str, list[int]],
@@ -148,9 +161,14 @@ def _run_members(
     prompts: list[str],
     metadata: list[dict[str, Any]],
     on_error: str,
-) -> dict[str, dict[int, CriticResult] | str]:
-    """Each member's results on its subset of images (one batch call), or its error text."""
-    out: dict[str, dict[int, CriticResult] | str] = {}
+) -> _Outcome:
+    """Each member's results on its subset of images (one batch call), or its error texts.
+
+    A member that fails at an external service for some images (`ExternalServiceError`) keeps
+    its results for the others whatever the policy, and the other members still run, so the
+    images that every member scored keep their score (`_raise_external` reports the rest).
+    """
+    outcome = _Outcome({}, {})
     for label, m in members:
         idx = subsets[label]
         if not idx:
@@ -164,28 +182,41 @@ def _run_members(
             )
         except ContractViolation:
             raise
+        except ExternalServiceError as exc:
+            kept, reasons = exc.kept(), dict(exc.failures)
+            lost = {
+                i: reasons.get(j, "not scored: the batch failed")
+                for j, i in enumerate(idx)
+                if j not in kept
+            }
+            outcome.external[label] = (exc, lost)
+            outcome.results[label] = {
+                i: kept[j] if j in kept else f"{type(exc).__name__}: {exc.service}: {lost[i]}"
+                for j, i in enumerate(idx)
+            }
+            continue
         except Exception as exc:
             if on_error == "raise":
                 raise
-            out[label] = f"{type(exc).__name__}: {exc}"
+            text = f"{type(exc).__name__}: {exc}"
+            outcome.results[label] = dict.fromkeys(idx, text)
             continue
-        out[label] = dict(zip(idx, res))
-    return out
+        outcome.results[label] = dict(zip(idx, res))
+    return outcome
 
 
 def _combine(
-    i: int, chosen: list[tuple[str, float]], results: dict[str, dict[int, CriticResult] | str]
+    i: int, chosen: list[tuple[str, float]], results: MemberResults
 ) -> tuple[float, bool | None, dict[str, Any]]:
     """Weighted mean, verdict and breakdown of image ``i`` over ``(label, weight)`` pairs."""
     total = weight_sum = 0.0
     verdicts: list[bool] = []
     critics: dict[str, Any] = {}
     for label, w in chosen:
-        res = results[label]
-        if isinstance(res, str):
-            critics[label] = {"score": None, "weight": w, "passed": None, "error": res}
+        r = results[label][i]
+        if isinstance(r, str):
+            critics[label] = {"score": None, "weight": w, "passed": None, "error": r}
             continue
-        r = res[i]
         critics[label] = {"score": r.score, "weight": w, "passed": r.passed, "details": r.details}
         total += w * r.score
         weight_sum += w
@@ -198,6 +229,56 @@ def _combine(
         )
     score = min(1.0, max(0.0, total / weight_sum))
     return score, (all(verdicts) if verdicts else None), critics
+
+
+def _combine_or_none(
+    i: int, chosen: list[tuple[str, float]], outcome: _Outcome
+) -> tuple[float, bool | None, dict[str, Any]] | None:
+    """`_combine`, or None when image ``i`` has no score because members failed at an external
+    service for it (no other failure is excused: `EnsembleError` as before)."""
+    try:
+        return _combine(i, chosen, outcome.results)
+    except EnsembleError:
+        if any(i in outcome.external.get(lb, (None, {}))[1] for lb, _ in chosen):
+            return None
+        raise
+
+
+def _external_failure(
+    i: int, labels: list[str], outcome: _Outcome, on_error: str, combined: bool
+) -> dict[str, str] | None:
+    """``{member label: reason}`` when image ``i`` fails because members failed at an external
+    service: under ``raise`` any such member fails the image; under ``skip`` only when no
+    member is left to score it (``combined`` is False)."""
+    failed = {
+        lb: outcome.external[lb][1][i]
+        for lb in labels
+        if lb in outcome.external and i in outcome.external[lb][1]
+    }
+    if not failed or (on_error == "skip" and combined):
+        return None
+    return failed
+
+
+def _raise_external(
+    kind: str,
+    failed: dict[int, dict[str, str]],
+    out: list[CriticResult | None],
+    outcome: _Outcome,
+) -> None:
+    """Raise one `ExternalServiceError` for the images in `failed` (image -> {label: reason}),
+    keeping the combined results `out` of the others."""
+    labels = sorted({lb for per in failed.values() for lb in per})
+    if len(labels) == 1:
+        service = outcome.external[labels[0]][0].service
+        failures = [(i, per[labels[0]]) for i, per in sorted(failed.items())]
+    else:
+        service = f"{kind} ({', '.join(labels)})"
+        failures = [
+            (i, "; ".join(f"{outcome.external[lb][0].service}: {why}" for lb, why in per.items()))
+            for i, per in sorted(failed.items())
+        ]
+    raise ExternalServiceError(service, failures, out)
 
 
 class Ensemble(Critic):
@@ -215,6 +296,12 @@ class Ensemble(Critic):
     - ``on_error="raise"`` (default) re-raises a member's exception; ``"skip"`` records it in the
       details and leaves the member out of that image's mean. When every member is skipped the
       ensemble raises `EnsembleError`, since there is no score to give.
+    - A member that fails at an external service for some images (`ExternalServiceError`, e.g.
+      a judge server refusing one image) fails only those images: every member still scores
+      the batch, and the ensemble raises one `ExternalServiceError` whose ``failures`` are the
+      images without a score (under ``raise``: any member failed there; under ``skip``: no
+      member is left) and whose ``results`` hold the ensemble's result for every other image,
+      so nothing already paid for is lost.
     - Contract violations always raise: a critic that returns NaN must not be averaged away.
 
     Raises `MilrUserError` for no members, a bad weight or policy, weights that are all 0, and
@@ -278,7 +365,7 @@ class Ensemble(Critic):
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
     ) -> list[CriticResult]:
         everyone = list(range(len(images)))
-        results = _run_members(
+        outcome = _run_members(
             self._members,
             {label: everyone for label, _ in self._members},
             images,
@@ -286,7 +373,8 @@ class Ensemble(Critic):
             metadata,
             self.on_error,
         )
-        out: list[CriticResult] = []
+        out: list[CriticResult | None] = []
+        failed: dict[int, dict[str, str]] = {}
         for i in everyone:
             chosen = [(label, *self.weight_for(label, metadata[i])) for label, _ in self._members]
             if not any(w > 0 for _, w, _ in chosen):
@@ -296,12 +384,21 @@ class Ensemble(Critic):
                     f"ensemble: image {i} has {where}, for which every critic has weight 0; "
                     "give one a positive weight or a weights_by_tag entry"
                 )
-            score, passed, critics = _combine(i, [(lb, w) for lb, w, _ in chosen], results)
+            pairs = [(lb, w) for lb, w, _ in chosen]
+            combined = _combine_or_none(i, pairs, outcome)
+            why = _external_failure(i, self.labels, outcome, self.on_error, combined is not None)
+            if why is not None or combined is None:
+                failed[i] = why or {}
+                out.append(None)
+                continue
+            score, passed, critics = combined
             for label, _, rule in chosen:
                 if self._by_label[label].weights_by_tag is not None:
                     critics[label]["weight_rule"] = rule
             out.append(CriticResult(score=score, passed=passed, details={"critics": critics}))
-        return out
+        if failed:
+            _raise_external("ensemble", failed, out, outcome)
+        return [r for r in out if r is not None]
 
 
 class Route(Critic):
@@ -317,7 +414,7 @@ class Route(Critic):
       listed by three members gets their mean. Verdict as in `Ensemble`, over those members.
     - Details: ``{"route": {"field", "value", "critics": [labels]}, "critics": {LABEL: ...}}``
       with only the chosen members.
-    - ``on_error``: as in `Ensemble`.
+    - ``on_error`` and external-service failures: as in `Ensemble`.
     """
 
     name: ClassVar[str] = "route"
@@ -412,18 +509,27 @@ class Route(Critic):
         for i, (_, _, labels) in enumerate(routes):
             for label in labels:
                 subsets[label].append(i)
-        results = _run_members(self._members, subsets, images, prompts, metadata, self.on_error)
+        outcome = _run_members(self._members, subsets, images, prompts, metadata, self.on_error)
         weights = {label: m.weight for label, m in self._members}
-        out: list[CriticResult] = []
+        out: list[CriticResult | None] = []
+        failed: dict[int, dict[str, str]] = {}
         for i, (key, value, labels) in enumerate(routes):
             if not any(weights[lb] > 0 for lb in labels):
                 raise MilrUserError(
                     f"route: {key}={value!r} goes to {labels}, whose weights are all 0"
                 )
-            score, passed, critics = _combine(i, [(lb, weights[lb]) for lb in labels], results)
+            combined = _combine_or_none(i, [(lb, weights[lb]) for lb in labels], outcome)
+            why = _external_failure(i, labels, outcome, self.on_error, combined is not None)
+            if why is not None or combined is None:
+                failed[i] = why or {}
+                out.append(None)
+                continue
+            score, passed, critics = combined
             details = {
                 "route": {"field": key, "value": value, "critics": labels},
                 "critics": critics,
             }
             out.append(CriticResult(score=score, passed=passed, details=details))
-        return out
+        if failed:
+            _raise_external("route", failed, out, outcome)
+        return [r for r in out if r is not None]

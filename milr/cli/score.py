@@ -47,13 +47,25 @@ def score(images, prompt, metadata, critic_specs, on_error, as_json) -> None:
     meta = parse_metadata(metadata)
     pil_images = load_images(images)
     critic = build_critic(specs, on_error=on_error or options.get("on_error"))
+    failed: ExternalServiceError | None = None
     try:
-        results = evaluate(critic, pil_images, [prompt] * len(pil_images), [meta] * len(pil_images))
+        results: list[Any] = evaluate(
+            critic, pil_images, [prompt] * len(pil_images), [meta] * len(pil_images)
+        )
     except ExternalServiceError as exc:
+        # a server or tool failed for some images: print what was scored, then the failures
         exc.names = [str(p) for p in images]
-        raise
+        if exc.results is None:
+            raise
+        failed, results = exc, list(exc.results)
+    reasons = dict(failed.failures) if failed is not None else {}
     out = []
-    for path, res in zip(images, results):
+    for i, (path, res) in enumerate(zip(images, results)):
+        if res is None:
+            why = reasons.get(i, "not scored: the batch failed")
+            error = f"{failed.service}: {why}" if failed is not None else why
+            out.append({"image": str(path), "score": None, "passed": None, "error": error})
+            continue
         out.append(
             {
                 "image": str(path),
@@ -64,8 +76,17 @@ def score(images, prompt, metadata, critic_specs, on_error, as_json) -> None:
         )
     if as_json:
         click.echo(json.dumps({"results": out}, indent=2))
-        return
+    else:
+        _print_text(out)
+    if failed is not None:
+        raise failed  # one line per failed image on stderr, exit 1 (milr.cli.main)
+
+
+def _print_text(out: list[dict[str, Any]]) -> None:
     for item in out:
+        if item.get("error"):
+            click.echo(f"{item['image']}: not scored ({item['error']})")
+            continue
         verdict = {True: "pass", False: "fail", None: "-"}[item["passed"]]
         click.echo(f"{item['image']}: score {item['score']:.4f}  verdict {verdict}")
         for label, c in item["critics"].items():
