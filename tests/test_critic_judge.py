@@ -293,6 +293,20 @@ def test_checklist_unreadable_answer_is_a_fail_and_wise_an_error_naming_the_imag
         raise AssertionError("an unreadable wise answer must raise")
 
 
+def test_an_unreadable_answer_keeps_the_other_answers_results():
+    """The judge's written answers for the rest of the batch are not thrown away."""
+    from milr.critics._judge_models import rubric_results
+    from milr.critics.rubrics import get_rubric
+
+    answers = ["Final Score: 4", "I cannot tell.", "Final Score: 2"]
+    with pytest.raises(JudgeReplyError) as info:
+        rubric_results(get_rubric("likert5", "judge"), answers, ["q"] * 3, None, "m", "judge", "h")
+    exc = info.value
+    assert [i for i, _ in exc.failures] == [1] and exc.results is not None
+    assert exc.results[1] is None
+    assert [exc.results[0].score, exc.results[2].score] == [0.75, 0.25]
+
+
 def test_generated_answers_equal_unbatched_greedy_generate(llava):
     """Left-padded batches give each image the answer an unpadded generate() gives it."""
     import torch
