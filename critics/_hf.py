@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from milr.checkpoints import check_loading_info, quiet_transformers
 from milr.critic import require
+from milr.devices import dtype_name
+from milr.devices import resolve as resolve_devices
 from milr.errors import MilrUserError
 
 _CACHE: dict[tuple[Any, ...], HFBundle] = {}
@@ -36,16 +39,13 @@ class HFBundle:
 
 
 def resolve_device_dtype(device: str | None, dtype: str, critic: str) -> tuple[str, Any]:
-    """``device`` None/``auto``: CUDA when present, else CPU; ``dtype`` ``auto``: bf16 on CUDA, fp32 on CPU."""
-    from milr.critics._openclip import resolve_device
+    """``device`` None/``auto``: CUDA when present, else CPU; ``dtype`` ``auto``: bf16 on CUDA, fp32 on CPU.
 
-    torch = require("torch", None, critic)
-    dev = resolve_device(device, critic)
-    if dtype not in DTYPES:
-        raise MilrUserError(f"critic {critic!r}: dtype={dtype!r} is not one of {', '.join(DTYPES)}")
-    if dtype == "auto":
-        dtype = "bfloat16" if dev.startswith("cuda") else "float32"
-    return dev, getattr(torch, dtype)
+    Spellings and errors are `milr.devices`' (the same for every generator and critic).
+    """
+    require("torch", None, critic)
+    dtype_name(dtype, f"critic {critic!r}", allowed=DTYPES)
+    return resolve_devices(device, dtype, f"critic {critic!r}")
 
 
 def _source(weights: str, critic: str, hint: str) -> tuple[str, tuple[Any, ...]]:
@@ -116,13 +116,17 @@ def load_checkpoint(
         model_cls = getattr(transformers, cls_name)
         proc_cls = getattr(transformers, processor)
         try:
-            model = model_cls.from_pretrained(source, dtype=torch_dtype, local_files_only=True)
-            proc = proc_cls.from_pretrained(source, local_files_only=True)
+            with quiet_transformers():
+                model, info = model_cls.from_pretrained(
+                    source, dtype=torch_dtype, local_files_only=True, output_loading_info=True
+                )
+                proc = proc_cls.from_pretrained(source, local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise MilrUserError(
                 f"critic {critic!r}: cannot load {cls_name} from weights={weights!r}: {first[:200]}"
             ) from exc
+        check_loading_info(info, source, f"critic {critic!r}")  # missing tensors: one line
         model.to(dev).eval().requires_grad_(False)
         bundle = HFBundle(model, proc, model_type, source, model.device, torch_dtype)
         _CACHE[key] = bundle

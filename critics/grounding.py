@@ -43,7 +43,7 @@ from milr.geneval_rules import (
     evaluate_rules,
     validate_metadata,
 )
-from milr.params import BatchSize, Device
+from milr.params import BatchSize, Device, dtype_param
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -122,7 +122,7 @@ class GroundingCritic(Critic):
         )
         clip_arch: str = Field("ViT-L-14", description="open_clip architecture of clip_weights")
         device: Device = "auto"
-        dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        dtype: dtype_param("auto", "float32", "bfloat16", "float16") = Field(  # type: ignore[valid-type]
             "auto", description="model dtype; auto: bf16 on CUDA, fp32 on CPU"
         )
         batch_size: BatchSize = 8

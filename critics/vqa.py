@@ -34,7 +34,7 @@ from pydantic import Field
 from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
 from milr.critics import _hf
 from milr.critics._images import to_rgb
-from milr.params import BatchSize, Device, VerdictThreshold
+from milr.params import BatchSize, Device, VerdictThreshold, dtype_param
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -111,7 +111,7 @@ class VQACritic(Critic):
         )
         threshold: VerdictThreshold = 0.5
         device: Device = "auto"
-        dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        dtype: dtype_param("auto", "float32", "bfloat16", "float16") = Field(  # type: ignore[valid-type]
             "auto", description="model dtype; auto: bf16 on CUDA, fp32 on CPU"
         )
         batch_size: BatchSize = 8

@@ -163,3 +163,34 @@ def test_bad_dtype_is_one_line_before_loading(tiny_dir):
         from milr.devices import resolve_dtype
 
         resolve_dtype("float64", "cuda")
+
+
+def test_critic_checkpoints_are_checked_too(tmp_path):
+    """The same refusal for critics' transformers checkpoints (milr.critics._hf: Mask2Former,
+    GroundingDINO, BLIP/GIT VQA)."""
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+
+    from milr.critics import _hf
+    from milr.critics.geneval import GenEvalCritic
+    from milr.testing import tiny_vision as tv
+
+    d = tv.mask2former(tmp_path / "m2f")
+    weights = next(d.glob("*.safetensors"))
+    state = load_file(str(weights))
+    dropped = sorted(k for k in state if "class_predictor" in k or "class_embed" in k)[:1] or [
+        sorted(state)[-1]
+    ]
+    for k in dropped:
+        del state[k]
+    save_file(state, str(weights), metadata={"format": "pt"})
+    _hf.clear_cache()
+    critic = GenEvalCritic(detector="mask2former", weights=str(d), threshold=0.0)
+    with pytest.raises(CheckpointError) as exc:
+        critic.score(
+            Image.new("RGB", (64, 64)),
+            "a photo of a dog",
+            {"tag": "single_object", "include": [{"class": "dog", "count": 1}]},
+        )
+    msg = str(exc.value)
+    assert "\n" not in msg and dropped[0] in msg and weights.name in msg

@@ -162,3 +162,28 @@ def test_bf16_on_cpu_keeps_the_vq_decoder_in_float32(janus_pro, tmp_path):
     out = gen.sample_image_tokens(gen.image_text(PROMPT, None), generator=gen.rng(0), capture=2)
     assert out.latents.dtype == torch.bfloat16
     assert gen.decode(out.tokens)[0].size == (64, 64)
+
+
+def test_pad_and_boi_fall_back_to_the_tokenizer_and_disagreement_warns(standins, tmp_path):
+    """7B ids (100015/100016) differ from 1B's: a generation config without them, or with
+    1B's by mistake, must not silently use the wrong ids."""
+    import json
+    import shutil
+    import warnings
+
+    d = tmp_path / "7b"
+    shutil.copytree(standins.dirs["7b"], d)
+    cfg_path = d / "generation_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("pad_token_id")
+    cfg["generation_kwargs"] = {}
+    cfg_path.write_text(json.dumps(cfg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # agreeing (absent) sources: no warning
+        gen = milr.load_generator(d, device="cpu")
+    assert (gen._ids["pad"], gen._ids["boi"]) == (100015, 100016)  # the tokenizer's
+    cfg.update(pad_token_id=100002, generation_kwargs={"boi_token_id": 100003})  # 1B's ids
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.warns(UserWarning, match="PAD=100002 but the tokenizer says 100015"):
+        gen = milr.load_generator(d, device="cpu")
+    assert (gen._ids["pad"], gen._ids["boi"]) == (100002, 100003)  # as generate() would use

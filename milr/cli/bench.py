@@ -238,6 +238,10 @@ def run_cmd(
     if device is not None:  # refused before the suite, critics or model are touched
         resolve_device("cuda" if device.startswith("cuda") else device)
     dtype_name(dtype, "--dtype")
+    if prompt_file is not None:
+        from milr.models.janus_prompts import load_prompt_file
+
+        load_prompt_file(prompt_file)
 
     ctx = click.get_current_context()
     model = use_deprecated(

@@ -195,6 +195,10 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
 
     device = resolve_device(opts["device"])  # before any critic or model is built
     resolve_dtype(opts["dtype"], device)
+    if opts["prompt_file"] is not None:
+        from milr.models.janus_prompts import load_prompt_file
+
+        load_prompt_file(opts["prompt_file"])
 
     from milr.generator import load_generator
     from milr.optimizer import MILR

@@ -198,6 +198,10 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
         uncond = [t if t in keep else self._ids["pad"] for t in cond]
         return cond, uncond  # type: ignore[return-value]
 
+    def describe(self) -> dict[str, Any]:
+        """Provenance for trajectories, with the prompt style."""
+        return {**super().describe(), "prompt_style": self.style.name}
+
     def describe_prompts(self, prompt: str, reasoning: str | None) -> dict[str, Any]:
         """Decoded reasoning and image prompts (special tokens shown), for trajectories."""
         decode = self.tokenizer.decode
