@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latent-dtype", default="model", choices=["model", "float32"])
     parser.add_argument(
         "--text-prefix",
-        default="paper",
+        default=None,
         choices=["paper", "at_least_one"],
-        help="paper: M=int(text_k*L) (M=0 for plans under 9 tokens: left unoptimised)",
+        help="default: the checkpoint's (at_least_one for shapes); paper: M=int(text_k*L), "
+        "M=0 for plans under 9 tokens (left unoptimised)",
     )
     parser.add_argument("--shard", default="0/1", help="I/N: run every N-th record from I")
     parser.add_argument(

@@ -82,6 +82,11 @@ class Generator(BatchedDefaults, ABC):
         return 5.0
 
     @property
+    def default_text_prefix(self) -> str:
+        """Text prefix rule used when the run does not set one (``paper``: the authors' rule)."""
+        return "paper"
+
+    @property
     @abstractmethod
     def image_token_count(self) -> int:
         """Number of discrete tokens per image (576 for Janus-Pro at 384 px)."""

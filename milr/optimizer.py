@@ -56,10 +56,13 @@ class MILR:
             config = MILRConfig(**{**config.to_dict(), **overrides})
         self.generator = generator
         self.critic = critic
-        if config.cfg_scale is None:  # the checkpoint's recommendation (5.0 for Janus-Pro)
-            config = MILRConfig(
-                **{**config.to_dict(), "cfg_scale": float(generator.default_cfg_scale)}
-            )
+        resolved: dict[str, Any] = {}  # the checkpoint's recommendations for unset options
+        if config.cfg_scale is None:  # 5.0 for Janus-Pro
+            resolved["cfg_scale"] = float(generator.default_cfg_scale)
+        if config.text_prefix is None:  # paper for Janus-Pro, at_least_one for shapes
+            resolved["text_prefix"] = str(getattr(generator, "default_text_prefix", "paper"))
+        if resolved:
+            config = MILRConfig(**{**config.to_dict(), **resolved})
         self.config = config
         #: The guidance scale in force (the config's, resolved against the checkpoint's).
         self.cfg_scale: float = float(config.cfg_scale)  # type: ignore[arg-type]

@@ -30,7 +30,10 @@ class MILRConfig:
       ``paper`` (faithful: ``M = int(text_k · L)``, ``L`` counting the latent that predicted
       EOS; ``M = 0`` means no text optimisation — in ``both`` and ``text`` the prompt is then
       left unoptimised, stop reason ``no_text_prefix``) or ``at_least_one`` (milr 0.1:
-      ``max(1, int(text_k · n))`` over the ``n`` reasoning tokens).
+      ``max(1, int(text_k · n))`` over the ``n`` reasoning tokens); None (default) takes the
+      checkpoint's recommendation (`Generator.default_text_prefix`: ``paper`` for Janus-Pro,
+      ``at_least_one`` for the ``shapes`` model, whose 5-20 token plans would otherwise give
+      ``M = 0`` for most prompts).
     - ``latent_dtype``: ``model`` (faithful: the latents and Adam state in the model's dtype,
       bf16 for Janus-Pro on GPU) or ``float32``.
     - ``threshold``: stop when ``r = score − 1 > threshold``.
@@ -59,7 +62,7 @@ class MILRConfig:
     max_reasoning_tokens: int | None = None
     text_steps: int | None = None
     image_steps: int | None = None
-    text_prefix: str = "paper"
+    text_prefix: str | None = None
     latent_dtype: str = "model"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -104,7 +107,7 @@ class MILRConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
                 raise MilrUserError(f"{name}={v!r} must be an integer >= 0 or None")
-        if self.text_prefix not in TEXT_PREFIX_RULES:
+        if self.text_prefix is not None and self.text_prefix not in TEXT_PREFIX_RULES:
             raise MilrUserError(
                 f"text_prefix={self.text_prefix!r}; use one of {', '.join(TEXT_PREFIX_RULES)}"
             )

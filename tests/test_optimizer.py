@@ -425,3 +425,40 @@ def test_latent_dtype_model_or_float32(gen, red):
 
 def test_default_steps_follow_the_authors_geneval_script():
     assert MILRConfig().max_steps == 30
+
+
+def test_text_prefix_defaults_to_the_checkpoints_recommendation(tmp_path, red):
+    """Unset ``text_prefix`` takes the checkpoint's (milr.json); an explicit one wins."""
+    import json
+    import shutil
+
+    from milr.testing import save_tiny_janus
+
+    path = save_tiny_janus(tmp_path / "model", seed=0)
+    plain = milr.load_generator(path, device="cpu")
+    assert plain.default_text_prefix == "paper"  # no recommendation: the authors' rule
+    cfg = MILRConfig(mode="both", max_steps=2, threshold=0.0, max_reasoning_tokens=5, text_k=0.1)
+    assert cfg.text_prefix is None
+    assert MILR(plain, red, cfg).config.text_prefix == "paper"
+
+    other = tmp_path / "recommends"
+    shutil.copytree(path, other)
+    settings = json.loads((other / "milr.json").read_text())
+    (other / "milr.json").write_text(json.dumps({**settings, "text_prefix": "at_least_one"}))
+    rec = milr.load_generator(other, device="cpu")
+    assert rec.default_text_prefix == "at_least_one"
+    run = MILR(rec, red, cfg)
+    assert run.config.text_prefix == "at_least_one"
+    res = run.run(PROMPT)  # M = 0 under the paper's rule here; at least one token instead
+    assert res.text_prefix_len == 1 and res.config["text_prefix"] == "at_least_one"
+    explicit = MILR(rec, red, MILRConfig(**{**cfg.to_dict(), "text_prefix": "paper"}))
+    assert explicit.config.text_prefix == "paper"
+
+    (other / "milr.json").write_text(json.dumps({**settings, "text_prefix": "one"}))
+    with pytest.raises(milr.MilrUserError, match=r"text_prefix='one' in .*milr.json; use one of"):
+        milr.load_generator(other, device="cpu")
+
+
+def test_shapes_checkpoint_recommends_at_least_one():
+    shapes = milr.load_generator("shapes", device="cpu")
+    assert shapes.default_text_prefix == "at_least_one"

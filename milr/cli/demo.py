@@ -163,9 +163,8 @@ def demo(out: str, prompts: tuple[str, ...], steps: int, seed: int, mode: str) -
     critic = get_registry().create_critic("shapes")
     assert isinstance(critic, ShapesCritic)
     metas = [critic.metadata_for(p, {}) for p in prompt_list]  # bad prompts fail before any run
-    # the shapes model writes 5-20 token plans: the paper's M = int(0.1 * L) would be 0 for
-    # the shortest (left unoptimised), so the demo keeps milr 0.1's at-least-one-token rule
-    config = MILRConfig(mode=mode, max_steps=steps, seed=seed, text_prefix="at_least_one")
+    # text_prefix: the shapes checkpoint's own recommendation (at_least_one, its milr.json)
+    config = MILRConfig(mode=mode, max_steps=steps, seed=seed)
     results: list[Any] = []
     table: list[dict[str, Any]] = []
     for i, (prompt, meta) in enumerate(zip(prompt_list, metas, strict=True)):

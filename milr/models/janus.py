@@ -226,6 +226,10 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
         cfg = self.settings.cfg_scale
         return 5.0 if cfg is None else float(cfg)
 
+    @property
+    def default_text_prefix(self) -> str:
+        return self.settings.text_prefix or "paper"
+
     def check_prompt(self, prompt: str) -> None:
         super().check_prompt(prompt)
         cond, _ = self.image_prompt_ids(self.image_text(prompt, None))

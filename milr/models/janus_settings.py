@@ -20,6 +20,8 @@ Defaults are Janus-Pro's DeepSeek SFT format; a checkpoint may override any key 
   trailing period of the prompt before ``image_text_template`` is applied.
 - ``cfg_scale`` (default 5.0, the paper's value for Janus-Pro): the classifier-free guidance
   scale this checkpoint is meant to sample with; used when a run leaves ``cfg_scale`` unset.
+- ``text_prefix`` (default ``paper``): the text prefix rule this checkpoint recommends
+  (`milr.optimizer_config.MILRConfig`); used when a run leaves ``text_prefix`` unset.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from milr.errors import MilrUserError
+from milr.optimizer_config import TEXT_PREFIX_RULES
 
 REASONING_INSTRUCTION = (
     'You are asked to draw an image for the prompt "{prompt}". Write a brief, precise '
@@ -69,6 +72,7 @@ class JanusSettings:
     pad_token_id: int | None = None
     boi_token_id: int | None = None
     cfg_scale: float | None = None
+    text_prefix: str | None = None
     #: Set by `load` when ``milr.json`` sets a prompt key (its formats become the default style).
     custom_prompts: bool = False
 
@@ -99,6 +103,11 @@ class JanusSettings:
             isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not cfg > 0
         ):
             raise MilrUserError(f"cfg_scale={cfg!r} in {path} must be a positive number")
+        if settings.text_prefix is not None and settings.text_prefix not in TEXT_PREFIX_RULES:
+            raise MilrUserError(
+                f"text_prefix={settings.text_prefix!r} in {path}; use one of "
+                f"{', '.join(TEXT_PREFIX_RULES)}"
+            )
         if settings.uncond != "pad":
             raise MilrUserError(f"uncond={settings.uncond!r} in {path}; only 'pad' is supported")
         return settings

@@ -109,7 +109,7 @@ def janus_config():
 
 #: Prompt formats written to ``milr.json`` (see the adapter's janus.py for how they are used).
 SETTINGS: dict[str, Any] = {
-    "comment": "prompt formats of the shapes model; written by milr.shapes.train",
+    "comment": "prompt formats and run defaults of the shapes model; written by milr.shapes.train",
     "reasoning_template": "<|User|>: {instruction}\n\n<|Assistant|>:",
     "reasoning_instruction": "write a short plan of {prompt}",
     "image_template": "<|User|>: {text}\n\n<|Assistant|>:",
@@ -117,6 +117,8 @@ SETTINGS: dict[str, Any] = {
     "uncond": "pad",
     "max_reasoning_tokens": 40,
     "add_bos": True,
+    # plans are 5-20 tokens: the paper's M = int(0.1 * L) is 0 for most of them
+    "text_prefix": "at_least_one",
 }
 
 
