@@ -271,6 +271,14 @@ def check_or_write_run(out: Path, run: dict[str, Any], *, force: bool) -> dict[s
         atomic_write_text(out / RUN_FILE, json.dumps(run, indent=2, sort_keys=True) + "\n")
         return run
     diffs = diff_settings(old.get("settings", {}), run["settings"])
+    legacy = "identity" in run["settings"] and "identity" not in old.get("settings", {})
+    if legacy and not force:
+        raise MilrUserError(
+            f"{out} was written by an earlier milr whose {RUN_FILE} lacks the resolved settings "
+            "(critic configuration, prompt file content, text_prefix, latent_dtype, mode "
+            "semantics), so its records cannot be shown to match this run; use a new --out, or "
+            "--force to continue it with these settings (the old ones are kept in its history)"
+        )
     if not force:
         raise MilrUserError(
             f"{out} holds a run with different settings; refusing to mix them:\n  "

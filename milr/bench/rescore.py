@@ -74,6 +74,7 @@ def rescore(
     settings = dict(run["settings"])
     old_eval = settings.get("eval_critic")
     settings["eval_critic"] = list(eval_critic)
+    settings["eval_critic_config"] = critic.config()
     history = list(run.get("history", []))
     history.append({"rescored_from": old_eval, "fingerprint": run.get("fingerprint"), "at": now()})
     run.update(settings=settings, fingerprint=fingerprint(settings), history=history)
