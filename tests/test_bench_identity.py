@@ -134,3 +134,71 @@ def test_a_changed_rule_is_refused_naming_the_setting(suite, tmp_path):
     )
     with pytest.raises(MilrUserError, match="optimizer: .*latent_dtype"):
         check_or_write_run(out, other, force=False)
+
+
+# -- what the loaded model resolves (known only after it loads) ------------------------------------
+
+
+class Toy:
+    """A weight-free solver whose checkpoint "recommends" `RECOMMENDED` for text_prefix."""
+
+    RECOMMENDED = "paper"
+
+    def __init__(self, opts, device):
+        from milr import build_critic
+
+        self.critic = build_critic(list(opts.critic))
+
+    def resolved_settings(self):
+        return {"text_prefix": Toy.RECOMMENDED, "cfg_scale": 5.0, "prompt_style": None}
+
+    def solve(self, prompt, seed):
+        from PIL import Image
+
+        from milr.bench.solvers import Outcome
+
+        im = Image.new("RGB", (8, 8), (200, 30, 30))
+        traj = {"steps": 0, "stop_reason": "max_steps", "scores": [1.0], "rewards": [0.0],
+                "passed": [None], "critic_calls": 1}  # fmt: skip
+        return Outcome(im, im, traj, {"seed": seed})
+
+
+def test_a_checkpoint_recommendation_that_changed_is_refused_on_resume(suite, tmp_path):
+    """`text_prefix` unset means the checkpoint's recommendation (its milr.json): when that
+    changes between two attempts, the resumed run is refused; --force records the new value."""
+    from milr.bench.runner import run_bench
+
+    out = tmp_path / "run"
+
+    def bench(limit, force=False):
+        opts = BenchOptions(
+            suite=str(suite.source), critic=["color"], steps=0, limit=limit, out=str(out),
+            progress=False, report=False, force=force,
+        )  # fmt: skip
+        return run_bench(opts, Toy)
+
+    Toy.RECOMMENDED = "paper"
+    bench(1)
+    assert json.loads((out / RUN_FILE).read_text())["resolved"]["text_prefix"] == "paper"
+    bench(2)  # same recommendation: resumes
+    Toy.RECOMMENDED = "at_least_one"
+    with pytest.raises(MilrUserError) as info:
+        bench(3)
+    message = str(info.value)
+    assert "\n" not in message and "text_prefix" in message and "--force" in message
+    assert len(load_all_records(out)) == 2
+    bench(3, force=True)
+    run = json.loads((out / RUN_FILE).read_text())
+    assert run["resolved"]["text_prefix"] == "at_least_one"
+    assert run["history"][-1]["resolved"]["text_prefix"] == "paper"
+    assert len(load_all_records(out)) == 3
+
+
+def test_milr_solver_reports_the_checkpoints_recommendations(suite):
+    from milr.bench.solvers import MILRSolver
+
+    opts = BenchOptions(suite=str(suite.source), model="shapes", critic=["shapes"])
+    resolved = MILRSolver(opts, "cpu").resolved_settings()
+    assert resolved["text_prefix"] == "at_least_one"  # the shapes checkpoint's milr.json
+    opts.optimizer = {"text_prefix": "paper"}
+    assert MILRSolver(opts, "cpu").resolved_settings()["text_prefix"] == "paper"
