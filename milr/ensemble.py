@@ -269,15 +269,15 @@ def _raise_external(
     """Raise one `ExternalServiceError` for the images in `failed` (image -> {label: reason}),
     keeping the combined results `out` of the others."""
     labels = sorted({lb for per in failed.values() for lb in per})
-    if len(labels) == 1:
-        service = outcome.external[labels[0]][0].service
+    if len(labels) == 1:  # one member failed: its error, restated for the ensemble's batch
+        exc = outcome.external[labels[0]][0]
         failures = [(i, per[labels[0]]) for i, per in sorted(failed.items())]
-    else:
-        service = f"{kind} ({', '.join(labels)})"
-        failures = [
-            (i, "; ".join(f"{outcome.external[lb][0].service}: {why}" for lb, why in per.items()))
-            for i, per in sorted(failed.items())
-        ]
+        raise exc.like(exc.service, failures, out)
+    service = f"{kind} ({', '.join(labels)})"
+    failures = [
+        (i, "; ".join(f"{outcome.external[lb][0].service}: {why}" for lb, why in per.items()))
+        for i, per in sorted(failed.items())
+    ]
     raise ExternalServiceError(service, failures, out)
 
 

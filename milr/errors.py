@@ -83,7 +83,20 @@ class ExternalServiceError(MilrError):
         for j, r in self.kept().items():
             results[positions[j]] = r
         failures = [(positions[j], reason) for j, reason in self.failures]
-        return ExternalServiceError(self.service, failures, results)
+        return self.like(self.service, failures, results)
+
+    def like(
+        self,
+        service: str,
+        failures: list[tuple[int, str]],
+        results: Sequence[CriticResult | None] | None,
+    ) -> ExternalServiceError:
+        """A new error of this one's class (e.g. ``JudgeReplyError``) with other contents; the
+        base class when a subclass takes other constructor arguments."""
+        try:
+            return type(self)(service, failures, results)
+        except TypeError:
+            return ExternalServiceError(service, failures, results)
 
     def describe(self, names: list[str] | None = None) -> str:
         """One ``; ``-joined text; `names` replaces batch indices with image names."""

@@ -387,6 +387,7 @@ def test_ensemble_fails_only_the_image_the_judge_failed(api, on_error):
         with pytest.raises(ExternalServiceError) as info:
             evaluate(ens, images, ["a red square"] * 3, None)
         exc = info.value
+        assert isinstance(exc, JudgeReplyError)  # the member's own error, for the whole batch
         assert exc.service == f"api-judge at {api.url}/chat/completions"
         assert [i for i, _ in exc.failures] == [1] and exc.results[1] is None
         kept = [exc.results[0], exc.results[2]]

@@ -390,3 +390,19 @@ def test_route_fails_only_the_images_its_member_could_not_score():
     exc = info.value
     assert exc.service == "svc" and exc.failures == [(0, "down")]
     assert [r and r.score for r in exc.results] == [None, 0.5, 1.0]
+
+
+def test_two_members_failing_name_both_services_per_image():
+    ens = Ensemble(
+        [
+            milr.Member(PartlyDown([0]), label="a"),
+            milr.Member(PartlyDown([0, 2]), label="b"),
+            milr.Member(Fixed(1.0), label="up"),
+        ]
+    )
+    with pytest.raises(milr.ExternalServiceError) as info:
+        evaluate(ens, IMAGES3, PROMPTS3)
+    exc = info.value
+    assert exc.service == "ensemble (a, b)"
+    assert exc.failures == [(0, "svc: down; svc: down"), (2, "svc: down")]
+    assert [r and r.score for r in exc.results] == [None, (0.5 + 0.5 + 1.0) / 3, None]
