@@ -167,8 +167,9 @@ def rubric_results(
     critic: str,
     template_hash: str,
 ) -> list[CriticResult]:
-    """Critic results from written answers; `JudgeReplyError` names every unreadable one."""
-    out: list[CriticResult] = []
+    """Critic results from written answers; `JudgeReplyError` names every unreadable one (and
+    keeps the results of the others)."""
+    out: list[CriticResult | None] = []
     failures: list[tuple[int, str]] = []
     for i, (answer, text) in enumerate(zip(answers, texts, strict=True)):
         try:
@@ -181,6 +182,7 @@ def rubric_results(
                     f"answer: {answer[:200]!r}",
                 )
             )
+            out.append(None)
             continue
         passed = reply.passed
         if rubric.name != "checklist" and threshold is not None:
@@ -195,8 +197,8 @@ def rubric_results(
         }
         out.append(CriticResult(min(1.0, max(0.0, reply.score)), passed, details))
     if failures:
-        raise JudgeReplyError(f"{critic} ({model})", failures)
-    return out
+        raise JudgeReplyError(f"{critic} ({model})", failures, out)
+    return [r for r in out if r is not None]
 
 
 def yes_no_results(

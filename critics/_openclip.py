@@ -197,7 +197,7 @@ def _load(
                     where = f"{fname} from {url or 'the open_clip pretrained list'}"
                 raise MilrUserError(
                     f"critic {critic!r}: pretrained {arch}/{weights} is not available offline "
-                    f"({str(exc)[:160]}); download {where} on a machine with internet and "
+                    f"({first_line(exc)[:160]}); download {where} on a machine with internet and "
                     f"pass weights=/path/to/{fname}"
                 ) from exc
             source = f"{arch}:{weights}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from milr.critic import require
-from milr.errors import ExternalServiceError, MilrUserError
+from milr.errors import MilrUserError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -48,21 +48,12 @@ def _tsv_columns(tsv: str) -> dict[str, list[Any]]:
 
 
 def read_lines(
-    images: list[Image],
-    *,
-    cmd: str,
-    lang: str,
-    config: str,
-    timeout: float,
-    workers: int,
-    service: str,
-) -> list[list[Line]]:
-    """Per image, tesseract's lines (grouped by block/paragraph/line number).
-
-    Raises `ExternalServiceError` (named `service`) listing every image whose process ran past
-    `timeout` seconds; the other images of the batch are still read. A missing binary or a
-    tesseract error is a `MilrUserError` saying what to check.
-    """
+    images: list[Image], *, cmd: str, lang: str, config: str, timeout: float, workers: int
+) -> list[list[Line] | str]:
+    """Per image, tesseract's lines (grouped by block/paragraph/line number), or the one-line
+    reason (a `str`) when its process ran past `timeout` seconds: one stuck image loses nothing
+    of the others (the caller raises `ExternalServiceError` for it, keeping the rest). A missing
+    binary or a tesseract error is a `MilrUserError` saying what to check."""
     pytesseract = require("pytesseract", "ocr", "ocr")
     # pytesseract keeps the binary path in a module global: set it on every call.
     pytesseract.pytesseract.tesseract_cmd = cmd
@@ -81,10 +72,7 @@ def read_lines(
             outcome = list(pool.map(one, images))
     else:
         outcome = [one(im) for im in images]
-    failures = [(i, o) for i, o in enumerate(outcome) if isinstance(o, str)]
-    if failures:
-        raise ExternalServiceError(service, failures)
-    return [o for o in outcome if not isinstance(o, str)]
+    return outcome
 
 
 def _read_one(pytesseract: Any, im: Image, lang: str, config: str, timeout: float) -> list[Line]:

@@ -35,6 +35,7 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -432,14 +433,15 @@ class APIJudgeCritic(Critic):
             return []
         outcome = run_sync(self._judge_all(rgb, prompts, metadata, key))
         failures = [o for o in outcome if isinstance(o, tuple)]
-        if failures:
+        if failures:  # the replies already paid for travel with the error
             raise JudgeReplyError(
                 f"{self.name} at {self.endpoint}",
                 [(i, reason) for i, reason in failures],
+                [o if isinstance(o, CriticResult) else None for o in outcome],
             )
         return [o for o in outcome if isinstance(o, CriticResult)]
 
 
 @hookimpl
-def register_critics(register):
+def register_critics(register: Callable[[type[Critic]], None]) -> None:
     register(APIJudgeCritic)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from milr import Critic, CriticResult, MilrUserError, hookimpl
+from milr.checkpoints import first_line
 from milr.colors import NAMED_COLORS
 from milr.critics import _colors, _hf, _openclip
 from milr.critics._images import to_rgb
@@ -105,7 +106,7 @@ def load_yolo(weights: str, device: str, critic: str = "geneval") -> Any:
                     model = ultralytics.YOLO(src, task="detect")
             except Exception as exc:
                 raise MilrUserError(
-                    f"critic {critic!r}: could not load YOLO weights {weights!r}: {str(exc)[:300]}"
+                    f"critic {critic!r}: could not load YOLO weights {weights!r}: {first_line(exc)[:300]}"
                 ) from exc
             if getattr(model, "task", "detect") != "detect":
                 raise MilrUserError(

@@ -28,16 +28,16 @@ in ``milr.critics._judge_models`` and importable from here) and the parameter ba
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
-from milr.checkpoints import check_loading_info, quiet_transformers
+from milr.checkpoints import check_loading_info, first_line, quiet_transformers
 from milr.critic import require
 from milr.critics._images import to_rgb
 from milr.critics._judge_models import (
@@ -172,7 +172,7 @@ class JudgeCritic(RubricSetup, Critic):
         model: str = Field(
             min_length=1,
             description="local transformers image-text-to-text checkpoint directory "
-            "(or a hub id when online)",
+            "(or a hub id already in the local Hugging Face cache; never downloaded)",
             json_schema_extra={
                 "hint": "a checkpoint directory (e.g. Qwen2.5-VL), e.g. "
                 "--critic judge:model=/models/qwen2.5-vl-7b"
@@ -207,31 +207,32 @@ class JudgeCritic(RubricSetup, Critic):
         with _MODELS_LOCK:
             if key in _MODELS:
                 return _MODELS[key]
-            if not local.is_dir():
-                offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
-                    "TRANSFORMERS_OFFLINE", ""
-                ) not in ("", "0")
-                if local.is_absolute() or self.model_source.startswith((".", "~")) or offline:
-                    where = (
-                        "it is not a directory"
-                        if not offline
-                        else "offline mode is on and it is not a local directory"
-                    )
-                    raise MilrUserError(
-                        f"judge critic: cannot load model={self.model_source!r}: {where}. Pass the "
-                        "path of a checkpoint directory holding config.json, the weights and the "
-                        "processor files (milr never downloads in offline mode)"
-                    )
-            try:
+            if not local.is_dir() and (
+                local.is_absolute() or self.model_source.startswith((".", "~"))
+            ):
+                raise MilrUserError(
+                    f"judge critic: cannot load model={self.model_source!r}: it is not a "
+                    "directory. Pass the path of a checkpoint directory holding config.json, the "
+                    "weights and the processor files"
+                )
+            try:  # local files only: a hub id must already be in the Hugging Face cache
                 with quiet_transformers():
                     model, info = transformers.AutoModelForImageTextToText.from_pretrained(
-                        source, dtype=dtype, output_loading_info=True
+                        source, dtype=dtype, local_files_only=True, output_loading_info=True
                     )
-                    processor = transformers.AutoProcessor.from_pretrained(source)
+                    processor = transformers.AutoProcessor.from_pretrained(
+                        source, local_files_only=True
+                    )
             except (OSError, ValueError) as exc:
+                where = (
+                    "an image-text-to-text checkpoint"
+                    if local.is_dir()
+                    else "a hub id in the local Hugging Face cache (milr never downloads judge "
+                    "weights; pass a checkpoint directory or download it first)"
+                )
                 raise MilrUserError(
-                    f"judge critic: cannot load model={self.model_source!r} as an image-text-to-text "
-                    f"checkpoint: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                    f"judge critic: cannot load model={self.model_source!r} as {where}: "
+                    f"{first_line(exc)}"
                 ) from exc
             check_loading_info(info, source, "judge critic")  # missing tensors: one line
             model.to(device).eval().requires_grad_(False)
@@ -296,5 +297,5 @@ class JudgeCritic(RubricSetup, Critic):
 
 
 @hookimpl
-def register_critics(register):
+def register_critics(register: Callable[[type[Critic]], None]) -> None:
     register(JudgeCritic)

@@ -303,7 +303,7 @@ class OCRCritic(Critic):
             out.append(reads)
         return out
 
-    def _read_tesseract(self, images: list[Image]) -> list[list[Read]]:
+    def _read_tesseract(self, images: list[Image]) -> list[list[Read] | str]:
         p = self.params
         lines = read_lines(
             images,
@@ -312,26 +312,47 @@ class OCRCritic(Critic):
             config=p.tesseract_config,
             timeout=p.timeout,
             workers=p.workers,
-            service=f"{self.name} (tesseract)",
         )
-        return [[Read(text, box, conf) for text, box, conf in image] for image in lines]
+        return [
+            o if isinstance(o, str) else [Read(text, box, conf) for text, box, conf in o]
+            for o in lines
+        ]
 
-    def read(self, images: list[Image]) -> list[list[Read]]:
-        """OCR a batch: per image, the recognised lines/boxes in reading order."""
+    @property
+    def service(self) -> str:
+        """Names the external program in `ExternalServiceError`s."""
+        return f"{self.name} ({self.params.backend})"
+
+    def read_or_failures(self, images: list[Image]) -> list[list[Read] | str]:
+        """Per image, the recognised lines/boxes in reading order, or (tesseract) the one-line
+        reason its process failed; the other images are read all the same."""
         rgb = [to_rgb(im, self.name) for im in images]
         if not rgb:
             return []
-        reads = (
-            self._read_easyocr(rgb)
+        reads: list[list[Read] | str] = (
+            list(self._read_easyocr(rgb))
             if self.params.backend == "easyocr"
             else self._read_tesseract(rgb)
         )
         return [
-            reading_order(
+            rs
+            if isinstance(rs, str)
+            else reading_order(
                 [r for r in rs if r.confidence >= self.params.min_confidence and r.text.strip()]
             )
             for rs in reads
         ]
+
+    def read(self, images: list[Image]) -> list[list[Read]]:
+        """OCR a batch: per image, the recognised lines/boxes in reading order.
+
+        Raises `ExternalServiceError` naming every image the OCR program failed on.
+        """
+        reads = self.read_or_failures(images)
+        failures = [(i, r) for i, r in enumerate(reads) if isinstance(r, str)]
+        if failures:
+            raise ExternalServiceError(self.service, failures)
+        return [r for r in reads if not isinstance(r, str)]
 
     # -- scoring ------------------------------------------------------------------------------
 
@@ -350,19 +371,19 @@ class OCRCritic(Critic):
         todo = [i for i, t in enumerate(targets) if t]
         for i in todo:  # validate every image before spending time on OCR
             to_rgb(images[i], self.name)
-        try:
-            reads_todo = self.read([images[i] for i in todo])
-        except ExternalServiceError as exc:  # indices of the subset -> indices of the batch
-            raise ExternalServiceError(
-                exc.service, [(todo[i], reason) for i, reason in exc.failures]
-            ) from None
-        out: list[CriticResult] = [
+        reads_todo = self.read_or_failures([images[i] for i in todo])
+        out: list[CriticResult | None] = [
             CriticResult(
                 1.0, None, {"backend": self.params.backend, "targets": [], "neutral": True}
             )
             for _ in images
         ]
+        failures: list[tuple[int, str]] = []
         for i, reads in zip(todo, reads_todo, strict=True):
+            if isinstance(reads, str):  # its OCR process failed: the others are kept
+                failures.append((i, reads))
+                out[i] = None
+                continue
             words = [w for r in reads for w in r.text.split()]
             per_target: list[dict[str, Any]] = []
             for target in targets[i]:
@@ -382,7 +403,9 @@ class OCRCritic(Critic):
                     "reads": [r.to_dict() for r in reads],
                 },
             )
-        return out
+        if failures:
+            raise ExternalServiceError(self.service, failures, out)
+        return [r for r in out if r is not None]
 
 
 @hookimpl

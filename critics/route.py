@@ -24,14 +24,13 @@ own parameters. The routing, scoring and breakdown are `milr.ensemble.Route`'s.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
-from milr.ensemble import Member, Route
+from milr.ensemble import Member, Route, check_weight
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -46,15 +45,10 @@ class RouteMember(BaseModel):
 
     name: str = Field(min_length=1, description="registered critic name")
     when: tuple[str, ...] = Field((), description="metadata values routed to this member")
-    weight: float = Field(1.0, ge=0, description="weight among the members chosen for an image")
+    weight: float = Field(
+        1.0, description="weight among the members chosen for an image (milr.ensemble.check_weight)"
+    )
     label: str | None = Field(None, description="name in the breakdown; default the critic name")
-
-    @field_validator("weight", mode="before")
-    @classmethod
-    def _number(cls, value: Any) -> Any:
-        if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
-            raise ValueError("must be a finite number")
-        return value
 
     @field_validator("when", mode="before")
     @classmethod
@@ -70,10 +64,12 @@ class RouteMember(BaseModel):
 
 def _member(i: int, raw: dict[str, Any]) -> RouteMember:
     """Validate member ``i`` (0-based); a problem is one line naming the member and the key."""
+    name = raw.get("name", "?")
+    if "weight" in raw:  # the one weight rule of ensembles and spec files
+        check_weight(raw["weight"], f"critic 'route': member {i + 1} ({name!r}): 'weight'")
     try:
         return RouteMember.model_validate(raw)
     except ValidationError as exc:
-        name = raw.get("name", "?")
         problems = []
         for err in exc.errors(include_url=False):
             key = ".".join(str(part) for part in err.get("loc", ())) or "?"

@@ -28,6 +28,7 @@ a run, bind one yourself::
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
@@ -190,5 +191,5 @@ class _Vocabulary:
 
 
 @hookimpl
-def register_critics(register):
+def register_critics(register: Callable[[type[Critic]], None]) -> None:
     register(SelfJudgeCritic)

@@ -12,8 +12,9 @@ from a plain state dict call `check_state_dict_keys`.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,21 @@ def first_line(exc: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(exc).__name__
+
+
+#: The spellings huggingface_hub reads as "on" (any case); anything else is off.
+_HF_TRUE = frozenset({"1", "ON", "YES", "TRUE"})
+
+
+def hf_offline(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether Hugging Face offline mode is on, decided as ``huggingface_hub.constants`` does.
+
+    ``HF_HUB_OFFLINE`` is read; when it is unset or empty, ``TRANSFORMERS_OFFLINE`` instead. The
+    value means "on" when it is ``1``, ``ON``, ``YES`` or ``TRUE`` in any case; ``0``, ``false``,
+    ``off`` and everything else mean off (so ``HF_HUB_OFFLINE=0`` wins over
+    ``TRANSFORMERS_OFFLINE=1``, as in huggingface_hub). `environ` defaults to `os.environ`, read
+    at call time (huggingface_hub itself reads it once, when it is imported).
+    """
+    env = os.environ if environ is None else environ
+    value = env.get("HF_HUB_OFFLINE") or env.get("TRANSFORMERS_OFFLINE")
+    return value is not None and value.upper() in _HF_TRUE

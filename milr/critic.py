@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from milr.errors import ContractViolation, MissingDependencyError
+from milr.errors import ContractViolation, ExternalServiceError, MissingDependencyError
 from milr.params import CriticParams, dump_params, validate_params
 
 if TYPE_CHECKING:
@@ -245,8 +245,44 @@ def evaluate(
         raise ValueError(
             f"batch lengths differ: {len(images)} images, {len(prompts)} prompts, {len(metadata)} metadata"
         )
-    results = critic.score_batch(list(images), list(prompts), list(metadata))
+    try:
+        results = critic.score_batch(list(images), list(prompts), list(metadata))
+    except ExternalServiceError as exc:  # what was scored before the failure is kept, checked
+        if exc.results is not None:
+            exc.results = _validate_kept(critic_label(critic), exc, len(images))
+        raise
     return validate_results(critic_label(critic), results, len(images))
+
+
+def _validate_kept(
+    critic_name: str, exc: ExternalServiceError, expected: int
+) -> list[CriticResult | None]:
+    """The contract for an `ExternalServiceError`'s kept results: one entry per image, None for
+    every failed image, a valid `CriticResult` (or None) for the others."""
+    kept = exc.results or []
+    if len(kept) != expected:
+        raise ContractViolation(
+            f"critic {critic_name!r} raised {type(exc).__name__} keeping {len(kept)} results for "
+            f"a batch of {expected} images"
+        ) from exc
+    failed = {i for i, _ in exc.failures}
+    if not all(0 <= i < expected for i in failed):
+        raise ContractViolation(
+            f"critic {critic_name!r} raised {type(exc).__name__} for image indices "
+            f"{sorted(failed)} outside a batch of {expected}"
+        ) from exc
+    wrong = sorted(i for i in failed if kept[i] is not None)
+    if wrong:
+        raise ContractViolation(
+            f"critic {critic_name!r} raised {type(exc).__name__} with results kept for the "
+            f"failed images {wrong}"
+        ) from exc
+    scored = [i for i, r in enumerate(kept) if r is not None]
+    checked = validate_results(critic_name, [kept[i] for i in scored], len(scored))
+    out: list[CriticResult | None] = [None] * expected
+    for i, r in zip(scored, checked):
+        out[i] = r
+    return out
 
 
 def critic_label(critic: Critic) -> str:

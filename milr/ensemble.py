@@ -21,8 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from milr.critic import Critic, CriticResult, critic_label, evaluate
-from milr.errors import ContractViolation, EnsembleError, MilrUserError
+from milr.critic import Critic, CriticResult, critic_label
+from milr.ensemble_batch import combine_or_none, external_failure, raise_external, run_members
+from milr.errors import MilrUserError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -45,12 +46,19 @@ def metadata_tag(
     return None
 
 
-def _check_weight(weight: Any, what: str) -> float:
+def check_weight(weight: Any, what: str, error: type[MilrUserError] = MilrUserError) -> float:
+    """A member weight as a float, or `error` (one line naming `what` and the value).
+
+    The one rule for every weight milr reads (ensemble members, ``weights_by_tag`` entries,
+    spec strings and files, route members): an ``int`` or ``float``, finite and ``>= 0``. A
+    bool is not a number, nor is a numeric string (``weight = "0.5"`` in TOML is refused, as
+    ``weight=True`` is). `what` names the value, e.g. ``"weight for critic 'color'"``.
+    """
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-        raise MilrUserError(f"{what} = {weight!r} is not a number; use e.g. 0.5")
+        raise error(f"{what} = {weight!r} is not a number; use e.g. 0.5")
     w = float(weight)
-    if math.isnan(w) or math.isinf(w) or w < 0:
-        raise MilrUserError(f"{what} = {weight!r} must be a finite number >= 0")
+    if not math.isfinite(w) or w < 0:
+        raise error(f"{what} = {weight!r} must be a finite number >= 0")
     return w
 
 
@@ -87,7 +95,7 @@ def _members(items: Sequence[Any], kind: str) -> list[tuple[str, Member]]:
         if not isinstance(m.critic, Critic):
             raise MilrUserError(f"{kind} member {m.critic!r} is not a milr.Critic")
         base = m.label or critic_label(m.critic)
-        w = _check_weight(m.weight, f"weight for critic {base!r}")
+        w = check_weight(m.weight, f"weight for critic {base!r}")
         table = None
         if m.weights_by_tag is not None:
             if kind != "ensemble":
@@ -104,7 +112,7 @@ def _members(items: Sequence[Any], kind: str) -> list[tuple[str, Member]]:
             for tag, tw in m.weights_by_tag.items():
                 if not isinstance(tag, str) or not tag:
                     raise MilrUserError(f"weights_by_tag for critic {base!r}: bad tag {tag!r}")
-                table[tag] = _check_weight(tw, f"weights_by_tag.{tag} for critic {base!r}")
+                table[tag] = check_weight(tw, f"weights_by_tag.{tag} for critic {base!r}")
         when = None
         if m.when is not None:
             if kind != "route":
@@ -134,65 +142,6 @@ def _check_policy(on_error: str) -> None:
         )
 
 
-def _run_members(
-    members: list[tuple[str, Member]],
-    subsets: dict[str, list[int]],
-    images: list[Image],
-    prompts: list[str],
-    metadata: list[dict[str, Any]],
-    on_error: str,
-) -> dict[str, dict[int, CriticResult] | str]:
-    """Each member's results on its subset of images (one batch call), or its error text."""
-    out: dict[str, dict[int, CriticResult] | str] = {}
-    for label, m in members:
-        idx = subsets[label]
-        if not idx:
-            continue
-        try:
-            res = evaluate(
-                m.critic,
-                [images[i] for i in idx],
-                [prompts[i] for i in idx],
-                [metadata[i] for i in idx],
-            )
-        except ContractViolation:
-            raise
-        except Exception as exc:
-            if on_error == "raise":
-                raise
-            out[label] = f"{type(exc).__name__}: {exc}"
-            continue
-        out[label] = dict(zip(idx, res))
-    return out
-
-
-def _combine(
-    i: int, chosen: list[tuple[str, float]], results: dict[str, dict[int, CriticResult] | str]
-) -> tuple[float, bool | None, dict[str, Any]]:
-    """Weighted mean, verdict and breakdown of image ``i`` over ``(label, weight)`` pairs."""
-    total = weight_sum = 0.0
-    verdicts: list[bool] = []
-    critics: dict[str, Any] = {}
-    for label, w in chosen:
-        res = results[label]
-        if isinstance(res, str):
-            critics[label] = {"score": None, "weight": w, "passed": None, "error": res}
-            continue
-        r = res[i]
-        critics[label] = {"score": r.score, "weight": w, "passed": r.passed, "details": r.details}
-        total += w * r.score
-        weight_sum += w
-        if r.passed is not None:
-            verdicts.append(r.passed)
-    if weight_sum <= 0:
-        errors = {k: v.get("error") for k, v in critics.items()}
-        raise EnsembleError(
-            f"image {i}: every critic in the ensemble failed or has weight 0: {errors}"
-        )
-    score = min(1.0, max(0.0, total / weight_sum))
-    return score, (all(verdicts) if verdicts else None), critics
-
-
 class Ensemble(Critic):
     """A critic made of members: the weighted mean of their scores.
 
@@ -208,6 +157,12 @@ class Ensemble(Critic):
     - ``on_error="raise"`` (default) re-raises a member's exception; ``"skip"`` records it in the
       details and leaves the member out of that image's mean. When every member is skipped the
       ensemble raises `EnsembleError`, since there is no score to give.
+    - A member that fails at an external service for some images (`ExternalServiceError`, e.g.
+      a judge server refusing one image) fails only those images: every member still scores
+      the batch, and the ensemble raises one `ExternalServiceError` whose ``failures`` are the
+      images without a score (under ``raise``: any member failed there; under ``skip``: no
+      member is left) and whose ``results`` hold the ensemble's result for every other image,
+      so nothing already paid for is lost.
     - Contract violations always raise: a critic that returns NaN must not be averaged away.
 
     Raises `MilrUserError` for no members, a bad weight or policy, weights that are all 0, and
@@ -271,7 +226,7 @@ class Ensemble(Critic):
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
     ) -> list[CriticResult]:
         everyone = list(range(len(images)))
-        results = _run_members(
+        outcome = run_members(
             self._members,
             {label: everyone for label, _ in self._members},
             images,
@@ -279,7 +234,8 @@ class Ensemble(Critic):
             metadata,
             self.on_error,
         )
-        out: list[CriticResult] = []
+        out: list[CriticResult | None] = []
+        failed: dict[int, dict[str, str]] = {}
         for i in everyone:
             chosen = [(label, *self.weight_for(label, metadata[i])) for label, _ in self._members]
             if not any(w > 0 for _, w, _ in chosen):
@@ -289,12 +245,21 @@ class Ensemble(Critic):
                     f"ensemble: image {i} has {where}, for which every critic has weight 0; "
                     "give one a positive weight or a weights_by_tag entry"
                 )
-            score, passed, critics = _combine(i, [(lb, w) for lb, w, _ in chosen], results)
+            pairs = [(lb, w) for lb, w, _ in chosen]
+            combined = combine_or_none(i, pairs, outcome)
+            why = external_failure(i, self.labels, outcome, self.on_error, combined is not None)
+            if why is not None or combined is None:
+                failed[i] = why or {}
+                out.append(None)
+                continue
+            score, passed, critics = combined
             for label, _, rule in chosen:
                 if self._by_label[label].weights_by_tag is not None:
                     critics[label]["weight_rule"] = rule
             out.append(CriticResult(score=score, passed=passed, details={"critics": critics}))
-        return out
+        if failed:
+            raise_external("ensemble", failed, out, outcome)
+        return [r for r in out if r is not None]
 
 
 class Route(Critic):
@@ -310,7 +275,7 @@ class Route(Critic):
       listed by three members gets their mean. Verdict as in `Ensemble`, over those members.
     - Details: ``{"route": {"field", "value", "critics": [labels]}, "critics": {LABEL: ...}}``
       with only the chosen members.
-    - ``on_error``: as in `Ensemble`.
+    - ``on_error`` and external-service failures: as in `Ensemble`.
     """
 
     name: ClassVar[str] = "route"
@@ -405,18 +370,27 @@ class Route(Critic):
         for i, (_, _, labels) in enumerate(routes):
             for label in labels:
                 subsets[label].append(i)
-        results = _run_members(self._members, subsets, images, prompts, metadata, self.on_error)
+        outcome = run_members(self._members, subsets, images, prompts, metadata, self.on_error)
         weights = {label: m.weight for label, m in self._members}
-        out: list[CriticResult] = []
+        out: list[CriticResult | None] = []
+        failed: dict[int, dict[str, str]] = {}
         for i, (key, value, labels) in enumerate(routes):
             if not any(weights[lb] > 0 for lb in labels):
                 raise MilrUserError(
                     f"route: {key}={value!r} goes to {labels}, whose weights are all 0"
                 )
-            score, passed, critics = _combine(i, [(lb, weights[lb]) for lb in labels], results)
+            combined = combine_or_none(i, [(lb, weights[lb]) for lb in labels], outcome)
+            why = external_failure(i, labels, outcome, self.on_error, combined is not None)
+            if why is not None or combined is None:
+                failed[i] = why or {}
+                out.append(None)
+                continue
+            score, passed, critics = combined
             details = {
                 "route": {"field": key, "value": value, "critics": labels},
                 "critics": critics,
             }
             out.append(CriticResult(score=score, passed=passed, details=details))
-        return out
+        if failed:
+            raise_external("route", failed, out, outcome)
+        return [r for r in out if r is not None]

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from milr.critic import CriticResult
+
 
 class MilrError(Exception):
     """Base class of every error milr raises on purpose."""
@@ -34,14 +40,63 @@ class ExternalServiceError(MilrError):
     it called (``"api-judge at http://host/v1/chat/completions"``, ``"ocr (tesseract)"``);
     ``failures`` holds ``(index in the batch, one-line reason)`` pairs. Texts must already be
     free of secrets.
+
+    ``results`` keeps what was computed before the failure, so nothing is paid for twice: one
+    entry per image of the batch, the image's `milr.CriticResult`, or None for a failed image
+    (and for any image the raiser did not keep). ``results`` itself is None when the raiser
+    kept nothing (every image then counts as unscored). `milr.evaluate` checks the kept
+    results against the critic contract before the error reaches its caller.
     """
 
-    def __init__(self, service: str, failures: list[tuple[int, str]]) -> None:
+    def __init__(
+        self,
+        service: str,
+        failures: list[tuple[int, str]],
+        results: Sequence[CriticResult | None] | None = None,
+    ) -> None:
         self.service = service
         self.failures = [(int(i), str(reason)) for i, reason in failures]
+        #: Per image of the batch, its result when one was computed, else None (see above).
+        self.results: list[CriticResult | None] | None = (
+            list(results) if results is not None else None
+        )
         #: Names of the batch's images (file paths), set by a caller that knows them.
         self.names: list[str] | None = None
         super().__init__(self.describe())
+
+    def kept(self) -> dict[int, CriticResult]:
+        """``{index in the batch: result}`` of the images that were scored."""
+        return {i: r for i, r in enumerate(self.results or ()) if r is not None}
+
+    def in_batch(
+        self,
+        positions: Sequence[int],
+        size: int,
+        known: Mapping[int, CriticResult] | None = None,
+    ) -> ExternalServiceError:
+        """This error restated for a larger batch of `size` images, of which this error's batch
+        was the images at `positions` (image ``j`` here is image ``positions[j]`` there).
+        `known` adds results for the larger batch's other images (e.g. from a cache)."""
+        results: list[CriticResult | None] = [None] * size
+        for i, r in (known or {}).items():
+            results[i] = r
+        for j, r in self.kept().items():
+            results[positions[j]] = r
+        failures = [(positions[j], reason) for j, reason in self.failures]
+        return self.like(self.service, failures, results)
+
+    def like(
+        self,
+        service: str,
+        failures: list[tuple[int, str]],
+        results: Sequence[CriticResult | None] | None,
+    ) -> ExternalServiceError:
+        """A new error of this one's class (e.g. ``JudgeReplyError``) with other contents; the
+        base class when a subclass takes other constructor arguments."""
+        try:
+            return type(self)(service, failures, results)
+        except TypeError:
+            return ExternalServiceError(service, failures, results)
 
     def describe(self, names: list[str] | None = None) -> str:
         """One ``; ``-joined text; `names` replaces batch indices with image names."""
@@ -61,7 +116,7 @@ class ExternalServiceError(MilrError):
         return [f"{self.label(i)}: {self.service}: {reason}" for i, reason in self.failures]
 
     def __reduce__(self):  # picklable across processes (torchrun ranks, pools)
-        return (type(self), (self.service, self.failures))
+        return (type(self), (self.service, self.failures, self.results))
 
 
 class ContractViolation(MilrError):

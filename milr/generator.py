@@ -8,13 +8,13 @@ local directory or a hub id to an adapter instance.
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from milr.checkpoints import hf_offline
 from milr.errors import MilrUserError, UnsupportedOperation
 from milr.generator_batch import BatchedDefaults
 
@@ -315,11 +315,11 @@ def _hub_config_dir(repo_id: str) -> Path:
     try:
         cfg = hf_hub_download(repo_id, "config.json")
     except Exception as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in {"", "0", "false"}
         hint = (
-            "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache; "
+            "Hugging Face offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE) and it is "
+            "not in the local Hugging Face cache; "
             "download it first or pass a local directory"
-            if offline
+            if hf_offline()
             else "check the name, your network, or pass a local directory"
         )
         raise MilrUserError(

@@ -26,6 +26,7 @@ file and the mode. Images larger than `MAX_PIXELS` are refused rather than exhau
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from milr.errors import MilrUserError
@@ -98,6 +99,35 @@ def to_rgb(image: Image, critic: str = "milr", *, name: str | None = None) -> Im
         f"{label}: critic {critic!r} cannot read PIL mode {mode!r} as RGB; save the image as "
         "8-bit RGB, RGBA or greyscale (PNG or JPEG)"
     )
+
+
+def open_rgb(path: str | Path, who: str = "milr") -> Image:
+    """Read an image file as 8-bit RGB through `to_rgb`: the one reader of image files.
+
+    Args:
+        path: the file (PNG, JPEG, TIFF, WebP, GIF... anything Pillow opens).
+        who: who reads it, for error messages (a command or a critic name).
+
+    Returns:
+        An RGB image detached from the file (the file is closed).
+
+    Raises:
+        MilrUserError: one line naming the file when it is missing, is not an image Pillow can
+            read, or carries a mode `to_rgb` refuses.
+    """
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MilrUserError(f"image {str(path)!r} does not exist or is not a file")
+    try:
+        with PILImage.open(path) as im:
+            im.load()
+            rgb = to_rgb(im, who, name=str(path))
+            return rgb.copy() if rgb is im else rgb
+    except (UnidentifiedImageError, OSError) as exc:
+        raise MilrUserError(f"cannot read {str(path)!r} as an image: {exc}") from None
 
 
 def _grey_to_rgb(image: Image, full_scale: float, label: str, critic: str) -> Image:

@@ -21,7 +21,6 @@ Reserved keys of a ``[[critic]]`` table: ``name``, ``weight``, ``weights_by_tag`
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,12 +74,9 @@ def _parse_value(raw: str) -> Any:
 
 
 def _check_weight(weight: Any, where: str) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-        raise SpecError(f"weight {weight!r} in {where} is not a number; use e.g. weight=0.5")
-    w = float(weight)
-    if math.isnan(w) or math.isinf(w) or w < 0:
-        raise SpecError(f"weight {weight!r} in {where} must be a finite number >= 0")
-    return w
+    from milr.ensemble import check_weight
+
+    return check_weight(weight, where, SpecError)
 
 
 def _parse_items(text: str, rest: str) -> dict[str, Any]:
@@ -120,7 +116,11 @@ def parse_spec(text: str) -> CriticSpec:
             f"malformed critic spec {text!r}: nothing after ':'; drop it or add key=value"
         )
     params = _parse_items(text, rest)
-    weight = _check_weight(params.pop("weight"), f"spec {text!r}") if "weight" in params else 1.0
+    weight = (
+        _check_weight(params.pop("weight"), f"weight in spec {text!r}")
+        if "weight" in params
+        else 1.0
+    )
     return CriticSpec(name, params, weight)
 
 
@@ -158,7 +158,7 @@ def _specs_from_data(data: dict[str, Any], where: str) -> tuple[list[CriticSpec]
         if not isinstance(name, str):
             raise SpecError(f'[[critic]] number {i + 1} in {where} has no name = "..."')
         at = f"{where} [[critic]] {i + 1} ({name!r})"
-        weight = _check_weight(table.pop("weight", 1.0), at)
+        weight = _check_weight(table.pop("weight", 1.0), f"{at} weight")
         by_tag = table.pop("weights_by_tag", None)
         if by_tag is not None:
             by_tag = _weights_by_tag(by_tag, at)

@@ -413,6 +413,24 @@ def test_rescore_uses_cache_and_no_regeneration(toy_site, suite, tmp_path):
     assert summarize(load_all_records(out), "shapes")["records"] == 4
 
 
+def test_rescore_and_report_read_saved_images_through_the_one_converter(toy_site, suite, tmp_path):
+    """Images in a run folder are read by `milr.images.open_rgb`: a 16-bit grey PNG (a user
+    re-saved one) is mid-grey, as `milr score` reads it; rescore used to clip it to white."""
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "grey16"
+    _bench(toy_site, suite, *BASE, "--limit", "1", "--out", out)
+    (rec,) = load_all_records(out)
+    for side in ("base", "milr"):
+        grey16 = Image.fromarray(np.full((16, 16), 128 * 257, dtype=np.uint16))
+        grey16.save(out / rec[side]["image"])
+        assert Image.open(out / rec[side]["image"]).mode == "I;16"
+    _bench(toy_site, "rescore", out, "--eval-critic", "color:target=gray")
+    (rec,) = load_all_records(out)
+    assert rec["base"]["score"] == rec["milr"]["score"] == 1.0
+
+
 def test_progress_bar_and_resume_flag(toy_site, suite, tmp_path):
     out = tmp_path / "progress"
     proc = _bench(toy_site, suite, *BASE[:-1], "--limit", "3", "--out", out)

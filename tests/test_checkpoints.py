@@ -194,3 +194,61 @@ def test_critic_checkpoints_are_checked_too(tmp_path):
         )
     msg = str(exc.value)
     assert "\n" not in msg and dropped[0] in msg and weights.name in msg
+
+
+# -- Hugging Face offline mode: one reading, the one huggingface_hub uses -------------------------
+
+OFFLINE_CASES = [
+    ({}, False),
+    ({"HF_HUB_OFFLINE": "1"}, True),
+    ({"HF_HUB_OFFLINE": "true"}, True),
+    ({"HF_HUB_OFFLINE": "YES"}, True),
+    ({"HF_HUB_OFFLINE": "on"}, True),
+    ({"HF_HUB_OFFLINE": "0"}, False),
+    ({"HF_HUB_OFFLINE": "false"}, False),
+    ({"HF_HUB_OFFLINE": "off"}, False),
+    ({"TRANSFORMERS_OFFLINE": "1"}, True),
+    ({"TRANSFORMERS_OFFLINE": "false"}, False),
+    ({"HF_HUB_OFFLINE": "", "TRANSFORMERS_OFFLINE": "1"}, True),
+    ({"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "1"}, False),
+    ({"HF_HUB_OFFLINE": "false", "TRANSFORMERS_OFFLINE": "true"}, False),
+]
+
+
+def test_hf_offline_reads_the_variables_as_huggingface_hub_does():
+    """The table, and huggingface_hub's own reading of each row (its constant is fixed when it
+    is imported, so each row is read in a fresh interpreter)."""
+    import os
+    import subprocess
+    import sys
+
+    from milr.checkpoints import hf_offline
+
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
+    for env, expected in OFFLINE_CASES:
+        assert hf_offline(env) is expected, env
+        hub = subprocess.run(
+            [sys.executable, "-c", "import huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"],
+            env={**base, **env}, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert hub.stdout.strip() == str(expected), env
+
+
+@pytest.mark.parametrize(
+    "env, offline",
+    [({"HF_HUB_OFFLINE": "off", "TRANSFORMERS_OFFLINE": "1"}, False),
+     ({"HF_HUB_OFFLINE": "", "TRANSFORMERS_OFFLINE": "1"}, True)],
+)  # fmt: skip
+def test_generator_hub_hint_follows_the_offline_reading(monkeypatch, env, offline):
+    """`milr generate --model owner/name` not in the cache: the hint says offline mode is on
+    exactly when huggingface_hub thinks so (it read HF_HUB_OFFLINE=off as on, and ignored
+    TRANSFORMERS_OFFLINE)."""
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(MilrUserError) as exc:
+        milr.load_generator("someone/not-a-cached-janus")
+    message = str(exc.value)
+    assert ("offline mode is on" in message) is offline, message
+    assert ("check the name, your network" in message) is (not offline), message

@@ -28,6 +28,8 @@ from milr.critics.rubrics import WISE_TEMPLATE, YESNO_TEMPLATE
 from milr.testing import CriticContract
 
 KEY = "sk-test-5a8f3c2e9b7d41f0a6e2c8b4d9f1a3e7"
+#: The server refuses every image of this size (a 400: the client does not retry it).
+REJECTED = (47, 47)
 ENV = "MILR_TEST_JUDGE_KEY"
 
 
@@ -87,6 +89,8 @@ class FakeAPI:
             )
         if "slow" in text:
             time.sleep(0.6)
+        if size == REJECTED:  # one specific image fails, whatever the prompt (not retried)
+            return 400, {"error": {"message": "image rejected by the content filter"}}, {}
         if "flaky" in text and n == 1:
             return 500, {"error": {"message": "internal"}}, {}
         if "retry-seconds" in text and n == 1:
@@ -351,6 +355,116 @@ def test_ensemble_skip_policy_applies_to_judge_errors(api):
     res = ens.score(img(), "rambling")
     assert res.details["critics"]["api-judge"]["error"].startswith("JudgeReplyError")
     assert res.score == res.details["critics"]["color"]["score"]
+
+
+# -- nothing already paid for is lost (one image of a batch fails at the server) --------------------
+
+
+def _judged(api) -> list[tuple[int, int]]:
+    return sorted(r["size"] for r in api.requests)
+
+
+def test_a_failed_image_keeps_the_others_results(api):
+    critic = make(api, retries=0)
+    with pytest.raises(JudgeReplyError) as info:
+        evaluate(critic, [img(64), img(47), img(32)], ["a red square"] * 3, None)
+    exc = info.value
+    assert [i for i, _ in exc.failures] == [1] and "content filter" in exc.failures[0][1]
+    assert exc.results is not None and exc.results[1] is None
+    assert [exc.results[0].score, exc.results[2].score] == pytest.approx([0.8, 0.3])
+    assert _judged(api) == [(32, 32), (47, 47), (64, 64)]
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_ensemble_fails_only_the_image_the_judge_failed(api, on_error):
+    """Every member still scores the batch; under ``raise`` the failed image has no score and
+    the error carries the others' ensemble results; under ``skip`` it is scored without the
+    judge. Each image reaches the server once."""
+    color = get_registry().create_critic("color", target="red")
+    ens = Ensemble([(color, 1.0), (make(api, retries=0), 1.0)], on_error=on_error)
+    images = [img(64), img(47), img(32)]
+    if on_error == "raise":
+        with pytest.raises(ExternalServiceError) as info:
+            evaluate(ens, images, ["a red square"] * 3, None)
+        exc = info.value
+        assert isinstance(exc, JudgeReplyError)  # the member's own error, for the whole batch
+        assert exc.service == f"api-judge at {api.url}/chat/completions"
+        assert [i for i, _ in exc.failures] == [1] and exc.results[1] is None
+        kept = [exc.results[0], exc.results[2]]
+    else:
+        res = evaluate(ens, images, ["a red square"] * 3, None)
+        assert res[1].details["critics"]["api-judge"]["error"].startswith("JudgeReplyError")
+        assert res[1].score == res[1].details["critics"]["color"]["score"] == 1.0
+        kept = [res[0], res[2]]
+    assert [r.score for r in kept] == pytest.approx([(1 + 0.8) / 2, (1 + 0.3) / 2])
+    assert _judged(api) == [(32, 32), (47, 47), (64, 64)]
+
+
+def test_score_pair_does_not_judge_the_scored_image_again(api, tmp_path):
+    """`milr bench` scoring: the base image was judged in the failed batch; it keeps that
+    result (also in the score cache) and only the failed image is tried again, alone."""
+    from milr.bench.cache import image_sha256
+    from milr.bench.scoring import open_cache, score_pair
+    from milr.bench.suites import BenchPrompt
+
+    critic = make(api, retries=0)
+    prompt = BenchPrompt("p1", "a red square", "g", {})
+    images = [img(64), img(47)]
+    hashes = [image_sha256(im) for im in images]
+    for cache in (None, open_cache(tmp_path / "cache.sqlite")):
+        api.requests.clear()
+        sides, batch_error = score_pair(critic, images, prompt, cache, hashes)
+        assert batch_error is not None and "content filter" in batch_error
+        assert sides[0].score == pytest.approx(0.8) and sides[0].error is None
+        assert sides[1].score is None and "content filter" in sides[1].error
+        assert _judged(api) == [(47, 47), (47, 47), (64, 64)]  # the batch, then image 1 alone
+    api.requests.clear()
+    sides, _ = score_pair(critic, images, prompt, cache, hashes)
+    assert _judged(api) == [(47, 47), (47, 47)] and sides[0].score == pytest.approx(0.8)
+
+
+def test_batched_engine_scoring_keeps_the_scored_candidates(api):
+    """`milr bench --batch-prompts`: a judge failing on one prompt's image fails that prompt
+    only, and the other prompts' images are not sent again."""
+    from milr.engine.batch_phases import ScoreRequest, score_batch
+    from milr.phases import Candidate
+
+    critic = make(api, retries=0)
+    sizes = [64, 47, 32]
+    requests = [
+        ScoreRequest(critic, [Candidate(None, [], [], None, image=img(n))], "a red square", {})
+        for n in sizes
+    ]
+    errors = score_batch(requests)
+    assert errors[0] is None and errors[2] is None
+    assert isinstance(errors[1], ExternalServiceError)
+    assert [requests[i].candidates[0].score for i in (0, 2)] == pytest.approx([0.8, 0.3])
+    assert _judged(api) == [(32, 32), (47, 47), (47, 47), (64, 64)]
+
+
+def test_milr_score_prints_the_scored_images_and_names_the_failed_one(api, tmp_path):
+    from cli_helpers import run_milr
+
+    paths = [tmp_path / "a.png", tmp_path / "rejected.png", tmp_path / "c.png"]
+    for path, n in zip(paths, (64, 47, 32)):
+        img(n).save(path)
+    spec = f"api-judge:base_url={api.url},model=fake-4o,api_key_env={ENV},retries=0"
+    args = ["score", *map(str, paths), "--prompt", "a red square", "--critic", spec]
+    proc = run_milr(*args, env={ENV: KEY})
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: {paths[1]}: api-judge at {api.url}/chat/completions: HTTP 400: image rejected "
+        "by the content filter"
+    ]
+    assert f"{paths[0]}: score 0.8000  verdict pass" in proc.stdout
+    assert f"{paths[2]}: score 0.3000  verdict fail" in proc.stdout
+    assert f"{paths[1]}: not scored" in proc.stdout
+    proc = run_milr(*args, "--json", env={ENV: KEY})
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1
+    results = json.loads(proc.stdout)["results"]
+    assert [r["score"] for r in results] == pytest.approx([0.8, None, 0.3])
+    assert "content filter" in results[1]["error"] and "Traceback" not in proc.stderr
+    assert len(api.requests) == 6  # each image once per run
 
 
 # -- rubrics ----------------------------------------------------------------------------------------

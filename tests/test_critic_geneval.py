@@ -183,6 +183,22 @@ def test_yaml_config_builds_random_model_offline():
     assert res.passed is False and res.details["detections"] == []  # random head: nothing confident
 
 
+def test_unloadable_weights_are_one_line(tmp_path):
+    """ultralytics' own errors run over several lines (a fix list, a YAML parser trace); the
+    user error keeps the first, naming the file."""
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint\nline two\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("nc: [\n")
+    for path in (corrupt, broken):
+        with pytest.raises(MilrUserError) as exc:
+            GenEvalCritic(weights=str(path), device="cpu").score(
+                solid((128, 128, 128), (64, 64)), "a photo of a dog"
+            )
+        message = str(exc.value)
+        assert "\n" not in message and path.name in message, message
+
+
 def test_counting_uses_strict_threshold(yolo_files):
     c = critic(yolo_files["dog"], counting_threshold=0.99999)
     res = c.score(solid((200, 30, 30)), "a photo of two dogs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import tempfile
 from pathlib import Path
 
@@ -292,6 +293,20 @@ def test_checklist_unreadable_answer_is_a_fail_and_wise_an_error_naming_the_imag
         raise AssertionError("an unreadable wise answer must raise")
 
 
+def test_an_unreadable_answer_keeps_the_other_answers_results():
+    """The judge's written answers for the rest of the batch are not thrown away."""
+    from milr.critics._judge_models import rubric_results
+    from milr.critics.rubrics import get_rubric
+
+    answers = ["Final Score: 4", "I cannot tell.", "Final Score: 2"]
+    with pytest.raises(JudgeReplyError) as info:
+        rubric_results(get_rubric("likert5", "judge"), answers, ["q"] * 3, None, "m", "judge", "h")
+    exc = info.value
+    assert [i for i, _ in exc.failures] == [1] and exc.results is not None
+    assert exc.results[1] is None
+    assert [exc.results[0].score, exc.results[2].score] == [0.75, 0.25]
+
+
 def test_generated_answers_equal_unbatched_greedy_generate(llava):
     """Left-padded batches give each image the answer an unpadded generate() gives it."""
     import torch
@@ -341,3 +356,84 @@ def test_checkpoint_missing_tensors_is_refused_in_one_line(llava, tmp_path):
     assert (
         "\n" not in str(exc.value) and dropped in str(exc.value) and weights.name in str(exc.value)
     )
+
+
+# -- never downloads ------------------------------------------------------------------------------
+
+_LOAD_SCRIPT = """
+import json
+from milr import MilrUserError
+from milr.critics.judge import JudgeCritic
+
+out = {}
+try:
+    JudgeCritic(model="someone/not-cached-judge", device="cpu").load()
+    out["missing"] = "loaded"
+except MilrUserError as exc:
+    out["missing"] = str(exc)
+model, _ = JudgeCritic(model="cached/tiny-judge", device="cpu").load()
+out["cached"] = type(model).__name__
+print(json.dumps(out))
+"""
+
+
+def test_a_hub_id_is_read_from_the_local_cache_only_even_online(llava, tmp_path):
+    """With offline mode off, `from_pretrained` without ``local_files_only`` asks the hub (here a
+    loopback server standing in for it) for a missing id and re-checks a cached one. The judge
+    must send no request at all: a cached id loads, a missing one is a one-line user error."""
+    import http.server
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import threading
+
+    requests: list[str] = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            requests.append(f"{self.command} {self.path}")
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hub_cache = tmp_path / "hf" / "hub"
+    repo = hub_cache / "models--cached--tiny-judge"
+    shutil.copytree(llava, repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
+    env.update(
+        HF_HOME=str(tmp_path / "hf"),
+        HF_HUB_CACHE=str(hub_cache),
+        HF_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}",
+        HF_HUB_DISABLE_TELEMETRY="1",
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _LOAD_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert requests == []
+    assert out["cached"] == "LlavaForConditionalGeneration"
+    message = out["missing"]
+    assert "\n" not in message
+    assert "'someone/not-cached-judge'" in message
+    assert "local Hugging Face cache" in message and "never downloads" in message

@@ -244,6 +244,37 @@ def test_hung_tesseract_is_stopped_and_the_image_named(hung_tesseract):
     assert OCRCritic.Params.model_fields["timeout"].default == 60.0
 
 
+def test_one_hung_image_keeps_the_others_reads(tmp_path, monkeypatch):
+    """A tesseract that hangs on one image only (333 px wide) and is Debian's tesseract for
+    the rest: the error names that image and keeps the results of the others."""
+    import sys
+
+    real = shutil.which("tesseract")
+    if real is None:
+        pytest.skip("tesseract is not installed (apt-get install tesseract-ocr)")
+    folder = tmp_path / "picky-bin"
+    folder.mkdir()
+    exe = folder / "tesseract"
+    exe.write_text(
+        f"#!{sys.executable}\nimport os, sys, time\nfrom PIL import Image\n"
+        "if Image.open(sys.argv[1]).width == 333:\n    time.sleep(30)\n"
+        f"os.execv({real!r}, [{real!r}, *sys.argv[1:]])\n"
+    )
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    critic = OCRCritic(backend="tesseract", timeout=3, workers=1)
+    images = [render("HI"), render("NO", size=(333, 384)), render("OK")]
+    prompts = ['say "HI"', 'say "NO"', 'say "OK"']
+    from milr import ExternalServiceError
+
+    with pytest.raises(ExternalServiceError) as info:
+        evaluate(critic, images, prompts, [{}] * 3)
+    exc = info.value
+    assert [i for i, _ in exc.failures] == [1] and exc.results is not None
+    assert exc.results[1] is None
+    assert [(r.score, r.passed) for r in (exc.results[0], exc.results[2])] == [(1.0, True)] * 2
+
+
 def test_milr_score_and_bench_go_on_past_a_hung_tesseract(hung_tesseract, tmp_path):
     import json
 

@@ -64,9 +64,10 @@ def test_member_errors_name_the_member():
         ({"when": ["a"]}, "member 1 ('?'): 'name' is required"),
         (
             {"name": "color", "when": ["a"], "weight": True},
-            "'weight'=True: must be a finite number",
+            "member 1 ('color'): 'weight' = True is not a number",
         ),
-        ({"name": "color", "when": ["a"], "weight": -1}, "'weight'=-1"),
+        ({"name": "color", "when": ["a"], "weight": -1}, "'weight' = -1 must be a finite"),
+        ({"name": "color", "when": ["a"], "weight": "2"}, "'weight' = '2' is not a number"),
         ({"name": "color", "when": "a"}, "'when'='a': must be a list of values"),
     ],
 )

@@ -85,8 +85,15 @@ def blocks(doc: Path) -> list[Block]:
     return out
 
 
+def runnable(found: list[Block]) -> list[Block]:
+    """The blocks that are examples: shell or Python, not a `file` block (a file is written into
+    the workspace, not run; `test_file_blocks_are_used` checks those)."""
+    return [b for b in found if b.lang in SHELL | PYTHON and b.marker != "file"]
+
+
 ALL = [b for doc in DOCS for b in blocks(doc)]
-EXAMPLES = [b for b in ALL if b.lang in SHELL | PYTHON]
+EXAMPLES = runnable(ALL)
+FILES = [b for b in ALL if b.marker == "file"]
 
 
 def test_every_fenced_block_has_a_language():
@@ -268,8 +275,6 @@ def _param(b: Block):
 @pytest.mark.parametrize("block", [_param(b) for b in EXAMPLES])
 def test_example(block: Block, workspaces):
     where = block.id
-    if block.marker == "file":
-        return  # written into the workspace, used by the blocks that name it
     if block.marker in ("skip", "ci"):
         # still checked: it must parse (shell: milr's own parser; Python: the compiler)
         if block.lang in PYTHON:
@@ -294,6 +299,39 @@ def test_example(block: Block, workspaces):
     flat = " ".join(output.split())
     for expected in block.expects:
         assert expected in flat, f"{where}: the docs promise {expected!r}; it printed:\n{output}"
+
+
+def test_a_file_block_is_not_an_example(tmp_path):
+    """A `file` block in a runnable language used to become a test that returned early: a pass
+    that checked nothing. It is no example; its checks are `test_file_blocks_are_used`'s."""
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "<!-- docs-test: file plugin.py -->\n```python\nVALUE = 1\n```\n\n"
+        "```bash\npython plugin.py\n```\n",
+        encoding="utf-8",
+    )
+    found = blocks(doc)
+    assert [b.marker for b in found] == ["file", None]
+    assert runnable(found) == [found[1]]
+
+
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.id) for b in FILES])
+def test_file_blocks_are_used(block: Block):
+    """A `file` block is named by a later example of its document, and parses as its language."""
+    later = [b for b in runnable(blocks(block.doc)) if b.line > block.line]
+    assert any(block.arg in b.code for b in later), (
+        f"{block.id}: no later example of {block.doc.name} uses {block.arg}"
+    )
+    if block.lang in PYTHON:
+        compile(block.code, block.id, "exec")
+    elif block.lang == "toml":
+        from milr.specs import tomllib
+
+        tomllib.loads(block.code)
+    elif block.lang == "json":
+        import json
+
+        json.loads(block.code)
 
 
 def test_the_checker_catches_a_bad_flag_and_a_bad_spec():

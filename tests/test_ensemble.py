@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 import pytest
@@ -329,3 +330,79 @@ def test_score_cache_keeps_per_tag_results_apart(tmp_path):
     assert first[0].score == pytest.approx(0.6) and second[0].score == pytest.approx(0.8)
     assert again[0].score == pytest.approx(0.6) and cache.hits == 1
     assert changed[0].score == pytest.approx((0.9 + 0.25 * 0.2) / 1.15)
+
+
+# -- external-service failures keep what was scored ----------------------------------------------
+
+
+IMAGES3, PROMPTS3 = [*IMAGES, IMAGES[0]], ["a", "b", "c"]
+
+
+class PartlyDown(Critic):
+    """Scores every image 0.5 except those at `down`, which fail at an "external service";
+    `kept` replaces the results it hands on with the error (to break the contract)."""
+
+    name: ClassVar[str] = "partly-down"
+    description: ClassVar[str] = "fails at a service for some images"
+
+    def __init__(self, down, kept=None):
+        self.down, self.kept = set(down), kept
+
+    def score_batch(self, images, prompts, metadata):
+        results = [None if i in self.down else CriticResult(0.5) for i in range(len(images))]
+        raise milr.ExternalServiceError(
+            "svc", [(i, "down") for i in sorted(self.down)], self.kept or results
+        )
+
+
+def test_evaluate_checks_the_kept_results_against_the_contract():
+    with pytest.raises(milr.ExternalServiceError) as info:
+        evaluate(PartlyDown([1]), IMAGES3, PROMPTS3)
+    assert [r and r.score for r in info.value.results] == [0.5, None, 0.5]
+    bad = [
+        ([CriticResult(0.5), None], "keeping 2 results for a batch of 3"),
+        ([CriticResult(0.5), CriticResult(0.5), CriticResult(0.5)], "failed images [1]"),
+        ([CriticResult(float("nan")), None, None], "scores must lie in [0, 1]"),
+    ]
+    for kept, fragment in bad:
+        with pytest.raises(ContractViolation, match=re.escape(fragment)):
+            evaluate(PartlyDown([1], kept), IMAGES3, PROMPTS3)
+
+
+def test_external_failure_survives_pickling_with_its_results():
+    import pickle
+
+    exc = milr.ExternalServiceError("svc", [(1, "down")], [CriticResult(0.5), None])
+    back = pickle.loads(pickle.dumps(exc))
+    assert (back.service, back.failures, back.kept()) == ("svc", [(1, "down")], exc.kept())
+
+
+def test_route_fails_only_the_images_its_member_could_not_score():
+    route = milr.Route(
+        [
+            milr.Member(PartlyDown([0]), when=("a",), label="down"),
+            milr.Member(Fixed(1.0), when=("b",), label="up"),
+        ]
+    )
+    meta = [{"tag": "a"}, {"tag": "a"}, {"tag": "b"}]
+    with pytest.raises(milr.ExternalServiceError) as info:
+        evaluate(route, IMAGES3, PROMPTS3, meta)
+    exc = info.value
+    assert exc.service == "svc" and exc.failures == [(0, "down")]
+    assert [r and r.score for r in exc.results] == [None, 0.5, 1.0]
+
+
+def test_two_members_failing_name_both_services_per_image():
+    ens = Ensemble(
+        [
+            milr.Member(PartlyDown([0]), label="a"),
+            milr.Member(PartlyDown([0, 2]), label="b"),
+            milr.Member(Fixed(1.0), label="up"),
+        ]
+    )
+    with pytest.raises(milr.ExternalServiceError) as info:
+        evaluate(ens, IMAGES3, PROMPTS3)
+    exc = info.value
+    assert exc.service == "ensemble (a, b)"
+    assert exc.failures == [(0, "svc: down; svc: down"), (2, "svc: down")]
+    assert [r and r.score for r in exc.results] == [None, (0.5 + 0.5 + 1.0) / 3, None]

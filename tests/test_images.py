@@ -157,3 +157,39 @@ def test_milr_score_gives_16_bit_grey_the_8_bit_score(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert str(bad) in proc.stderr and "'F'" in proc.stderr
+
+
+def test_open_rgb_reads_files_and_refuses_in_one_line(tmp_path):
+    from milr.images import open_rgb
+
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16)).save(path)
+    rgb = open_rgb(path, "milr bench rescore")
+    assert rgb.mode == "RGB" and rgb.getpixel((0, 0)) == (128, 128, 128)
+    (tmp_path / "notes.png").write_text("not an image")
+    for bad, fragment in (
+        (tmp_path / "missing.png", "does not exist"),
+        (tmp_path / "notes.png", "cannot read"),
+    ):
+        with pytest.raises(MilrUserError) as info:
+            open_rgb(bad)
+        assert fragment in str(info.value) and str(bad) in str(info.value)
+        assert "\n" not in str(info.value)
+
+
+def test_image_files_are_opened_in_one_place():
+    """Every image file milr reads goes through `open_rgb` (rescore and the report each had a
+    reader of their own that clipped 16-bit greys)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    opens = [
+        f"{path.relative_to(root)}:{n}"
+        for base in ("milr", "critics")
+        for path in sorted((root / base).rglob("*.py"))
+        if path.relative_to(root).as_posix() != "milr/images.py"
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\bImage\.open\(", line)
+    ]
+    assert opens == [], f"read image files with milr.images.open_rgb: {opens}"

@@ -36,9 +36,30 @@ def test_building_the_package_prints_no_setuptools_warnings(tmp_path):
     import zipfile
 
     (wheel,) = (tmp_path / "dist").glob("milr-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "milr/shapes/weights/model.safetensors" in names
+    names = set(zipfile.ZipFile(wheel).namelist())
     assert any(n.endswith("licenses/LICENSE") for n in names)
+    # A package left out of pyproject's explicit `packages` list (milr.engine was) installs
+    # fine editable and breaks only a real install: every module and data file must ship.
+    missing = sorted(set(_files_a_wheel_must_ship()) - names)
+    assert missing == [], f"not in the wheel: {missing}"
+
+
+def _files_a_wheel_must_ship() -> list[str]:
+    """Every module of every package under milr/ and critics/ (critics/ installs as
+    milr/critics/), the typing marker, the preset files and the shapes checkpoint."""
+    must = []
+    for top, dest in (("milr", "milr"), ("critics", "milr/critics")):
+        for init in (ROOT / top).rglob("__init__.py"):
+            pkg = init.parent
+            for module in pkg.glob("*.py"):
+                rel = module.relative_to(ROOT / top).as_posix()
+                must.append(f"{dest}/{rel}")
+    must.append("milr/py.typed")
+    must += [f"milr/presets/{p.name}" for p in (ROOT / "milr" / "presets").glob("*.toml")]
+    weights = ROOT / "milr" / "shapes" / "weights"
+    must += [f"milr/shapes/weights/{p.name}" for p in weights.iterdir() if p.is_file()]
+    assert "milr/engine/__init__.py" in must and "milr/shapes/weights/model.safetensors" in must
+    return must
 
 
 def test_loading_a_model_draws_no_transformers_bar_but_milr_keeps_its_own(tmp_path):

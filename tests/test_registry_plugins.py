@@ -147,3 +147,35 @@ def test_registration_is_lazy_no_torch_import():
     code = "import sys, milr; milr.get_registry(); print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_hook_implementations_and_score_batch_are_fully_typed():
+    """Plugin authors copy the built-ins: every ``@hookimpl`` function and every ``score_batch``
+    in milr/, critics/ and the example plugins annotates each parameter and its return."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    untyped = []
+    for base in ("milr", "critics", "plugins"):
+        for path in sorted((root / base).rglob("*.py")):
+            if "build" in path.relative_to(root).parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                hook = any(
+                    (isinstance(d, ast.Name) and d.id == "hookimpl")
+                    or (isinstance(d, ast.Attribute) and d.attr == "hookimpl")
+                    for d in node.decorator_list
+                )
+                if not hook and node.name != "score_batch":
+                    continue
+                args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+                bare = [
+                    a.arg for a in args if a.annotation is None and a.arg not in ("self", "cls")
+                ]
+                if bare or node.returns is None:
+                    where = f"{path.relative_to(root)}:{node.lineno} {node.name}"
+                    untyped.append(f"{where} (unannotated: {bare or 'return'})")
+    assert untyped == [], untyped

@@ -231,6 +231,37 @@ def test_bad_route_members_name_file_table_and_member(tmp_path, member, fragment
     assert fragment in message and "\n" not in message
 
 
+WEIGHT_PLACES = {
+    "critic": '[[critic]]\nname = "color"\nweight = {w}\n',
+    "weights_by_tag": '[[critic]]\nname = "color"\nweights_by_tag = {{ colors = {w} }}\n',
+    "route member": (
+        '[[critic]]\nname = "route"\nfield = "category"\n'
+        '[[critic.member]]\nname = "color"\nwhen = ["color"]\nweight = {w}\n'
+    ),
+}
+
+
+@pytest.mark.parametrize("place", sorted(WEIGHT_PLACES))
+def test_one_weight_rule_in_every_place(tmp_path, place):
+    """A weight is an int or float, finite and >= 0, wherever a spec file gives one: the route
+    member's own check used to accept a numeric string and word its refusals differently."""
+    bad = {  # TOML value: (how the message shows it, the rule it breaks)
+        "true": ("True", "is not a number"),
+        '"0.5"': ("'0.5'", "is not a number"),
+        "-1": ("-1", "must be a finite number >= 0"),
+        "nan": ("nan", "must be a finite number >= 0"),
+        "inf": ("inf", "must be a finite number >= 0"),
+    }
+    for w, (shown, rule) in bad.items():
+        path = _write(tmp_path, WEIGHT_PLACES[place].format(w=w))
+        with pytest.raises(milr.MilrUserError) as info:
+            build_critic(str(path))
+        message = str(info.value)
+        assert f"= {shown} {rule}" in message and "\n" not in message, (w, message)
+    for w in ("1", "2", "0.5"):
+        build_critic(str(_write(tmp_path, WEIGHT_PLACES[place].format(w=w))))
+
+
 def test_placeholders_need_a_declaration(tmp_path):
     path = _write(tmp_path, '[[critic]]\nname = "color"\ntarget = "${colour}"\n')
     with pytest.raises(

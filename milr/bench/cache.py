@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from milr.bench.records import canonical_json
 from milr.critic import CriticResult, critic_label, evaluate
+from milr.errors import ExternalServiceError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -121,7 +122,12 @@ def cached_evaluate(
     cache: ScoreCache | None,
     hashes: list[str] | None = None,
 ) -> list[CriticResult]:
-    """`milr.evaluate` through the cache: only images not judged before reach the critic."""
+    """`milr.evaluate` through the cache: only images not judged before reach the critic.
+
+    When the critic fails at an external service for some images, the results it kept are
+    cached all the same and the `ExternalServiceError` is restated for this whole batch, its
+    ``results`` holding the cache hits and the kept results.
+    """
     if cache is None:
         return evaluate(critic, images, prompts, metadata)
     ident = critic_identity(critic)
@@ -132,12 +138,19 @@ def cached_evaluate(
     cache.hits += len(images) - len(todo)
     cache.misses += len(todo)
     if todo:
-        fresh = evaluate(
-            critic,
-            [images[i] for i in todo],
-            [prompts[i] for i in todo],
-            [metadata[i] for i in todo],
-        )
+        try:
+            fresh = evaluate(
+                critic,
+                [images[i] for i in todo],
+                [prompts[i] for i in todo],
+                [metadata[i] for i in todo],
+            )
+        except ExternalServiceError as exc:
+            # images scored before the service failed are cached and handed on, never lost
+            for j, res in exc.kept().items():
+                cache.put(keys[todo[j]], ident["name"], res)
+            known = {i: r for i, r in enumerate(out) if r is not None}
+            raise exc.in_batch(todo, len(images), known) from exc
         for i, res in zip(todo, fresh):
             cache.put(keys[i], ident["name"], res)
             out[i] = res

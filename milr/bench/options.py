@@ -74,24 +74,82 @@ def default_out(opts: BenchOptions) -> Path:
     return Path("bench-runs") / f"{stem}-{re.sub(r'[^A-Za-z0-9_.-]', '_', Path(opts.model).name)}"
 
 
+#: Version of the run identity `result_settings` writes. 2: the values are resolved (critic
+#: configurations, prompt file content, text_prefix and latent_dtype with their defaults, the
+#: mode semantics); a ``run.json`` without it was written by an earlier milr (docs/bench.md).
+IDENTITY_VERSION = 2
+#: What the sequential mode names mean: ``text_image`` / ``image_text`` run ``text_steps`` steps
+#: of one modality, then ``image_steps`` of the other (before milr 0.1 they alternated).
+MODE_SEMANTICS = "sequential-text_image-image_text"
+
+
+def critic_config(specs: list[str]) -> dict[str, Any]:
+    """The resolved configuration of the critic `specs` build: presets and spec files expanded,
+    every parameter with its default, template-file hashes (`milr.Ensemble.config`). Builds the
+    critics, which load no weights (that happens at first use)."""
+    from milr.specs import build_critic
+
+    return build_critic(list[Any](specs)).config()
+
+
+def _file_sha256(path: str, flag: str) -> str:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+    except OSError as exc:
+        raise MilrUserError(f"{flag} {path!r} cannot be read ({exc.strerror or exc})") from None
+
+
+def resolved_optimizer(options: dict[str, Any]) -> dict[str, Any]:
+    """`MILRConfig`'s hyper-parameters with `options` (``--opt``) applied: every default is
+    recorded, so an explicit default equals an unset one and a changed default is seen.
+    ``text_prefix`` unset is ``"checkpoint"`` (the checkpoint's recommendation); mode, steps
+    and seed are recorded on their own; keys a ``--solver`` of its own takes are kept as given."""
+    from dataclasses import asdict
+
+    from milr.optimizer_config import MILRConfig
+
+    resolved = {
+        k: v
+        for k, v in asdict(MILRConfig()).items()
+        if k not in ("mode", "max_steps", "seed", "extra")
+    }
+    resolved.update(options)
+    if resolved.get("text_prefix") is None:
+        resolved["text_prefix"] = "checkpoint"
+    return dict(sorted(resolved.items()))
+
+
 def result_settings(opts: BenchOptions, suite: Suite) -> dict[str, Any]:
-    """The settings that determine results; a run directory never mixes two of these."""
+    """The settings that determine results; a run directory never mixes two of these.
+
+    Values are recorded resolved, so what changed on disk or in milr is seen on resume: the
+    critics' configurations (a ``preset:NAME`` or spec file whose content changed), the prompt
+    file's content (not its path), every optimizer hyper-parameter with its default
+    (`resolved_optimizer`: ``text_prefix``, ``latent_dtype``, ...), and the mode semantics. ``--batch-prompts``, ``--limit``, the device and paths of outputs stay out.
+    """
     return {
+        "identity": IDENTITY_VERSION,
         "benchmark": suite.format,
         "suite_sha256": suite.content_sha256,
         "model": opts.model,
         "critic": list(opts.critic),
+        "critic_config": critic_config(list(opts.critic)),
         "eval_critic": opts.eval_specs(),
+        "eval_critic_config": critic_config(opts.eval_specs()),
         "mode": opts.mode,
+        "mode_semantics": MODE_SEMANTICS,
         "steps": opts.steps,
         "seeds": opts.seeds,
         "seed": opts.seed,
         "dtype": opts.dtype,
-        "optimizer": dict(sorted(opts.optimizer.items())),
+        "optimizer": resolved_optimizer(opts.optimizer),
         "solver": opts.solver or "milr",
-        # explicit prompt choices only, so runs made before they existed still resume
-        **({"prompt_style": opts.prompt_style} if opts.prompt_style else {}),
-        **({"prompt_file": opts.prompt_file} if opts.prompt_file else {}),
+        "prompt_style": opts.prompt_style or "default",
+        "prompt_file_sha256": (
+            _file_sha256(opts.prompt_file, "--prompt-file") if opts.prompt_file else None
+        ),
     }
 
 

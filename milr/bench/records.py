@@ -271,6 +271,14 @@ def check_or_write_run(out: Path, run: dict[str, Any], *, force: bool) -> dict[s
         atomic_write_text(out / RUN_FILE, json.dumps(run, indent=2, sort_keys=True) + "\n")
         return run
     diffs = diff_settings(old.get("settings", {}), run["settings"])
+    legacy = "identity" in run["settings"] and "identity" not in old.get("settings", {})
+    if legacy and not force:
+        raise MilrUserError(
+            f"{out} was written by an earlier milr whose {RUN_FILE} lacks the resolved settings "
+            "(critic configuration, prompt file content, text_prefix, latent_dtype, mode "
+            "semantics), so its records cannot be shown to match this run; use a new --out, or "
+            "--force to continue it with these settings (the old ones are kept in its history)"
+        )
     if not force:
         raise MilrUserError(
             f"{out} holds a run with different settings; refusing to mix them:\n  "
@@ -284,3 +292,40 @@ def check_or_write_run(out: Path, run: dict[str, Any], *, force: bool) -> dict[s
     merged["forced_changes"] = diffs
     atomic_write_text(out / RUN_FILE, json.dumps(merged, indent=2, sort_keys=True) + "\n")
     return merged
+
+
+def check_or_write_resolved(out: Path, resolved: dict[str, Any], *, force: bool) -> None:
+    """The values the loaded model resolved the run's unset options to (e.g. the checkpoint's
+    ``text_prefix`` and ``cfg_scale``), kept as ``resolved`` in ``run.json`` beside the
+    fingerprinted settings (they are known only once the model is loaded).
+
+    Written when absent; when present and different (the checkpoint's ``milr.json`` changed
+    between two attempts) the run is refused in one line naming each value, unless `force`,
+    which records the new values and keeps the old ones in ``history``. Every rank resolves
+    the same values, so each may check and write.
+    """
+    run = read_run(out)
+    if run is None:
+        return
+    old = run.get("resolved")
+    if old is not None and canonical_json(old) == canonical_json(resolved):
+        return
+    if old is not None:
+        diffs = diff_settings(old, resolved)
+        if not force:
+            raise MilrUserError(
+                f"{out}: the model now resolves the run's unset options differently "
+                f"({'; '.join(diffs)}), so new records would not match the old ones; use a "
+                "new --out, or --force to continue with the new values"
+            )
+        history = list(run.get("history", []))
+        history.append({"resolved": old, "at": _now()})
+        run["history"] = history
+    run["resolved"] = resolved
+    atomic_write_text(out / RUN_FILE, json.dumps(run, indent=2, sort_keys=True) + "\n")
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -38,11 +38,10 @@ def _caption(name: str, side: SideResult | None) -> tuple[str, tuple[int, int, i
 
 
 def _image(out: Path, side: SideResult | None) -> Image | None:
-    from PIL import Image as PILImage
+    from milr.images import open_rgb
 
     if side is not None and side.image and (out / side.image).exists():
-        with PILImage.open(out / side.image) as im:
-            return im.convert("RGB")
+        return open_rgb(out / side.image, "milr bench report")
     return None
 
 

@@ -23,13 +23,7 @@ from milr.bench.scoring import open_cache, score_pair
 from milr.bench.suites import BenchPrompt
 from milr.bench.summary import finalize
 from milr.errors import MilrUserError
-
-
-def _load_rgb(path: Path) -> Any:
-    from PIL import Image as PILImage
-
-    with PILImage.open(path) as im:
-        return im.convert("RGB") if im.mode not in ("RGB", "L") else im.copy()
+from milr.images import open_rgb
 
 
 def rescore(
@@ -56,7 +50,7 @@ def rescore(
                     continue
                 prompt = BenchPrompt(rec.prompt_id, rec.prompt, rec.group, rec.metadata)
                 sides = [rec.base, rec.milr]
-                images = [_load_rgb(out / str(side.image)) for side in sides]
+                images = [open_rgb(out / str(side.image), "milr bench rescore") for side in sides]
                 hashes = [side.image_sha256 or image_sha256(im) for side, im in zip(sides, images)]
                 t = time.perf_counter()
                 scored, rec.eval_batch_error = score_pair(
@@ -80,6 +74,7 @@ def rescore(
     settings = dict(run["settings"])
     old_eval = settings.get("eval_critic")
     settings["eval_critic"] = list(eval_critic)
+    settings["eval_critic_config"] = critic.config()
     history = list(run.get("history", []))
     history.append({"rescored_from": old_eval, "fingerprint": run.get("fingerprint"), "at": now()})
     run.update(settings=settings, fingerprint=fingerprint(settings), history=history)

@@ -33,6 +33,7 @@ from milr.bench.records import (
     SCHEMA_VERSION,
     RecordShard,
     canonical_json,
+    check_or_write_resolved,
     check_or_write_run,
     derive_seed,
     shard_path,
@@ -256,6 +257,9 @@ def _work(
     device = rank_device(opts.device, ctx)
     factory = solver_factory or load_solver_factory(opts.solver)
     solver = factory(opts, device)
+    resolve = getattr(solver, "resolved_settings", None)
+    if callable(resolve):  # what the loaded checkpoint made of the unset options
+        check_or_write_resolved(out, resolve(), force=opts.force)
     reward_critic = getattr(solver, "critic", None)
     if reward_critic is not None and canonical_json(opts.eval_specs()) == canonical_json(
         list(opts.critic)

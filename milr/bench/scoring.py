@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 from milr.bench.cache import ScoreCache, cached_evaluate
 from milr.bench.record import SideResult
 from milr.bench.suites import BenchPrompt
+from milr.errors import ExternalServiceError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from milr.critic import Critic
+    from milr.critic import Critic, CriticResult
 
 
 def describe(exc: BaseException) -> str:
@@ -30,21 +31,32 @@ def score_pair(
 ) -> tuple[list[SideResult], str | None]:
     """Score the base and MILR images; never raises.
 
-    Both images go to the critic in one batch. When that batch fails, each image is scored
-    alone (so one bad image does not sink both) and the batch's error is returned as the second
-    value, for the record's ``eval_batch_error``; an image that also fails alone carries its
-    own error. Returned results hold only the evaluation fields of `SideResult`.
+    Both images go to the critic in one batch. When that batch fails, the batch's error is
+    returned as the second value, for the record's ``eval_batch_error``, and each image without
+    a result is scored alone (so one bad image does not sink both); an image that also fails
+    alone carries its own error. An image the critic did score before failing at an external
+    service (`ExternalServiceError.results`) keeps that result and is not sent again: a paid
+    judge call is never repeated. Returned results hold only the evaluation fields of
+    `SideResult`.
     """
     n = len(images)
+    kept: dict[int, CriticResult] = {}
     try:
         res = cached_evaluate(
             critic, images, [prompt.prompt] * n, [prompt.metadata] * n, cache, hashes
         )
         return [SideResult(score=r.score, passed=r.passed, details=r.details) for r in res], None
+    except ExternalServiceError as exc:
+        batch_error = describe(exc)
+        kept = exc.kept()
     except Exception as exc:
         batch_error = describe(exc)
     out: list[SideResult] = []
-    for image, h in zip(images, hashes):
+    for k, (image, h) in enumerate(zip(images, hashes)):
+        if k in kept:
+            r = kept[k]
+            out.append(SideResult(score=r.score, passed=r.passed, details=r.details))
+            continue
         try:
             (r,) = cached_evaluate(critic, [image], [prompt.prompt], [prompt.metadata], cache, [h])
             out.append(SideResult(score=r.score, passed=r.passed, details=r.details))

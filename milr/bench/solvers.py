@@ -81,6 +81,18 @@ class MILRSolver:
         except TypeError as exc:
             raise MilrUserError(f"bad optimizer option in {self.opts.optimizer}: {exc}") from None
 
+    def resolved_settings(self) -> dict[str, Any]:
+        """What the loaded checkpoint resolves the run's unset options to: ``text_prefix`` and
+        ``cfg_scale`` (its recommendations) and the prompt style (kept in ``run.json``)."""
+        from milr.optimizer import MILR
+
+        cfg = MILR(self.generator, self.critic, self._config(0)).config
+        return {
+            "text_prefix": cfg.text_prefix,
+            "cfg_scale": cfg.cfg_scale,
+            "prompt_style": self.generator.describe().get("prompt_style"),
+        }
+
     def solve(self, prompt: BenchPrompt, seed: int) -> Outcome:
         from milr.optimizer import MILR
 

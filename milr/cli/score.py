@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
 
 from milr.cli.common import critic_specs_option, parse_metadata
-from milr.errors import ExternalServiceError, MilrUserError
+from milr.errors import ExternalServiceError
 
 
 def load_images(paths: tuple[str, ...]) -> list[Any]:
-    """Open every image up front as 8-bit RGB (`milr.images.to_rgb`: EXIF rotation, first
+    """Open every image up front as 8-bit RGB (`milr.images.open_rgb`: EXIF rotation, first
     frame, 16-bit and float greys scaled), so a bad file fails before any model loads."""
-    from PIL import Image, UnidentifiedImageError
+    from milr.images import open_rgb
 
-    from milr.images import to_rgb
-
-    images = []
-    for p in paths:
-        path = Path(p)
-        if not path.is_file():
-            raise MilrUserError(f"image {p!r} does not exist or is not a file")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                images.append(to_rgb(im, "milr score", name=str(p)).copy())
-        except (UnidentifiedImageError, OSError) as exc:
-            raise MilrUserError(f"cannot read {p!r} as an image: {exc}") from None
-    return images
+    return [open_rgb(p, "milr score") for p in paths]
 
 
 @click.command()
@@ -61,13 +47,25 @@ def score(images, prompt, metadata, critic_specs, on_error, as_json) -> None:
     meta = parse_metadata(metadata)
     pil_images = load_images(images)
     critic = build_critic(specs, on_error=on_error or options.get("on_error"))
+    failed: ExternalServiceError | None = None
     try:
-        results = evaluate(critic, pil_images, [prompt] * len(pil_images), [meta] * len(pil_images))
+        results: list[Any] = evaluate(
+            critic, pil_images, [prompt] * len(pil_images), [meta] * len(pil_images)
+        )
     except ExternalServiceError as exc:
+        # a server or tool failed for some images: print what was scored, then the failures
         exc.names = [str(p) for p in images]
-        raise
+        if exc.results is None:
+            raise
+        failed, results = exc, list(exc.results)
+    reasons = dict(failed.failures) if failed is not None else {}
     out = []
-    for path, res in zip(images, results):
+    for i, (path, res) in enumerate(zip(images, results)):
+        if res is None:
+            why = reasons.get(i, "not scored: the batch failed")
+            error = f"{failed.service}: {why}" if failed is not None else why
+            out.append({"image": str(path), "score": None, "passed": None, "error": error})
+            continue
         out.append(
             {
                 "image": str(path),
@@ -78,8 +76,17 @@ def score(images, prompt, metadata, critic_specs, on_error, as_json) -> None:
         )
     if as_json:
         click.echo(json.dumps({"results": out}, indent=2))
-        return
+    else:
+        _print_text(out)
+    if failed is not None:
+        raise failed  # one line per failed image on stderr, exit 1 (milr.cli.main)
+
+
+def _print_text(out: list[dict[str, Any]]) -> None:
     for item in out:
+        if item.get("error"):
+            click.echo(f"{item['image']}: not scored ({item['error']})")
+            continue
         verdict = {True: "pass", False: "fail", None: "-"}[item["passed"]]
         click.echo(f"{item['image']}: score {item['score']:.4f}  verdict {verdict}")
         for label, c in item["critics"].items():

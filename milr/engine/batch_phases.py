@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from milr.critic import evaluate
+from milr.critic import CriticResult, evaluate
+from milr.errors import ExternalServiceError
 from milr.phases import (
     Candidate,
     Generated,
@@ -180,7 +181,9 @@ def score_batch(requests: list[ScoreRequest]) -> list[BaseException | None]:
 
     One critic batch over all candidates of all requests (per critic object). When that batch
     fails, each request is scored alone, so a critic failing on one image fails only the
-    prompt that made it.
+    prompt that made it. When it fails at an external service (`ExternalServiceError`), the
+    candidates it did score keep their results and only the others are scored again: a paid
+    judge call is never repeated.
     """
     errors: list[BaseException | None] = [None] * len(requests)
     by_critic: dict[int, list[int]] = {}
@@ -196,19 +199,28 @@ def score_batch(requests: list[ScoreRequest]) -> list[BaseException | None]:
                     prompts.append(requests[i].prompt)
                     metas.append(requests[i].metadata)
                     slots.append(c)
+            kept: dict[int, CriticResult] = {}
             try:
                 results = evaluate(critic, images, prompts, metas)
+            except ExternalServiceError as exc:
+                kept = exc.kept()  # the rest is scored one request at a time below
             except Exception:
                 pass  # scored one request at a time below, to find the one that fails
             else:
-                for c, res in zip(slots, results):
-                    c.score, c.passed = res.score, res.passed
-                    c.critics = breakdown(critic, res)
-                continue
+                kept = dict(enumerate(results))
+            for k, res in kept.items():
+                slots[k].score, slots[k].passed = res.score, res.passed
+                slots[k].critics = breakdown(critic, res)
+            scored = {id(slots[k]) for k in kept}
+        else:
+            scored = set()
         for i in idx:
             r = requests[i]
+            todo = [c for c in r.candidates if id(c) not in scored]
+            if not todo:
+                continue
             try:
-                score_candidates(r.critic, r.candidates, r.prompt, r.metadata)
+                score_candidates(r.critic, todo, r.prompt, r.metadata)
             except Exception as exc:
                 errors[i] = exc
     return errors
