@@ -16,6 +16,7 @@ candidates per step with a mean-reward baseline, REINFORCE on the sampled prefix
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -172,8 +173,7 @@ class MILR:
         z_t = z_v = None
         opt_t = opt_v = None
         m_prefix = 0
-        # the authors keep latents and Adam state in the model's dtype; float32 is an option
-        ldt = gen.dtype if cfg.latent_dtype == "model" else torch.float32
+        ldt = latent_dtype(cfg.latent_dtype, gen.dtype)
         if cfg.uses_text:
             reasoning = cur.reasoning
             assert reasoning is not None  # uses_text: step 0 wrote one
@@ -337,6 +337,30 @@ def _safe_config(critic: Critic) -> Any:
         return cfg
     except Exception:
         return repr(critic)
+
+
+def latent_dtype(rule: str, model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the optimised latents and their Adam state.
+
+    ``model`` keeps the model's dtype, as the authors do (bf16 for Janus-Pro on GPU); ``float32``
+    is milr's option. A float16 model is the exception: float16 cannot hold Adam's ``eps``
+    (1e-8 rounds to 0) nor small squared gradients, so its latents stay in float32 (a
+    `UserWarning` says so) instead of turning into NaN after the first step.
+    """
+    import torch
+
+    if rule != "model":
+        return torch.float32
+    if model_dtype == torch.float16:
+        warnings.warn(
+            "latent_dtype='model' with a float16 model: the latents and Adam state stay in "
+            "float32 (float16 underflows Adam's eps and squared gradients); load the model "
+            "in bf16 for the authors' setting",
+            UserWarning,
+            stacklevel=3,
+        )
+        return torch.float32
+    return model_dtype
 
 
 def run_milr(

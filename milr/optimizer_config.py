@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from milr.errors import MilrUserError
-from milr.modes import MODES, StepPlan, plan, total_steps
+from milr.modes import MODES, SEQUENTIAL, StepPlan, plan, total_steps
 
 SELECT = ("last", "best")
 TEXT_PREFIX_RULES = ("paper", "at_least_one")
@@ -107,6 +107,11 @@ class MILRConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
                 raise MilrUserError(f"{name}={v!r} must be an integer >= 0 or None")
+            if v is not None and self.mode not in SEQUENTIAL:
+                raise MilrUserError(
+                    f"{name}={v!r} applies only to the sequential modes "
+                    f"{' and '.join(SEQUENTIAL)}; mode is {self.mode!r}: drop it or pick one of those modes"
+                )
         if self.text_prefix is not None and self.text_prefix not in TEXT_PREFIX_RULES:
             raise MilrUserError(
                 f"text_prefix={self.text_prefix!r}; use one of {', '.join(TEXT_PREFIX_RULES)}"

@@ -47,9 +47,14 @@ def test_generate_writes_images_trajectory_and_plot(tiny_dir, tmp_path):
     "args,needle",
     [
         (["", "--critic", "color"], "empty prompt"),
-        (["x", "--critic", "color", "--image-k", "0"], "image_k"),
-        (["x", "--critic", "color", "--steps", "0"], "max_steps"),
-        (["x", "--critic", "color", "--lr", "-1"], "lr"),
+        (["x", "--critic", "color", "--image-k", "0"], "--image-k 0.0 must lie in (0, 1]"),
+        (["x", "--critic", "color", "--steps", "0"], "--steps 0 must be a positive integer"),
+        (["x", "--critic", "color", "--text-steps", "2"], "--text-steps 2 applies only to"),
+        (
+            ["x", "--critic", "color", "--mode", "image_text", "--image-steps", "-1"],
+            "--image-steps",
+        ),
+        (["x", "--critic", "color", "--lr", "-1"], "--lr -1.0 must be a positive number"),
         (["x", "--critic", "nosuchcritic"], "unknown critic"),
     ],
 )
@@ -131,3 +136,20 @@ def test_prompt_style_and_prompt_file(tiny_dir, tmp_path):
         proc = run_milr("generate", "x", "--model", str(tiny_dir), "--critic", "color", *args)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_sequential_budgets_and_text_prefix_from_the_command_line(tiny_dir, tmp_path):
+    """#12.2: --text-steps/--image-steps set the phases of image_text; --text-prefix is recorded."""
+    out = tmp_path / "run"
+    proc = run_milr(
+        "generate", "a red square", "--model", str(tiny_dir), "--critic", "color:target=red",
+        "--mode", "image_text", "--image-steps", "2", "--text-steps", "1", "--threshold", "0",
+        "--text-prefix", "at_least_one", "--max-reasoning-tokens", "4", "-q", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "trajectory.json").read_text())
+    cfg = data["config"]
+    assert (cfg["mode"], cfg["image_steps"], cfg["text_steps"]) == ("image_text", 2, 1)
+    assert cfg["text_prefix"] == "at_least_one"
+    updated = [step["updated"] for step in data["steps"][1:]]
+    assert updated == [["image"], ["image"], ["text"]]

@@ -462,3 +462,19 @@ def test_text_prefix_defaults_to_the_checkpoints_recommendation(tmp_path, red):
 def test_shapes_checkpoint_recommends_at_least_one():
     shapes = milr.load_generator("shapes", device="cpu")
     assert shapes.default_text_prefix == "at_least_one"
+
+
+def test_float16_models_keep_float32_latents():
+    """latent_dtype='model' follows bf16 (the authors'), but float16 Adam state overflows."""
+    from milr.optimizer import latent_dtype
+
+    z = torch.zeros(4, dtype=torch.float16, requires_grad=True)
+    opt = torch.optim.Adam([z], lr=0.01)
+    (z * 1e-4).sum().backward()
+    opt.step()
+    assert not torch.isfinite(z).any()  # why: eps and g² underflow in float16
+    assert latent_dtype("model", torch.bfloat16) == torch.bfloat16
+    assert latent_dtype("model", torch.float32) == torch.float32
+    assert latent_dtype("float32", torch.bfloat16) == torch.float32
+    with pytest.warns(UserWarning, match="float16 model"):
+        assert latent_dtype("model", torch.float16) == torch.float32

@@ -19,17 +19,33 @@ LATENT_DTYPES = ("model", "float32")
 STYLE_NAMES = ("paper", "hf", "checkpoint")
 
 
+#: Command-line option → `MILRConfig` field.
+CONFIG_KEYS = {
+    "mode": "mode", "steps": "max_steps", "seed": "seed", "select": "select",
+    "text_k": "text_k", "image_k": "image_k", "lr": "lr", "threshold": "threshold",
+    "cfg_scale": "cfg_scale", "temperature": "temperature",
+    "samples_per_step": "samples_per_step", "stop_on_pass": "stop_on_pass",
+    "max_reasoning_tokens": "max_reasoning_tokens", "text_steps": "text_steps",
+    "image_steps": "image_steps", "text_prefix": "text_prefix",
+    "latent_dtype": "latent_dtype",
+}  # fmt: skip
+
+
 def _config_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
-    keys = {
-        "mode": "mode", "steps": "max_steps", "seed": "seed", "select": "select",
-        "text_k": "text_k", "image_k": "image_k", "lr": "lr", "threshold": "threshold",
-        "cfg_scale": "cfg_scale", "temperature": "temperature",
-        "samples_per_step": "samples_per_step", "stop_on_pass": "stop_on_pass",
-        "max_reasoning_tokens": "max_reasoning_tokens", "text_steps": "text_steps",
-        "image_steps": "image_steps", "text_prefix": "text_prefix",
-        "latent_dtype": "latent_dtype",
-    }  # fmt: skip
-    return {dst: opts[src] for src, dst in keys.items() if opts.get(src) is not None}
+    return {dst: opts[src] for src, dst in CONFIG_KEYS.items() if opts.get(src) is not None}
+
+
+def _config(opts: dict[str, Any]) -> MILRConfig:
+    """The run's `MILRConfig`; a bad value is reported under its option's name (``--steps 0 ...``)."""
+    try:
+        return MILRConfig(**_config_kwargs(opts))
+    except MilrUserError as exc:
+        text = str(exc)
+        for src, dst in CONFIG_KEYS.items():
+            if text.startswith(f"{dst}="):
+                text = f"--{src.replace('_', '-')} {text[len(dst) + 1 :]}"
+                break
+        raise MilrUserError(text) from None
 
 
 _D = MILRConfig.__dataclass_fields__  # the optimizer's defaults, shown in --help
@@ -185,7 +201,7 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
     if not prompt.strip():
         raise MilrUserError("empty prompt; pass the text of the image to generate")
     # Validate everything cheap before loading any model.
-    config = MILRConfig(**_config_kwargs(opts))
+    config = _config(opts)
     specs, spec_options = resolve_specs(list(critic_specs))
     metadata = parse_metadata(opts["metadata"])
     out = Path(opts["out"])
