@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from milr.checkpoints import check_loading_info, quiet_transformers
+from milr.checkpoints import check_loading_info, first_line, quiet_transformers
 from milr.critic import require
 from milr.devices import dtype_name
 from milr.devices import resolve as resolve_devices
@@ -95,7 +95,7 @@ def load_checkpoint(
     try:
         config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise MilrUserError(
             f"critic {critic!r}: cannot read a transformers config from weights={weights!r} "
             f"(not a checkpoint directory and not in the local Hugging Face cache: {first[:200]}); "
@@ -122,7 +122,7 @@ def load_checkpoint(
                 )
                 proc = proc_cls.from_pretrained(source, local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise MilrUserError(
                 f"critic {critic!r}: cannot load {cls_name} from weights={weights!r}: {first[:200]}"
             ) from exc

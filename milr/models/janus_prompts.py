@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from milr.checkpoints import first_line
 from milr.errors import MilrUserError
 
 #: The system prompt of the ``paper`` style (our wording of the authors' one-sentence role).
@@ -125,7 +126,7 @@ def load_prompt_file(path: str | Path) -> PromptStyle:
             data = tomllib.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise MilrUserError(f"prompt file {str(p)!r} is not valid {kind}: {first}") from None
     if not isinstance(data, dict):
         raise MilrUserError(f"prompt file {str(p)!r} must hold a table/object of prompt keys")
