@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from milr.cli.common import (
+    allow_missing_option,
     deprecated_short_option,
     prompt_file_option,
     prompt_style_option,
@@ -150,11 +151,7 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
 )
 @prompt_style_option
 @prompt_file_option
-@click.option(
-    "--allow-missing",
-    is_flag=True,
-    help="Load a checkpoint even if tensors are missing or unexpected (random weights there).",
-)
+@allow_missing_option
 @click.option(
     "--opt",
     "opt",

@@ -40,6 +40,13 @@ on_error_option = click.option(
     help="When a critic of the ensemble fails: stop (raise) or leave it out of the score (skip).",
 )
 
+#: ``--allow-missing``: load a checkpoint whose tensors do not all match (generate, bench).
+allow_missing_option = click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Load a checkpoint even if tensors are missing or unexpected (random weights there).",
+)
+
 #: ``--prompt-style``: the generator's prompt layout (`milr.models.janus_prompts.STYLE_NAMES`).
 prompt_style_option = click.option(
     "--prompt-style",

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from milr.cli.common import (
+    allow_missing_option,
     critic_specs_option,
     metadata_option,
     on_error_option,
@@ -168,11 +169,7 @@ def _default(name: str) -> Any:
     show_default="bf16 on GPU, fp32 on CPU",
     help="Model dtype: bf16, fp16 or fp32.",
 )
-@click.option(
-    "--allow-missing",
-    is_flag=True,
-    help="Load a checkpoint even if tensors are missing or unexpected (random weights there).",
-)
+@allow_missing_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any) -> None:
