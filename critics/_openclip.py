@@ -15,6 +15,7 @@ Models are cached per process, keyed by (arch, weights, file size and mtime, dev
 from __future__ import annotations
 
 import os
+import textwrap
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,7 +198,7 @@ def _load(
                     where = f"{fname} from {url or 'the open_clip pretrained list'}"
                 raise MilrUserError(
                     f"critic {critic!r}: pretrained {arch}/{weights} is not available offline "
-                    f"({first_line(exc)[:160]}); download {where} on a machine with internet and "
+                    f"({textwrap.shorten(first_line(exc), 160, placeholder=' …')}); download {where} on a machine with internet and "
                     f"pass weights=/path/to/{fname}"
                 ) from exc
             source = f"{arch}:{weights}"

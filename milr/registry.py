@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import threading
 import warnings
 from dataclasses import dataclass
@@ -79,8 +80,10 @@ class Registry:
             return self.critics[name]
         except KeyError:
             known = ", ".join(sorted(self.critics)) or "(none)"
+            close = difflib.get_close_matches(name, list(self.critics), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise UnknownCriticError(
-                f"unknown critic {name!r}; known critics: {known} (see `milr critics`)"
+                f"unknown critic {name!r}; {hint}known critics: {known} (see `milr critics`)"
             ) from None
 
     def create_critic(self, name: str, **params: Any) -> Critic:

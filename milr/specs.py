@@ -108,8 +108,15 @@ def parse_spec(text: str) -> CriticSpec:
     name, sep, rest = text.strip().partition(":")
     name = name.strip()
     if not NAME_RE.match(name):
+        head, comma, tail = name.partition(",")
+        hint = (
+            f"; parameters follow the name after ':', e.g. {head.strip()}:{tail.strip()}"
+            if comma and NAME_RE.match(head.strip()) and "=" in tail
+            else ""
+        )
         raise SpecError(
-            f"malformed critic spec {text!r}: critic name {name!r} must be lowercase [a-z0-9_-]+"
+            f"malformed critic spec {text!r}: critic name {name!r} must be lowercase "
+            f"[a-z0-9_-]+{hint}"
         )
     if sep and not rest.strip():
         raise SpecError(

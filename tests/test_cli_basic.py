@@ -150,6 +150,7 @@ def test_score_with_metadata_file(images, tmp_path):
     ("args", "fragment"),
     [
         (["--critic", "nosuch"], "unknown critic 'nosuch'; known critics:"),
+        (["--critic", "shape"], "unknown critic 'shape'; did you mean 'shapes'? known critics:"),
         (["--critic", "color:target"], "malformed critic spec"),
         (["--critic", "color:weight=-2"], "must be a finite number >= 0"),
         (["--critic", "color:weight=abc"], "is not a number"),

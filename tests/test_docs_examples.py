@@ -1,4 +1,5 @@
-"""Every shell and Python example in README.md and docs/*.md runs as written, or says why not.
+"""Every shell and Python example in README.md, docs/*.md and the plugins' READMEs runs as
+written, or says why not.
 
 Each fenced block tagged ``bash``/``sh``/``shell``/``console``/``python`` is one test, run in a
 fresh folder per document (blocks of a document share it, in order, so a later block can use
@@ -36,7 +37,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "plugins").glob("*/README.md")),  # what plugin authors copy
+]
 SHELL = {"bash", "sh", "shell", "console"}
 PYTHON = {"python", "py"}
 MARKER = re.compile(r"<!--\s*docs-test:\s*(skip|ci|file|slow|expect)\b\s*(.*?)\s*-->")

@@ -53,6 +53,8 @@ def test_parse_spec(text, name, params, weight):
     [
         ("", "empty critic spec"),
         ("Color", "must be lowercase"),
+        ("colorfulness,weight=0.5", "after ':', e.g. colorfulness:weight=0.5$"),
+        ("color,red", r"must be lowercase \[a-z0-9_-\]\+$"),
         ("color:", "nothing after ':'"),
         ("color:target", "'target' is not key=value"),
         ("color:weight=-1", "must be a finite number >= 0"),

@@ -214,12 +214,14 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
     if not opts["quiet"]:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.total_steps + 1, desc="milr", unit="step", leave=True)
+        bar = tqdm(total=config.total_steps, desc="milr", unit="step", leave=True)
 
     def progress(record: Any, result: Any) -> None:
+        # MILR steps 1..N (step 0 is the model's own image); scores as the summary prints them
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(reward=f"{record.reward:+.3f}", best=f"{result.best_score - 1:+.3f}")
+            if record.step > 0:
+                bar.update(1)
+            bar.set_postfix(score=f"{record.score:.3f}", best=f"{result.best_score:.3f}")
 
     try:
         result = MILR(generator, critic, config).run(prompt, metadata, callback=progress)
