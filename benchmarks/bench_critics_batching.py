@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from batch_timing import median_batched_vs_single  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -102,16 +105,14 @@ def time_batched_vs_single(
 
     meta: list[dict[str, Any]] = [{} for _ in images]
     evaluate(critic, images[:2], prompts[:2], meta[:2])  # load weights, warm up
-    batched, single = [], []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        evaluate(critic, images, prompts, meta)
-        batched.append(time.perf_counter() - t)
-        t = time.perf_counter()
+
+    def single() -> None:
         for im, p in zip(images, prompts, strict=True):
             critic.score(im, p)
-        single.append(time.perf_counter() - t)
-    b, s = statistics.median(batched), statistics.median(single)
+
+    b, s = median_batched_vs_single(
+        lambda: evaluate(critic, images, prompts, meta), single, repeats
+    )
     return {"batched_s": b, "per_image_s": s, "speedup": s / b}
 
 

@@ -27,11 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+import sys
 import tempfile
-import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from batch_timing import median_batched_vs_single  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -112,16 +116,14 @@ def bench(
     metas = [dict(meta) for _ in range(n)]
     batched_critic = type(critic)(**{**critic.config(), "batch_size": n})
     evaluate(batched_critic, images[:1], prompts[:1], metas[:1])  # load + warm up
-    batched, single = [], []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        evaluate(batched_critic, images, prompts, metas)
-        batched.append(time.perf_counter() - t)
-        t = time.perf_counter()
+
+    def single() -> None:
         for im, p, m in zip(images, prompts, metas, strict=True):
             evaluate(batched_critic, [im], [p], [m])
-        single.append(time.perf_counter() - t)
-    b, s = statistics.median(batched), statistics.median(single)
+
+    b, s = median_batched_vs_single(
+        lambda: evaluate(batched_critic, images, prompts, metas), single, repeats
+    )
     return {
         "critic": name, "images": n, "batched_s": round(b, 3), "per_image_s": round(s, 3),
         "speedup": round(s / b, 2), "threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0),

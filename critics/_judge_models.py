@@ -7,6 +7,7 @@ Shared so both judges score identically; the rubric parsers themselves live in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from milr import CriticResult, MilrUserError
@@ -53,6 +54,31 @@ def _to_device(inputs: Any, device: Any, dtype: Any) -> dict[str, Any]:
     }
 
 
+def _batches(
+    processor: Any,
+    texts: list[str],
+    images: list[Image],
+    *,
+    padding_side: str,
+    device: Any,
+    dtype: Any,
+    batch_size: int,
+    add_special_tokens: bool,
+) -> Iterator[dict[str, Any]]:
+    """The processor's inputs for each run of `batch_size` (text, image) rows, padded on
+    `padding_side` and moved to `device` (floating tensors also to `dtype`)."""
+    for start in range(0, len(texts), batch_size):
+        inputs = processor(
+            text=texts[start : start + batch_size],
+            images=images[start : start + batch_size],
+            return_tensors="pt",
+            padding=True,
+            padding_side=padding_side,
+            add_special_tokens=add_special_tokens,
+        )
+        yield _to_device(inputs, device, dtype)
+
+
 def yes_no_scores(
     model: Any,
     processor: Any,
@@ -82,16 +108,11 @@ def yes_no_scores(
     softcap = getattr(text_cfg, "final_logit_softcapping", None)
     yes_t = torch.tensor(yes_ids)
     no_t = torch.tensor(no_ids)
-    for start in range(0, len(texts), batch_size):
-        inputs = processor(
-            text=texts[start : start + batch_size],
-            images=images[start : start + batch_size],
-            return_tensors="pt",
-            padding=True,
-            padding_side="right",
-            add_special_tokens=add_special_tokens,
-        )
-        inputs = _to_device(inputs, device, dtype)
+    batches = _batches(
+        processor, texts, images, padding_side="right", device=device, dtype=dtype,
+        batch_size=batch_size, add_special_tokens=add_special_tokens,
+    )  # fmt: skip
+    for inputs in batches:
         mask = inputs["attention_mask"]
         last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(dim=1)
         with torch.no_grad():
@@ -135,16 +156,11 @@ def generate_answers(
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
     answers: list[str] = []
-    for start in range(0, len(texts), batch_size):
-        inputs = processor(
-            text=texts[start : start + batch_size],
-            images=images[start : start + batch_size],
-            return_tensors="pt",
-            padding=True,
-            padding_side="left",
-            add_special_tokens=add_special_tokens,
-        )
-        inputs = _to_device(inputs, device, dtype)
+    batches = _batches(
+        processor, texts, images, padding_side="left", device=device, dtype=dtype,
+        batch_size=batch_size, add_special_tokens=add_special_tokens,
+    )  # fmt: skip
+    for inputs in batches:
         with torch.no_grad():
             out = model.generate(
                 **inputs,

@@ -181,11 +181,7 @@ class GroundingCritic(Critic):
         proc, model = bundle.processor, bundle.model
         captions = [" . ".join(names) + " ." for names in classes]
         inputs = proc(images=images, text=captions, padding=True, return_tensors="pt")
-        inputs = _to(inputs, bundle)
-        with torch.no_grad():
-            outputs = model(**inputs)
-        probs = outputs.logits.float().sigmoid().cpu()  # [B, Q, max_text_len]
-        boxes = _cxcywh_to_xyxy(outputs.pred_boxes.float().cpu())
+        probs, boxes = _forward(model, inputs, bundle)  # probs [B, Q, max_text_len]
         results = []
         for b, (names, caption, image) in enumerate(zip(classes, captions, images, strict=True)):
             spans = _token_spans(proc.tokenizer, caption, names, probs.shape[-1])
@@ -197,8 +193,6 @@ class GroundingCritic(Critic):
     def _run_owl(
         self, bundle: _hf.HFBundle, images: list[Any], classes: list[list[str]]
     ) -> list[tuple[Any, Any]]:
-        import torch
-
         proc, model = bundle.processor, bundle.model
         width = max(len(c) for c in classes)
         queries = [
@@ -210,11 +204,7 @@ class GroundingCritic(Critic):
             text=queries, images=images, return_tensors="pt", padding="max_length",
             truncation=True, max_length=length,
         )  # fmt: skip
-        inputs = _to(inputs, bundle)
-        with torch.no_grad():
-            outputs = model(**inputs)
-        probs = outputs.logits.float().sigmoid().cpu()  # [B, patches, width]
-        boxes = _cxcywh_to_xyxy(outputs.pred_boxes.float().cpu())
+        probs, boxes = _forward(model, inputs, bundle)  # probs [B, patches, width]
         results = []
         for b, (names, image) in enumerate(zip(classes, images, strict=True)):
             side = float(max(image.size))  # OWLv2 pads to a square at the bottom/right
@@ -350,6 +340,17 @@ def _cxcywh_to_xyxy(boxes: Any) -> Any:
 
     cx, cy, w, h = boxes.unbind(-1)
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+
+
+def _forward(model: Any, inputs: Any, bundle: _hf.HFBundle) -> tuple[Any, Any]:
+    """One no-grad detector pass: sigmoid logits ``[B, Q, T]`` and boxes ``[B, Q, 4]`` as
+    (x0, y0, x1, y1) fractions of the model's input, both float32 on the CPU."""
+    import torch
+
+    with torch.no_grad():
+        outputs = model(**_to(inputs, bundle))
+    probs = outputs.logits.float().sigmoid().cpu()
+    return probs, _cxcywh_to_xyxy(outputs.pred_boxes.float().cpu())
 
 
 def _to(inputs: Any, bundle: _hf.HFBundle) -> dict[str, Any]:

@@ -142,7 +142,22 @@ def _check_policy(on_error: str) -> None:
         )
 
 
-class Ensemble(Critic):
+class _Composite(Critic):
+    """What `Ensemble` and `Route` share: labelled members, and run context passed to each."""
+
+    _members: list[tuple[str, Member]]
+
+    @property
+    def labels(self) -> list[str]:
+        """The members' labels, in member order."""
+        return [label for label, _ in self._members]
+
+    def bind(self, *, generator: Any = None) -> None:
+        for _, m in self._members:
+            m.critic.bind(generator=generator)
+
+
+class Ensemble(_Composite):
     """A critic made of members: the weighted mean of their scores.
 
     ``members``: `Member` objects or ``(critic, weight)`` pairs (weights finite, >= 0).
@@ -189,14 +204,6 @@ class Ensemble(Critic):
             )
         self.on_error = on_error
         self._by_label = dict(self._members)
-
-    @property
-    def labels(self) -> list[str]:
-        return [label for label, _ in self._members]
-
-    def bind(self, *, generator: Any = None) -> None:
-        for _, m in self._members:
-            m.critic.bind(generator=generator)
 
     def config(self) -> dict[str, Any]:
         members = []
@@ -262,7 +269,7 @@ class Ensemble(Critic):
         return [r for r in out if r is not None]
 
 
-class Route(Critic):
+class Route(_Composite):
     """A critic that sends each image to the members its metadata value is routed to.
 
     ``members``: `Member` objects with ``when`` (the values routed to them). ``field``: the
@@ -310,14 +317,6 @@ class Route(Critic):
         self.field = field
         self.default = default
         self.on_error = on_error
-
-    @property
-    def labels(self) -> list[str]:
-        return [label for label, _ in self._members]
-
-    def bind(self, *, generator: Any = None) -> None:
-        for _, m in self._members:
-            m.critic.bind(generator=generator)
 
     def config(self) -> dict[str, Any]:
         return {

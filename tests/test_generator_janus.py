@@ -243,6 +243,17 @@ def test_understanding_is_a_declared_protocol_method(gen):
     assert torch.allclose(one[0], logp[1], atol=1e-5)
 
 
+def test_understanding_methods_refuse_unpaired_images_and_questions(gen):
+    from PIL import Image
+
+    img = Image.new("RGB", (40, 30), (200, 20, 20))
+    with pytest.raises(MilrUserError, match=r"^understand: 2 images but 1 questions; pass one"):
+        gen.understand([img, img], ["is it red ?"])
+    with pytest.raises(MilrUserError, match=r"^answer: 1 images but 0 questions; pass one each"):
+        gen.answer([img], [])
+    assert gen.answer([], []) == [] and gen.understand([], []).shape == (0, 512)
+
+
 def test_module_import_is_cheap():
     code = (
         "import sys, milr.models.janus, milr.generator, milr.optimizer, milr.results; "

@@ -12,7 +12,13 @@ from typing import Any
 
 import click
 
-from milr.cli.common import deprecated_short_option, use_deprecated
+from milr.cli.common import (
+    allow_missing_option,
+    deprecated_short_option,
+    prompt_file_option,
+    prompt_style_option,
+    use_deprecated,
+)
 from milr.errors import MilrUserError
 from milr.modes import DEFAULT_MODE, MODES
 
@@ -143,24 +149,9 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
     metavar="B|auto",
     help="Optimise up to B prompts at once (batched engine; 'auto' sizes B from free memory).",
 )
-@click.option(
-    "--prompt-style",
-    type=click.Choice(["paper", "hf", "checkpoint"]),
-    default=None,
-    show_default="checkpoint if its milr.json sets prompts, else paper",
-    help="Prompt layout: paper, hf (the checkpoint's chat template) or checkpoint (its milr.json).",
-)
-@click.option(
-    "--prompt-file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="TOML/JSON file with system, instruction and templates.",
-)
-@click.option(
-    "--allow-missing",
-    is_flag=True,
-    help="Load a checkpoint even if tensors are missing or unexpected (random weights there).",
-)
+@prompt_style_option
+@prompt_file_option
+@allow_missing_option
 @click.option(
     "--opt",
     "opt",

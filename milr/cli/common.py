@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from milr.errors import MilrUserError
+from milr.models.janus_prompts import STYLE_NAMES  # cheap: no torch, no transformers
 
 #: ``--critic/-c`` (repeatable, required) into the ``critic_specs`` tuple of spec strings.
 critic_specs_option = click.option(
@@ -20,6 +21,47 @@ critic_specs_option = click.option(
     multiple=True,
     required=True,
     help="NAME or NAME:key=value,...,weight=W, or a .toml spec file; repeat for an ensemble.",
+)
+
+#: ``--metadata/-m`` (inline JSON or a JSON file; read with `parse_metadata`).
+metadata_option = click.option(
+    "--metadata",
+    "-m",
+    default=None,
+    help="Metadata for the critics (e.g. GenEval clauses): inline JSON or a JSON file.",
+)
+
+#: ``--on-error``: the ensemble's policy for a failing critic (None: the spec file's).
+on_error_option = click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default=None,
+    show_default="raise, or the spec file's",
+    help="When a critic of the ensemble fails: stop (raise) or leave it out of the score (skip).",
+)
+
+#: ``--allow-missing``: load a checkpoint whose tensors do not all match (generate, bench).
+allow_missing_option = click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Load a checkpoint even if tensors are missing or unexpected (random weights there).",
+)
+
+#: ``--prompt-style``: the generator's prompt layout (`milr.models.janus_prompts.STYLE_NAMES`).
+prompt_style_option = click.option(
+    "--prompt-style",
+    type=click.Choice(STYLE_NAMES),
+    default=None,
+    show_default="checkpoint if its milr.json sets prompts, else paper",
+    help="Prompt layout: paper, hf (the checkpoint's chat template) or checkpoint (its milr.json).",
+)
+
+#: ``--prompt-file``: a prompt layout file that replaces ``--prompt-style``.
+prompt_file_option = click.option(
+    "--prompt-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML/JSON file with system prompt, instruction and templates (replaces --prompt-style).",
 )
 
 

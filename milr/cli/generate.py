@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from milr.cli.common import critic_specs_option, parse_metadata
+from milr.cli.common import (
+    allow_missing_option,
+    critic_specs_option,
+    metadata_option,
+    on_error_option,
+    parse_metadata,
+    prompt_file_option,
+    prompt_style_option,
+)
 from milr.errors import MilrUserError
 from milr.modes import MODE_HELP, MODES
 from milr.optimizer_config import MILRConfig
@@ -16,7 +24,6 @@ from milr.optimizer_config import MILRConfig
 # cheap (no torch): the choices of the options below
 TEXT_PREFIX_RULES = ("paper", "at_least_one")
 LATENT_DTYPES = ("model", "float32")
-STYLE_NAMES = ("paper", "hf", "checkpoint")
 
 
 #: Command-line option → `MILRConfig` field.
@@ -98,19 +105,8 @@ def _default(name: str) -> Any:
     show_default="model",
     help="Latents and Adam state: model (the model's dtype, as the authors) or float32.",
 )
-@click.option(
-    "--prompt-style",
-    type=click.Choice(STYLE_NAMES),
-    default=None,
-    show_default="checkpoint if its milr.json sets prompts, else paper",
-    help="Prompt layout: paper, hf (the checkpoint's chat template) or checkpoint (its milr.json).",
-)
-@click.option(
-    "--prompt-file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="TOML/JSON file with system prompt, instruction and templates (replaces --prompt-style).",
-)
+@prompt_style_option
+@prompt_file_option
 @click.option("--seed", type=int, default=_default("seed"), help="Random seed of the run.")
 @click.option(
     "--select",
@@ -162,19 +158,8 @@ def _default(name: str) -> Any:
     show_default="the model's; 512 for Janus-Pro",
     help="Cap on the reasoning text's length in tokens.",
 )
-@click.option(
-    "--metadata",
-    "-m",
-    default=None,
-    help="Metadata for the critics (e.g. GenEval clauses): inline JSON or a JSON file.",
-)
-@click.option(
-    "--on-error",
-    type=click.Choice(["raise", "skip"]),
-    default=None,
-    show_default="raise, or the spec file's",
-    help="When a critic of the ensemble fails: stop (raise) or leave it out of the score (skip).",
-)
+@metadata_option
+@on_error_option
 @click.option(
     "--device", default=None, show_default="cuda if available", help="cpu, cuda, cuda:1 ..."
 )
@@ -184,11 +169,7 @@ def _default(name: str) -> Any:
     show_default="bf16 on GPU, fp32 on CPU",
     help="Model dtype: bf16, fp16 or fp32.",
 )
-@click.option(
-    "--allow-missing",
-    is_flag=True,
-    help="Load a checkpoint even if tensors are missing or unexpected (random weights there).",
-)
+@allow_missing_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any) -> None:

@@ -7,7 +7,12 @@ from typing import Any
 
 import click
 
-from milr.cli.common import critic_specs_option, parse_metadata
+from milr.cli.common import (
+    critic_specs_option,
+    metadata_option,
+    on_error_option,
+    parse_metadata,
+)
 from milr.errors import ExternalServiceError
 
 
@@ -22,20 +27,9 @@ def load_images(paths: tuple[str, ...]) -> list[Any]:
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--prompt", "-p", required=True, help="The prompt the images should show.")
-@click.option(
-    "--metadata",
-    "-m",
-    default=None,
-    help="Metadata for the critics (e.g. GenEval clauses): inline JSON or a JSON file.",
-)
+@metadata_option
 @critic_specs_option
-@click.option(
-    "--on-error",
-    type=click.Choice(["raise", "skip"]),
-    default=None,
-    show_default="raise, or the spec file's",
-    help="When a critic of the ensemble fails: stop (raise) or leave it out of the score (skip).",
-)
+@on_error_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def score(images, prompt, metadata, critic_specs, on_error, as_json) -> None:
     """Score IMAGE... against --prompt with one or more critics (a weighted ensemble)."""

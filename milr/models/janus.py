@@ -10,7 +10,7 @@ understanding mode (for ``self-judge``). The KV-cached generation loops are in
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -292,6 +292,28 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
             mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
         return {"input_ids": ids, "attention_mask": mask, "pixel_values": inputs["pixel_values"]}
 
+    def _understanding_batches(
+        self,
+        method: str,
+        images: Sequence[Image],
+        questions: Sequence[str],
+        template: str | None,
+        batch_size: int,
+    ) -> Iterator[dict[str, Any]]:
+        """`understanding_inputs` of each run of `batch_size` (image, question) rows.
+
+        Raises `MilrUserError` naming `method` when the two sequences differ in length.
+        """
+        if len(images) != len(questions):
+            raise MilrUserError(
+                f"{method}: {len(images)} images but {len(questions)} questions; pass one each"
+            )
+        step = max(1, int(batch_size))
+        for start in range(0, len(questions), step):
+            yield self.understanding_inputs(
+                images[start : start + step], questions[start : start + step], template
+            )
+
     def answer(
         self,
         images: Sequence[Image],
@@ -304,17 +326,10 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
         """Greedy answers (at most `max_new_tokens` each), inputs as `understanding_inputs`."""
         import torch
 
-        if len(images) != len(questions):
-            raise MilrUserError(
-                f"answer: {len(images)} images but {len(questions)} questions; pass one each"
-            )
         pad = self._ids["pad"]
         answers: list[str] = []
-        step = max(1, int(batch_size))
-        for start in range(0, len(questions), step):
-            inputs = self.understanding_inputs(
-                images[start : start + step], questions[start : start + step], template
-            )
+        batches = self._understanding_batches("answer", images, questions, template, batch_size)
+        for inputs in batches:
             ids, mask = inputs["input_ids"], inputs["attention_mask"]
             # right-padded rows -> left-padded (generation continues every row at its end)
             for row in range(ids.shape[0]):
@@ -354,16 +369,9 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
         """
         import torch
 
-        if len(images) != len(questions):
-            raise MilrUserError(
-                f"understand: {len(images)} images but {len(questions)} questions; pass one each"
-            )
         out: list[torch.Tensor] = []
-        step = max(1, int(batch_size))
-        for start in range(0, len(questions), step):
-            inputs = self.understanding_inputs(
-                images[start : start + step], questions[start : start + step], template
-            )
+        batches = self._understanding_batches("understand", images, questions, template, batch_size)
+        for inputs in batches:
             ids, mask = (
                 inputs["input_ids"].to(self.device),
                 inputs["attention_mask"].to(self.device),

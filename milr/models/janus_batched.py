@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from milr.generator import ImageTokens, Reasoning
+from milr.models.janus_loops import JanusState
 
 if TYPE_CHECKING:
     import torch
@@ -29,21 +30,8 @@ if TYPE_CHECKING:
 _MEMO_PER_PROMPT = 4
 
 
-class JanusBatchedLoops:
+class JanusBatchedLoops(JanusState):
     """Batched reasoning and image sampling over a transformers Janus model (mixin)."""
-
-    # Provided by JanusGenerator / JanusLoops.
-    model: Any
-    lm: Any
-    embed: Any
-    tokenizer: Any
-    device: Any
-    dtype: Any
-    hidden_size: int
-    context: int
-    memoize_reasoning: bool
-    _ids: dict[str, int | None]
-    _cache_kw: str
 
     #: Seconds spent padding, compacting and splitting rows (read by benchmarks).
     batch_bookkeeping_s: float = 0.0

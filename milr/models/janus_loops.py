@@ -3,9 +3,9 @@
 milr owns these loops because transformers' image-mode ``generate`` runs under no-grad and keeps
 only the last step's states, while MILR needs the latent of every optimised position (DESIGN
 §2, §6). `JanusLoops` is a mixin of `milr.models.janus.JanusGenerator`; it relies on the
-attributes that class sets (``model``, ``lm``, ``embed``, ``tokenizer``, ``device``, ``dtype``,
-``hidden_size``, ``context``, ``_ids``, ``_cache_kw``, ``_kv``, ``_rollouts``,
-``memoize_reasoning``) and on its ``reasoning_prompt_ids``, ``image_prompt_ids``,
+attributes that class sets (declared once in `JanusState`: ``model``, ``lm``, ``embed``,
+``tokenizer``, ``device``, ``dtype``, ``hidden_size``, ``context``, ``_ids``, ``_cache_kw``,
+``_kv``, ``_rollouts``, ``memoize_reasoning``) and on its ``reasoning_prompt_ids``, ``image_prompt_ids``,
 ``image_token_count`` and ``max_reasoning_tokens``.
 """
 
@@ -19,10 +19,13 @@ if TYPE_CHECKING:
     import torch
 
 
-class JanusLoops:
-    """KV-cached generation loops over a transformers Janus model (mixin)."""
+class JanusState:
+    """The attributes `JanusGenerator.__init__` sets, declared once for the loop mixins.
 
-    # Set by JanusGenerator.__init__ (declared here for type checkers).
+    `JanusLoops` and `milr.models.janus_batched.JanusBatchedLoops` both derive from it, so
+    type checkers see one declaration of the adapter's state.
+    """
+
     model: Any
     lm: Any
     embed: Any
@@ -36,6 +39,10 @@ class JanusLoops:
     _cache_kw: str
     _kv: dict[tuple[Any, ...], tuple[list[tuple[Any, Any]], Any]]
     _rollouts: dict[tuple[Any, ...], Reasoning]
+
+
+class JanusLoops(JanusState):
+    """KV-cached generation loops over a transformers Janus model (mixin)."""
 
     def reasoning_prompt_ids(self, prompt: str) -> list[int]:  # pragma: no cover - the adapter's
         raise NotImplementedError
