@@ -126,8 +126,13 @@ def open_rgb(path: str | Path, who: str = "milr") -> Image:
             im.load()
             rgb = to_rgb(im, who, name=str(path))
             return rgb.copy() if rgb is im else rgb
+    except MilrUserError:
+        raise
     except (UnidentifiedImageError, OSError) as exc:
         raise MilrUserError(f"cannot read {str(path)!r} as an image: {exc}") from None
+    except Exception as exc:  # e.g. ultralytics patches PIL's open and may raise ImportError
+        reason = f"{type(exc).__name__}: {exc}"
+        raise MilrUserError(f"cannot read {str(path)!r} as an image: {reason}") from None
 
 
 def _grey_to_rgb(image: Image, full_scale: float, label: str, critic: str) -> Image:

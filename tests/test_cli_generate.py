@@ -82,12 +82,12 @@ def test_ctrl_c_writes_what_it_has(tiny_dir, tmp_path):
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     buf = b""
     deadline = time.time() + 120
-    while b"2/501" not in buf and time.time() < deadline:  # tqdm draws with \r
+    while b"2/500" not in buf and time.time() < deadline:  # tqdm draws with \r
         chunk = os.read(proc.stderr.fileno(), 4096)
         if not chunk:
             break
         buf += chunk
-    assert b"2/501" in buf, buf.decode(errors="replace")[-2000:]
+    assert b"2/500" in buf, buf.decode(errors="replace")[-2000:]
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     err = (buf + err).decode(errors="replace")

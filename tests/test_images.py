@@ -193,3 +193,21 @@ def test_image_files_are_opened_in_one_place():
         if re.search(r"\bImage\.open\(", line)
     ]
     assert opens == [], f"read image files with milr.images.open_rgb: {opens}"
+
+
+def test_open_rgb_stays_one_line_when_ultralytics_patched_pil(tmp_path):
+    """ultralytics replaces `PIL.Image.open` (retrying unknown files through a HEIF plugin it
+    may try to install); a non-image still gives milr's one line, never an ImportError."""
+    pytest.importorskip("ultralytics")
+    import ultralytics  # noqa: F401  (importing it patches PIL.Image.open)
+    from PIL import Image as PILImage
+
+    from milr.images import open_rgb
+
+    assert PILImage.open.__module__ != "PIL.Image"  # the patch is in place
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(MilrUserError) as info:
+        open_rgb(bad)
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(f"cannot read {str(bad)!r} as an image")
