@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -31,3 +32,20 @@ def run_milr(
         timeout=timeout,
         cwd=cwd,
     )
+
+
+def run_still_bench(
+    suite: Path, spec: str, out: Path, env: dict[str, str], timeout: float
+) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """`milr bench` one MILR step with the test's `still_solver` (on PYTHONPATH in `env`),
+    rewarded by `spec`; returns the process and every record written under `out`."""
+    proc = run_milr(
+        "bench", str(suite), "--solver", "still_solver:make_solver", "--critic", spec,
+        "--steps", "1", "--no-progress", "--out", str(out), env=env, timeout=timeout,
+    )  # fmt: skip
+    records = [
+        json.loads(line)
+        for f in sorted((out / "records").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+    return proc, records

@@ -689,7 +689,7 @@ def test_milr_score_judge_failure_is_one_line_with_image_endpoint_reason(api, tm
 
 
 def test_milr_bench_with_a_key_echoing_server_writes_the_key_nowhere(api, tmp_path):
-    from cli_helpers import run_milr
+    from cli_helpers import run_still_bench
 
     site = tmp_path / "site"
     site.mkdir()
@@ -715,27 +715,8 @@ def test_milr_bench_with_a_key_echoing_server_writes_the_key_nowhere(api, tmp_pa
     out = tmp_path / "run"
     spec = f"api-judge:base_url={api.url},model=fake-4o,api_key_env={ENV},retries=0,logprobs=false"
     env = {ENV: KEY, "PYTHONPATH": str(site), "MILR_DEBUG": "1"}
-    proc = run_milr(
-        "bench",
-        str(suite),
-        "--solver",
-        "still_solver:make_solver",
-        "--critic",
-        spec,
-        "--steps",
-        "1",
-        "--no-progress",
-        "--out",
-        str(out),
-        env=env,
-        timeout=300,
-    )
+    proc, records = run_still_bench(suite, spec, out, env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    records = [
-        json.loads(line)
-        for f in sorted((out / "records").glob("*.jsonl"))
-        for line in f.read_text().splitlines()
-    ]
     errors = [r["milr"]["error"] for r in records if r["milr"] and r["milr"]["error"]]
     answers = [
         json.dumps(r["milr"]["details"]) for r in records if r["milr"] and not r["milr"]["error"]

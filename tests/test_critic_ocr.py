@@ -278,7 +278,7 @@ def test_one_hung_image_keeps_the_others_reads(tmp_path, monkeypatch):
 def test_milr_score_and_bench_go_on_past_a_hung_tesseract(hung_tesseract, tmp_path):
     import json
 
-    from cli_helpers import run_milr
+    from cli_helpers import run_milr, run_still_bench
 
     image = tmp_path / "sign.png"
     render("OPEN").save(image)
@@ -316,27 +316,8 @@ def test_milr_score_and_bench_go_on_past_a_hung_tesseract(hung_tesseract, tmp_pa
     suite.write_text(json.dumps(items))
     out = tmp_path / "run"
     env["PYTHONPATH"] = str(site)
-    proc = run_milr(
-        "bench",
-        str(suite),
-        "--solver",
-        "still_solver:make_solver",
-        "--critic",
-        spec,
-        "--steps",
-        "1",
-        "--no-progress",
-        "--out",
-        str(out),
-        env=env,
-        timeout=120,
-    )
+    proc, records = run_still_bench(suite, spec, out, env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    records = [
-        json.loads(line)
-        for f in sorted((out / "records").glob("*.jsonl"))
-        for line in f.read_text().splitlines()
-    ]
     assert sorted(r["prompt_id"] for r in records) == ["1", "2"]  # the run went on
     for r in records:
         for side in ("base", "milr"):
