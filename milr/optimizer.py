@@ -18,17 +18,19 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Generator as _PyGenerator
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from milr.critic import Critic, critic_label
 from milr.modes import MODES  # noqa: F401 - re-exported (older imports)
 from milr.optimizer_config import SELECT, MILRConfig  # noqa: F401 - re-exported
 from milr.phases import (
     Candidate,
+    GenRequest,
+    ScoreRequest,
     Timer,
-    generate_candidates,
     propose_prefixes,
-    score_candidates,
+    serve,
     update_latents,
 )
 from milr.results import MILRResult, StepRecord
@@ -38,7 +40,29 @@ if TYPE_CHECKING:
 
     from milr.generator import Generator
 
-__all__ = ["MILR", "MILRConfig", "MILRResult", "StepRecord", "run_milr"]
+__all__ = ["MILR", "MILRConfig", "MILRResult", "StepRecord", "resume_steps", "run_milr"]
+
+#: `MILR.steps`: yields `GenRequest` / `ScoreRequest`, is sent the answers, returns the result.
+Steps: TypeAlias = "_PyGenerator[GenRequest | ScoreRequest, Any, Any]"
+
+
+def resume_steps(
+    steps: Steps, reply: Any = None, error: BaseException | None = None
+) -> GenRequest | ScoreRequest:
+    """Send `reply` (or throw `error`) into `steps` and return its next request.
+
+    Runs the prompt's own work (latent updates, proposals, records) with grad mode on, as
+    the updates need, whatever the caller's mode (``torch.no_grad`` is thread state, and a
+    driver interleaves many prompts in one thread). Raises ``StopIteration`` (its ``value``:
+    the `MILRResult`) when the prompt is done, or the exception that ended the prompt (with
+    the partial result as ``exc.milr_result``).
+    """
+    import torch
+
+    with torch.enable_grad():
+        if error is not None:
+            return steps.throw(error)
+        return steps.send(reply)
 
 
 class MILR:
@@ -74,9 +98,15 @@ class MILR:
 
     # -- phases ------------------------------------------------------------------------------
     def _score(
-        self, cands: list[Candidate], prompt: str, metadata: dict[str, Any], result: MILRResult
-    ) -> None:
-        score_candidates(self.critic, cands, prompt, metadata)
+        self,
+        cands: list[Candidate],
+        prompt: str,
+        metadata: dict[str, Any],
+        timer: Timer,
+        result: MILRResult,
+    ) -> Steps:
+        """Ask the driver to score `cands` (one critic batch; `milr.phases.score_candidates`)."""
+        yield ScoreRequest(self.critic, cands, prompt, metadata, timer)
         result.critic_calls += 1
         result.images_scored += len(cands)
 
@@ -89,12 +119,12 @@ class MILR:
         timer: Timer,
         capture: int,
         result: MILRResult,
-    ) -> tuple[list[Candidate], Any]:
+    ) -> Steps:
+        """Ask the driver for candidates (`milr.phases.generate_candidates`)."""
         cfg = self.config
-        out = generate_candidates(
-            self.generator, prompt, text_prefixes, image_prefixes, rng, timer,
-            capture=capture, uses_text=cfg.uses_text, cfg_scale=self.cfg_scale,
-            temperature=cfg.temperature, max_reasoning_tokens=cfg.max_reasoning_tokens,
+        out = yield GenRequest(
+            prompt, text_prefixes, image_prefixes, rng, capture, cfg.uses_text,
+            self.cfg_scale, cfg.temperature, cfg.max_reasoning_tokens, timer,
         )  # fmt: skip
         result.tokens_generated += out.tokens_generated
         return out.candidates, out.latents
@@ -108,8 +138,35 @@ class MILR:
     ) -> MILRResult:
         """Optimise one prompt. Ctrl-C or a critic failure attach the partial result to the
         exception as ``exc.milr_result`` (the CLI writes it)."""
-        import torch
+        steps = self.steps(prompt, metadata, callback)
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                request = resume_steps(steps, reply, error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            try:
+                reply, error = serve(self.generator, request), None
+            except BaseException as exc:  # into the steps: the step is undone, result attached
+                reply, error = None, exc
 
+    def steps(
+        self,
+        prompt: str,
+        metadata: dict[str, Any] | None = None,
+        callback: Callable[[StepRecord, MILRResult], Any] | None = None,
+    ) -> Steps:
+        """The optimisation of one prompt as a generator of requests, for drivers of many.
+
+        It yields a `milr.phases.GenRequest` (answer: the `milr.phases.Generated`) or a
+        `milr.phases.ScoreRequest` (answer: None, once the candidates carry their scores);
+        an exception thrown in instead ends the step as that failure would, and the
+        generator's return value (``StopIteration.value``) is the `MILRResult`. Resume it
+        with `resume_steps` (the latent updates need grad mode on). `run` answers each
+        request at once with `milr.phases.serve`; `milr.engine.BatchedMILR` answers the
+        requests of many prompts in one batch.
+        """
         cfg, gen = self.config, self.generator
         metadata = dict(metadata or {})
         gen.check_prompt(prompt)
@@ -126,8 +183,7 @@ class MILR:
         t0 = time.perf_counter()
         self._pending = None
         try:
-            with torch.enable_grad():
-                self._run(prompt, metadata, callback, result)
+            yield from self._run(prompt, metadata, callback, result)
         except _Stop:
             pass
         except BaseException as exc:
@@ -156,7 +212,7 @@ class MILR:
         metadata: dict[str, Any],
         callback: Callable[[StepRecord, MILRResult], Any] | None,
         result: MILRResult,
-    ) -> None:
+    ) -> Steps:
         import torch
 
         cfg, gen = self.config, self.generator
@@ -166,9 +222,8 @@ class MILR:
 
         # -- step 0: the model's own reasoning and image -------------------------------------
         timer = Timer(gen.device)
-        cands, img_lat = self._generate(prompt, None, None, rng, timer, n_prefix, result)
-        with timer("critic"):
-            self._score(cands, prompt, metadata, result)
+        cands, img_lat = yield from self._generate(prompt, None, None, rng, timer, n_prefix, result)
+        yield from self._score(cands, prompt, metadata, timer, result)
         cur = cands[0]
         z_t = z_v = None
         opt_t = opt_v = None
@@ -233,11 +288,10 @@ class MILR:
                         [image_prefix] * k, dtype=torch.long, device=gen.device
                     )
             try:
-                cands, _ = self._generate(
+                cands, _ = yield from self._generate(
                     prompt, text_prefixes, image_prefixes, rng, timer, 0, result
                 )
-                with timer("critic"):
-                    self._score(cands, prompt, metadata, result)
+                yield from self._score(cands, prompt, metadata, timer, result)
             except BaseException:
                 for z, before, opt, state in snapshot:  # the step is not applied
                     with torch.no_grad():

@@ -154,6 +154,66 @@ def generate_candidates(
     return Generated(cands, latents, generated)
 
 
+@dataclass
+class GenRequest:
+    """What one prompt's optimizer asks of `generate_candidates` at a step.
+
+    `MILR.steps` yields it; whoever drives the steps answers with the `Generated`
+    (`serve` for one prompt, `milr.engine` for many prompts in one batch) and adds the
+    phases' seconds to `timer`.
+    """
+
+    prompt: str
+    text_prefixes: list[list[int]] | None
+    image_prefixes: torch.Tensor | None
+    rng: torch.Generator
+    capture: int
+    uses_text: bool
+    cfg_scale: float
+    temperature: float
+    max_reasoning_tokens: int | None
+    timer: Timer | None = None
+
+    @property
+    def k(self) -> int:
+        """Candidates asked for (``K``): the number of text or image prefixes, at least 1."""
+        k = max(
+            len(self.text_prefixes or [None]),
+            0 if self.image_prefixes is None else int(self.image_prefixes.shape[0]),
+        )
+        return max(k, 1)
+
+    def image_rows(self) -> int:
+        """Image rows this request adds to a batch (one per candidate; CFG doubles them)."""
+        return self.k
+
+
+@dataclass
+class ScoreRequest:
+    """What one prompt's optimizer asks of `score_candidates` at a step (answer: None)."""
+
+    critic: Critic
+    candidates: list[Candidate]
+    prompt: str
+    metadata: dict[str, Any]
+    timer: Timer | None = None
+
+
+def serve(gen: Generator, request: GenRequest | ScoreRequest) -> Generated | None:
+    """Answer one request of `MILR.steps` on its own (the one-prompt optimizer's server)."""
+    timer = request.timer if request.timer is not None else Timer(gen.device)
+    if isinstance(request, ScoreRequest):
+        with timer("critic"):
+            score_candidates(request.critic, request.candidates, request.prompt, request.metadata)
+        return None
+    r = request
+    return generate_candidates(
+        gen, r.prompt, r.text_prefixes, r.image_prefixes, r.rng, timer, capture=r.capture,
+        uses_text=r.uses_text, cfg_scale=r.cfg_scale, temperature=r.temperature,
+        max_reasoning_tokens=r.max_reasoning_tokens,
+    )  # fmt: skip
+
+
 def _cap_kwargs(gen: Generator, max_tokens: int | None) -> dict[str, int]:
     """``{"max_tokens": n}`` for the reasoning calls, or ``{}`` when there is no cap.
 

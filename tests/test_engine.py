@@ -328,3 +328,73 @@ def test_an_adapter_without_batched_methods_runs_batched_through_the_defaults(ge
     gen64.clear_cache()
     done = run_batched(plain, critic, [Job(p, {}, c) for p, c in zip(PROMPTS, cfgs)], 3)
     assert [trajectory(d.result) for d in done] == ref
+
+
+def test_the_engine_runs_everything_in_the_callers_thread(gen64):
+    """No second thread runs torch: on a CPU a thread that ran a parallel op keeps its own
+    OpenMP team, and every later op of the main thread ran 2.7x slower (`shapes` loop)."""
+    import threading
+
+    from milr.critic import Critic, CriticResult
+
+    seen: set[int] = set()
+
+    class Where(Critic):
+        name = "where"
+
+        def score_batch(self, images, prompts, metadata):
+            seen.add(threading.get_ident())
+            return [CriticResult(score=float(np.asarray(im).mean()) / 255) for im in images]
+
+    before = threading.active_count()
+    counts: list[int] = []
+    engine = BatchedMILR(
+        gen64, Where(), 3, on_active=lambda n: counts.append(threading.active_count())
+    )
+    done = list(engine.run(Job(p, {}, c) for p, c in zip(PROMPTS[:5], configs("both"))))
+    assert all(d.error is None for d in done) and len(done) == 5
+    assert seen == {threading.get_ident()}
+    assert counts and max(counts) == before
+
+
+def test_steps_is_the_run_loop_driven_from_outside(gen64, critic):
+    """`MILR.steps` answered with `serve` is `MILR.run`; an error thrown in at a request
+    undoes that step and ends the prompt with its partial result attached."""
+    from milr.optimizer import resume_steps
+    from milr.phases import GenRequest, ScoreRequest, serve
+
+    cfg = MILRConfig(mode="both", max_steps=3, seed=7, threshold=-0.01)
+    ref = MILR(gen64, critic, cfg).run(PROMPTS[1])
+    steps = MILR(gen64, critic, cfg).steps(PROMPTS[1])
+    kinds, reply = [], None
+    while True:
+        try:
+            request = resume_steps(steps, reply)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        kinds.append(type(request))
+        reply = serve(gen64, request)
+    assert trajectory(result) == trajectory(ref)
+    assert kinds == [GenRequest, ScoreRequest] * (len(ref.steps))
+
+    milr = MILR(gen64, critic, cfg)
+    steps = milr.steps(PROMPTS[1])
+    reply, n = None, 0
+    with pytest.raises(RuntimeError, match="server down") as info:
+        while True:
+            request = resume_steps(steps, reply)
+            n += 1
+            if n == 4:  # step 1's scoring fails
+                z_before = milr.latents["image"].detach().clone()
+                resume_steps(steps, error=RuntimeError("server down"))
+            reply = serve(gen64, request)
+    partial = info.value.milr_result
+    assert partial.stop_reason == "error" and len(partial.steps) == 1
+    assert "server down" in partial.error
+    import torch
+
+    # step 1's update had moved the latents; the failure undid it
+    start = milr.initial_latents["image"]
+    assert not torch.equal(z_before, start)
+    assert torch.equal(milr.latents["image"].detach(), start)

@@ -15,56 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 from milr.critic import CriticResult, evaluate
 from milr.errors import ExternalServiceError
-from milr.phases import (
+from milr.phases import (  # GenRequest, ScoreRequest: re-exported (defined there)
     Candidate,
     Generated,
+    GenRequest,
+    ScoreRequest,
     Timer,
     breakdown,
     generate_candidates,
     score_candidates,
 )
 
+__all__ = ["BatchOutput", "GenRequest", "ScoreRequest", "generate_batch", "score_batch"]
+
 if TYPE_CHECKING:
-    import torch
-
-    from milr.critic import Critic
     from milr.generator import Generator
-
-
-@dataclass
-class GenRequest:
-    """What one prompt's optimizer asks of `milr.phases.generate_candidates` this step."""
-
-    prompt: str
-    text_prefixes: list[list[int]] | None
-    image_prefixes: torch.Tensor | None
-    rng: torch.Generator
-    capture: int
-    uses_text: bool
-    cfg_scale: float
-    temperature: float
-    max_reasoning_tokens: int | None
-
-    @property
-    def k(self) -> int:
-        k = max(
-            len(self.text_prefixes or [None]),
-            0 if self.image_prefixes is None else int(self.image_prefixes.shape[0]),
-        )
-        return max(k, 1)
-
-    def image_rows(self) -> int:
-        return self.k
-
-
-@dataclass
-class ScoreRequest:
-    """What one prompt's optimizer asks of `milr.phases.score_candidates` this step."""
-
-    critic: Critic
-    candidates: list[Candidate]
-    prompt: str
-    metadata: dict[str, Any]
 
 
 @dataclass

@@ -1,12 +1,15 @@
 """`BatchedMILR`: many prompts optimised concurrently, each exactly as `milr.optimizer.MILR` would.
 
-Each prompt runs the unmodified `MILR` loop (so every mode and option behaves as in the
-one-prompt optimizer) in its own thread, but its two expensive calls — generating candidates
-and scoring them — are handed to the engine instead of running there. The engine resumes the
-prompts one at a time (never two at once) until each has parked on its next call, then runs
-each phase once for all of them: reasoning and image tokens through the generator's batched
-protocol methods (`Generator.continue_reasoning_batch`, `Generator.sample_image_tokens_batch`),
-decoding in chunks, and one critic ``score_batch`` over every candidate image. A prompt that
+Each prompt runs the one-prompt optimizer's own loop, `MILR.steps` (so every mode and option
+behaves as in `MILR.run`): a Python generator that yields its two expensive calls —
+generating candidates and scoring them — as requests instead of running them. The engine
+resumes the prompts one at a time, in its own thread, until each has yielded its next
+request, then runs each phase once for all of them: reasoning and image tokens through the
+generator's batched protocol methods (`Generator.continue_reasoning_batch`,
+`Generator.sample_image_tokens_batch`), decoding in chunks, and one critic ``score_batch``
+over every candidate image. No other thread runs torch: on a CPU, a second thread that has
+run a parallel torch op makes every later op of the first one several times slower (each
+thread keeps its own OpenMP team; measured 2.7× on the `shapes` image loop). A prompt that
 stops (threshold, verdict, max steps, an error) leaves and the next job joins before the next
 round (continuous batching).
 
@@ -25,17 +28,17 @@ prompt at a time, so it fails only the prompt that causes it.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from milr.engine.batch_phases import GenRequest, ScoreRequest, generate_batch, score_batch
+from milr.engine.batch_phases import generate_batch, score_batch
 from milr.engine.memory import MemoryLimit, auto_batch, phase_bytes
 from milr.errors import MilrUserError
-from milr.optimizer import MILR
+from milr.optimizer import MILR, resume_steps
 from milr.optimizer_config import MILRConfig
+from milr.phases import GenRequest, ScoreRequest
 
 if TYPE_CHECKING:
     from milr.critic import Critic
@@ -116,7 +119,7 @@ class BatchedMILR:
     def run(self, jobs: Iterable[Job]) -> Iterator[JobResult]:
         """Yield each job's `JobResult` as it finishes (not in job order)."""
         pending = iter(jobs)
-        active: list[_Worker] = []
+        active: list[_Prompt] = []
         exhausted = False
         try:
             while True:
@@ -129,7 +132,7 @@ class BatchedMILR:
                         self.limit = auto_batch(
                             self.generator, job.config.samples_per_step, self.memory
                         )
-                    worker = _Worker(self, job)
+                    worker = _Prompt(self, job)
                     self._resume(worker)
                     if worker.finished:
                         yield worker.outcome()
@@ -151,27 +154,34 @@ class BatchedMILR:
         finally:
             for worker in active:  # interrupted: unwind the prompts still in flight
                 if not worker.finished:
-                    worker.reply = _Raise(_EngineStopped("the batched run stopped"))
+                    worker.error_in = _EngineStopped("the batched run stopped")
                     worker.resume()
 
-    def _round(self, active: list[_Worker]) -> None:
+    def _round(self, active: list[_Prompt]) -> None:
         """Generation for every prompt waiting on it, then scoring for every prompt waiting."""
         waiting = [w for w in active if isinstance(w.request, GenRequest)]
         if waiting:
             replies = self._generate([w.request for w in waiting])  # type: ignore[misc]
             for worker, reply in zip(waiting, replies):
-                worker.reply = _Raise(reply) if isinstance(reply, BaseException) else reply
+                if isinstance(reply, BaseException):
+                    worker.error_in = reply
+                else:
+                    generated, timings = reply
+                    _add_timings(worker.request, timings)  # the shared batch's seconds
+                    worker.reply = generated
                 self._resume(worker)
         waiting = [w for w in active if not w.finished and isinstance(w.request, ScoreRequest)]
         if waiting:
             t = time.perf_counter()
             errors = score_batch([w.request for w in waiting])  # type: ignore[misc]
-            self._add("critic", time.perf_counter() - t)
+            sec = time.perf_counter() - t
+            self._add("critic", sec)
             for worker, error in zip(waiting, errors):
-                worker.reply = None if error is None else _Raise(error)
+                _add_timings(worker.request, {"critic": sec})
+                worker.error_in = error
                 self._resume(worker)
 
-    def _resume(self, worker: _Worker) -> None:
+    def _resume(self, worker: _Prompt) -> None:
         t = time.perf_counter()
         worker.resume()
         self._add("prompt_side", time.perf_counter() - t)
@@ -231,85 +241,50 @@ class _EngineStopped(Exception):
     """Raised into the prompts still in flight when the batched run is closed early."""
 
 
-@dataclass
-class _Raise:
-    exc: BaseException
+def _add_timings(request: Any, timings: dict[str, float]) -> None:
+    timer = getattr(request, "timer", None)
+    if timer is not None:
+        for key, sec in timings.items():
+            timer.t[key] = timer.t.get(key, 0.0) + sec
 
 
-class _Worker:
-    """One prompt's `MILR` loop in a thread that parks on every generation and scoring call."""
+class _Prompt:
+    """One prompt's `MILR.steps`, resumed by the engine with each reply until it finishes."""
 
     def __init__(self, engine: BatchedMILR, job: Job) -> None:
         self.engine, self.job = engine, job
         self.request: GenRequest | ScoreRequest | None = None
+        #: What the next `resume` sends in: the reply, or the error to raise at the request.
         self.reply: Any = None
+        self.error_in: BaseException | None = None
         self.finished = False
         self.result: MILRResult | None = None
         self.error: BaseException | None = None
         self.t0 = time.perf_counter()
         self.seconds = 0.0
-        self._go = threading.Semaphore(0)
-        self._parked = threading.Semaphore(0)
-        self._thread = threading.Thread(target=self._main, name="milr-prompt", daemon=True)
-        self._thread.start()
-
-    def _main(self) -> None:
-        self._go.acquire()
-        try:
-            milr = _EngineMILR(self.engine.generator, self.engine.critic, self.job.config, self)
-            self.result = milr.run(self.job.prompt, self.job.metadata)
-        except BaseException as exc:
-            self.error = exc
-            self.result = getattr(exc, "milr_result", None)
-        finally:
-            self.finished = True
-            self.seconds = time.perf_counter() - self.t0
-            self._parked.release()
-
-    def call(self, request: GenRequest | ScoreRequest) -> Any:
-        """(prompt thread) Park with `request`; return the engine's reply or raise its error."""
-        self.request = request
-        self._parked.release()
-        self._go.acquire()
-        reply, self.reply, self.request = self.reply, None, None
-        if isinstance(reply, _Raise):
-            raise reply.exc
-        return reply
+        self._steps: Any = None
 
     def resume(self) -> None:
-        """(engine thread) Let the prompt run until it parks again or finishes."""
-        self._go.release()
-        self._parked.acquire()
-        if self.finished:
-            self._thread.join()
+        """Run the prompt's own work until its next request (or its end)."""
+        reply, error = self.reply, self.error_in
+        self.reply = self.error_in = self.request = None
+        try:
+            if self._steps is None:
+                cfg = self.job.config
+                milr = MILR(self.engine.generator, self.engine.critic, cfg)
+                self._steps = milr.steps(self.job.prompt, self.job.metadata)
+            self.request = resume_steps(self._steps, reply, error)
+        except StopIteration as done:
+            self._finish(done.value, None)
+        except BaseException as exc:
+            self._finish(getattr(exc, "milr_result", None), exc)
+
+    def _finish(self, result: MILRResult | None, error: BaseException | None) -> None:
+        self.result, self.error, self.finished = result, error, True
+        self.seconds = time.perf_counter() - self.t0
 
     def outcome(self) -> JobResult:
         return JobResult(self.job, self.result, self.error, self.seconds)
-
-
-class _EngineMILR(MILR):
-    """`MILR` whose generation and scoring calls go to the batched engine."""
-
-    def __init__(self, generator: Generator, critic: Critic, config: MILRConfig, worker: _Worker):
-        super().__init__(generator, critic, config)
-        self._worker = worker
-
-    def _generate(self, prompt, text_prefixes, image_prefixes, rng, timer, capture, result):
-        cfg = self.config
-        request = GenRequest(
-            prompt, text_prefixes, image_prefixes, rng, capture, cfg.uses_text,
-            self.cfg_scale, cfg.temperature, cfg.max_reasoning_tokens,
-        )  # fmt: skip
-        generated, timings = self._worker.call(request)
-        for key, sec in timings.items():  # the shared batch's seconds
-            timer.t[key] = timer.t.get(key, 0.0) + sec
-        result.tokens_generated += generated.tokens_generated
-        return generated.candidates, generated.latents
-
-    def _score(self, cands, prompt, metadata, result) -> None:
-        self._worker.call(ScoreRequest(self.critic, cands, prompt, metadata))
-        result.critic_calls += 1
-        result.images_scored += len(cands)
 
 
 def run_batched(
