@@ -136,10 +136,15 @@ def main_engine(args: argparse.Namespace) -> None:
     print("|" + "---|" * (6 + len(phases)))
     base = None
     results = {}
+    rates = {}
     for b in args.batch:
-        wall, st, res = run_once(gen, critic, texts, b, args.steps)
+        n = len(texts)
+        if b == 1 and args.baseline_prompts:
+            n = min(n, args.baseline_prompts)
+        wall, st, res = run_once(gen, critic, texts[:n], b, args.steps)
         results[b] = res
-        base = wall if base is None else base
+        rates[b] = n / wall * 3600
+        base = rates[b] if base is None else base
         phase_sum = sum(st.get(k, 0.0) for k in phases if k not in ("padding", "update"))
         other = max(0.0, wall - phase_sum)
         # padding is inside image_tokens/reasoning; prompt_side holds `update` (the loss and
@@ -148,24 +153,27 @@ def main_engine(args: argparse.Namespace) -> None:
         keeping = st.get("padding", 0.0) + side + other
         cells = " | ".join(f"{st.get(k, 0.0):.1f}" for k in phases)
         print(
-            f"| {b} | {wall:.1f} | {len(texts) / wall * 3600:.0f} | {base / wall:.2f}x | "
+            f"| {b} | {wall:.1f} | {rates[b]:.0f} | {rates[b] / base:.2f}x | "
             f"{cells} | {other:.1f} | {100 * keeping / wall:.1f}% |"
+            + (f" (B = 1 on the first {n} prompts)" if n < len(texts) else "")
         )
         sys.stdout.flush()
     ref = results[args.batch[0]]
     for b in args.batch[1:]:
-        same = sum(trajectory(a) == trajectory(r) for a, r in zip(ref, results[b]))
+        n = min(len(ref), len(results[b]))  # the prompts both ran
+        same = sum(trajectory(a) == trajectory(r) for a, r in zip(ref[:n], results[b][:n]))
         acc = [
-            sum(bool(x.steps[-1].passed) for x in results[k]) / len(texts)
-            for k in (args.batch[0], b)
+            sum(bool(x.steps[-1].passed) for x in results[k][:n]) / n for k in (args.batch[0], b)
         ]
         print(
-            f"B={b} vs B={args.batch[0]}: {same}/{len(texts)} trajectories identical; "
-            f"final pass rate {acc[1]:.3f} vs {acc[0]:.3f} (difference {acc[1] - acc[0]:+.3f})"
+            f"B={b} vs B={args.batch[0]}: {same}/{n} trajectories identical; final pass rate "
+            f"{acc[1]:.3f} vs {acc[0]:.3f} (difference {acc[1] - acc[0]:+.3f}) on those {n}"
         )
 
 
 def main_shapes(args: argparse.Namespace) -> None:
+    import transformers.models.janus.modeling_janus  # noqa: F401 - imports out of the first timing
+
     from milr.bench.runner import BenchOptions, run_bench
     from milr.shapes.evalset import write_shapeseval
 
@@ -175,6 +183,7 @@ def main_shapes(args: argparse.Namespace) -> None:
     print(f"suite {suite} ({n} prompts), mode both, {args.shapes_steps} steps")
     print("| --batch-prompts | wall s | overall (MILR) | overall (base) |")
     print("|---|---|---|---|")
+    walls, records = {}, {}
     for b in args.batch:
         opts = BenchOptions(
             suite=str(suite), model="shapes", critic=["shapes"], mode="both",
@@ -185,8 +194,40 @@ def main_shapes(args: argparse.Namespace) -> None:
         summary = run_bench(opts)
         wall = time.perf_counter() - t0
         overall = summary["overall"] if summary else {}
+        walls[b], records[b] = wall, _records(work / f"b{b}" / "results.jsonl")
         print(f"| {b} | {wall:.1f} | {_acc(overall, 'milr')} | {_acc(overall, 'base')} |")
         sys.stdout.flush()
+    first = args.batch[0]
+    for b in args.batch[1:]:
+        ref, got = records[first], records[b]
+        same = sum(_shape_trajectory(ref[k]) == _shape_trajectory(got.get(k, {})) for k in ref)
+        images = sum(
+            ref[k]["milr"]["image_sha256"] == got.get(k, {}).get("milr", {}).get("image_sha256")
+            for k in ref
+            if ref[k].get("milr")
+        )
+        print(
+            f"B={b} vs B={first}: wall {walls[first] / walls[b]:.2f}x faster; "
+            f"{same}/{len(ref)} trajectories identical (steps, scores, verdicts, tokens, "
+            f"prompts); {images}/{len(ref)} final images byte-identical"
+        )
+
+
+def _records(path: Path) -> dict:
+    import json
+
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        out[rec["prompt_id"]] = rec
+    return out
+
+
+def _shape_trajectory(rec: dict) -> tuple:
+    """What a prompt's run decided, from its bench record (timings left out)."""
+    t = rec.get("trajectory") or {}
+    keys = ("steps", "stop_reason", "scores", "rewards", "passed", "tokens_generated", "prompts")
+    return tuple(repr(t.get(k)) for k in keys)
 
 
 def _acc(overall, side: str) -> str:
@@ -202,6 +243,13 @@ def main() -> None:
     parser.add_argument("--shapes", action="store_true", help="ShapesEval via milr bench")
     parser.add_argument("--batch", type=int, nargs="+", default=None)
     parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument(
+        "--baseline-prompts",
+        type=int,
+        default=None,
+        help="run B = 1 on the first N prompts only (its prompts/hour does not depend on N: "
+        "every prompt runs every step); trajectories are compared on those N",
+    )
     parser.add_argument("--shapes-steps", type=int, default=30, help="--shapes: MILR steps")
     parser.add_argument("--limit", type=int, default=None, help="--shapes: first N prompts")
     parser.add_argument("--steps", type=int, default=5)
