@@ -13,8 +13,10 @@ decoder) with 2 text layers and 144 image tokens (a 12×12 grid, 192 px); reason
 Suite: the first 32 GenEval prompts, ``--steps`` 5 with a threshold no step reaches, so every
 prompt runs every step. Each B runs the same jobs; the table gives wall time, prompts/hour,
 speed-up over B = 1, seconds per phase (summed over the run; ``update`` is the prompts' loss
-and Adam steps through the output heads, part of ``prompt_side``), and the bookkeeping share
-(padding and compaction of rows, the rest of ``prompt_side``, and scheduling). The last lines
+through the output heads, its backward and the Adam steps, part of ``prompt_side``; ``adam``
+the Adam steps alone), and the bookkeeping share (padding and compaction of rows, the rest of
+``prompt_side``, the per-prompt Adam steps, and scheduling). ``--baseline-prompts N`` runs
+B = 1 on the first N prompts only, to save time. The last lines
 compare every prompt's trajectory with B = 1 (float32: batched products may round
 differently) and the pass rate of the final images.
 
@@ -26,6 +28,7 @@ and overall accuracy of each.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -94,9 +97,10 @@ def run_once(gen, critic, texts, batch: int, steps: int):
         gen.clear_cache()
     gen.batch_bookkeeping_s = 0.0
     engine = BatchedMILR(gen, critic, batch)
-    t0 = time.perf_counter()
-    done = sorted(engine.run(jobs), key=lambda d: d.job.key)
-    wall = time.perf_counter() - t0
+    with _timed_adam() as adam:
+        t0 = time.perf_counter()
+        done = sorted(engine.run(jobs), key=lambda d: d.job.key)
+        wall = time.perf_counter() - t0
     errors = [d.error for d in done if d.error is not None]
     if errors:
         raise SystemExit(f"B={batch}: {len(errors)} prompts failed, first: {errors[0]!r}")
@@ -104,7 +108,30 @@ def run_once(gen, critic, texts, batch: int, steps: int):
     stats["padding"] = float(getattr(gen, "batch_bookkeeping_s", 0.0))
     # the prompts' own MILR work (loss, backward through the heads, Adam, proposals)
     stats["update"] = sum(s.timings.get("update", 0.0) for d in done for s in d.result.steps)
+    stats["adam"] = adam[0]  # the per-prompt Adam steps (inside `update`)
     return wall, stats, [d.result for d in done]
+
+
+@contextlib.contextmanager
+def _timed_adam():
+    """Seconds spent in ``torch.optim.Adam.step`` while the block runs (``[seconds]``)."""
+    import torch
+
+    spent = [0.0]
+    original = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t
+
+    torch.optim.Adam.step = step
+    try:
+        yield spent
+    finally:
+        torch.optim.Adam.step = original
 
 
 def trajectory(result):
@@ -131,7 +158,9 @@ def main_engine(args: argparse.Namespace) -> None:
         f"{gen.image_token_count} image tokens, dtype {gen.dtype}, threads "
         f"{torch.get_num_threads()}; {len(texts)} prompts x {args.steps} steps; critic {args.critic}"
     )
-    phases = ["reasoning", "image_tokens", "decode", "critic", "update", "prompt_side", "padding"]
+    phases = [
+        "reasoning", "image_tokens", "decode", "critic", "update", "adam", "prompt_side", "padding",
+    ]  # fmt: skip
     print(f"| B | wall s | prompts/h | speed-up | {' | '.join(phases)} | other | bookkeeping |")
     print("|" + "---|" * (6 + len(phases)))
     base = None
@@ -145,12 +174,14 @@ def main_engine(args: argparse.Namespace) -> None:
         results[b] = res
         rates[b] = n / wall * 3600
         base = rates[b] if base is None else base
-        phase_sum = sum(st.get(k, 0.0) for k in phases if k not in ("padding", "update"))
+        phase_sum = sum(st.get(k, 0.0) for k in phases if k not in ("padding", "update", "adam"))
         other = max(0.0, wall - phase_sum)
-        # padding is inside image_tokens/reasoning; prompt_side holds `update` (the loss and
-        # Adam step through the heads: MILR's own work) plus the prompts' bookkeeping
+        # padding is inside image_tokens/reasoning; prompt_side holds `update` (the loss through
+        # the heads and its backward: MILR's own work, and the Adam steps) plus the prompts'
+        # bookkeeping. Bookkeeping = padding + the prompts' own bookkeeping + the per-prompt
+        # Adam steps + scheduling (`other`).
         side = max(0.0, st.get("prompt_side", 0.0) - st.get("update", 0.0))
-        keeping = st.get("padding", 0.0) + side + other
+        keeping = st.get("padding", 0.0) + side + st.get("adam", 0.0) + other
         cells = " | ".join(f"{st.get(k, 0.0):.1f}" for k in phases)
         print(
             f"| {b} | {wall:.1f} | {rates[b]:.0f} | {rates[b] / base:.2f}x | "

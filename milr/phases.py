@@ -10,6 +10,10 @@ effects:
 - `generate_candidates`: reasoning (if used), image tokens and pixels for each candidate;
 - `score_candidates`: one critic batch over the candidates.
 
+`MILR.steps` does not call the last two itself: it yields a `GenRequest` or `ScoreRequest`
+and whoever drives it answers — `serve` (one prompt: `MILR.run`) or `milr.engine` (the
+requests of many prompts in one batch).
+
 Timings use `Timer`, which synchronises CUDA around each phase; `CLOCK` is the clock
 (benchmarks on shared CPUs swap in `time.process_time`).
 """
