@@ -22,6 +22,7 @@ from collections.abc import Generator as _PyGenerator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from milr.critic import Critic, critic_label
+from milr.errors import MilrUserError
 from milr.modes import MODES  # noqa: F401 - re-exported (older imports)
 from milr.optimizer_config import SELECT, MILRConfig  # noqa: F401 - re-exported
 from milr.phases import (
@@ -55,11 +56,11 @@ def resume_steps(
     the updates need, whatever the caller's mode (``torch.no_grad`` is thread state, and a
     driver interleaves many prompts in one thread). Raises ``StopIteration`` (its ``value``:
     the `MILRResult`) when the prompt is done, or the exception that ended the prompt (with
-    the partial result as ``exc.milr_result``).
+    the partial result as ``exc.milr_result``). Inside ``torch.inference_mode()`` too.
     """
     import torch
 
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():
         if error is not None:
             return steps.throw(error)
         return steps.send(reply)
@@ -94,6 +95,7 @@ class MILR:
         self._bound = False
         self.latents: dict[str, Any] = {}
         self._pending: list[Candidate] | None = None
+        self._in_flight = False
         self.initial_latents: dict[str, Any] = {}
 
     # -- phases ------------------------------------------------------------------------------
@@ -169,6 +171,11 @@ class MILR:
         """
         cfg, gen = self.config, self.generator
         metadata = dict(metadata or {})
+        if self._in_flight:
+            raise MilrUserError(
+                "this MILR instance is already optimising a prompt (its latents and Adam state "
+                "are per instance); make one MILR per prompt to run several at once"
+            )
         gen.check_prompt(prompt)
         if not self._bound:
             self.critic.bind(generator=gen)
@@ -182,10 +189,13 @@ class MILR:
         )
         t0 = time.perf_counter()
         self._pending = None
+        self._in_flight = True
         try:
             yield from self._run(prompt, metadata, callback, result)
         except _Stop:
             pass
+        except GeneratorExit:  # closed by its driver (or collected): not a failure of the run
+            raise
         except BaseException as exc:
             result.stop_reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
             if not isinstance(exc, KeyboardInterrupt):
@@ -195,6 +205,7 @@ class MILR:
             raise
         finally:
             self._pending = None
+            self._in_flight = False
             self._record_prompts(prompt, result)
         result.wall_seconds = time.perf_counter() - t0
         return result

@@ -330,31 +330,59 @@ def test_an_adapter_without_batched_methods_runs_batched_through_the_defaults(ge
     assert [trajectory(d.result) for d in done] == ref
 
 
-def test_the_engine_runs_everything_in_the_callers_thread(gen64):
+def test_the_engine_runs_everything_in_the_callers_thread(gen64, critic, monkeypatch):
     """No second thread runs torch: on a CPU a thread that ran a parallel op keeps its own
     OpenMP team, and every later op of the main thread ran 2.7x slower (`shapes` loop)."""
     import threading
 
-    from milr.critic import Critic, CriticResult
-
     seen: set[int] = set()
+    head = gen64.image_head
 
-    class Where(Critic):
-        name = "where"
+    def image_head(*args, **kwargs):  # the prompts' own work: their latent updates
+        seen.add(threading.get_ident())
+        return head(*args, **kwargs)
 
-        def score_batch(self, images, prompts, metadata):
-            seen.add(threading.get_ident())
-            return [CriticResult(score=float(np.asarray(im).mean()) / 255) for im in images]
-
-    before = threading.active_count()
-    counts: list[int] = []
+    monkeypatch.setattr(gen64, "image_head", image_head)
+    before = set(threading.enumerate())
+    extra: list[set] = []
     engine = BatchedMILR(
-        gen64, Where(), 3, on_active=lambda n: counts.append(threading.active_count())
+        gen64, critic, 3, on_active=lambda n: extra.append(set(threading.enumerate()) - before)
     )
     done = list(engine.run(Job(p, {}, c) for p, c in zip(PROMPTS[:5], configs("both"))))
     assert all(d.error is None for d in done) and len(done) == 5
     assert seen == {threading.get_ident()}
-    assert counts and max(counts) == before
+    assert extra and not any(extra), extra
+
+
+def test_ctrl_c_in_a_prompts_own_work_stops_the_whole_run(gen64, critic, monkeypatch):
+    calls = [0]
+    head = gen64.image_head
+
+    def image_head(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 4:
+            raise KeyboardInterrupt
+        return head(*args, **kwargs)
+
+    monkeypatch.setattr(gen64, "image_head", image_head)
+    finished = []
+    engine = BatchedMILR(gen64, critic, 3)
+    with pytest.raises(KeyboardInterrupt):
+        for d in engine.run(Job(p, {}, c) for p, c in zip(PROMPTS, configs("image"))):
+            finished.append(d)
+    assert len(finished) < len(PROMPTS)
+
+
+def test_one_milr_instance_runs_one_prompt_at_a_time(gen64, critic):
+    from milr.optimizer import resume_steps
+
+    milr = MILR(gen64, critic, MILRConfig(mode="image", max_steps=2, seed=1))
+    first = milr.steps(PROMPTS[0])
+    resume_steps(first)  # suspended at its first request
+    with pytest.raises(MilrUserError, match="one MILR per prompt"):
+        resume_steps(milr.steps(PROMPTS[1]))
+    first.close()  # a driver closing it is not a failure, and frees the instance
+    assert milr.run(PROMPTS[1]).stop_reason in {"max_steps", "threshold"}
 
 
 def test_steps_is_the_run_loop_driven_from_outside(gen64, critic):

@@ -27,6 +27,7 @@ prompt at a time, so it fails only the prompt that causes it.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -155,7 +156,8 @@ class BatchedMILR:
             for worker in active:  # interrupted: unwind the prompts still in flight
                 if not worker.finished:
                     worker.error_in = _EngineStopped("the batched run stopped")
-                    worker.resume()
+                    with contextlib.suppress(BaseException):  # a 2nd Ctrl-C: keep unwinding
+                        worker.resume()
 
     def _round(self, active: list[_Prompt]) -> None:
         """Generation for every prompt waiting on it, then scoring for every prompt waiting."""
@@ -278,6 +280,8 @@ class _Prompt:
             self._finish(done.value, None)
         except BaseException as exc:
             self._finish(getattr(exc, "milr_result", None), exc)
+            if not isinstance(exc, Exception):  # Ctrl-C, SystemExit: the whole run stops
+                raise
 
     def _finish(self, result: MILRResult | None, error: BaseException | None) -> None:
         self.result, self.error, self.finished = result, error, True
