@@ -426,3 +426,38 @@ def test_steps_is_the_run_loop_driven_from_outside(gen64, critic):
     start = milr.initial_latents["image"]
     assert not torch.equal(z_before, start)
     assert torch.equal(milr.latents["image"].detach(), start)
+
+
+def test_decode_chunks_follow_the_image_size_on_cpu(gen64, monkeypatch):
+    """None: the first image alone, then as many per call as fit CPU_DECODE_PIXELS."""
+    import torch
+
+    from milr.engine import batch_phases
+
+    calls: list[int] = []
+    decode = gen64.decode
+
+    def counting(tokens):
+        calls.append(int(tokens.shape[0]))
+        return decode(tokens)
+
+    monkeypatch.setattr(gen64, "decode", counting)
+    tokens = torch.randint(
+        0, 16, (7, gen64.image_token_count), generator=torch.Generator().manual_seed(0)
+    )
+    alone = [np.asarray(im) for t in tokens for im in decode(t[None])]
+    pixels = alone[0].shape[0] * alone[0].shape[1]
+
+    monkeypatch.setattr(batch_phases, "CPU_DECODE_PIXELS", 3 * pixels)
+    got = batch_phases.decode_in_chunks(gen64, tokens)
+    assert calls == [1, 3, 3]
+    assert all(np.array_equal(np.asarray(a), b) for a, b in zip(got, alone))
+
+    calls.clear()
+    monkeypatch.setattr(batch_phases, "CPU_DECODE_PIXELS", pixels // 2)  # large images
+    batch_phases.decode_in_chunks(gen64, tokens)
+    assert calls == [1] * 7
+
+    calls.clear()
+    batch_phases.decode_in_chunks(gen64, tokens, chunk=4)
+    assert calls == [4, 3]

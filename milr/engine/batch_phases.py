@@ -26,7 +26,10 @@ from milr.phases import (  # GenRequest, ScoreRequest: re-exported (defined ther
     score_candidates,
 )
 
-__all__ = ["BatchOutput", "GenRequest", "ScoreRequest", "generate_batch", "score_batch"]
+__all__ = [
+    "BatchOutput", "GenRequest", "ScoreRequest", "decode_in_chunks", "generate_batch",
+    "score_batch",
+]  # fmt: skip
 
 if TYPE_CHECKING:
     from milr.generator import Generator
@@ -41,7 +44,7 @@ class BatchOutput:
 
 
 def generate_batch(
-    gen: Generator, requests: list[GenRequest], *, decode_chunk: int = 16
+    gen: Generator, requests: list[GenRequest], *, decode_chunk: int | None = None
 ) -> BatchOutput:
     """Run `generate_candidates` for every request at once (same results per request)."""
     import torch
@@ -119,10 +122,7 @@ def generate_batch(
             temperature=first.temperature, capture=capture,
         )  # fmt: skip
     with timer("decode"):
-        images: list[Any] = []
-        step = max(1, int(decode_chunk))
-        for start in range(0, sampled.tokens.shape[0], step):
-            images.extend(gen.decode(sampled.tokens[start : start + step]))
+        images = decode_in_chunks(gen, sampled.tokens, decode_chunk)
 
     # -- per request, what generate_candidates returns -------------------------------------
     generated = []
@@ -139,6 +139,45 @@ def generate_batch(
         latents = sampled.latents.index_select(0, picked)[:, : r.capture]
         generated.append(Generated(cands, latents, counts[i] + r.k * (n_img - forced)))
     return BatchOutput(generated, timer.t)
+
+
+#: Pixels per VQ decode call on a CPU when the chunk is chosen automatically.
+CPU_DECODE_PIXELS = 16 * 64 * 64
+
+
+def decode_in_chunks(gen: Generator, tokens: Any, chunk: int | None = None) -> list[Any]:
+    """`Generator.decode` over ``tokens`` (``[R, n]``), at most `chunk` rows per call.
+
+    ``chunk=None`` chooses: 16 on CUDA; on a CPU as many images as fit `CPU_DECODE_PIXELS`
+    (the first image is decoded alone to learn its size). Measured on 2 CPU cores (fp32):
+    at 192×192 px one image per call took 0.80 s per image and 16 per call 1.11 s (the
+    convolutions' activations leave the caches); at 64×64 px 16 per call took 6.6 ms per
+    image and one per call 7.2 ms.
+    """
+    rows = int(tokens.shape[0])
+    images: list[Any] = []
+    start = 0
+    if chunk is None:
+        if str(getattr(gen, "device", "")).startswith("cuda"):
+            chunk = 16
+        else:
+            images.extend(gen.decode(tokens[:1]))
+            start = 1
+            chunk = max(1, min(16, CPU_DECODE_PIXELS // max(1, _pixels(images[0]))))
+    step = max(1, int(chunk))
+    for at in range(start, rows, step):
+        images.extend(gen.decode(tokens[at : at + step]))
+    return images
+
+
+def _pixels(image: Any) -> int:
+    size = getattr(image, "size", None)  # PIL: (width, height)
+    if isinstance(size, tuple) and len(size) == 2:
+        return int(size[0]) * int(size[1])
+    import numpy as np
+
+    shape = np.asarray(image).shape
+    return int(shape[0]) * int(shape[1]) if len(shape) >= 2 else 1
 
 
 def score_batch(requests: list[ScoreRequest]) -> list[BaseException | None]:

@@ -89,7 +89,8 @@ class BatchedMILR:
     """Optimise many prompts at once: ``BatchedMILR(gen, critic, batch_prompts=16).run(jobs)``.
 
     `batch_prompts` is the most prompts in flight (``"auto"``: from free device memory, see
-    `milr.engine.memory`). `memory_limit` (bytes) caps the memory ``auto`` plans with and makes
+    `milr.engine.memory`). `decode_chunk` is the most images per VQ decode call (None: 16 on
+    CUDA, on a CPU by image size; `milr.engine.batch_phases.decode_in_chunks`). `memory_limit` (bytes) caps the memory ``auto`` plans with and makes
     a larger batch raise `torch.OutOfMemoryError` (simulated) before it runs. `on_active` is
     called with the number of prompts in flight at each round (progress bars).
     """
@@ -101,7 +102,7 @@ class BatchedMILR:
         batch_prompts: int | str = "auto",
         *,
         memory_limit: int | None = None,
-        decode_chunk: int = 16,
+        decode_chunk: int | None = None,
         on_active: Callable[[int], Any] | None = None,
     ) -> None:
         self.generator = generator
