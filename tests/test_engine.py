@@ -449,9 +449,13 @@ def test_decode_chunks_follow_the_image_size_on_cpu(gen64, monkeypatch):
     pixels = alone[0].shape[0] * alone[0].shape[1]
 
     monkeypatch.setattr(batch_phases, "CPU_DECODE_PIXELS", 3 * pixels)
+    monkeypatch.setattr(batch_phases, "_IMAGE_PIXELS", batch_phases.weakref.WeakKeyDictionary())
     got = batch_phases.decode_in_chunks(gen64, tokens)
-    assert calls == [1, 3, 3]
+    assert calls == [1, 3, 3]  # the first image alone: its size sets the chunk
     assert all(np.array_equal(np.asarray(a), b) for a, b in zip(got, alone))
+    calls.clear()
+    batch_phases.decode_in_chunks(gen64, tokens)
+    assert calls == [3, 3, 1]  # the size is remembered per generator
 
     calls.clear()
     monkeypatch.setattr(batch_phases, "CPU_DECODE_PIXELS", pixels // 2)  # large images
