@@ -203,9 +203,15 @@ class ScoreRequest:
     timer: Timer | None = None
 
 
-def serve(gen: Generator, request: GenRequest | ScoreRequest) -> Generated | None:
-    """Answer one request of `MILR.steps` on its own (the one-prompt optimizer's server)."""
-    timer = request.timer if request.timer is not None else Timer(gen.device)
+def serve(
+    gen: Generator, request: GenRequest | ScoreRequest, timer: Timer | None = None
+) -> Generated | None:
+    """Answer one request of `MILR.steps` on its own (the one-prompt optimizer's server).
+
+    The phases' seconds go to `timer`, by default the request's own.
+    """
+    if timer is None:
+        timer = request.timer if request.timer is not None else Timer(gen.device)
     if isinstance(request, ScoreRequest):
         with timer("critic"):
             score_candidates(request.critic, request.candidates, request.prompt, request.metadata)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from milr.critic import CriticResult, evaluate
 from milr.errors import ExternalServiceError
@@ -24,8 +24,8 @@ from milr.phases import (  # GenRequest, ScoreRequest: re-exported (defined ther
     ScoreRequest,
     Timer,
     breakdown,
-    generate_candidates,
     score_candidates,
+    serve,
 )
 
 __all__ = [
@@ -53,12 +53,7 @@ def generate_batch(
 
     timer = Timer(gen.device)
     if len(requests) == 1:
-        r = requests[0]
-        one = generate_candidates(
-            gen, r.prompt, r.text_prefixes, r.image_prefixes, r.rng, timer, capture=r.capture,
-            uses_text=r.uses_text, cfg_scale=r.cfg_scale, temperature=r.temperature,
-            max_reasoning_tokens=r.max_reasoning_tokens,
-        )  # fmt: skip
+        one = cast(Generated, serve(gen, requests[0], timer))  # the engine adds the seconds
         return BatchOutput([one], timer.t)
     keys = {(r.cfg_scale, r.temperature) for r in requests}
     if len(keys) > 1:  # one image loop per guidance setting
@@ -151,10 +146,10 @@ def decode_in_chunks(gen: Generator, tokens: Any, chunk: int | None = None) -> l
     """`Generator.decode` over ``tokens`` (``[R, n]``), at most `chunk` rows per call.
 
     ``chunk=None`` chooses: 16 on CUDA; on a CPU as many images as fit `CPU_DECODE_PIXELS`
-    (the generator's first image is decoded alone to learn its size). Measured on 2 CPU cores (fp32):
-    at 192×192 px one image per call took 0.80 s per image and 16 per call 1.11 s (the
-    convolutions' activations leave the caches); at 64×64 px 16 per call took 6.6 ms per
-    image and one per call 7.2 ms.
+    (the generator's first image is decoded alone to learn its size). Measured on 2 CPU
+    cores (fp32): at 192×192 px one image per call took 0.80 s per image and 16 per call
+    1.11 s (the convolutions' activations leave the caches); at 64×64 px 16 per call took
+    6.6 ms per image and one per call 7.2 ms.
     """
     rows = int(tokens.shape[0])
     images: list[Any] = []

@@ -90,9 +90,10 @@ class BatchedMILR:
 
     `batch_prompts` is the most prompts in flight (``"auto"``: from free device memory, see
     `milr.engine.memory`). `decode_chunk` is the most images per VQ decode call (None: 16 on
-    CUDA, on a CPU by image size; `milr.engine.batch_phases.decode_in_chunks`). `memory_limit` (bytes) caps the memory ``auto`` plans with and makes
-    a larger batch raise `torch.OutOfMemoryError` (simulated) before it runs. `on_active` is
-    called with the number of prompts in flight at each round (progress bars).
+    CUDA, on a CPU by image size; `milr.engine.batch_phases.decode_in_chunks`).
+    `memory_limit` (bytes) caps the memory ``auto`` plans with and makes a larger batch raise
+    `torch.OutOfMemoryError` (simulated) before it runs. `on_active` is called with the
+    number of prompts in flight at each round (progress bars).
     """
 
     def __init__(
