@@ -13,6 +13,7 @@ import base64
 import concurrent.futures
 import importlib
 import io
+import json
 from typing import TYPE_CHECKING, Any
 
 from milr.errors import MilrUserError
@@ -185,8 +186,112 @@ def describe_failure(
     return " ".join(str(redact(text, key)).split())
 
 
+def _text(value: Any) -> str | None:
+    """A message field as text: a string, or the joined ``text`` of a list of content parts."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = [p.get("text") if isinstance(p, dict) else getattr(p, "text", None) for p in value]
+        texts = [t for t in parts if isinstance(t, str)]
+        return "".join(texts) if texts else None
+    return None
+
+
 def reply_content(reply: Any) -> str:
+    """The first choice's visible answer (``message.content``), ``""`` when there is none."""
     choices = getattr(reply, "choices", None) or []
     message = getattr(choices[0], "message", None) if choices else None
-    content = getattr(message, "content", None)
-    return content if isinstance(content, str) else ""
+    return _text(getattr(message, "content", None)) or ""
+
+
+def _extra(obj: Any, name: str) -> Any:
+    """A field the openai models do not declare (``reasoning_content``, Azure's filters)."""
+    value = getattr(obj, name, None)
+    if value is None:
+        value = (getattr(obj, "model_extra", None) or {}).get(name)
+    return value
+
+
+def _quote(value: Any, limit: int = 200) -> str:
+    if not isinstance(value, str):
+        value = json.dumps(value, default=str, sort_keys=True)
+    return repr(" ".join(value.split())[:limit])
+
+
+#: ``finish_reason`` values that mean the judge ended its answer itself (OpenAI, vLLM, SGLang,
+#: lmdeploy, TGI spellings); None: the server did not say.
+NORMAL_STOPS = frozenset({None, "stop", "eos", "eos_token", "stop_sequence", "end_turn"})
+
+
+def unusable_reply(reply: Any, *, max_tokens: int, first_word_only: bool) -> str | None:
+    """Why a chat-completions reply carries no usable answer, in the server's words, or None.
+
+    Checked in this order: no choices, a choice without a message, a refusal
+    (``message.refusal``), ``finish_reason`` ``content_filter``, a tool or function call, a
+    visible answer that is empty while the judge wrote reasoning (``reasoning_content`` /
+    ``reasoning``), ``length`` (unless `first_word_only`: a yes/no answer is its first word,
+    so a cut after it is expected), any other ``finish_reason`` that is not a normal stop, and
+    an empty or null ``content``. The returned line quotes what the server sent (at most 200
+    characters of each text); the caller redacts the key.
+    """
+    choices = getattr(reply, "choices", None)
+    if not choices:
+        said = {
+            k: v
+            for k, v in (getattr(reply, "model_extra", None) or {}).items()
+            if v not in (None, [], {})
+        }
+        hint = f"; the reply also holds {_quote(said)}" if said else ""
+        return f"the reply has no choices (choices: {_quote(choices)}){hint}"
+    choice = choices[0]
+    finish = getattr(choice, "finish_reason", None)
+    message = getattr(choice, "message", None)
+    if message is None:
+        return f"the reply's choice has no message (finish_reason {finish!r})"
+    content = _text(getattr(message, "content", None))
+    refusal = _text(getattr(message, "refusal", None))
+    so_far = f"; answer so far: {_quote(content)}" if content and content.strip() else ""
+    if refusal and refusal.strip():
+        return f"the judge refused: {_quote(refusal)} (finish_reason {finish!r})"
+    if finish == "content_filter":
+        filters = _extra(choice, "content_filter_results") or {}
+        hit = (
+            sorted(k for k, v in filters.items() if isinstance(v, dict) and v.get("filtered"))
+            if isinstance(filters, dict)
+            else []
+        )
+        which = f" (filtered: {', '.join(hit)})" if hit else ""
+        return f"the server's content filter stopped the answer{which}{so_far}"
+    calls = getattr(message, "tool_calls", None) or []
+    function_call = getattr(message, "function_call", None)
+    if finish in ("tool_calls", "function_call") or calls or function_call:
+        names = [getattr(getattr(c, "function", None), "name", None) for c in calls]
+        if function_call is not None:
+            names.append(getattr(function_call, "name", None))
+        named = ", ".join(str(n) for n in names if n) or "unnamed"
+        return (
+            f"the judge called a tool ({named}) instead of answering "
+            f"(finish_reason {finish!r}){so_far}"
+        )
+    if not (content and content.strip()):
+        reasoning = _text(_extra(message, "reasoning_content")) or _text(
+            _extra(message, "reasoning")
+        )
+        if reasoning and reasoning.strip():
+            return (
+                f"the visible answer is empty: the judge spent its tokens on reasoning "
+                f"(finish_reason {finish!r}, max_tokens={max_tokens}; reasoning: "
+                f"{_quote(reasoning, 120)}); raise max_tokens= or use a model that answers "
+                "without reasoning"
+            )
+    if finish == "length" and not first_word_only:
+        return (
+            f"the answer was cut at max_tokens={max_tokens} (finish_reason 'length'); "
+            f"raise max_tokens={so_far}"
+        )
+    if finish not in NORMAL_STOPS and finish != "length":
+        return f"the answer ended with finish_reason {finish!r}, not a normal stop{so_far}"
+    if not (content and content.strip()):
+        shown = "null" if getattr(message, "content", None) is None else _quote(content)
+        return f"the reply's content is empty ({shown}, finish_reason {finish!r})"
+    return None

@@ -49,6 +49,7 @@ from milr.critics._chat_client import (
     redact,
     reply_content,
     run_sync,
+    unusable_reply,
 )
 from milr.critics._images import to_rgb
 from milr.critics.rubrics import (
@@ -141,6 +142,14 @@ class APIJudgeCritic(Critic):
         )
         logprobs: bool = Field(
             True, description="yesno: ask for token log-probabilities (smooth P(yes))"
+        )
+        min_yes_no_share: float = Field(
+            0.5,
+            gt=0,
+            le=1,
+            description="yesno with logprobs: least share of the first token's probability "
+            "that yes and no together must hold to score from probabilities; below it the "
+            "answer's first word decides, and an answer that is neither fails the image",
         )
         max_tokens: int | None = Field(
             None, ge=1, description="answer length bound; None: the rubric's (1 for yesno)"
@@ -346,6 +355,11 @@ class APIJudgeCritic(Critic):
             "attempts": int(getattr(raw, "retries_taken", 0)) + 1,
             "seconds": round(time.perf_counter() - started, 4),
         }
+        unusable = unusable_reply(
+            reply, max_tokens=self.max_tokens, first_word_only=self.rubric.name == "yesno"
+        )
+        if unusable is not None:
+            return index, " ".join(str(redact(unusable, key)).split())
         try:
             score, passed, extra = self._read(reply)
         except RubricReplyError as exc:
@@ -368,11 +382,12 @@ class APIJudgeCritic(Critic):
         return CriticResult(min(1.0, max(0.0, float(score))), passed, redact(details, key))
 
     def _read(self, reply: Any) -> tuple[float, bool | None, dict[str, Any]]:
-        choices = getattr(reply, "choices", None) or []
-        if not choices:
-            raise RubricReplyError("the reply has no choices")
-        choice = choices[0]
+        """Score a reply `unusable_reply` passed: yesno from the first token's log-probabilities
+        when yes and no hold at least ``min_yes_no_share`` of it, else the rubric's parser."""
+        choice = reply.choices[0]
         content = reply_content(reply)
+        shortfall = ""
+        extra: dict[str, Any] = {}
         if self.rubric.name == "yesno":
             logprobs = getattr(choice, "logprobs", None)
             first = (getattr(logprobs, "content", None) or [None])[0]
@@ -381,7 +396,10 @@ class APIJudgeCritic(Critic):
                     (first.token, first.logprob)
                 ]
                 pair = yes_no_from_logprobs(alts)
-                if pair is not None:
+                share = sum(pair) if pair is not None else 0.0
+                minimum = self.params.min_yes_no_share
+                extra["yes_no_share"] = share
+                if pair is not None and share >= minimum:
                     p_yes, p_no = pair
                     score = p_yes / (p_yes + p_no)
                     return (
@@ -392,10 +410,21 @@ class APIJudgeCritic(Critic):
                             "method": "logprobs",
                             "p_yes": p_yes,
                             "p_no": p_no,
+                            **extra,
                         },
                     )
-        parsed = self.rubric.parse(content)
-        return parsed.score, parsed.passed, {"answer": content, **parsed.details}
+                shortfall = (
+                    f"yes and no hold {share:.1%} of the first token's probability "
+                    f"(below min_yes_no_share={minimum:g})"
+                    if pair is not None
+                    else f"neither yes nor no is among the first token's {len(alts)} "
+                    "top log-probabilities"
+                )
+        try:
+            parsed = self.rubric.parse(content)
+        except RubricReplyError as exc:
+            raise RubricReplyError(f"{exc}; {shortfall}" if shortfall else str(exc)) from None
+        return parsed.score, parsed.passed, {"answer": content, **parsed.details, **extra}
 
     async def _judge_all(
         self,

@@ -33,11 +33,13 @@ REJECTED = (47, 47)
 ENV = "MILR_TEST_JUDGE_KEY"
 
 
-def chat(content: str, logprobs: dict | None = None) -> dict:
+def chat(
+    content: str | None, logprobs: dict | None = None, finish: str | None = "stop", **message
+) -> dict:
     choice = {
         "index": 0,
-        "message": {"role": "assistant", "content": content},
-        "finish_reason": "stop",
+        "message": {"role": "assistant", "content": content, **message},
+        "finish_reason": finish,
         "logprobs": logprobs,
     }
     return {
@@ -54,6 +56,60 @@ def top_logprobs(pairs: list[tuple[str, float]]) -> dict:
     top = [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in pairs]
     first = {"token": pairs[0][0], "logprob": top[0]["logprob"], "bytes": None}
     return {"content": [{**first, "top_logprobs": top}]}
+
+
+def _call(name: str) -> dict:
+    return {"id": "call_1", "type": "function", "function": {"name": name, "arguments": "{}"}}
+
+
+#: Every way a server answers 200 without a usable grade, chosen by a word in the prompt.
+NO_GRADE: dict[str, dict] = {
+    "case-refusal": chat(None, refusal="I'm sorry, I can't assist with that request."),
+    "case-null": chat(None),
+    "case-empty": chat(""),
+    "case-blank": chat("  \n "),
+    "case-length": chat("1. two dogs: both are there; 2. the sofa", finish="length"),
+    "case-filter": {
+        **chat("", finish="content_filter"),
+        "choices": [
+            {
+                **chat("", finish="content_filter")["choices"][0],
+                "content_filter_results": {
+                    "hate": {"filtered": False, "severity": "safe"},
+                    "violence": {"filtered": True, "severity": "high"},
+                },
+            }
+        ],
+    },
+    "case-tool": chat(None, finish="tool_calls", tool_calls=[_call("describe_image")]),
+    "case-function": chat(
+        None, finish="function_call", function_call={"name": "grade", "arguments": "{}"}
+    ),
+    "case-nochoices": {
+        **chat("x"),
+        "choices": [],
+        "prompt_filter_results": [
+            {
+                "prompt_index": 0,
+                "content_filter_results": {"sexual": {"filtered": True, "severity": "medium"}},
+            }
+        ],
+    },
+    "case-reasoning": chat(
+        "", finish="length", reasoning_content="The user asks whether the image shows"
+    ),
+    "case-abort": chat("Ye", finish="abort"),
+    # yes/no from log-probabilities: the judge answered neither word and yes + no hold 3 %
+    "case-tail": chat(
+        "Maybe", top_logprobs([("Maybe", 0.9), ("Perhaps", 0.05), ("Yes", 0.02), ("No", 0.01)])
+    ),
+    "case-boldyes": chat(
+        "Yes", top_logprobs([("**", 0.6), ("Yes", 0.3), ("I", 0.05), ("No", 0.01)])
+    ),
+    "case-noword": chat("Maybe", top_logprobs([("Maybe", 0.9), ("Perhaps", 0.05)])),
+    # a yes/no answer cut after its one token is the expected shape, not a failure
+    "case-onetoken": chat("No", top_logprobs([("No", 0.7), ("Yes", 0.25)]), finish="length"),
+}
 
 
 class FakeAPI:
@@ -106,6 +162,9 @@ class FakeAPI:
             return 200, chat(f"No. You sent {auth} as your key."), {}
         if "notjson" in text:
             return 200, "<html>gateway</html>", {}
+        for marker, reply in NO_GRADE.items():
+            if marker in text:
+                return 200, reply, {}
         if "rambling" in text:
             return 200, chat("I am not sure what this is."), {}
         if "Give three whole-number grades" in text or "GRADE-WISE" in text:
@@ -251,6 +310,78 @@ def test_space_marker_tokens_are_read_as_words(api):
     assert res.score == pytest.approx(0.55 / 0.95) and round(res.score, 3) == 0.579
     res = make(api).score(img(), "a sentencepiece dog")
     assert res.score == pytest.approx(0.3 / 0.95) and res.passed is False
+
+
+#: (prompt marker, rubric, the per-image reason the error gives): every way a server answers
+#: without a usable grade. The docs' table of these cases quotes the same messages.
+NO_GRADE_MESSAGES = [
+    ("case-refusal", "yesno",
+     "the judge refused: \"I'm sorry, I can't assist with that request.\" (finish_reason 'stop')"),
+    ("case-null", "yesno", "the reply's content is empty (null, finish_reason 'stop')"),
+    ("case-empty", "wise", "the reply's content is empty ('', finish_reason 'stop')"),
+    ("case-blank", "likert5", "the reply's content is empty ('', finish_reason 'stop')"),
+    ("case-length", "checklist",
+     "the answer was cut at max_tokens=512 (finish_reason 'length'); raise max_tokens=; "
+     "answer so far: '1. two dogs: both are there; 2. the sofa'"),
+    ("case-filter", "yesno",
+     "the server's content filter stopped the answer (filtered: violence)"),
+    ("case-tool", "yesno",
+     "the judge called a tool (describe_image) instead of answering (finish_reason 'tool_calls')"),
+    ("case-function", "wise",
+     "the judge called a tool (grade) instead of answering (finish_reason 'function_call')"),
+    ("case-nochoices", "yesno",
+     "the reply has no choices (choices: '[]'); the reply also holds '{\"prompt_filter_results\": "
+     "[{\"content_filter_results\": {\"sexual\": {\"filtered\": true, \"severity\": \"medium\"}}, "
+     "\"prompt_index\": 0}]}'"),
+    ("case-reasoning", "yesno",
+     "the visible answer is empty: the judge spent its tokens on reasoning (finish_reason "
+     "'length', max_tokens=1; reasoning: 'The user asks whether the image shows'); raise "
+     "max_tokens= or use a model that answers without reasoning"),
+    ("case-abort", "yesno",
+     "the answer ended with finish_reason 'abort', not a normal stop; answer so far: 'Ye'"),
+    ("case-tail", "yesno",
+     "the reply cannot be read as rubric 'yesno': the answer 'Maybe' starts with neither yes "
+     "nor no; yes and no hold 3.0% of the first token's probability (below "
+     "min_yes_no_share=0.5); reply: 'Maybe'"),
+    ("case-noword", "yesno",
+     "the reply cannot be read as rubric 'yesno': the answer 'Maybe' starts with neither yes "
+     "nor no; neither yes nor no is among the first token's 2 top log-probabilities; reply: "
+     "'Maybe'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("marker", "rubric", "reason"), NO_GRADE_MESSAGES)
+def test_a_reply_without_a_usable_grade_fails_the_image_quoting_the_server(
+    api, marker, rubric, reason
+):
+    """Each case is a per-image error in the server's words, never a score; the other image of
+    the batch keeps its score."""
+    critic = make(api, rubric=rubric, retries=0)
+    with pytest.raises(JudgeReplyError) as info:
+        critic.score_batch([img(64), img(64)], [f"a {marker} dog", "a red square"], [{}, {}])
+    exc = info.value
+    assert exc.failures == [(0, reason)]
+    assert exc.results[0] is None and exc.results[1] is not None
+    assert str(exc).count("\n") == 0 or len(str(exc).splitlines()) == 1
+
+
+def test_yes_no_share_threshold_is_a_declared_parameter(api):
+    # below the share, a readable first word decides; the share is recorded
+    res = make(api).score(img(), "a case-boldyes dog")
+    assert (res.score, res.passed, res.details["method"]) == (1.0, True, "answer")
+    assert res.details["yes_no_share"] == pytest.approx(0.31)
+    # at a share the user accepts, the probabilities decide
+    res = make(api, min_yes_no_share=0.3).score(img(), "a case-boldyes dog")
+    assert res.details["method"] == "logprobs" and res.score == pytest.approx(0.3 / 0.31)
+    res = make(api, min_yes_no_share=0.02).score(img(), "a case-tail dog")
+    assert res.score == pytest.approx(2 / 3) and res.details["yes_no_share"] == pytest.approx(0.03)
+    # a one-token yes/no answer cut by max_tokens=1 is the expected shape
+    res = make(api).score(img(), "a case-onetoken dog")
+    assert res.score == pytest.approx(0.25 / 0.95) and res.details["method"] == "logprobs"
+    for bad, match in ((0, "must be > 0"), (1.5, "must be <= 1"), ("half", "must be a number")):
+        with pytest.raises(MilrUserError, match=match):
+            make(api, min_yes_no_share=bad)
+    assert "min_yes_no_share" in APIJudgeCritic.Params.model_fields
 
 
 def test_concurrency_limit_is_respected_and_used(api):
@@ -710,6 +841,13 @@ def test_milr_bench_with_a_key_echoing_server_writes_the_key_nowhere(api, tmp_pa
             "Category": "Natural science",
             "Subcategory": "Physics",
         },
+        {
+            "prompt_id": 3,
+            "Prompt": "a case-refusal lantern",
+            "Explanation": "z",
+            "Category": "Natural science",
+            "Subcategory": "Physics",
+        },
     ]
     suite.write_text(json.dumps(items))
     out = tmp_path / "run"
@@ -717,6 +855,12 @@ def test_milr_bench_with_a_key_echoing_server_writes_the_key_nowhere(api, tmp_pa
     env = {ENV: KEY, "PYTHONPATH": str(site), "MILR_DEBUG": "1"}
     proc, records = run_still_bench(suite, spec, out, env, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    refused = [r["milr"] for r in records if r["prompt"] == "a case-refusal lantern"]
+    assert refused and all(
+        m["score"] is None and "the judge refused: \"I'm sorry, I can't assist" in m["error"]
+        for m in refused
+    )
+    records = [r for r in records if r["prompt"] != "a case-refusal lantern"]
     errors = [r["milr"]["error"] for r in records if r["milr"] and r["milr"]["error"]]
     answers = [
         json.dumps(r["milr"]["details"]) for r in records if r["milr"] and not r["milr"]["error"]
