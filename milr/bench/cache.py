@@ -10,8 +10,10 @@ A cache that fails is disabled with a warning; it never fails a run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -56,6 +58,10 @@ class ScoreCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # SQLite creates files 0644 whatever the umask; created here first, the database (and
+        # its -wal/-shm files, which SQLite gives the database's mode) follows the umask
+        with contextlib.suppress(OSError):  # exists already, or SQLite will say why not
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         self._conn = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")

@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -67,10 +67,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def create_beside(path: Path) -> tuple[int, str]:
+    """A new, exclusively created temp file next to `path`: ``(descriptor, its path)``.
+
+    Created with mode 0o666, so the process umask (and a folder's default ACL) decides the
+    permissions, as for any file milr writes; `tempfile.mkstemp` would make it 0600 whatever
+    the umask, and the rename would keep that.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 48 random bits collided
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")  # pragma: no cover
+
+
 def _replace_file(path: Path, data: bytes) -> None:
     """Write `data` to a fsynced temp file beside `path`, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = create_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -138,7 +155,7 @@ class RecordShard:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair_tail()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
 
     def _repair_tail(self) -> None:
         """Cut a torn last line so the next append starts on a fresh line."""
