@@ -71,30 +71,85 @@ def test_not_a_janus_checkpoint(tmp_path):
     assert proc.returncode == 2 and "model_type='llama'" in proc.stderr
 
 
+#: A critic plugin that appends one line to $MILR_TEST_PROBE per scored batch: a signal of
+#: progress that cannot be skipped (a progress bar may skip redraws on a busy machine).
+PROBE_PLUGIN = """
+    import os
+    import milr
+
+    class ProbeCritic(milr.Critic):
+        name = "probe"
+        description = "0.5 for every image; one line per scored batch in $MILR_TEST_PROBE"
+
+        def score_batch(self, images, prompts, metadata):
+            with open(os.environ["MILR_TEST_PROBE"], "a", encoding="utf-8") as fh:
+                fh.write(f"{len(images)}\\n")
+            return [milr.CriticResult(0.5, None, {}) for _ in images]
+
+    @milr.hookimpl
+    def register_critics(register):
+        register(ProbeCritic)
+"""
+
+
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT as a terminal's Ctrl-C finds it. A shell that starts
+    the suite in the background (`... &`, nohup, CI runners) has it ignored, and an ignored
+    signal stays ignored across exec, so Python would never raise KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_writes_what_it_has(tiny_dir, tmp_path):
+    from plugin_fixtures import load_env, make_distribution
+
+    site = make_distribution(
+        tmp_path / "site", "milr-probe", "0.1", {"probe_plugin": PROBE_PLUGIN},
+        {"probe": "probe_plugin"},
+    )  # fmt: skip
+    probe = tmp_path / "scored.txt"
     out = tmp_path / "interrupted"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(site), MILR_TEST_PROBE=str(probe),
+        **load_env("milr-probe"),
+    )  # fmt: skip
     cmd = [
         milr_executable(), "generate", "a red square", "--model", str(tiny_dir),
-        "--critic", "color:target=red", "--steps", "500", "--threshold", "0",
-        "--mode", "image", "--out", str(out),
+        "--critic", "color:target=red", "--critic", "probe", "--steps", "500",
+        "--threshold", "0", "--mode", "image", "--out", str(out), "-q",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    buf = b""
-    deadline = time.time() + 120
-    while b"2/500" not in buf and time.time() < deadline:  # tqdm draws with \r
-        chunk = os.read(proc.stderr.fileno(), 4096)
-        if not chunk:
-            break
-        buf += chunk
-    assert b"2/500" in buf, buf.decode(errors="replace")[-2000:]
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    err = (buf + err).decode(errors="replace")
-    assert proc.returncode == 130, err[-2000:]
-    assert "interrupted" in err
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=_default_sigint,  # noqa: PLW1509 - no threads in play at this point
+    )
+    try:
+        deadline = time.monotonic() + 300
+        scored = 0
+        # step 0 (the model's own image) and MILR steps 1 and 2 each score once
+        while scored < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            scored = len(probe.read_text().splitlines()) if probe.exists() else 0
+        if scored < 3:
+            proc.kill()
+            _, err = proc.communicate(timeout=60)
+            pytest.fail(
+                f"milr generate scored {scored} times before "
+                + ("it exited" if proc.returncode not in (-9, None) else "the 300 s deadline")
+                + f" (exit {proc.returncode}); stderr:\n{err.decode(errors='replace')[-1500:]}"
+            )
+        proc.send_signal(signal.SIGINT)
+        _, err_bytes = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = err_bytes.decode(errors="replace")
+    assert proc.returncode == 130, f"exit {proc.returncode}, stderr:\n{err[-1500:]}"
+    assert "interrupted after" in err, err[-1500:]
     data = json.loads((out / "trajectory.json").read_text())
-    assert data["stop_reason"] == "interrupted" and len(data["steps"]) >= 2
+    assert data["stop_reason"] == "interrupted" and len(data["steps"]) >= 2, data["stop_reason"]
     assert (out / "initial.png").is_file() and (out / "final.png").is_file()
 
 
