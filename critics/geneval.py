@@ -1,4 +1,4 @@
-"""`geneval`: detections judged by the GenEval rules (DESIGN §5), from YOLO or GenEval's Mask2Former.
+"""`geneval`: detections judged by the GenEval rules (`milr.geneval_rules`), from YOLO or GenEval's Mask2Former.
 
 ``detector=yolo`` (default, light): an ultralytics COCO checkpoint. ``detector=mask2former``:
 GenEval's own detector, Mask2Former Swin-S COCO instance segmentation, through transformers

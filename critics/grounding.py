@@ -5,7 +5,7 @@ prompt's noun phrases (`milr.critics._phrases.open_clauses`). One forward pass p
 same-size images gives, per class name, every box whose phrase score exceeds ``box_threshold``;
 boxes of a class are de-duplicated by NMS (IoU ``nms_iou``). Two scores are computed from them:
 
-* ``geneval`` — the GenEval rules engine (`milr.geneval_rules`, DESIGN §5) on the boxes: verdict
+* ``geneval`` — the GenEval rules engine (`milr.geneval_rules`) on the boxes: verdict
   = every clause holds, score = share of clauses held. Colours for ``color`` clauses come from
   GenEval's zero-shot CLIP classifier on the box crops (``clip_weights``) or pixel votes.
 * ``mixed`` — MixedReward's detector score (the MILR authors' ``reward_gdino.py``, from T2I-R1):

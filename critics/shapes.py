@@ -1,7 +1,7 @@
 """`shapes`: an exact GenEval-rules judge for the synthetic shapes world (weight-free).
 
 A procedural detector (`milr.shapes.detect`: colour segmentation + shape templates) finds the
-objects; the shared GenEval rules engine (`milr.geneval_rules`, DESIGN §5) applies the prompt's
+objects; the shared GenEval rules engine (`milr.geneval_rules`) applies the prompt's
 metadata, so verdicts follow GenEval exactly (confidence 0.3, 0.9 for counting; colours;
 relations). Metadata comes from the ``include``/``exclude``/``tag`` keys when given, otherwise
 it is derived from the prompt ("a photo of two red circles").

@@ -52,7 +52,7 @@ class ImageTokens:
 
 
 class Generator(BatchedDefaults, ABC):
-    """A unified model seen through the operations MILR needs (DESIGN §2)."""
+    """A unified model seen through the operations MILR needs."""
 
     #: Registry name of the adapter (``[a-z0-9_-]+``).
     name: ClassVar[str] = ""
@@ -94,7 +94,7 @@ class Generator(BatchedDefaults, ABC):
     @property
     @abstractmethod
     def max_reasoning_tokens(self) -> int:
-        """Upper bound on new reasoning tokens (DESIGN §2: 512)."""
+        """Upper bound on new reasoning tokens (the paper's: 512)."""
 
     # -- text --------------------------------------------------------------------------------
     @abstractmethod

@@ -1,6 +1,6 @@
 """GenEval rules engine: include/exclude clauses, counts, colours and relative positions.
 
-A pure-Python (numpy-free) restatement of the official GenEval evaluator (DESIGN §5), shared
+A pure-Python (numpy-free) restatement of the official GenEval evaluator, shared
 by every detector-backed critic (``geneval`` with YOLO, ``shapes`` with its own detector).
 Detectors produce :class:`Detection` objects; :func:`evaluate_rules` applies the metadata.
 

@@ -1,6 +1,6 @@
 """The MILR optimizer: test-time policy gradient over a generator's last-layer latents.
 
-Faithful to the paper by default (DESIGN §2): only a prefix of the reasoning latents ``Z_t``
+Faithful to the paper by default: only a prefix of the reasoning latents ``Z_t``
 (``M = int(text_k · len(reasoning))``) and of the image latents ``Z_v`` (``N = int(image_k ·
 n_image_tokens)``) are parameters; the loss per modality is ``−r · Σ log P[argmax P]`` with
 ``r = score − 1``; one Adam per modality; gradients reach the latents only through the output

@@ -19,7 +19,7 @@ LATENT_DTYPES = ("model", "float32")
 
 @dataclass
 class MILRConfig:
-    """MILR hyper-parameters; defaults are the authors' GenEval script (DESIGN §2).
+    """MILR hyper-parameters; defaults are the authors' GenEval script.
 
     - ``mode``: one of `milr.modes.MODES`: ``both`` (one text and one image update per step,
       the paper's joint mode), ``text``, ``image``, the authors' sequential ``text_image`` /

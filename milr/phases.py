@@ -279,7 +279,7 @@ def update_latents(
 ) -> dict[str, float]:
     """One Adam step per modality in `mods`; returns the loss per modality.
 
-    Paper loss (DESIGN §2): ``−r · Σ log P[argmax P]`` over the prefix positions, with
+    Paper loss (MILR, arXiv 2509.22761): ``−r · Σ log P[argmax P]`` over the prefix positions, with
     ``P = softmax(head(Z))`` (image: CFG-fused, divided by the temperature). With `pending`
     (the K > 1 candidates of the previous step) the loss is REINFORCE with a mean-reward
     baseline on the sampled prefix tokens instead. Gradients reach only ``latents[mod]``.

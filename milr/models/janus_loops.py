@@ -1,8 +1,8 @@
 """The Janus adapter's generation loops: prompt KV reuse, greedy reasoning, CFG image sampling.
 
 milr owns these loops because transformers' image-mode ``generate`` runs under no-grad and keeps
-only the last step's states, while MILR needs the latent of every optimised position (DESIGN
-§2, §6). `JanusLoops` is a mixin of `milr.models.janus.JanusGenerator`; it relies on the
+only the last step's states, while MILR needs the latent of every optimised position.
+`JanusLoops` is a mixin of `milr.models.janus.JanusGenerator`; it relies on the
 attributes that class sets (declared once in `JanusState`: ``model``, ``lm``, ``embed``,
 ``tokenizer``, ``device``, ``dtype``, ``hidden_size``, ``context``, ``_ids``, ``_cache_kw``,
 ``_kv``, ``_rollouts``, ``memoize_reasoning``) and on its ``reasoning_prompt_ids``, ``image_prompt_ids``,

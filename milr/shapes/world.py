@@ -150,7 +150,7 @@ def parse_plan(text: str) -> list[Obj]:
 
 
 def relation_holds(a_box: list[float], b_box: list[float], relation: str) -> bool:
-    """GenEval's relation of box A to box B (DESIGN §5): shrunk centre offset, ±0.5 thresholds."""
+    """GenEval's relation of box A to box B: shrunk centre offset, ±0.5 thresholds."""
     import math
 
     ax, ay = (a_box[0] + a_box[2]) / 2, (a_box[1] + a_box[3]) / 2

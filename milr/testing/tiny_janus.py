@@ -56,7 +56,7 @@ def _tokenizer(vocab_size: int):
 def tiny_janus_config(
     image_size: int = 64, vocab_size: int = 512, hidden: int = 64, layers: int = 2
 ):
-    """The `JanusConfig` of the tiny model (DESIGN §6 sizes); image tokens = (image_size/16)²."""
+    """The `JanusConfig` of the tiny model; image tokens = (image_size/16)²."""
     from transformers import JanusConfig, JanusVisionConfig, JanusVQVAEConfig, LlamaConfig
 
     vocab = _vocab(vocab_size)
