@@ -79,6 +79,13 @@ def _check_weight(weight: Any, where: str) -> float:
     return check_weight(weight, where, SpecError)
 
 
+def _raw_items(rest: str) -> list[tuple[str, bool]]:
+    """``(key, has '=')`` of each comma-separated item."""
+    return [
+        (item.partition("=")[0].strip(), "=" in item) for item in rest.split(",") if item.strip()
+    ]
+
+
 def _parse_items(text: str, rest: str) -> dict[str, Any]:
     """``key=value,key=value`` -> dict (values JSON-parsed when they can be)."""
     params: dict[str, Any] = {}
@@ -99,8 +106,58 @@ def _parse_items(text: str, rest: str) -> dict[str, Any]:
     return params
 
 
+def _several_critics(text: str) -> list[str] | None:
+    """The specs of each critic when `text` lists several (``shapes,colorfulness``,
+    ``color:target=red,colorfulness``, ``shapes;color:target=red``), else None.
+
+    Only consulted on the error path: a part counts as a critic when the registry knows it.
+    """
+    import re
+
+    from milr.registry import get_registry
+
+    known = set(get_registry().critics)
+    name, sep, rest = text.strip().partition(":")
+    names = [n for n in re.split(r"[,;+\s]+", name.strip()) if n]
+    if len(names) > 1 and all(n in known for n in names):
+        return [*names[:-1], names[-1] + sep + rest]
+    if not sep or name.strip() not in known:
+        return None
+    specs: list[list[str]] = [[]]
+    for item in (i.strip() for i in rest.split(",")):
+        key = item.partition("=")[0]
+        starts = (
+            item in known
+            if "=" not in item
+            else (":" in key and key.partition(":")[0].strip() in known)
+        )
+        if starts:
+            specs.append([item])
+        else:
+            specs[-1].append(item)
+    if len(specs) < 2:
+        return None
+    first = name.strip() + (":" + ",".join(specs[0]) if specs[0] else "")
+    return [first, *(",".join(s) for s in specs[1:])]
+
+
+def _several_critics_error(text: str) -> SpecError | None:
+    parts = _several_critics(text)
+    if parts is None:
+        return None
+    flags = " ".join(f"--critic {p}" for p in parts)
+    return SpecError(
+        f"critic spec {text!r} names {len(parts)} critics; give each its own --critic "
+        f"(repeat the option): {flags}"
+    )
+
+
 def parse_spec(text: str) -> CriticSpec:
-    """Parse ``NAME`` or ``NAME:key=value,key=value``."""
+    """Parse ``NAME`` or ``NAME:key=value,key=value``.
+
+    A text that names several critics (``shapes,colorfulness``) is a `SpecError` saying to
+    repeat ``--critic``, one critic each.
+    """
     from milr.critic import NAME_RE
 
     if not isinstance(text, str) or not text.strip():
@@ -108,6 +165,9 @@ def parse_spec(text: str) -> CriticSpec:
     name, sep, rest = text.strip().partition(":")
     name = name.strip()
     if not NAME_RE.match(name):
+        several = _several_critics_error(text)
+        if several is not None:
+            raise several
         head, comma, tail = name.partition(",")
         hint = (
             f"; parameters follow the name after ':', e.g. {head.strip()}:{tail.strip()}"
@@ -122,6 +182,10 @@ def parse_spec(text: str) -> CriticSpec:
         raise SpecError(
             f"malformed critic spec {text!r}: nothing after ':'; drop it or add key=value"
         )
+    if sep and any(":" in key or not eq for key, eq in _raw_items(rest)):
+        several = _several_critics_error(text)  # "color:target=red,colorfulness"
+        if several is not None:
+            raise several
     params = _parse_items(text, rest)
     weight = (
         _check_weight(params.pop("weight"), f"weight in spec {text!r}")

@@ -53,3 +53,15 @@ def test_clip_without_weights_names_the_parameter_and_an_example(tmp_path):
     assert empty.returncode == 2
     assert "set weights= to a checkpoint file" in empty.stderr
     assert "e.g. --critic clip:weights=/models/ViT-L-14.pt; got ''" in empty.stderr
+
+
+def test_a_comma_separated_critic_list_says_to_repeat_critic(tmp_path):
+    img = tmp_path / "img.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(img)
+    out = run_milr("score", str(img), "-p", "a cat", "--critic", "shapes,colorfulness")
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line == (
+        "error: critic spec 'shapes,colorfulness' names 2 critics; give each its own --critic "
+        "(repeat the option): --critic shapes --critic colorfulness"
+    )

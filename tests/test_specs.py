@@ -70,6 +70,30 @@ def test_malformed_specs_name_the_problem(text, fragment):
         parse_spec(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "flags"),
+    [
+        ("shapes,colorfulness", "--critic shapes --critic colorfulness"),
+        ("shapes, colorfulness", "--critic shapes --critic colorfulness"),
+        ("shapes colorfulness", "--critic shapes --critic colorfulness"),
+        ("shapes;color:target=red", "--critic shapes --critic color:target=red"),
+        ("color:target=red,colorfulness", "--critic color:target=red --critic colorfulness"),
+        (
+            "color:target=red,colorfulness:weight=0.5",
+            "--critic color:target=red --critic colorfulness:weight=0.5",
+        ),
+    ],
+)
+def test_several_critics_in_one_spec_say_to_repeat_the_option(text, flags):
+    """Every way of listing critics in one --critic says to repeat it (main said "must be
+    lowercase" or accepted 'colorfulness:weight' as a parameter of color)."""
+    with pytest.raises(SpecError) as info:
+        parse_spec(text)
+    message = str(info.value)
+    assert message.endswith(f"give each its own --critic (repeat the option): {flags}")
+    assert "\n" not in message and "lowercase" not in message
+
+
 def test_toml_spec_file(tmp_path):
     path = tmp_path / "reward.toml"
     path.write_text(
