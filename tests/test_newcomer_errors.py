@@ -65,3 +65,12 @@ def test_a_comma_separated_critic_list_says_to_repeat_critic(tmp_path):
         "error: critic spec 'shapes,colorfulness' names 2 critics; give each its own --critic "
         "(repeat the option): --critic shapes --critic colorfulness"
     )
+
+
+def test_a_misspelt_preset_gets_a_did_you_mean(tmp_path):
+    img = tmp_path / "img.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(img)
+    out = run_milr("score", str(img), "-p", "a cat", "--critic", "preset:genevl")
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("error: unknown preset 'genevl'; did you mean 'geneval'? known presets:")

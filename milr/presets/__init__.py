@@ -123,6 +123,14 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 
+def _did_you_mean(name: str, known: list[str], prefix: str = "") -> str:
+    """``"did you mean 'geneval'? "`` for the closest known name, or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"{prefix}did you mean {close[0]!r}? " if close else ""
+
+
 def find_preset(name: str) -> Path:
     """The spec file of preset ``name``, or a path given as ``NAME.toml``/with a ``/``."""
     if not isinstance(name, str) or not name.strip():
@@ -136,8 +144,8 @@ def find_preset(name: str) -> Path:
     path = PRESET_DIR / f"{name}.toml"
     if not path.is_file():
         raise SpecError(
-            f"unknown preset {name!r}; known presets: {', '.join(preset_names())} "
-            "(see `milr critics --presets`)"
+            f"unknown preset {name!r}; {_did_you_mean(name, preset_names())}known presets: "
+            f"{', '.join(preset_names())} (see `milr critics --presets`)"
         )
     return path
 
@@ -207,7 +215,8 @@ def _resolve(info: PresetInfo | None, values: dict[str, Any], where: str) -> dic
     unknown = sorted(set(values) - set(known))
     if unknown:
         listing = ", ".join(known) if known else "(none: this file declares no [preset.params])"
-        raise SpecError(f"{where}: unknown preset parameter(s) {unknown}; known: {listing}")
+        hints = "".join(_did_you_mean(u, known, f"{u!r}: ") for u in unknown)
+        raise SpecError(f"{where}: unknown preset parameter(s) {unknown}; {hints}known: {listing}")
     weights_dir = values.get(WEIGHTS_DIR)
     if weights_dir is not None and (not isinstance(weights_dir, str) or not weights_dir.strip()):
         raise SpecError(f"{where}: weights_dir={weights_dir!r} must be a directory path")
