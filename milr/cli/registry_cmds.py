@@ -51,16 +51,18 @@ def _describe_critic(row: dict[str, Any]) -> str:
         else f"no: {row['install_hint'] or 'missing ' + ','.join(row['missing'])}"
     )
     lines = [
-        f"{row['name']}: {row['description']}",
-        f"source: {row['plugin']} ({row['distribution']} {row['version']})",
-        f"available: {available}",
-        f"inputs: {', '.join(row['inputs'])}",
+        _wrap(f"{row['name']}: {row['description']}"),
+        _wrap(f"source: {row['plugin']} ({row['distribution']} {row['version']})"),
+        _wrap(f"available: {available}"),
+        _wrap(f"inputs: {', '.join(row['inputs'])}"),
         "",
     ]
     if not row["declared"]:
         lines.append(
-            "parameters: not declared (an old-style critic with its own __init__); "
-            "see the plugin's documentation"
+            _wrap(
+                "parameters: not declared (an old-style critic with its own __init__); "
+                "see the plugin's documentation"
+            )
         )
     elif not row["parameters"]:
         lines.append("parameters: none")
@@ -77,17 +79,78 @@ def _describe_critic(row: dict[str, Any]) -> str:
         ]
         lines.append(_table(table, ["PARAMETER", "TYPE", "DEFAULT", "ALLOWED", "DESCRIPTION"]))
         lines.append("")
-        lines.append(f"set them as --critic '{row['name']}:key=value,...' or in a TOML spec file")
+        lines.append(
+            _wrap(f"set them as --critic '{row['name']}:key=value,...' or in a TOML spec file")
+        )
     return "\n".join(lines)
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [
+def _terminal_width() -> int | None:
+    """Columns to fit: ``COLUMNS`` when set, else the terminal's; None when stdout is piped."""
+    import os
+    import shutil
+    import sys
+
+    if not os.environ.get("COLUMNS") and not sys.stdout.isatty():
+        return None  # a pipe or a file: whole rows, one per line, for grep and scripts
+    return shutil.get_terminal_size().columns
+
+
+def _wrap(line: str) -> str:
+    """A prose line wrapped to the terminal's width, continuation lines indented by two."""
+    import textwrap
+
+    room = _terminal_width()
+    if room is None or len(line) <= room:
+        return line
+    return "\n".join(
+        textwrap.wrap(line, room, subsequent_indent="  ", break_on_hyphens=False) or [line]
+    )
+
+
+def _fit(widths: list[int], minimums: list[int], room: int) -> list[int]:
+    """Narrow the widest columns first, down to their minimums, until the row fits `room`."""
+    widths = list(widths)
+    while sum(widths) + 2 * (len(widths) - 1) > room:
+        wide = [i for i, w in enumerate(widths) if w > minimums[i]]
+        if not wide:
+            break  # even the narrowest layout is wider: wrap at the minimums
+        widest = max(wide, key=lambda i: widths[i])
+        widths[widest] -= 1
+    return widths
+
+
+def _table(rows: list[list[str]], headers: list[str], width: int | None = None) -> str:
+    """Columns padded to align; cells wrapped (continuation lines below) so that each line
+    fits `width` (default: the terminal's, see `_terminal_width`)."""
+    import textwrap
+
+    natural = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
     ]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    room = _terminal_width() if width is None else width
+    widths = natural
+    if room is not None:
+        minimums = [min(n, max(len(h), 10)) for n, h in zip(natural, headers)]
+        widths = _fit(natural, minimums, room)
+
+    def lines_of(cells: list[str]) -> list[str]:
+        wrapped = [
+            textwrap.wrap(c, w, break_on_hyphens=False) or [""] if len(c) > w else [c]
+            for c, w in zip(cells, widths)
+        ]
+        height = max(len(w) for w in wrapped)
+        return [
+            "  ".join(
+                (col[k] if k < len(col) else "").ljust(w) for col, w in zip(wrapped, widths)
+            ).rstrip()
+            for k in range(height)
+        ]
+
+    lines = lines_of(headers)
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    for r in rows:
+        lines += lines_of(r)
     return "\n".join(lines)
 
 
@@ -104,9 +167,9 @@ def _preset_needs(info: Any) -> str:
 
 def _describe_preset(info: Any) -> str:
     lines = [
-        f"preset:{info.name}: {info.description}",
-        f"reproduces: {info.reproduces or '-'}",
-        f"metadata: {info.metadata or '-'}",
+        _wrap(f"preset:{info.name}: {info.description}"),
+        _wrap(f"reproduces: {info.reproduces or '-'}"),
+        _wrap(f"metadata: {info.metadata or '-'}"),
         f"spec file: {info.path}",
         "",
     ]
@@ -125,9 +188,11 @@ def _describe_preset(info: Any) -> str:
         lines.append(_table(table, ["PARAMETER", "DEFAULT", "DESCRIPTION"]))
         lines.append("")
     lines.append(
-        f"use: --critic 'preset:{info.name}"
-        + (",weights_dir=DIR" if info.weights else "")
-        + "' (parameters as ,key=value); copy the spec file to change weights or members"
+        _wrap(
+            f"use: --critic 'preset:{info.name}"
+            + (",weights_dir=DIR" if info.weights else "")
+            + "' (parameters as ,key=value); copy the spec file to change weights or members"
+        )
     )
     return "\n".join(lines)
 
@@ -145,7 +210,9 @@ def _presets(name: str | None, as_json: bool) -> None:
         return
     rows = [[i.name, i.description, i.reproduces, _preset_needs(i)] for i in infos]
     click.echo(_table(rows, ["PRESET", "DESCRIPTION", "REPRODUCES", "NEEDS"]))
-    click.echo("\nuse: --critic preset:NAME,weights_dir=DIR (see `milr critics preset:NAME`)")
+    click.echo(
+        "\n" + _wrap("use: --critic preset:NAME,weights_dir=DIR (see `milr critics preset:NAME`)")
+    )
 
 
 @click.command()
