@@ -65,6 +65,21 @@ def test_generate_help_shows_defaults_in_click_style():
     assert "--on-error [raise|skip] When a critic of the ensemble fails" in flat
 
 
+def test_generate_help_says_text_prefix_comes_from_the_checkpoint():
+    """--text-prefix unset is the checkpoint's recommendation, not always `paper` (the shapes
+    model recommends at_least_one), and the help says so."""
+    out = run_milr("generate", "--help")
+    assert out.returncode == 0, out.stderr
+    flat = " ".join(out.stdout.split())
+    block = flat.split("--text-prefix", 1)[1].split(" --", 1)[0]
+    assert block.endswith(
+        "[default: (the checkpoint's recommendation: paper for Janus-Pro, at_least_one for shapes)]"
+    ), block
+    from milr.generator import load_generator
+
+    assert load_generator("shapes", device="cpu").default_text_prefix == "at_least_one"
+
+
 def test_mistyped_command_gets_a_suggestion():
     out = run_milr("critic")
     assert out.returncode == 2

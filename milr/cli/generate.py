@@ -95,7 +95,7 @@ def _default(name: str) -> Any:
     "--text-prefix",
     type=click.Choice(TEXT_PREFIX_RULES),
     default=None,
-    show_default="paper",
+    show_default="the checkpoint's recommendation: paper for Janus-Pro, at_least_one for shapes",
     help="Text prefix rule: paper (M=int(text_k*L), EOS latent counted) or at_least_one.",
 )
 @click.option(
