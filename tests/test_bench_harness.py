@@ -324,7 +324,8 @@ def test_critic_failure_on_some_prompts_is_recorded_and_counted(toy_site, suite,
     assert ok and all(r["milr"]["passed"] is not None for r in ok)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed_records"] == len(failed)
-    assert summary["eval_errors"]["milr"] == len(failed) + len(eval_err)
+    assert summary["eval_errors"]["milr"] == len(eval_err)  # failed generations apart
+    assert summary["all_images"]["milr"]["generation_errors"] == len(failed)
     assert summary["all_images"]["milr"]["scored"] == len(ok)
 
 

@@ -174,15 +174,30 @@ def test_geneval_summary_is_mean_over_tags_with_errors_counted():
     assert list(s["groups"]) == ["single_object", "counting", "position"]
     assert s["groups"]["single_object"]["base"]["accuracy"] == 0.5
     assert s["groups"]["counting"]["milr"]["accuracy"] == pytest.approx(1 / 3)
-    assert s["groups"]["counting"]["milr"]["errors"] == 1
+    # the failed generation is not an evaluation error (main counted it as both)
+    assert s["groups"]["counting"]["milr"]["errors"] == 0
+    assert s["groups"]["counting"]["milr"]["generation_errors"] == 1
+    assert s["groups"]["position"]["milr"]["errors"] == 1
     assert s["overall"]["base"] == pytest.approx((0.5 + 0 + 1) / 3)
     assert s["overall"]["milr"] == pytest.approx((1 + 1 / 3 + 0) / 3)
     assert s["overall"]["delta"] == pytest.approx(s["overall"]["milr"] - s["overall"]["base"])
-    assert s["failed_records"] == 1 and s["eval_errors"] == {"base": 2, "milr": 2}
+    assert s["failed_records"] == 1 and s["eval_errors"] == {"base": 1, "milr": 1}
     assert s["flips"] == {"improved": 2, "regressed": 1}
     assert s["overall"]["aggregation"] == "mean over tags"
     md = to_markdown(s)
-    assert "| counting | 4 | 0.000 | 0.333 | +0.333 | 1/1 |" in md
+    assert "| Tag | images | base | MILR | Δ | generation errors | eval errors (base/MILR) |" in md
+    assert "| counting | 4 | 0.000 | 0.333 | +0.333 | 1 | 0/0 |" in md
+    assert "| position | 2 | 1.000 | 0.000 | -1.000 | 0 | 1/1 |" in md
+    assert "| **overall** | 8 |" in md and md.count(" | 1 | 1/1 |") == 1
+    assert "stop reasons: max_steps 8\n" in md and "{" not in md
+
+
+def test_stop_reasons_print_readably_most_frequent_first():
+    recs = [_rec(str(i), "counting", 0, 1) for i in range(5)]
+    for r, reason in zip(recs, ["threshold", "max_steps", "threshold", "interrupted", "threshold"]):
+        r["trajectory"]["stop_reason"] = reason
+    md = to_markdown(summarize(recs, "geneval"))
+    assert "stop reasons: threshold 3, interrupted 1, max_steps 1\n" in md
 
 
 def test_wise_summary_uses_official_category_weights():

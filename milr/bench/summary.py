@@ -9,7 +9,8 @@
   the unweighted mean over categories is shown and labelled as such.
 
 Images whose evaluation failed, and prompts whose generation failed, are left out of the
-means and counted under ``errors``.
+means and counted apart: ``errors`` / ``eval_errors`` (an image was made but its evaluation
+failed) and ``generation_errors`` / ``failed_records`` (the solver failed: no image).
 """
 
 from __future__ import annotations
@@ -49,10 +50,13 @@ def _group_order(benchmark: str, groups: list[str]) -> list[str]:
 def _side_stats(recs: list[BenchRecord], side: str) -> dict[str, Any]:
     scores: list[float] = []
     verdicts: list[bool] = []
-    errors = 0
+    errors = generation_errors = 0
     for r in recs:
         s = r.side(side)
-        if s is None or not r.side_usable(side):
+        if r.error or s is None:  # the solver failed: no image to evaluate
+            generation_errors += 1
+            continue
+        if not r.side_usable(side):
             errors += 1
             continue
         scores.append(float(s.score))  # type: ignore[arg-type]  # side_usable: not None
@@ -62,6 +66,7 @@ def _side_stats(recs: list[BenchRecord], side: str) -> dict[str, Any]:
         "n": len(recs),
         "scored": len(scores),
         "errors": errors,
+        "generation_errors": generation_errors,
         "passed": sum(verdicts),
         "with_verdict": len(verdicts),
         "accuracy": (sum(verdicts) / len(verdicts)) if verdicts else None,
@@ -175,6 +180,12 @@ def _fmt(v: float | None, pct: bool = False) -> str:
     return f"{v:+.3f}" if pct else f"{v:.3f}"
 
 
+def _stop_reasons(counts: dict[str, int]) -> str:
+    """``threshold 5, max_steps 3``: each stop reason with its count, most frequent first."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{reason} {n}" for reason, n in ranked) or "–"
+
+
 def to_markdown(summary: dict[str, Any], run: dict[str, Any] | None = None) -> str:
     """The summary as a Markdown report (also what the CLI prints)."""
     metric = summary["metric"]
@@ -202,18 +213,20 @@ def to_markdown(summary: dict[str, Any], run: dict[str, Any] | None = None) -> s
     lines += [
         f"Metric: **{metric}** per {col.lower()}; overall = {summary['overall']['aggregation']}.",
         "",
-        f"| {col} | images | base | MILR | Δ | eval errors (base/MILR) |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| {col} | images | base | MILR | Δ | generation errors | eval errors (base/MILR) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for g, e in summary["groups"].items():
         lines.append(
             f"| {g} | {e['base']['n']} | {_fmt(e['base'][metric])} | {_fmt(e['milr'][metric])} | "
-            f"{_fmt(e['delta'], True)} | {e['base']['errors']}/{e['milr']['errors']} |"
+            f"{_fmt(e['delta'], True)} | {e['milr'].get('generation_errors', 0)} | "
+            f"{e['base']['errors']}/{e['milr']['errors']} |"
         )
     o = summary["overall"]
     lines.append(
         f"| **overall** | {summary['records']} | **{_fmt(o['base'])}** | **{_fmt(o['milr'])}** | "
-        f"**{_fmt(o['delta'], True)}** | {summary['eval_errors']['base']}/{summary['eval_errors']['milr']} |"
+        f"**{_fmt(o['delta'], True)}** | {summary['failed_records']} | "
+        f"{summary['eval_errors']['base']}/{summary['eval_errors']['milr']} |"
     )
     opt = summary["optimizer"]
     lines += [
@@ -223,7 +236,7 @@ def to_markdown(summary: dict[str, Any], run: dict[str, Any] | None = None) -> s
         f"- verdict flips: {summary['flips']['improved']} fail→pass, "
         f"{summary['flips']['regressed']} pass→fail",
         f"- mean MILR steps: {_fmt(opt['mean_steps'])}, reward-critic calls: {opt['total_critic_calls']}, "
-        f"stop reasons: {opt['stop_reasons'] or '–'}",
+        f"stop reasons: {_stop_reasons(opt['stop_reasons'])}",
     ]
     timing = summary.get("timing")
     if timing:
