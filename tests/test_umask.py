@@ -103,3 +103,22 @@ def test_a_bench_run_is_readable_as_the_umask_says(tmp_path, mask):
     assert any(n.startswith("images/") for n in names) and any(n.endswith(".sqlite") for n in names)
     wrong = {n: oct(_mode(out / n)) for n in names if _mode(out / n) != 0o666 & ~mask}
     assert not wrong, f"expected {oct(0o666 & ~mask)} for every file; these differ: {wrong}"
+
+
+def test_generate_output_follows_the_umask(tmp_path):
+    """`milr generate` (images, trajectory.json, the reward plot) under a group-only umask."""
+    from cli_helpers import milr_executable
+
+    out = tmp_path / "gen"
+    args = [
+        milr_executable(), "generate", "a photo of a red circle", "--model", "shapes",
+        "--critic", "shapes", "--steps", "1", "--device", "cpu", "-q", "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        ["sh", "-c", 'umask 027 && exec "$@"', "sh", *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    modes = {p.name: oct(_mode(p)) for p in out.rglob("*") if p.is_file()}
+    assert {"initial.png", "final.png", "trajectory.json", "reward.png"} <= set(modes), modes
+    assert set(modes.values()) == {oct(0o640)}, modes
