@@ -23,9 +23,15 @@ server's ``Retry-After`` says (seconds or an HTTP date, RFC 9110 §10.2.3) when 
 120 s is not waited for and the image fails. So one image costs at most
 ``(retries + 1) * timeout`` seconds plus those waits. Requests run ``concurrency`` at a time.
 
-Failures: an image whose request fails or whose answer the rubric cannot read raises
+Failures: an image whose request fails, whose reply carries no usable grade (no choices, a
+refusal, empty or null content, a ``finish_reason`` other than a normal stop: ``length`` for
+written rubrics, ``content_filter``, tool calls; a reasoning model with empty visible content;
+see `milr.critics._chat_client.unusable_reply`), or whose answer the rubric cannot read raises
 `JudgeReplyError` (an `ExternalServiceError`: not the user's input and not a milr bug) naming
 the image, the endpoint and the server's reason; an `Ensemble` applies its ``on_error`` policy.
+``yesno`` scores from log-probabilities only when yes and no together hold at least
+``min_yes_no_share`` of the first token's probability; below it the answer's first word decides,
+and an answer that is neither word fails the image: a score is never made from tail mass.
 """
 
 from __future__ import annotations
