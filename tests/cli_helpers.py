@@ -23,6 +23,8 @@ def run_milr(
     *args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: str | None = None
 ) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
+    # a shell that exports COLUMNS would make tables and --help wrap differently per machine
+    full_env.pop("COLUMNS", None)
     full_env.update(env or {})
     return subprocess.run(
         [milr_executable(), *args],
