@@ -107,6 +107,10 @@ NO_GRADE: dict[str, dict] = {
         "Yes", top_logprobs([("**", 0.6), ("Yes", 0.3), ("I", 0.05), ("No", 0.01)])
     ),
     "case-noword": chat("Maybe", top_logprobs([("Maybe", 0.9), ("Perhaps", 0.05)])),
+    # a gateway that answers 200 with an error object instead of a completion
+    "case-errorbody": {"error": {"message": "model overloaded, retry later", "code": 503}},
+    # content as a list of parts (some servers): read as its text
+    "case-parts": chat([{"type": "text", "text": "No, it is blue."}]),
     # a yes/no answer cut after its one token is the expected shape, not a failure
     "case-onetoken": chat("No", top_logprobs([("No", 0.7), ("Yes", 0.25)]), finish="length"),
 }
@@ -337,6 +341,9 @@ NO_GRADE_MESSAGES = [
      "the visible answer is empty: the judge spent its tokens on reasoning (finish_reason "
      "'length', max_tokens=1; reasoning: 'The user asks whether the image shows'); raise "
      "max_tokens= or use a model that answers without reasoning"),
+    ("case-errorbody", "likert5",
+     "the reply has no choices (choices: 'null'); the reply also holds '{\"error\": {\"code\": "
+     "503, \"message\": \"model overloaded, retry later\"}}'"),
     ("case-abort", "yesno",
      "the answer ended with finish_reason 'abort', not a normal stop; answer so far: 'Ye'"),
     ("case-tail", "yesno",
@@ -375,6 +382,9 @@ def test_yes_no_share_threshold_is_a_declared_parameter(api):
     assert res.details["method"] == "logprobs" and res.score == pytest.approx(0.3 / 0.31)
     res = make(api, min_yes_no_share=0.02).score(img(), "a case-tail dog")
     assert res.score == pytest.approx(2 / 3) and res.details["yes_no_share"] == pytest.approx(0.03)
+    # content sent as a list of text parts is read as its text
+    res = make(api, rubric="yesno", logprobs=False).score(img(), "a case-parts dog")
+    assert (res.score, res.details["answer"]) == (0.0, "No, it is blue.")
     # a one-token yes/no answer cut by max_tokens=1 is the expected shape
     res = make(api).score(img(), "a case-onetoken dog")
     assert res.score == pytest.approx(0.25 / 0.95) and res.details["method"] == "logprobs"
