@@ -109,6 +109,7 @@ NO_GRADE: dict[str, dict] = {
     "case-noword": chat("Maybe", top_logprobs([("Maybe", 0.9), ("Perhaps", 0.05)])),
     # a gateway that answers 200 with an error object instead of a completion
     "case-errorbody": {"error": {"message": "model overloaded, retry later", "code": 503}},
+    "case-nomessage": {**chat("x"), "choices": [{"index": 0, "finish_reason": "stop"}]},
     # content as a list of parts (some servers): read as its text
     "case-parts": chat([{"type": "text", "text": "No, it is blue."}]),
     # a yes/no answer cut after its one token is the expected shape, not a failure
@@ -344,6 +345,7 @@ NO_GRADE_MESSAGES = [
     ("case-errorbody", "likert5",
      "the reply has no choices (choices: 'null'); the reply also holds '{\"error\": {\"code\": "
      "503, \"message\": \"model overloaded, retry later\"}}'"),
+    ("case-nomessage", "yesno", "the reply's choice has no message (finish_reason 'stop')"),
     ("case-abort", "yesno",
      "the answer ended with finish_reason 'abort', not a normal stop; answer so far: 'Ye'"),
     ("case-tail", "yesno",
