@@ -1,4 +1,4 @@
-"""Prompts per hour of the batched MILR engine (issue #15): B = 16 (and 32) against B = 1.
+"""Prompts per hour of the batched MILR engine: B = 16 (and 32) against B = 1.
 
 Run (idle machine; the full run takes tens of minutes on 2 CPU cores):
 

@@ -1,9 +1,9 @@
-"""ShapesEval results table: base model vs MILR text / image / both vs best-of-N (issue 4).
+"""ShapesEval results table: base model vs MILR text / image / both vs best-of-N.
 
     python benchmarks/bench_shapes.py --out shapes-bench.json [--limit-per-tag N] [--steps 30]
         [--dtype bf16] [--latent-dtype model|float32] [--text-prefix paper|at_least_one]
 
-The issue #12 comparison (the model in bf16, latents in the model's dtype vs float32, `both`,
+The dtype comparison (the model in bf16, latents in the model's dtype vs float32, `both`,
 30 steps; CPU bf16 runs the VQ decoder in fp32)::
 
     python benchmarks/bench_shapes.py --modes both --dtype bf16 --latent-dtype model \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Time README.md's commands as a newcomer meets them: a fresh virtual environment, the README's
-# install command, then each command in a fresh folder (issue #14's closing note).
+# install command, then each command in a fresh folder.
 #
 #   benchmarks/time_readme.sh [VENV_DIR]      # from the repository root, on an idle machine
 #

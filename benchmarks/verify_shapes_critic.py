@@ -1,4 +1,4 @@
-"""Verify the `shapes` critic against ground truth (issue 4, item 2).
+"""Verify the `shapes` critic against ground truth.
 
     python benchmarks/verify_shapes_critic.py [--n 3000] [--model DIR]
 

@@ -1,6 +1,7 @@
 """The docs stand alone: no pointers to files outside the repository or to issue threads.
 
-A reader of README.md, docs/ or an API docstring has only the repository; "DESIGN §5", "the
+A reader of README.md, docs/, an API docstring or a benchmark script the docs cite has only
+the repository; "DESIGN §5", "the
 issue asks for" or "issue #12" point at texts they cannot open.
 """
 
@@ -14,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 #: Pointers at texts a reader of the repository does not have.
 OUTSIDE = re.compile(
-    r"DESIGN(?:\.md|\s*§)|STYLE\.md|\bthe issue\b|(?<!transformers )\bissues? #\d|\(#\d+\)|/work/",
+    r"DESIGN(?:\.md|\s*§)|STYLE\.md|\bthe issue\b|(?<!transformers )\bissues? #?\d|\(#\d+\)|/work/",
     re.IGNORECASE,
 )
 
@@ -22,7 +23,9 @@ OUTSIDE = re.compile(
 def _texts() -> list[Path]:
     docs = sorted((ROOT / "docs").rglob("*.md"))
     code = sorted(p for d in ("milr", "critics") for p in (ROOT / d).rglob("*.py"))
-    return [ROOT / "README.md", *docs, *code]
+    benchmarks = sorted((ROOT / "benchmarks").glob("*.[ps][yh]"))  # cited by the docs
+    plugin = sorted((ROOT / "plugins").rglob("*.md"))
+    return [ROOT / "README.md", *docs, *code, *benchmarks, *plugin]
 
 
 @pytest.mark.parametrize("path", _texts(), ids=lambda p: str(p.relative_to(ROOT)))
