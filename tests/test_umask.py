@@ -58,12 +58,13 @@ def test_atomic_writes_shards_and_the_cache_follow_the_umask(tmp_path, umask, ma
     umask(mask)
     atomic_write_text(tmp_path / "run.json", "{}\n")
     write_files_durably([(tmp_path / "images" / "a.png", b"png"), (tmp_path / "b.json", b"{}")])
-    RecordShard(tmp_path / "records" / "rank0.jsonl")
-    ScoreCache(tmp_path / "cache.sqlite")
+    RecordShard(tmp_path / "records" / "rank0.jsonl").close()
+    cache = ScoreCache(tmp_path / "cache.sqlite")
     files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
     names = {p.name for p in files}
     assert names >= {"run.json", "a.png", "b.json", "rank0.jsonl", "cache.sqlite"}, names
     assert "cache.sqlite-wal" in names  # SQLite's own files are checked too
+    cache.close()
     assert {p.name: oct(_mode(p)) for p in files} == {p.name: oct(0o666 & ~mask) for p in files}
 
 
