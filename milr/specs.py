@@ -216,6 +216,8 @@ def _weights_by_tag(value: Any, where: str) -> dict[str, float]:
 
 
 def _specs_from_data(data: dict[str, Any], where: str) -> tuple[list[CriticSpec], dict[str, Any]]:
+    from milr.critic import NAME_RE
+
     tables = data.pop("critic", None)
     if not isinstance(tables, list) or not tables:
         raise SpecError(
@@ -236,6 +238,12 @@ def _specs_from_data(data: dict[str, Any], where: str) -> tuple[list[CriticSpec]
         label = table.pop("label", None)
         if label is not None and (not isinstance(label, str) or not label.strip()):
             raise SpecError(f"{at}: label must be a non-empty string, got {label!r}")
+        several = None if NAME_RE.match(name.strip()) else _several_critics(name)
+        if several is not None:
+            raise SpecError(
+                f"{at}: name = {name!r} names {len(several)} critics; give each its own "
+                "[[critic]] table"
+            )
         spec = parse_spec(name)
         specs.append(CriticSpec(spec.name, table, weight, by_tag, label, at))
     options = {k: v for k, v in data.items() if k in {"on_error"}}

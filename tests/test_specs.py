@@ -94,6 +94,17 @@ def test_several_critics_in_one_spec_say_to_repeat_the_option(text, flags):
     assert "\n" not in message and "lowercase" not in message
 
 
+def test_several_critics_in_one_spec_file_name_say_one_table_each(tmp_path):
+    path = tmp_path / "two.toml"
+    path.write_text('[[critic]]\nname = "shapes,colorfulness"\n')
+    with pytest.raises(SpecError) as info:
+        load_spec_file(path)
+    assert str(info.value) == (
+        f"{str(path)!r} [[critic]] 1 ('shapes,colorfulness'): name = 'shapes,colorfulness' "
+        "names 2 critics; give each its own [[critic]] table"
+    )
+
+
 def test_toml_spec_file(tmp_path):
     path = tmp_path / "reward.toml"
     path.write_text(
