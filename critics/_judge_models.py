@@ -7,11 +7,17 @@ Shared so both judges score identically; the rubric parsers themselves live in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from milr import CriticResult, MilrUserError
-from milr.critics.rubrics import JudgeReplyError, Rubric, RubricReplyError, template_sha256
+from milr.critics.rubrics import (
+    JudgeReplyError,
+    Rubric,
+    RubricReplyError,
+    normalize_token,
+    template_sha256,
+)
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -222,19 +228,88 @@ def yes_no_results(
     questions: list[str],
     threshold: float | None,
     model: str,
+    *,
+    critic: str = "judge",
+    min_share: float = 0.0,
+    answer: Callable[[list[int]], list[str | None]] | None = None,
+    yes_words: tuple[str, ...] = ("yes", "Yes"),
+    no_words: tuple[str, ...] = ("no", "No"),
 ) -> list[CriticResult]:
-    """Critic results from `yes_no_scores` rows: verdict against `threshold`, question shown."""
-    return [
-        CriticResult(
-            s["score"],
-            None if threshold is None else s["score"] >= threshold,
-            {
-                "rubric": "yesno",
-                "p_yes": s["p_yes"],
-                "p_no": s["p_no"],
-                "question": q,
-                "model": model,
-            },
+    """Critic results from `yes_no_scores` rows: verdict against `threshold`, question shown.
+
+    A row scores from probabilities (``method: probabilities``) only when ``p_yes + p_no`` (the
+    share of the next token's probability that yes and no hold, ``yes_no_share``) is at least
+    `min_share`. Below it, ``answer(rows)`` gives the judge's greedy answers for those rows
+    (None: the judge cannot write one); an answer whose first word is one of `yes_words` /
+    `no_words` (compared after `normalize_token`) scores 1.0 / 0.0 (``method: answer``), and any
+    other answer fails its image: `JudgeReplyError` quotes the answer and the share (and keeps
+    the other images' results). A score is never made from tail mass.
+    """
+    out: list[CriticResult | None] = []
+    low: list[int] = []
+    for i, (s, q) in enumerate(zip(scores, questions, strict=True)):
+        share = s["p_yes"] + s["p_no"]
+        details = {
+            "rubric": "yesno",
+            "p_yes": s["p_yes"],
+            "p_no": s["p_no"],
+            "yes_no_share": share,
+            "question": q,
+            "model": model,
+        }
+        if share >= min_share and share > 0:
+            out.append(
+                CriticResult(
+                    s["score"],
+                    None if threshold is None else s["score"] >= threshold,
+                    {**details, "method": "probabilities"},
+                )
+            )
+        else:
+            out.append(None)
+            low.append(i)
+    if not low:
+        return [r for r in out if r is not None]
+    answers: list[str | None] = answer(low) if answer is not None else [None] * len(low)
+    yes = {normalize_token(w) for w in yes_words}
+    no = {normalize_token(w) for w in no_words}
+    failures: list[tuple[int, str]] = []
+    for i, text in zip(low, answers, strict=True):
+        s = scores[i]
+        share = s["p_yes"] + s["p_no"]
+        words = (text or "").split()
+        first = normalize_token(words[0]) if words else ""
+        if text is not None and first and (first in yes or first in no):
+            score = 1.0 if first in yes else 0.0
+            out[i] = CriticResult(
+                score,
+                None if threshold is None else score >= threshold,
+                {
+                    "rubric": "yesno",
+                    "p_yes": s["p_yes"],
+                    "p_no": s["p_no"],
+                    "yes_no_share": share,
+                    "question": questions[i],
+                    "model": model,
+                    "method": "answer",
+                    "answer": text,
+                },
+            )
+            continue
+        said = (
+            f"the answer {text[:80]!r} starts with none of yes_words={list(yes_words)!r} "
+            f"or no_words={list(no_words)!r}"
+            if text is not None
+            else "the judge cannot write an answer to read instead"
         )
-        for s, q in zip(scores, questions, strict=True)
-    ]
+        failures.append(
+            (
+                i,
+                f"the answer cannot be read as rubric 'yesno': {said}; yes and no hold "
+                f"{share:.1%} of the next token's probability (below "
+                f"min_yes_no_share={min_share:g})",
+            )
+        )
+    if failures:
+        raise JudgeReplyError(f"{critic} ({model})", failures, out)
+    return [r for r in out if r is not None]

@@ -12,7 +12,13 @@ processor's chat template when it has one.
 
   where ``P(yes)`` sums the probabilities of the single-token spellings of ``yes_words``
   (default ``yes``/``Yes``, each also with a leading space) and ``P(no)`` likewise. The verdict
-  passes when ``score >= threshold`` (default 0.5).
+  passes when ``score >= threshold`` (default 0.5). The score is read from probabilities only
+  when ``P(yes) + P(no)`` (``yes_no_share`` in the details) is at least ``min_yes_no_share``
+  (default 0.5) of the next token's probability; below it the model writes its greedy answer
+  (at most ``max_new_tokens``, default 1 token) and that answer's first word decides (1.0 for
+  a yes word, 0.0 for a no word, ``method: answer``); any other answer raises
+  `JudgeReplyError` for that image, quoting the answer and the share. A score is never made
+  from tail mass.
 - ``rubric="wise" | "likert5" | "checklist"``: the model writes its answer greedily (batched,
   left-padded, at most ``max_new_tokens`` new tokens) and the rubric's parser scores it:
   WiScore, ``(s - 1) / 4`` of a 1-5 "Final Score" (UnifiedReward), or SelfReward's
@@ -97,6 +103,14 @@ class JudgeParams(CriticParams):
         ("no", "No"), description="yesno: answer words counted as no ('a|b' in specs)"
     )
     threshold: VerdictThreshold = 0.5
+    min_yes_no_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="yesno: least share of the next token's probability that yes and no "
+        "together must hold to score from probabilities; below it the judge's greedy answer's "
+        "first word decides, and an answer that is neither fails the image",
+    )
     max_new_tokens: int | None = Field(
         None, ge=1, le=4096, description="written answers: token bound; None: the rubric's"
     )
@@ -281,7 +295,30 @@ class JudgeCritic(RubricSetup, Critic):
                 tokenizer, self.params.yes_words, self.params.no_words, self.name
             )
             scores = yes_no_scores(model, processor, texts, rgb, yes_ids, no_ids, **common)
-            return yes_no_results(scores, questions, threshold, self.model_source)
+
+            def answer(rows: list[int]) -> list[str | None]:
+                return list(
+                    generate_answers(
+                        model,
+                        processor,
+                        [texts[i] for i in rows],
+                        [rgb[i] for i in rows],
+                        max_new_tokens=self.max_new_tokens,
+                        **common,
+                    )
+                )
+
+            return yes_no_results(
+                scores,
+                questions,
+                threshold,
+                self.model_source,
+                critic=self.name,
+                min_share=self.params.min_yes_no_share,
+                answer=answer,
+                yes_words=self.params.yes_words,
+                no_words=self.params.no_words,
+            )
         answers = generate_answers(
             model, processor, texts, rgb, max_new_tokens=self.max_new_tokens, **common
         )

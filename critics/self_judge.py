@@ -6,7 +6,10 @@ model — the same ``JanusForConditionalGeneration`` object that draws the image
 copy is ever loaded — to judge the image under a rubric (`milr.critics.rubrics`):
 
 - ``rubric="yesno"`` (default): ``score = P(yes) / (P(yes) + P(no))`` read from the
-  next-token distribution after the assistant turn starts (no text generated).
+  next-token distribution after the assistant turn starts (no text generated), when yes and
+  no together hold at least ``min_yes_no_share`` (default 0.5) of it; below that the model
+  writes its greedy answer and its first word decides (yes 1.0, no 0.0), and any other answer
+  fails the image (`JudgeReplyError` quoting the answer and the share), as for ``judge``.
 - ``rubric="checklist"``: the paper's SelfReward. The model writes (greedily, at most
   ``max_new_tokens`` tokens) a check of each requirement of the prompt and JSON
   ``{"Score": 0}`` (match) or ``{"Score": -1}``; milr's score is ``Score + 1`` and an
@@ -166,7 +169,31 @@ class SelfJudgeCritic(RubricSetup, Critic):
                     strict=True,
                 )
             ]
-            return yes_no_results(scores, questions, threshold, model_name)
+
+            def answer(rows: list[int]) -> list[str | None]:
+                try:
+                    return list(
+                        gen.answer(
+                            [rgb[i] for i in rows],
+                            [questions[i] for i in rows],
+                            max_new_tokens=self.max_new_tokens,
+                            **layout,
+                        )
+                    )
+                except UnsupportedOperation:  # a generator that reads but cannot write
+                    return [None] * len(rows)
+
+            return yes_no_results(
+                scores,
+                questions,
+                threshold,
+                model_name,
+                critic=self.name,
+                min_share=self.params.min_yes_no_share,
+                answer=answer,
+                yes_words=self.params.yes_words,
+                no_words=self.params.no_words,
+            )
         answers = gen.answer(rgb, questions, max_new_tokens=self.max_new_tokens, **layout)
         return rubric_results(
             self.rubric,
