@@ -170,7 +170,10 @@ def llava() -> Path:
 
 
 def test_score_equals_softmax_of_model_logits(llava):
-    critic = JudgeCritic(model=str(llava), device="cpu", batch_size=2)  # 2 + 1: padding + chunks
+    # the tiny random model gives yes + no ~20% of the next token: a tiny share lets it score
+    critic = JudgeCritic(
+        model=str(llava), device="cpu", batch_size=2, min_yes_no_share=1e-9
+    )  # 2 + 1: padding + chunks
     res = evaluate(critic, images(), PROMPTS, None)
     expected = direct_scores(llava, critic)
     assert [r.score for r in res] == pytest.approx(expected, abs=1e-5)
@@ -186,7 +189,7 @@ def test_score_equals_softmax_of_model_logits(llava):
 
 def test_without_chat_template_uses_image_token_prefix():
     path = tiny_llava_dir(chat_template=False)
-    critic = JudgeCritic(model=str(path), device="cpu")
+    critic = JudgeCritic(model=str(path), device="cpu", min_yes_no_share=1e-9)
     res = evaluate(critic, images(), PROMPTS, None)
     assert [r.score for r in res] == pytest.approx(direct_scores(path, critic), abs=1e-5)
 
@@ -199,7 +202,11 @@ def test_model_loaded_once_per_process(llava):
 
 def test_threshold_and_custom_template(llava):
     critic = JudgeCritic(
-        model=str(llava), device="cpu", threshold=None, template="Is {prompt} here?"
+        model=str(llava),
+        device="cpu",
+        threshold=None,
+        template="Is {prompt} here?",
+        min_yes_no_share=1e-9,
     )
     res = critic.score(images()[0], "a red apple")
     assert res.passed is None and res.details["question"] == "Is a red apple here?"
@@ -224,6 +231,86 @@ def test_user_errors(llava, tmp_path):
     assert critic.params.yes_words == ("oui", "Oui")
     with pytest.raises(MilrUserError, match="yes_words"):
         critic.score(images()[0], "x")
+
+
+def greedy_first_answers(path: Path, critic: JudgeCritic) -> list[str]:
+    """The reference: each image's unpadded greedy one-token answer, decoded."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    out = []
+    for im, prompt in zip(images(), PROMPTS, strict=True):
+        text, add = critic.build_text(processor, prompt)
+        inputs = processor(text=[text], images=[im], return_tensors="pt", add_special_tokens=add)
+        with torch.no_grad():
+            ids = model.generate(**inputs, do_sample=False, max_new_tokens=1)
+        new = ids[0, inputs["input_ids"].shape[1] :]
+        out.append(processor.tokenizer.decode(new, skip_special_tokens=True).strip())
+    return out
+
+
+def test_below_min_yes_no_share_the_answer_decides_or_the_image_fails_quoting_it(llava):
+    """yes + no hold ~20-26% of the tiny model's next token: under the default 0.5 no score
+    comes from those probabilities. The greedy answer "yes" (image 0) scores 1.0 from the word;
+    any other answer fails its image with the answer and the share quoted."""
+    shares = [
+        r.details["yes_no_share"]
+        for r in evaluate(
+            JudgeCritic(model=str(llava), device="cpu", min_yes_no_share=1e-9),
+            images(),
+            PROMPTS,
+            None,
+        )
+    ]
+    assert all(0 < s < 0.5 for s in shares)
+    critic = JudgeCritic(model=str(llava), device="cpu", batch_size=2)
+    answers = greedy_first_answers(llava, critic)
+    assert answers[0] == "yes" and answers[1] not in ("yes", "no")  # the cases below exist
+    with pytest.raises(JudgeReplyError) as info:
+        critic.score_batch(images(), PROMPTS, [{}, {}, {}])
+    exc = info.value
+    failed = {i for i, _ in exc.failures}
+    assert failed == {i for i, a in enumerate(answers) if a.lower() not in ("yes", "no")}
+    for i, reason in exc.failures:
+        assert reason == (
+            f"the answer cannot be read as rubric 'yesno': the answer {answers[i]!r} starts "
+            "with none of yes_words=['yes', 'Yes'] or no_words=['no', 'No']; yes and no hold "
+            f"{shares[i]:.1%} of the next token's probability (below min_yes_no_share=0.5)"
+        )
+        assert exc.results[i] is None
+    kept = exc.results[0]
+    assert (kept.score, kept.passed) == (1.0, True)
+    assert kept.details["method"] == "answer" and kept.details["answer"] == "yes"
+    assert kept.details["yes_no_share"] == pytest.approx(shares[0])
+    assert f"image {min(failed)}: the answer cannot be read" in str(exc)
+
+
+def test_at_or_above_min_yes_no_share_the_probabilities_score(llava):
+    probe = JudgeCritic(model=str(llava), device="cpu", min_yes_no_share=1e-9)
+    shares = [r.details["yes_no_share"] for r in evaluate(probe, images(), PROMPTS, None)]
+    between = (sorted(shares)[0] + sorted(shares)[1]) / 2  # one image above, two below
+    critic = JudgeCritic(model=str(llava), device="cpu", min_yes_no_share=min(shares))
+    res = evaluate(critic, images(), PROMPTS, None)
+    assert [r.details["method"] for r in res] == ["probabilities"] * 3
+    assert [r.score for r in res] == pytest.approx(direct_scores(llava, critic), abs=1e-5)
+    assert [r.details["yes_no_share"] for r in res] == pytest.approx(shares)
+    split = JudgeCritic(model=str(llava), device="cpu", min_yes_no_share=between)
+    with pytest.raises(JudgeReplyError) as info:
+        split.score_batch(images(), PROMPTS, [{}, {}, {}])
+    scored = [i for i, r in enumerate(info.value.results) if r is not None]
+    by_probability = [i for i in scored if info.value.results[i].details["method"] != "answer"]
+    assert by_probability == [i for i, s in enumerate(shares) if s >= between]
+
+
+def test_min_yes_no_share_is_declared_and_validated(llava):
+    assert JudgeCritic.Params.model_fields["min_yes_no_share"].default == 0.5
+    for bad in (0, -0.1, 1.5, "half"):
+        with pytest.raises(MilrUserError, match="min_yes_no_share") as info:
+            JudgeCritic(model=str(llava), min_yes_no_share=bad)
+        assert "\n" not in str(info.value)
+    assert JudgeCritic(model=str(llava), min_yes_no_share=1).params.min_yes_no_share == 1.0
 
 
 # -- rubrics that need a written answer -----------------------------------------------------------
@@ -333,7 +420,9 @@ def test_generated_answers_equal_unbatched_greedy_generate(llava):
 
 class TestJudgeContract(CriticContract):
     def make_critic(self):
-        return JudgeCritic(model=str(tiny_llava_dir()), device="cpu", batch_size=3)
+        return JudgeCritic(
+            model=str(tiny_llava_dir()), device="cpu", batch_size=3, min_yes_no_share=1e-9
+        )
 
 
 def test_checkpoint_missing_tensors_is_refused_in_one_line(llava, tmp_path):
