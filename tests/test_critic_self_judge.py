@@ -8,11 +8,15 @@ import pytest
 from PIL import Image
 
 from milr import MilrUserError, build_critic, evaluate
+from milr.critics.rubrics import JudgeReplyError
 from milr.critics.self_judge import SelfJudgeCritic
 from milr.testing import CriticContract
 
 # The tiny Janus vocabulary has "no" but no "yes"; "one" stands in for it (any single token works).
-WORDS = {"yes_words": "one", "no_words": "no"}
+# The random model gives them ~0.5% of the next token, so tests that need a score pass a tiny
+# min_yes_no_share (the default 0.5 fails such images: test_below_min_yes_no_share...).
+WORDS = {"yes_words": "one", "no_words": "no", "min_yes_no_share": 1e-9}
+BARE_WORDS = {"yes_words": "one", "no_words": "no"}
 PROMPTS = ["a red square", "two blue circles on the left of a green tree", "a cat"]
 
 
@@ -104,7 +108,12 @@ def test_scores_with_the_generators_own_model(janus):
 
 
 def test_ensemble_forwards_bind(janus):
-    ens = build_critic(["self-judge:yes_words=one,no_words=no,weight=2", "color:target=red"])
+    ens = build_critic(
+        [
+            "self-judge:yes_words=one,no_words=no,min_yes_no_share=1e-9,weight=2",
+            "color:target=red",
+        ]
+    )
     ens.bind(generator=janus)
     member = ens.members[0][1]
     assert isinstance(member, SelfJudgeCritic) and member.generator is janus
@@ -118,6 +127,36 @@ def test_default_words_missing_from_vocabulary_is_clear(janus):
     critic.bind(generator=janus)
     with pytest.raises(MilrUserError, match="yes_words"):
         critic.score(images()[0], "x")
+
+
+def test_below_min_yes_no_share_fails_the_image_quoting_the_generators_answer(janus):
+    critic = SelfJudgeCritic(**BARE_WORDS)
+    critic.bind(generator=janus)
+    probe = SelfJudgeCritic(**WORDS)
+    probe.bind(generator=janus)
+    shares = [r.details["yes_no_share"] for r in evaluate(probe, images(), PROMPTS, None)]
+    assert all(0 < s < 0.5 for s in shares)
+    questions = [critic.judge_text(p) for p in PROMPTS]
+    answers = janus.answer(
+        images(), questions, max_new_tokens=1, template=critic.params.chat_format
+    )
+    assert not any(a.split() and a.split()[0] in ("one", "no") for a in answers)
+    with pytest.raises(JudgeReplyError) as info:
+        critic.score_batch(images(), PROMPTS, [{}, {}, {}])
+    assert [i for i, _ in info.value.failures] == [0, 1, 2]
+    for (_, reason), answer, share in zip(info.value.failures, answers, shares, strict=True):
+        assert reason == (
+            f"the answer cannot be read as rubric 'yesno': the answer {answer!r} starts with "
+            "none of yes_words=['one'] or no_words=['no']; yes and no hold "
+            f"{share:.1%} of the next token's probability (below min_yes_no_share=0.5)"
+        )
+    above = SelfJudgeCritic(**{**BARE_WORDS, "min_yes_no_share": min(shares)})
+    above.bind(generator=janus)
+    res = evaluate(above, images(), PROMPTS, None)
+    assert [r.score for r in res] == pytest.approx(direct_scores(janus, above), abs=1e-5)
+    assert [r.details["method"] for r in res] == ["probabilities"] * 3
+    with pytest.raises(MilrUserError, match="min_yes_no_share"):
+        SelfJudgeCritic(min_yes_no_share=0)
 
 
 def test_parameter_errors():
@@ -148,7 +187,7 @@ class TestSelfJudgeContract(CriticContract):
 def test_optimizer_binds_its_generator_and_uses_the_self_reward(janus):
     from milr.optimizer import run_milr
 
-    critic = build_critic(["self-judge:yes_words=one,no_words=no"])
+    critic = build_critic(["self-judge:yes_words=one,no_words=no,min_yes_no_share=1e-9"])
     result = run_milr(janus, critic, "a red square", max_steps=2, threshold=0.0, mode="image")
     assert critic.members[0][1].generator is janus
     assert len(result.steps) == 3  # the model's own image + two updates
