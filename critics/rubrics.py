@@ -10,8 +10,8 @@ rubric            the judge answers                           milr score, verdic
 ================  ==========================================  =====================================
 ``yesno``         "yes" or "no" (VQAScore; Lin et al. 2024)   ``P(yes) / (P(yes) + P(no))`` from
                                                               token probabilities when available
-                                                              (api-judge: when yes + no hold at
-                                                              least ``min_yes_no_share``),
+                                                              and yes + no hold at least
+                                                              ``min_yes_no_share`` of it,
                                                               else 1.0 / 0.0 from the answer;
                                                               verdict ``score >= 0.5``
 ``wise``          consistency, realism, aesthetic quality,    WiScore ``(0.7 C + 0.2 R + 0.1 A)/2``
