@@ -313,6 +313,29 @@ def test_min_yes_no_share_is_declared_and_validated(llava):
     assert JudgeCritic(model=str(llava), min_yes_no_share=1).params.min_yes_no_share == 1.0
 
 
+def test_milr_score_names_each_image_below_the_share_and_scores_the_rest(llava, tmp_path):
+    from cli_helpers import run_milr
+
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    for path, im in zip(paths, images(), strict=True):
+        im.save(path)
+    critic = JudgeCritic(model=str(llava), device="cpu")
+    with pytest.raises(JudgeReplyError) as info:
+        critic.score_batch(images(), ["a red apple"] * 3, [{}, {}, {}])
+    expected = [f"error: {paths[i]}: judge ({llava}): {why}" for i, why in info.value.failures]
+    spec = f"judge:model={llava},device=cpu"
+    args = ["score", *map(str, paths), "--prompt", "a red apple"]
+    proc = run_milr(*args, "--critic", spec)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == expected and expected
+    proc = run_milr(*args, "--critic", spec + ",min_yes_no_share=1e-9")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.count("verdict") == 3
+    proc = run_milr(*args, "--critic", spec + ",min_yes_no_share=2")
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
+    assert "min_yes_no_share" in proc.stderr and "Traceback" not in proc.stderr
+
+
 # -- rubrics that need a written answer -----------------------------------------------------------
 
 
