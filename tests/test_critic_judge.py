@@ -417,6 +417,40 @@ def test_an_unreadable_answer_keeps_the_other_answers_results():
     assert [exc.results[0].score, exc.results[2].score] == [0.75, 0.25]
 
 
+def test_below_the_share_any_spelling_of_the_word_decides_and_no_answer_fails():
+    """The rule on fixed rows: probabilities at the share; below it "Yes." and "no," decide;
+    another answer, or a judge that cannot write one, fails its image."""
+    from milr.critics._judge_models import yes_no_results
+
+    rows = [
+        {"score": 0.9, "p_yes": 0.45, "p_no": 0.05},  # share 0.5: probabilities
+        {"score": 0.9, "p_yes": 0.09, "p_no": 0.01},
+        {"score": 0.2, "p_yes": 0.02, "p_no": 0.08},
+        {"score": 0.5, "p_yes": 0.01, "p_no": 0.01},
+    ]
+    written = {1: "Yes.", 2: "no, it is blue", 3: "maybe"}
+    asked: list[list[int]] = []
+
+    def answer(wanted: list[int]) -> list[str | None]:
+        asked.append(wanted)
+        return [written[i] for i in wanted]
+
+    with pytest.raises(JudgeReplyError) as info:
+        yes_no_results(rows, ["q"] * 4, 0.5, "m", min_share=0.5, answer=answer)
+    assert asked == [[1, 2, 3]]
+    assert [i for i, _ in info.value.failures] == [3]
+    assert "the answer 'maybe' starts with none of" in info.value.failures[0][1]
+    assert "yes and no hold 2.0% of the next token's probability" in info.value.failures[0][1]
+    got = info.value.results
+    assert [(r.score, r.passed, r.details["method"]) for r in got[:3]] == [
+        (0.9, True, "probabilities"),
+        (1.0, True, "answer"),
+        (0.0, False, "answer"),
+    ]
+    with pytest.raises(JudgeReplyError, match="the judge cannot write an answer to read"):
+        yes_no_results(rows[1:2], ["q"], 0.5, "m", min_share=0.5, answer=lambda r: [None])
+
+
 def test_generated_answers_equal_unbatched_greedy_generate(llava):
     """Left-padded batches give each image the answer an unpadded generate() gives it."""
     import torch
