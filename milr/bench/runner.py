@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from milr.bench.cache import ScoreCache, image_sha256
 from milr.bench.distributed import DistContext, init_distributed, rank_device, shard
+from milr.bench.official import check_gradable, default_seeds
 from milr.bench.options import BenchOptions, default_out, make_run, now, result_settings
 from milr.bench.progress import Progress
 from milr.bench.record import BenchRecord, SideResult
@@ -179,7 +180,7 @@ def complete_record(
 def plan_items(suite: Suite, opts: BenchOptions) -> list[tuple[BenchPrompt, int]]:
     """Every (prompt, seed index) the run covers, in suite order."""
     prompts = suite.prompts[: opts.limit] if opts.limit is not None else suite.prompts
-    return [(p, s) for p in prompts for s in range(opts.seeds)]
+    return [(p, s) for p in prompts for s in range(opts.seeds or 1)]
 
 
 def _check_specs(specs: list[str]) -> None:
@@ -217,6 +218,9 @@ def _run(
     opts: BenchOptions, ctx: DistContext, solver_factory: SolverFactory | None
 ) -> dict[str, Any] | None:
     suite = load_suite(opts.suite, opts.format)
+    if opts.seeds is None:  # the named suite's protocol (GenEval 4, T2I-CompBench 10), else 1
+        opts.seeds = default_seeds(suite)
+    check_gradable(suite, opts.eval_specs())  # a category no evaluator grades: refused now
     out = Path(opts.out) if opts.out else default_out(opts)
     if opts.resume and not (out / "run.json").exists():
         raise MilrUserError(f"--resume: {out} holds no run to resume (no run.json)")
