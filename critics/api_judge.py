@@ -3,8 +3,15 @@ lmdeploy server) as a judge, through the official ``openai`` client.
 
 Each image goes as a base64 PNG data URL with the text of a rubric (`milr.critics.rubrics`:
 ``yesno`` from ``top_logprobs`` or the answer's first word, ``wise`` from JSON or WISE's plain
-lines, ``likert5``, ``checklist``); ``template=`` / ``template_file=`` replace the wording (e.g.
-WISE's own grading prompt, for the paper's numbers) and details record its SHA-256.
+lines, ``wise-verified``, ``likert5``, ``checklist``); ``template=`` / ``template_file=`` replace
+the wording and details record its SHA-256.
+
+WISE as its authors grade it: ``wise_repo=PATH`` (a clone of PKU-YuanGroup/WISE, with
+``rubric=wise`` or ``wise-verified``) reads the judge instructions at run time from the clone's
+grading script (``WISE_legacy/gpt_eval.py`` or ``vllm_eval.py``; never executed, see
+`milr.critics._wise_official`) and sends them as WISE does: its system and user messages with
+the record's ``Prompt`` and ``Explanation`` and the image, its ``max_tokens``, ``temperature``
+and (Verified) ``chat_template_kwargs``; the reply is read in WISE's format.
 
 Endpoints: ``api_type="openai"`` (default) posts to ``{base_url}/chat/completions``;
 ``api_type="azure"`` uses ``AsyncAzureOpenAI`` with ``base_url`` as the Azure endpoint
@@ -114,8 +121,13 @@ class APIJudgeCritic(Critic):
             "OPENAI_API_KEY",
             description="NAME of the environment variable holding the key; none for no auth",
         )
-        rubric: Literal["yesno", "wise", "likert5", "checklist"] = Field(
+        rubric: Literal["yesno", "wise", "wise-verified", "likert5", "checklist"] = Field(
             "yesno", description="how the judge is asked and its answer scored (see rubrics)"
+        )
+        wise_repo: str | None = Field(
+            None,
+            description="path of a clone of PKU-YuanGroup/WISE: send WISE's own instructions "
+            "(read from its grading script at run time) with rubric wise or wise-verified",
         )
         template: str | None = Field(
             None, description="the rubric's text with {prompt}; None: milr's default wording"
@@ -235,6 +247,21 @@ class APIJudgeCritic(Critic):
         p = self.params
         self.rubric = get_rubric(p.rubric, self.name)
         self.template = load_template(self.rubric, p.template, p.template_file, self.name)
+        self.wise: Any = None
+        if p.wise_repo is not None:
+            if p.rubric not in ("wise", "wise-verified"):
+                raise MilrUserError(
+                    f"{self.name} critic: wise_repo= sends WISE's instructions and needs "
+                    f"rubric=wise or rubric=wise-verified, not rubric={p.rubric!r}"
+                )
+            if p.template is not None or p.template_file is not None:
+                raise MilrUserError(
+                    f"{self.name} critic: wise_repo= reads WISE's own instructions; drop "
+                    "template=/template_file= (or wise_repo=)"
+                )
+            from milr.critics._wise_official import load_protocol
+
+            self.wise = load_protocol(p.wise_repo, p.rubric)
         self.base_url = p.base_url
         self.model = p.model
         self.api_type = p.api_type
@@ -245,10 +272,17 @@ class APIJudgeCritic(Critic):
         self.retries = p.retries
         self.max_tokens = p.max_tokens or self.rubric.max_new_tokens
         self.template_sha256 = template_sha256(self.template)
+        if self.wise is not None:
+            self.max_tokens = p.max_tokens or int(self.wise.settings["max_tokens"])
+            self.template_sha256 = self.wise.instructions_sha256
 
     def config(self) -> dict[str, Any]:
-        """The parameters plus the SHA-256 of the template text (a file may change)."""
-        return {**super().config(), "template_sha256": self.template_sha256}
+        """The parameters plus the SHA-256 of the template text (a file may change); with
+        ``wise_repo``, of WISE's instructions as read from the clone."""
+        out = {**super().config(), "template_sha256": self.template_sha256}
+        if self.wise is not None:
+            out["wise_script_sha256"] = self.wise.script_sha256
+        return out
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -260,7 +294,10 @@ class APIJudgeCritic(Critic):
         return f"{self.base_url}/chat/completions"
 
     def judge_prompt(self, prompt: str, metadata: dict[str, Any]) -> str:
-        """The text sent with the image for this prompt (hashed into the details)."""
+        """The text sent with the image for this prompt (hashed into the details); with
+        ``wise_repo``, WISE's messages' texts joined by newlines."""
+        if self.wise is not None:
+            return str(self.wise.render(metadata, "", prompt)[1])
         return self.rubric.render(self.template, prompt, metadata)
 
     def _api_key(self) -> str | None:
@@ -275,10 +312,13 @@ class APIJudgeCritic(Critic):
             )
         return key
 
-    def _request(self, text: str, image_url: str) -> dict[str, Any]:
+    def _request(
+        self, text: str, image_url: str, messages: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [
+            "messages": messages
+            or [
                 {
                     "role": "user",
                     "content": [
@@ -290,6 +330,13 @@ class APIJudgeCritic(Critic):
             "temperature": self.params.temperature,
             "max_tokens": self.max_tokens,
         }
+        if self.wise is not None:  # WISE's own request settings, unless set here
+            if "temperature" not in self.params.model_fields_set:
+                body["temperature"] = self.wise.settings.get("temperature", body["temperature"])
+            if "chat_template_kwargs" in self.wise.settings:
+                body["extra_body"] = {
+                    "chat_template_kwargs": self.wise.settings["chat_template_kwargs"]
+                }
         if self.rubric.name == "yesno" and self.params.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = 20
@@ -306,8 +353,13 @@ class APIJudgeCritic(Critic):
         prompt: str,
         metadata: dict[str, Any],
     ) -> CriticResult | tuple[int, str]:
-        text = self.judge_prompt(prompt, metadata)
-        body = self._request(text, image_data_url(image))
+        url = image_data_url(image)
+        if self.wise is not None:
+            messages, text = self.wise.render(metadata, url, prompt)
+            body = self._request(text, url, messages)
+        else:
+            text = self.judge_prompt(prompt, metadata)
+            body = self._request(text, url)
         async with sem:
             started = time.perf_counter()
             try:
@@ -394,7 +446,15 @@ class APIJudgeCritic(Critic):
                             "p_no": p_no,
                         },
                     )
-        parsed = self.rubric.parse(content)
+        if self.wise is not None:
+            from milr.critics._wise_official import parse_legacy, parse_verified
+
+            if not isinstance(content, str):
+                raise RubricReplyError("the reply has no text")
+            read = parse_verified if self.rubric.name == "wise-verified" else parse_legacy
+            parsed = read(content)
+        else:
+            parsed = self.rubric.parse(content)
         return parsed.score, parsed.passed, {"answer": content, **parsed.details}
 
     async def _judge_all(

@@ -205,8 +205,7 @@ SUITES: dict[str, OfficialSuite] = {
             1,
             "the 1000 verified prompts, binary 0/1 judge (Qwen3.5-35B-A3B via vLLM)",
             WISE_VERIFIED_WEIGHTS,
-            "0.40 Cultural + 0.12 Time + 0.12 Space + 0.12 Biology + 0.12 Physics "
-            "+ 0.12 Chemistry",
+            "0.40 Cultural + 0.12 Time + 0.12 Space + 0.12 Biology + 0.12 Physics + 0.12 Chemistry",
         ),
     ),
 }
@@ -371,7 +370,9 @@ def load_official(suite: OfficialSuite, categories: Iterable[str]) -> Any:
         path, url = fetch(pin, suite)
         local.append(path)
         files.append(pin.as_dict(url))
-    label = f"{suite.name} ({', '.join(sorted({f['repo'] + '@' + f['commit'][:7] for f in files}))})"
+    label = (
+        f"{suite.name} ({', '.join(sorted({f['repo'] + '@' + f['commit'][:7] for f in files}))})"
+    )
     if suite.format == "geneval":
         loaded = loaders.load_suite(local[0], "geneval")
         loaded.source = label
@@ -629,7 +630,9 @@ def _wise_category_means(recs: list[Any], side: str, label: str | None) -> dict[
     return {g: sum(v) / len(v) for g, v in values.items() if v}
 
 
-def weighted_overall(per_category: Mapping[str, float], weights: Mapping[str, float]) -> float | None:
+def weighted_overall(
+    per_category: Mapping[str, float], weights: Mapping[str, float]
+) -> float | None:
     """Σ w·score over the categories present, renormalised; None when none is weighted."""
     total = sum(weights.get(g, 0.0) for g in per_category)
     if total <= 0:
