@@ -166,7 +166,7 @@ class _Reader:
     def _dict(self, node: ast.AST) -> dict[str, ast.AST]:
         if not isinstance(node, ast.Dict):
             raise self.error(node, "expected a dict literal")
-        out = {}
+        out: dict[str, ast.AST] = {}
         for k, v in zip(node.keys, node.values):
             if not (isinstance(k, ast.Constant) and isinstance(k.value, str)):
                 raise self.error(node, "expected string keys")
