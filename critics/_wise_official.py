@@ -55,6 +55,38 @@ class Protocol:
     script_sha256: str
     messages: tuple[tuple[str, tuple[Part, ...]], ...]  # (role, parts)
     settings: dict[str, Any] = field(default_factory=dict)
+    rubric: str = "wise"
+
+    @property
+    def max_new_tokens(self) -> int:
+        """The script's ``max_tokens`` (2000 in WISE_legacy, 500 in WISE_Verified)."""
+        return int(self.settings["max_tokens"])
+
+    @property
+    def sha256(self) -> str:
+        """`instructions_sha256` (what a judge critic records as its template's hash)."""
+        return self.instructions_sha256
+
+    def apply(
+        self, body: dict[str, Any], prompt: str, metadata: dict[str, Any], explicit: set[str]
+    ) -> str:
+        """Turn a chat-completions `body` (milr's one user message with the image) into WISE's
+        request: its messages with the same image, its ``temperature`` (unless the critic's own
+        was given) and ``chat_template_kwargs`` (top-level, as WISE posts it; the openai client
+        takes it as ``extra_body``). Returns the text sent (hashed into the details)."""
+        url = body["messages"][0]["content"][1]["image_url"]["url"]
+        body["messages"], text = self.render(metadata, url, prompt)
+        if "temperature" not in explicit and "temperature" in self.settings:
+            body["temperature"] = self.settings["temperature"]
+        if "chat_template_kwargs" in self.settings:
+            body["extra_body"] = {"chat_template_kwargs": self.settings["chat_template_kwargs"]}
+        return text
+
+    def parse(self, content: Any) -> RubricReply:
+        """The reply read as this protocol's script reads it (`parse_legacy`/`parse_verified`)."""
+        if not isinstance(content, str):
+            raise RubricReplyError("the reply has no text")
+        return parse_verified(content) if self.rubric == "wise-verified" else parse_legacy(content)
 
     @property
     def fields(self) -> list[str]:
@@ -120,6 +152,26 @@ def find_script(repo: str, rubric: str) -> Path:
     )
 
 
+def wise_protocol(
+    critic: str, repo: str | None, rubric: str, template: str | None, template_file: str | None
+) -> Protocol | None:
+    """The protocol of a judge critic's ``wise_repo`` (None without one); `MilrUserError` when
+    the rubric is not a WISE one or a template is given as well."""
+    if repo is None:
+        return None
+    if rubric not in SCRIPTS:
+        raise MilrUserError(
+            f"{critic} critic: wise_repo= sends WISE's instructions and needs rubric=wise or "
+            f"rubric=wise-verified, not rubric={rubric!r}"
+        )
+    if template is not None or template_file is not None:
+        raise MilrUserError(
+            f"{critic} critic: wise_repo= reads WISE's own instructions; drop "
+            "template=/template_file= (or wise_repo=)"
+        )
+    return load_protocol(repo, rubric)
+
+
 def load_protocol(repo: str, rubric: str) -> Protocol:
     """Read WISE's messages and settings for `rubric` (``wise`` or ``wise-verified``)."""
     script = find_script(repo, rubric)
@@ -145,7 +197,9 @@ def load_protocol(repo: str, rubric: str) -> Protocol:
     messages = tuple(reader.message(m, record_arg, image_arg) for m in ret.value.elts)
     if not messages:
         raise reader.error(ret, f"{FUNCTION} returns no messages")
-    return Protocol(script, hashlib.sha256(raw).hexdigest(), messages, reader.settings(tree))
+    return Protocol(
+        script, hashlib.sha256(raw).hexdigest(), messages, reader.settings(tree), rubric
+    )
 
 
 class _Reader:

@@ -1,22 +1,13 @@
-"""`api-judge`: an OpenAI-compatible chat-completions endpoint (GPT-4o, Azure OpenAI, a vLLM or
-lmdeploy server) as a judge, through the official ``openai`` client.
+"""`api-judge`: an OpenAI-compatible chat endpoint (GPT-4o, Azure, vLLM) as a judge, via ``openai``.
 
-Each image goes as a base64 PNG data URL with the text of a rubric (`milr.critics.rubrics`:
-``yesno`` from ``top_logprobs`` or the answer's first word, ``wise`` from JSON or WISE's plain
-lines, ``wise-verified``, ``likert5``, ``checklist``); ``template=`` / ``template_file=`` replace
-the wording and details record its SHA-256.
-
-WISE as its authors grade it: ``wise_repo=PATH`` (a clone of PKU-YuanGroup/WISE, with
-``rubric=wise`` or ``wise-verified``) reads the judge instructions at run time from the clone's
-grading script (``WISE_legacy/gpt_eval.py`` or ``vllm_eval.py``; never executed, see
-`milr.critics._wise_official`) and sends them as WISE does: its system and user messages with
-the record's ``Prompt`` and ``Explanation`` and the image, its ``max_tokens``, ``temperature``
-and (Verified) ``chat_template_kwargs``; the reply is read in WISE's format.
+Each image goes as a base64 PNG data URL with a rubric's text (`milr.critics.rubrics`: ``yesno``
+from ``top_logprobs`` or the answer's first word, ``wise`` from JSON or WISE's plain lines,
+``wise-verified``, ``likert5``, ``checklist``); ``template=`` / ``template_file=`` replace the
+wording and details record its SHA-256; ``wise_repo=`` sends WISE's own (`..._wise_official`).
 
 Endpoints: ``api_type="openai"`` (default) posts to ``{base_url}/chat/completions``;
 ``api_type="azure"`` uses ``AsyncAzureOpenAI`` with ``base_url`` as the Azure endpoint
-(``https://RESOURCE.openai.azure.com``), ``deployment`` (default: ``model``) and
-``api_version``.
+(``https://RESOURCE.openai.azure.com``), ``deployment`` (default: ``model``), ``api_version``.
 
 Key: read at request time from the environment variable *named* by ``api_key_env``; never a
 parameter, never in the critic's config, repr, details or errors. Every text milr repeats from
@@ -27,8 +18,8 @@ whole reply: a reply that trickles in is cut at the deadline). The openai client
 ``retries`` times on connection errors, timeouts, 408, 409, 429 and 5xx, waiting what the
 server's ``Retry-After`` says (seconds or an HTTP date, RFC 9110 §10.2.3) when that is at most
 120 s, else its own backoff (0.5 s doubling, at most 8 s, with jitter); a ``Retry-After`` over
-120 s is not waited for and the image fails. So one image costs at most
-``(retries + 1) * timeout`` seconds plus those waits. Requests run ``concurrency`` at a time.
+120 s is not waited for and the image fails. One image costs at most ``(retries + 1) * timeout``
+seconds plus those waits. Requests run ``concurrency`` at a time.
 
 Failures: an image whose request fails or whose answer the rubric cannot read raises
 `JudgeReplyError` (an `ExternalServiceError`: not the user's input and not a milr bug) naming
@@ -58,6 +49,7 @@ from milr.critics._chat_client import (
     run_sync,
 )
 from milr.critics._images import to_rgb
+from milr.critics._wise_official import wise_protocol
 from milr.critics.rubrics import (
     WISE_TEMPLATE,
     YESNO_TEMPLATE,
@@ -124,11 +116,7 @@ class APIJudgeCritic(Critic):
         rubric: Literal["yesno", "wise", "wise-verified", "likert5", "checklist"] = Field(
             "yesno", description="how the judge is asked and its answer scored (see rubrics)"
         )
-        wise_repo: str | None = Field(
-            None,
-            description="path of a clone of PKU-YuanGroup/WISE: send WISE's own instructions "
-            "(read from its grading script at run time) with rubric wise or wise-verified",
-        )
+        wise_repo: str | None = Field(None, description="WISE clone: its own judge instructions")
         template: str | None = Field(
             None, description="the rubric's text with {prompt}; None: milr's default wording"
         )
@@ -247,21 +235,7 @@ class APIJudgeCritic(Critic):
         p = self.params
         self.rubric = get_rubric(p.rubric, self.name)
         self.template = load_template(self.rubric, p.template, p.template_file, self.name)
-        self.wise: Any = None
-        if p.wise_repo is not None:
-            if p.rubric not in ("wise", "wise-verified"):
-                raise MilrUserError(
-                    f"{self.name} critic: wise_repo= sends WISE's instructions and needs "
-                    f"rubric=wise or rubric=wise-verified, not rubric={p.rubric!r}"
-                )
-            if p.template is not None or p.template_file is not None:
-                raise MilrUserError(
-                    f"{self.name} critic: wise_repo= reads WISE's own instructions; drop "
-                    "template=/template_file= (or wise_repo=)"
-                )
-            from milr.critics._wise_official import load_protocol
-
-            self.wise = load_protocol(p.wise_repo, p.rubric)
+        self.wise = wise_protocol(self.name, p.wise_repo, p.rubric, p.template, p.template_file)
         self.base_url = p.base_url
         self.model = p.model
         self.api_type = p.api_type
@@ -270,19 +244,12 @@ class APIJudgeCritic(Critic):
         self.concurrency = p.concurrency
         self.timeout = float(p.timeout)
         self.retries = p.retries
-        self.max_tokens = p.max_tokens or self.rubric.max_new_tokens
-        self.template_sha256 = template_sha256(self.template)
-        if self.wise is not None:
-            self.max_tokens = p.max_tokens or int(self.wise.settings["max_tokens"])
-            self.template_sha256 = self.wise.instructions_sha256
+        self.max_tokens = p.max_tokens or (self.wise or self.rubric).max_new_tokens
+        self.template_sha256 = self.wise.sha256 if self.wise else template_sha256(self.template)
 
     def config(self) -> dict[str, Any]:
-        """The parameters plus the SHA-256 of the template text (a file may change); with
-        ``wise_repo``, of WISE's instructions as read from the clone."""
-        out = {**super().config(), "template_sha256": self.template_sha256}
-        if self.wise is not None:
-            out["wise_script_sha256"] = self.wise.script_sha256
-        return out
+        """The parameters plus the SHA-256 of the template text (a file may change)."""
+        return {**super().config(), "template_sha256": self.template_sha256}
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -294,10 +261,7 @@ class APIJudgeCritic(Critic):
         return f"{self.base_url}/chat/completions"
 
     def judge_prompt(self, prompt: str, metadata: dict[str, Any]) -> str:
-        """The text sent with the image for this prompt (hashed into the details); with
-        ``wise_repo``, WISE's messages' texts joined by newlines."""
-        if self.wise is not None:
-            return str(self.wise.render(metadata, "", prompt)[1])
+        """The text sent with the image for this prompt (hashed into the details)."""
         return self.rubric.render(self.template, prompt, metadata)
 
     def _api_key(self) -> str | None:
@@ -312,13 +276,10 @@ class APIJudgeCritic(Critic):
             )
         return key
 
-    def _request(
-        self, text: str, image_url: str, messages: list[dict[str, Any]] | None = None
-    ) -> dict[str, Any]:
+    def _request(self, text: str, image_url: str) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": messages
-            or [
+            "messages": [
                 {
                     "role": "user",
                     "content": [
@@ -330,13 +291,6 @@ class APIJudgeCritic(Critic):
             "temperature": self.params.temperature,
             "max_tokens": self.max_tokens,
         }
-        if self.wise is not None:  # WISE's own request settings, unless set here
-            if "temperature" not in self.params.model_fields_set:
-                body["temperature"] = self.wise.settings.get("temperature", body["temperature"])
-            if "chat_template_kwargs" in self.wise.settings:
-                body["extra_body"] = {
-                    "chat_template_kwargs": self.wise.settings["chat_template_kwargs"]
-                }
         if self.rubric.name == "yesno" and self.params.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = 20
@@ -353,13 +307,10 @@ class APIJudgeCritic(Critic):
         prompt: str,
         metadata: dict[str, Any],
     ) -> CriticResult | tuple[int, str]:
-        url = image_data_url(image)
-        if self.wise is not None:
-            messages, text = self.wise.render(metadata, url, prompt)
-            body = self._request(text, url, messages)
-        else:
-            text = self.judge_prompt(prompt, metadata)
-            body = self._request(text, url)
+        text = self.judge_prompt(prompt, metadata)
+        body = self._request(text, image_data_url(image))
+        if self.wise is not None:  # WISE's messages, temperature and chat_template_kwargs
+            text = self.wise.apply(body, prompt, metadata, self.params.model_fields_set)
         async with sem:
             started = time.perf_counter()
             try:
@@ -446,15 +397,7 @@ class APIJudgeCritic(Critic):
                             "p_no": p_no,
                         },
                     )
-        if self.wise is not None:
-            from milr.critics._wise_official import parse_legacy, parse_verified
-
-            if not isinstance(content, str):
-                raise RubricReplyError("the reply has no text")
-            read = parse_verified if self.rubric.name == "wise-verified" else parse_legacy
-            parsed = read(content)
-        else:
-            parsed = self.rubric.parse(content)
+        parsed = (self.wise or self.rubric).parse(content)
         return parsed.score, parsed.passed, {"answer": content, **parsed.details}
 
     async def _judge_all(

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from milr.bench import official
+from milr.bench import official, protocol
 from milr.bench.official import SUITES
+from milr.bench.official import load as load_suite
 from milr.bench.runner import BenchOptions, Outcome, run_bench
-from milr.bench.suites import load_suite
 from milr.errors import MilrUserError
 
 SHARED = {"djghosh13/geneval": "geneval", "Karine-Huang/T2I-CompBench": "t2i-compbench"}
@@ -45,7 +45,9 @@ class _Quiet(SimpleHTTPRequestHandler):
 def _serve(handler) -> tuple[ThreadingHTTPServer, str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    ).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
@@ -91,12 +93,22 @@ def test_named_suites_are_downloaded_checked_and_cached(env, tmp_path, monkeypat
     assert geneval.format == "geneval" and len(geneval) == 553
     (pinned,) = geneval.official["files"]
     assert pinned["url"] == f"{env['MILR_DATA_MIRROR']}/{SUITES['geneval'].files[0][1].key}"
-    assert pinned["commit"] == official.GENEVAL_COMMIT and geneval.official["protocol"]["seeds"] == 4
+    assert (
+        pinned["commit"] == official.GENEVAL_COMMIT and geneval.official["protocol"]["seeds"] == 4
+    )
     cached = tmp_path / "cache" / "data" / SUITES["geneval"].files[0][1].key
     assert _sha(cached) == pinned["sha256"]
 
     t2i = load_suite("t2i-compbench")  # the graded categories: 3d_spatial is left out
-    assert t2i.groups == ["color", "shape", "texture", "spatial", "non_spatial", "numeracy", "complex"]
+    assert t2i.groups == [
+        "color",
+        "shape",
+        "texture",
+        "spatial",
+        "non_spatial",
+        "numeracy",
+        "complex",
+    ]
     assert len(t2i) == 2100 and t2i.official["protocol"]["seeds"] == 10
     picked = load_suite("t2i-compbench:shape,color")
     assert picked.groups == ["color", "shape"] and len(picked) == 600  # suite order kept
@@ -116,6 +128,21 @@ def test_named_suites_are_downloaded_checked_and_cached(env, tmp_path, monkeypat
     assert "as a path instead of the name" in message
 
 
+def test_offline_and_uncached_the_command_is_one_line_and_exit_2(tmp_path):
+    from cli_helpers import run_milr
+
+    env = {"MILR_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1", "MILR_DATA_MIRROR": ""}
+    proc = run_milr("bench", "geneval", "--critic", "color", "--out", str(tmp_path / "r"), env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: djghosh13/geneval@af4902f prompts/evaluation_metadata.jsonl is not in the cache "
+        f"({tmp_path / 'empty' / 'data' / 'djghosh13/geneval' / official.GENEVAL_COMMIT / 'prompts'}) "
+        "and milr is offline (MILR_OFFLINE or HF_HUB_OFFLINE); set MILR_DATA_MIRROR, go online "
+        "once, or pass the geneval file or directory as a path instead of the name"
+    ]
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_local_mirror_directory_and_a_mirror_with_other_bytes(mirror_root, tmp_path, monkeypatch):
     monkeypatch.setenv("MILR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("MILR_DATA_MIRROR", str(mirror_root))
@@ -128,7 +155,9 @@ def test_a_local_mirror_directory_and_a_mirror_with_other_bytes(mirror_root, tmp
     server, url = _serve(functools.partial(_Quiet, directory=str(root)))
     try:
         monkeypatch.setenv("MILR_DATA_MIRROR", url)
-        with pytest.raises(MilrUserError, match=r"does not hold the pinned PKU-YuanGroup/WISE@eb51174"):
+        with pytest.raises(
+            MilrUserError, match=r"does not hold the pinned PKU-YuanGroup/WISE@eb51174"
+        ):
             load_suite("wise")
     finally:
         server.shutdown()
@@ -172,11 +201,17 @@ def test_protocol_defaults_and_the_non_standard_label(env, tmp_path, shared_data
 
     summary, md, _ = _bench(tmp_path, "t2i-compbench:color", "t2", limit=1, seeds=2)
     assert summary["records"] == 2 and summary["protocol"]["standard"] is False
-    assert "**non-standard protocol** — 2 images per prompt (the T2I-CompBench protocol is 10)" in md
+    assert (
+        "**non-standard protocol** — 2 images per prompt (the T2I-CompBench protocol is 10)" in md
+    )
 
     # a file given by path keeps today's default (1) and is labelled as such
-    summary, md, _ = _bench(tmp_path, str(shared_data / "t2i-compbench" / "color_val.txt"), "p", limit=1)
-    assert summary["records"] == 1 and "**non-standard protocol** — a suite file given by path" in md
+    summary, md, _ = _bench(
+        tmp_path, str(shared_data / "t2i-compbench" / "color_val.txt"), "p", limit=1
+    )
+    assert (
+        summary["records"] == 1 and "**non-standard protocol** — a suite file given by path" in md
+    )
 
 
 def test_a_category_without_an_evaluator_is_refused_before_generation(env, tmp_path):
@@ -191,7 +226,10 @@ def test_a_category_without_an_evaluator_is_refused_before_generation(env, tmp_p
     assert proc.returncode == 2, proc.stderr
     *notes, line = proc.stderr.strip().splitlines()  # notes: the download of 3d_spatial_val.txt
     assert all(n.startswith("Downloading data from") for n in notes) and line.startswith("error:")
-    assert "'3d_spatial' (300 prompts) has no evaluator in the evaluation critic 't2i-compbench'" in line
+    assert (
+        "'3d_spatial' (300 prompts) has no evaluator in the evaluation critic 't2i-compbench'"
+        in line
+    )
     assert "Traceback" not in proc.stderr
     assert not (out / "records").exists() and not (out / "images").exists()
     # the same check guards a directory given by path (all eight files, 3d_spatial included)
@@ -231,7 +269,9 @@ def test_the_whole_command_by_name_with_a_tiny_janus(env, tmp_path):
     assert "Protocol: **GenEval** official — 4 images per prompt" in proc.stdout
     run = json.loads((out / "run.json").read_text())
     assert run["official"]["name"] == "geneval" and run["settings"]["seeds"] == 4
-    records = [json.loads(x) for f in (out / "records").glob("*.jsonl") for x in f.read_text().splitlines()]
+    records = [
+        json.loads(x) for f in (out / "records").glob("*.jsonl") for x in f.read_text().splitlines()
+    ]
     assert sorted(r["seed_index"] for r in records) == [0, 1, 2, 3]
     assert all(r["milr"]["score"] is not None for r in records)
 
@@ -298,7 +338,9 @@ def _expected_user_text(item: dict) -> str:
 def wise_clone(tmp_path) -> Path:
     clone = tmp_path / "WISE"
     (clone / "WISE_legacy").mkdir(parents=True)
-    (clone / "WISE_legacy" / "gpt_eval.py").write_text(LEGACY_SCRIPT.replace("{{braces}}", "{{braces}}"))
+    (clone / "WISE_legacy" / "gpt_eval.py").write_text(
+        LEGACY_SCRIPT.replace("{{braces}}", "{{braces}}")
+    )
     (clone / "vllm_eval.py").write_text(VERIFIED_SCRIPT)
     return clone
 
@@ -312,7 +354,9 @@ class Judge:
 
     def answer(self, body: dict) -> str:
         first = body["messages"][0]
-        text = first["content"][0]["text"] if isinstance(first["content"], list) else first["content"]
+        text = (
+            first["content"][0]["text"] if isinstance(first["content"], list) else first["content"]
+        )
         if "ZEBRA" in text:  # WISE legacy format (bold names, no colon on the last)
             return "**Consistency**: 2\nRealism: 1\nAesthetic Quality 0"
         if "OKAPI" in text:
@@ -375,7 +419,10 @@ def test_wise_repo_sends_wises_own_instructions_verbatim(tmp_path, judge, wise_c
             "role": "system",
             "content": [{"type": "text", "text": "ZEBRA-SYSTEM-7 audit \u00e9 strictly."}],
         }
-        assert user["role"] == "user" and [p["type"] for p in user["content"]] == ["text", "image_url"]
+        assert user["role"] == "user" and [p["type"] for p in user["content"]] == [
+            "text",
+            "image_url",
+        ]
         url = user["content"][1]["image_url"]["url"]
         assert url.startswith("data:image/png;base64,")
         assert Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size == (16, 16)
@@ -410,7 +457,9 @@ def test_verified_and_legacy_judges_together_give_both_overalls(tmp_path, judge,
     by_judge = {(o["judge"], o["side"]): o for o in summary["wise"]["overall"]}
     assert by_judge[("wise", "milr")]["legacy"] == pytest.approx(0.8)
     assert by_judge[("wise-verified", "milr")]["verified"] == pytest.approx(1.0)
-    assert "- overall judge `wise-verified` (milr): legacy weights 1.000, Verified weights 1.000" in md
+    assert (
+        "- overall judge `wise-verified` (milr): legacy weights 1.000, Verified weights 1.000" in md
+    )
     assert "Verified 0.40 Cultural + 0.12 Time" in md and "legacy 0.4 Cultural + 0.167 Time" in md
 
 
@@ -420,18 +469,24 @@ def test_wise_verified_records_are_grouped_by_category_name():
     # WISE_Verified moved the id ranges (Physics is 761-880); the category names decide
     assert wise_category("Physical Knowledge", "Mechanics", 770) == "Physics"
     assert wise_category("time", "Horizontal time", 520) == "Time"
-    assert official.weighted_overall({"Cultural": 1.0, "Time": 0.0}, official.WISE_VERIFIED_WEIGHTS) == pytest.approx(0.4 / 0.52)
+    assert protocol.weighted_overall(
+        {"Cultural": 1.0, "Time": 0.0}, protocol.WISE_VERIFIED_WEIGHTS
+    ) == pytest.approx(0.4 / 0.52)
 
 
 def test_a_modified_grading_script_is_one_line_naming_the_line(tmp_path, wise_clone):
     from milr.critics._wise_official import load_protocol
 
     script = wise_clone / "WISE_legacy" / "gpt_eval.py"
-    script.write_text(LEGACY_SCRIPT.replace("prompt_data['Prompt']", "prompt_data['Prompt'].upper()"))
+    script.write_text(
+        LEGACY_SCRIPT.replace("prompt_data['Prompt']", "prompt_data['Prompt'].upper()")
+    )
     with pytest.raises(MilrUserError) as info:
         load_protocol(str(wise_clone), "wise")
     assert "\n" not in str(info.value)
-    assert f"{script} line " in str(info.value) and "placeholder other than prompt_data['FIELD']" in str(info.value)
+    assert f"{script} line " in str(
+        info.value
+    ) and "placeholder other than prompt_data['FIELD']" in str(info.value)
     with pytest.raises(MilrUserError, match="holds no vllm_eval.py"):
         load_protocol(str(tmp_path), "wise-verified")
     from milr import build_critic

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from milr.bench.cache import ScoreCache, image_sha256
 from milr.bench.distributed import DistContext, init_distributed, rank_device, shard
-from milr.bench.official import check_gradable, default_seeds
+from milr.bench.official import load as load_named_or_path
 from milr.bench.options import BenchOptions, default_out, make_run, now, result_settings
 from milr.bench.progress import Progress
+from milr.bench.protocol import check_gradable, default_seeds
 from milr.bench.record import BenchRecord, SideResult
 from milr.bench.records import (
     SCHEMA_VERSION,
@@ -49,7 +50,7 @@ from milr.bench.solvers import (
     load_solver_factory,
     summarize_result,
 )
-from milr.bench.suites import BenchPrompt, Suite, load_suite
+from milr.bench.suites import BenchPrompt, Suite
 from milr.bench.summary import finalize
 from milr.bench.writer import FileJob, RecordWriter, json_bytes, png_bytes
 from milr.errors import MilrUserError
@@ -217,7 +218,7 @@ def _finished(out: Path, retry_errors: bool) -> set[tuple[str, int]]:
 def _run(
     opts: BenchOptions, ctx: DistContext, solver_factory: SolverFactory | None
 ) -> dict[str, Any] | None:
-    suite = load_suite(opts.suite, opts.format)
+    suite = load_named_or_path(opts.suite, opts.format)  # a path, or geneval, wise, ...
     if opts.seeds is None:  # the named suite's protocol (GenEval 4, T2I-CompBench 10), else 1
         opts.seeds = default_seeds(suite)
     check_gradable(suite, opts.eval_specs())  # a category no evaluator grades: refused now

@@ -383,9 +383,8 @@ def _sha(text: str) -> str:
 
 
 def load_suite(path: str | Path, format: str | None = None) -> Suite:
-    """Load a benchmark suite from a file (or a directory of T2I-CompBench / WISE files), or
-    the official one `path` names (``geneval``, ``t2i-compbench:color,shape``, ``wise``,
-    ``wise-verified``: downloaded at a pinned commit, `milr.bench.official`).
+    """Load a benchmark suite from a file (or a directory of T2I-CompBench / WISE files).
+    (`milr.bench.official.load` also takes the official suites by name.)
 
     The format is detected from the file (``.jsonl`` GenEval/ShapesEval, ``.json`` WISE,
     ``.txt`` T2I-CompBench) unless `format` names one of `FORMATS`. Malformed entries raise
@@ -393,17 +392,6 @@ def load_suite(path: str | Path, format: str | None = None) -> Suite:
     """
     if format is not None and format not in FORMATS:
         raise MilrUserError(f"unknown suite format {format!r}; use one of {', '.join(FORMATS)}")
-    from milr.bench import official
-
-    named = official.parse_name(path) if isinstance(path, str) else None
-    if named is not None:  # geneval, t2i-compbench[:CATS], wise, wise-verified
-        suite, categories = named
-        if format is not None and format != suite.format:
-            raise MilrUserError(
-                f"--format {format} contradicts the suite {path!r} ({suite.format}); drop "
-                f"--format, or write ./{path} for a local file of that name"
-            )
-        return official.load_official(suite, categories)
     p = Path(path)
     if p.is_dir():
         return _load_dir(p, format)

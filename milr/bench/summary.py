@@ -24,7 +24,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from milr.bench import official
+from milr.bench import protocol as run_protocol
 from milr.bench.record import SIDES, BenchRecord, as_records
 from milr.bench.records import atomic_write_text, load_all_records, read_run, write_results
 from milr.bench.suites import GENEVAL_TAGS, T2I_CATEGORIES, WISE_WEIGHTS
@@ -212,7 +212,7 @@ def to_markdown(summary: dict[str, Any], run: dict[str, Any] | None = None) -> s
             f"fingerprint `{run.get('fingerprint')}`",
             "",
         ]
-    protocol = official.protocol_line(run)
+    protocol = run_protocol.protocol_line(run)
     if protocol:
         lines += [protocol, ""]
     lines += [
@@ -241,7 +241,7 @@ def to_markdown(summary: dict[str, Any], run: dict[str, Any] | None = None) -> s
         f"- mean MILR steps: {_fmt(opt['mean_steps'])}, reward-critic calls: {opt['total_critic_calls']}, "
         f"stop reasons: {opt['stop_reasons'] or '–'}",
     ]
-    lines += official.wise_lines(summary.get("wise"))
+    lines += run_protocol.wise_lines(summary.get("wise"))
     timing = summary.get("timing")
     if timing:
         t = timing["sum"]
@@ -275,12 +275,12 @@ def write_summary(
     weights = (((run or {}).get("official") or {}).get("protocol") or {}).get("weights")
     summary = summarize(records, benchmark, weights)
     if benchmark == "wise":
-        summary["wise"] = official.wise_overall(run, records)
+        summary["wise"] = run_protocol.wise_overall(run, records)
     summary["timing"] = timing_summary(records)
     if run:
         summary["fingerprint"] = run.get("fingerprint")
         summary["settings"] = run.get("settings")
-        summary["protocol"] = official.protocol_of(run)
+        summary["protocol"] = run_protocol.protocol_of(run)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
     atomic_write_text(out / "summary.md", to_markdown(summary, run))
     return summary
