@@ -189,21 +189,25 @@ def _bench(tmp_path, suite, name, **kw):
 def test_protocol_defaults_and_the_non_standard_label(env, tmp_path, shared_data):
     summary, md, opts = _bench(tmp_path, "geneval", "g", limit=2)
     assert opts.seeds == 4 and summary["records"] == 8  # GenEval: 4 images per prompt
-    assert "Protocol: **GenEval** official — 4 images per prompt" in md
+    assert "**non-standard protocol** — 4 images per prompt, only 2 of the 553 prompts" in md
     assert "djghosh13/geneval@af4902f prompts/evaluation_metadata.jsonl" in md
     run = json.loads((tmp_path / "g" / "run.json").read_text())
     assert run["official"]["files"][0]["sha256"] == SUITES["geneval"].files[0][1].sha256
-    assert run["settings"]["seeds"] == 4 and summary["protocol"]["standard"] is True
+    assert run["settings"]["seeds"] == 4 and summary["protocol"]["standard"] is False
+    # the same run covering all 553 prompts at 4 images each is the official protocol
+    line = protocol.protocol_line(run, prompts=553)
+    assert line.startswith("Protocol: **GenEval** official — 4 images per prompt, all 553")
 
     summary, md, opts = _bench(tmp_path, "t2i-compbench:color", "t", limit=1)
     assert opts.seeds == 10 and summary["records"] == 10
-    assert "Protocol: **T2I-CompBench** official — 10 images per prompt" in md
+    assert "— 10 images per prompt, only 1 of the 300 prompts" in md
+    run = json.loads((tmp_path / "t" / "run.json").read_text())
+    line = protocol.protocol_line(run, prompts=300)
+    assert line.startswith("Protocol: **T2I-CompBench** official — 10 images per prompt")
 
     summary, md, _ = _bench(tmp_path, "t2i-compbench:color", "t2", limit=1, seeds=2)
     assert summary["records"] == 2 and summary["protocol"]["standard"] is False
-    assert (
-        "**non-standard protocol** — 2 images per prompt (the T2I-CompBench protocol is 10)" in md
-    )
+    assert "— 2 images per prompt (the T2I-CompBench protocol is 10), only 1 of the 300" in md
 
     # a file given by path keeps today's default (1) and is labelled as such
     summary, md, _ = _bench(
@@ -266,7 +270,7 @@ def test_the_whole_command_by_name_with_a_tiny_janus(env, tmp_path):
         "--no-report", env=env, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "Protocol: **GenEval** official — 4 images per prompt" in proc.stdout
+    assert "**non-standard protocol** — 4 images per prompt, only 1 of the 553" in proc.stdout
     run = json.loads((out / "run.json").read_text())
     assert run["official"]["name"] == "geneval" and run["settings"]["seeds"] == 4
     records = [

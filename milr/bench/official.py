@@ -399,6 +399,7 @@ def load_official(suite: OfficialSuite, categories: Iterable[str]) -> loaders.Su
         "categories": [c for c, _ in chosen if c],
         "protocol": protocol_dict(suite.protocol),
         "files": files,
+        "prompts_total": len(loaded),
     }
     return loaded
 

@@ -74,8 +74,9 @@ def check_gradable(suite: Any, specs: list[str]) -> None:
             )
 
 
-def protocol_of(run: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """What the summary states about the protocol of a run (``run.json``), or None."""
+def protocol_of(run: Mapping[str, Any] | None, prompts: int | None = None) -> dict[str, Any] | None:
+    """What the summary states about the protocol of a run (``run.json``), or None; `prompts`
+    (the number of prompts with records) marks a run of fewer than the suite's prompts."""
     if not run:
         return None
     settings = run.get("settings") or {}
@@ -83,8 +84,11 @@ def protocol_of(run: Mapping[str, Any] | None) -> dict[str, Any] | None:
     seeds = settings.get("seeds")
     if official:
         proto = official["protocol"]
-        standard = seeds == proto["seeds"]
+        total = official.get("prompts_total")
+        subset = prompts is not None and total is not None and prompts < total
+        standard = seeds == proto["seeds"] and not subset
         return {
+            "subset": [prompts, total] if subset else None,
             "name": proto["name"],
             "official_data": True,
             "standard": standard,
@@ -99,6 +103,7 @@ def protocol_of(run: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if p is None:
         return None
     return {
+        "subset": None,
         "name": p.name,
         "official_data": False,
         "standard": False,
@@ -113,7 +118,7 @@ def protocol_of(run: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def protocol_line(run: Mapping[str, Any] | None, prompts: int | None = None) -> str | None:
     """The summary header's protocol sentence ("non-standard protocol" when it differs)."""
-    info = protocol_of(run)
+    info = protocol_of(run, prompts)
     if info is None:
         return None
     n, want = info["seeds"], info["protocol_seeds"]
@@ -126,10 +131,11 @@ def protocol_line(run: Mapping[str, Any] | None, prompts: int | None = None) -> 
         where = f"prompts: {files}"
         if info["standard"]:
             return f"Protocol: **{info['name']}** official — {imgs}, {info['prompts']}; {where}."
-        return (
-            f"Protocol: **non-standard protocol** — {imgs} (the {info['name']} protocol is "
-            f"{want}); {where}."
-        )
+        if n != want:
+            imgs += f" (the {info['name']} protocol is {want})"
+        if info["subset"]:
+            imgs += f", only {info['subset'][0]} of the {info['subset'][1]} prompts"
+        return f"Protocol: **non-standard protocol** — {imgs}; {where}."
     return (
         f"Protocol: **non-standard protocol** — a suite file given by path, {imgs} (the "
         f"{info['name']} protocol: {want} per prompt on the pinned official prompts, "

@@ -212,7 +212,7 @@ def to_markdown(summary: dict[str, Any], run: dict[str, Any] | None = None) -> s
             f"fingerprint `{run.get('fingerprint')}`",
             "",
         ]
-    protocol = run_protocol.protocol_line(run)
+    protocol = run_protocol.protocol_line(run, summary.get("prompts"))
     if protocol:
         lines += [protocol, ""]
     lines += [
@@ -280,7 +280,7 @@ def write_summary(
     if run:
         summary["fingerprint"] = run.get("fingerprint")
         summary["settings"] = run.get("settings")
-        summary["protocol"] = run_protocol.protocol_of(run)
+        summary["protocol"] = run_protocol.protocol_of(run, summary.get("prompts"))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
     atomic_write_text(out / "summary.md", to_markdown(summary, run))
     return summary
