@@ -524,3 +524,15 @@ def test_wise_verified_reply_format():
     assert parse_verified("0").passed is False
     with pytest.raises(RubricReplyError):
         parse_verified("maybe")
+
+
+def test_nothing_is_downloaded_for_help_or_a_path(shared_data, tmp_path, monkeypatch):
+    from cli_helpers import run_milr
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MILR_CACHE", str(cache))
+    monkeypatch.setenv("MILR_DATA_MIRROR", "http://127.0.0.1:9")  # nothing listens there
+    assert len(load_suite(str(shared_data / "t2i-compbench" / "color_val.txt"))) == 300
+    proc = run_milr("bench", "--help", env={"MILR_CACHE": str(cache)})
+    assert proc.returncode == 0 and "geneval" in proc.stdout
+    assert not cache.exists()
