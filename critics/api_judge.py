@@ -1,15 +1,13 @@
-"""`api-judge`: an OpenAI-compatible chat-completions endpoint (GPT-4o, Azure OpenAI, a vLLM or
-lmdeploy server) as a judge, through the official ``openai`` client.
+"""`api-judge`: an OpenAI-compatible chat endpoint (GPT-4o, Azure, vLLM) as a judge, via ``openai``.
 
-Each image goes as a base64 PNG data URL with the text of a rubric (`milr.critics.rubrics`:
-``yesno`` from ``top_logprobs`` or the answer's first word, ``wise`` from JSON or WISE's plain
-lines, ``likert5``, ``checklist``); ``template=`` / ``template_file=`` replace the wording (e.g.
-WISE's own grading prompt, for the paper's numbers) and details record its SHA-256.
+Each image goes as a base64 PNG data URL with a rubric's text (`milr.critics.rubrics`: ``yesno``
+from ``top_logprobs`` or the answer's first word, ``wise`` from JSON or WISE's plain lines,
+``wise-verified``, ``likert5``, ``checklist``); ``template=`` / ``template_file=`` replace the
+wording and details record its SHA-256; ``wise_repo=`` sends WISE's own (`..._wise_official`).
 
 Endpoints: ``api_type="openai"`` (default) posts to ``{base_url}/chat/completions``;
 ``api_type="azure"`` uses ``AsyncAzureOpenAI`` with ``base_url`` as the Azure endpoint
-(``https://RESOURCE.openai.azure.com``), ``deployment`` (default: ``model``) and
-``api_version``.
+(``https://RESOURCE.openai.azure.com``), ``deployment`` (default: ``model``), ``api_version``.
 
 Key: read at request time from the environment variable *named* by ``api_key_env``; never a
 parameter, never in the critic's config, repr, details or errors. Every text milr repeats from
@@ -20,8 +18,8 @@ whole reply: a reply that trickles in is cut at the deadline). The openai client
 ``retries`` times on connection errors, timeouts, 408, 409, 429 and 5xx, waiting what the
 server's ``Retry-After`` says (seconds or an HTTP date, RFC 9110 §10.2.3) when that is at most
 120 s, else its own backoff (0.5 s doubling, at most 8 s, with jitter); a ``Retry-After`` over
-120 s is not waited for and the image fails. So one image costs at most
-``(retries + 1) * timeout`` seconds plus those waits. Requests run ``concurrency`` at a time.
+120 s is not waited for and the image fails. One image costs at most ``(retries + 1) * timeout``
+seconds plus those waits. Requests run ``concurrency`` at a time.
 
 Failures: an image whose request fails, whose reply carries no usable grade (no choices, a
 refusal, empty or null content, a ``finish_reason`` other than a normal stop: ``length`` for
@@ -58,6 +56,7 @@ from milr.critics._chat_client import (
     unusable_reply,
 )
 from milr.critics._images import to_rgb
+from milr.critics._wise_official import wise_protocol
 from milr.critics.rubrics import (
     WISE_TEMPLATE,
     YESNO_TEMPLATE,
@@ -121,9 +120,10 @@ class APIJudgeCritic(Critic):
             "OPENAI_API_KEY",
             description="NAME of the environment variable holding the key; none for no auth",
         )
-        rubric: Literal["yesno", "wise", "likert5", "checklist"] = Field(
+        rubric: Literal["yesno", "wise", "wise-verified", "likert5", "checklist"] = Field(
             "yesno", description="how the judge is asked and its answer scored (see rubrics)"
         )
+        wise_repo: str | None = Field(None, description="WISE clone: its own judge instructions")
         template: str | None = Field(
             None, description="the rubric's text with {prompt}; None: milr's default wording"
         )
@@ -250,6 +250,7 @@ class APIJudgeCritic(Critic):
         p = self.params
         self.rubric = get_rubric(p.rubric, self.name)
         self.template = load_template(self.rubric, p.template, p.template_file, self.name)
+        self.wise = wise_protocol(self.name, p.wise_repo, p.rubric, p.template, p.template_file)
         self.base_url = p.base_url
         self.model = p.model
         self.api_type = p.api_type
@@ -258,8 +259,8 @@ class APIJudgeCritic(Critic):
         self.concurrency = p.concurrency
         self.timeout = float(p.timeout)
         self.retries = p.retries
-        self.max_tokens = p.max_tokens or self.rubric.max_new_tokens
-        self.template_sha256 = template_sha256(self.template)
+        self.max_tokens = p.max_tokens or (self.wise or self.rubric).max_new_tokens
+        self.template_sha256 = self.wise.sha256 if self.wise else template_sha256(self.template)
 
     def config(self) -> dict[str, Any]:
         """The parameters plus the SHA-256 of the template text (a file may change)."""
@@ -323,6 +324,8 @@ class APIJudgeCritic(Critic):
     ) -> CriticResult | tuple[int, str]:
         text = self.judge_prompt(prompt, metadata)
         body = self._request(text, image_data_url(image))
+        if self.wise is not None:  # WISE's messages, temperature and chat_template_kwargs
+            text = self.wise.apply(body, prompt, metadata, self.params.model_fields_set)
         async with sem:
             started = time.perf_counter()
             try:
@@ -427,7 +430,7 @@ class APIJudgeCritic(Critic):
                     "top log-probabilities"
                 )
         try:
-            parsed = self.rubric.parse(content)
+            parsed = (self.wise or self.rubric).parse(content)
         except RubricReplyError as exc:
             raise RubricReplyError(f"{exc}; {shortfall}" if shortfall else str(exc)) from None
         return parsed.score, parsed.passed, {"answer": content, **parsed.details, **extra}

@@ -2,7 +2,7 @@
 
 A rubric is a prompt template plus a parser that turns the judge's answer into a milr score in
 [0, 1] (1 best) and, where the rubric has one, a pass/fail verdict. Every judge critic takes the
-rubric by name (``rubric=yesno|wise|likert5|checklist``), a template string (``template=``) or a
+rubric by name (``rubric=yesno|wise|wise-verified|likert5|checklist``), a template string (``template=``) or a
 template file (``template_file=``, for a paper's exact wording); the parsers live only here.
 
 ================  ==========================================  =====================================
@@ -17,6 +17,8 @@ rubric            the judge answers                           milr score, verdic
 ``wise``          consistency, realism, aesthetic quality,    WiScore ``(0.7 C + 0.2 R + 0.1 A)/2``
                   each 0-2, as JSON or as WISE's plain lines  (WISE, arXiv 2503.07265 §3.3); none
                   ``Consistency: 2`` (``**bold**`` allowed)
+``wise-verified`` ``Score: 0`` or ``Score: 1`` (WISE_Verified's  the binary score; verdict ``== 1``
+                  binary WiScore)
 ``likert5``       an analysis ending in ``Final Score: s``,   ``(s - 1) / 4``; none
                   s from 1 to 5 (UnifiedReward's format,
                   arXiv 2503.05236)
@@ -25,7 +27,7 @@ rubric            the judge answers                           milr score, verdic
                   (MILR's SelfReward, arXiv 2509.22761 §4)    an unreadable answer counts as a fail
 ================  ==========================================  =====================================
 
-Templates hold ``{prompt}`` (required) and, for ``wise``, optionally ``{explanation}``, which is
+Templates hold ``{prompt}`` (required) and, for ``wise`` and ``wise-verified``, optionally ``{explanation}``, which is
 replaced by a line carrying the metadata's ``Explanation`` (WISE's note of what the image must
 show) or by nothing when there is none. Placeholders are replaced literally, so a template may
 contain JSON braces. The default templates are milr's own wording.
@@ -239,6 +241,24 @@ def wiscore(grades: dict[str, float]) -> float:
     return (7 * grades["consistency"] + 2 * grades["realism"] + grades["aesthetic_quality"]) / 20
 
 
+# -- WISE_Verified (binary) --------------------------------------------------------------------
+
+_BINARY_SCORE = re.compile(r"score[\s*_]*[:=\uff1a]?[\s*_]*([01])\b", re.I)
+
+
+def parse_binary_score(text: str) -> float:
+    """WISE_Verified's binary score: the last ``Score: 0|1`` (thinking dropped), else a lone
+    ``0``/``1`` line; `RubricReplyError` otherwise."""
+    text = re.sub(r"<think>.*?</think>\s*", "", text, flags=re.S)
+    matches = _BINARY_SCORE.findall(text)
+    if matches:
+        return float(matches[-1])
+    lone = re.findall(r"(?m)^\s*([01])\s*$", text)
+    if len(lone) == 1:
+        return float(lone[0])
+    raise RubricReplyError("no 'Score: 0' or 'Score: 1' in the reply")
+
+
 # -- likert5 (UnifiedReward) -------------------------------------------------------------------
 
 _FINAL_SCORE = re.compile(
@@ -304,6 +324,12 @@ Answer with JSON only, in this form: {"consistency": 0, "realism": 0, "aesthetic
 
 WISE_EXPLANATION = "What the image should show (explanation): {explanation}\n"
 
+WISE_VERIFIED_TEMPLATE = """You grade images made by a text-to-image model for prompts that need world knowledge (culture, time, space, biology, physics, chemistry). The prompt may describe its subject indirectly; the explanation says what a correct image shows.
+
+Prompt: {prompt}
+{explanation}
+Answer 1 when the image shows what the prompt and the explanation call for and is clear enough to judge (no collapsed or garbled main objects); otherwise 0. Answer with one line only: Score: 0 or Score: 1"""
+
 LIKERT5_TEMPLATE = """You are rating how well an image matches its text prompt.
 
 Prompt: {prompt}
@@ -355,6 +381,9 @@ class Rubric:
         if self.name == "wise":
             grades = parse_wise(text)
             return RubricReply(wiscore(grades), None, {"grades": grades})
+        if self.name == "wise-verified":
+            value = parse_binary_score(text)
+            return RubricReply(value, value == 1.0, {"score": value})
         if self.name == "likert5":
             value = parse_likert5(text)
             return RubricReply((value - 1) / 4, None, {"final_score": value})
@@ -369,6 +398,7 @@ RUBRICS: dict[str, Rubric] = {
     for r in (
         Rubric("yesno", YESNO_TEMPLATE, False, 1, "P(yes) for 'does the image show the prompt?'"),
         Rubric("wise", WISE_TEMPLATE, True, 300, "WISE grades 0-2 -> WiScore"),
+        Rubric("wise-verified", WISE_VERIFIED_TEMPLATE, True, 500, "WISE_Verified Score 0/1"),
         Rubric("likert5", LIKERT5_TEMPLATE, True, 512, "'Final Score' 1-5 -> (s-1)/4"),
         Rubric("checklist", CHECKLIST_TEMPLATE, True, 512, "SelfReward JSON Score 0/-1 -> +1"),
     )

@@ -25,7 +25,15 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = {"mixed-reward", "unified-reward", "self-reward", "t2i-compbench", "geneval", "wise"}
+SHIPPED = {
+    "mixed-reward",
+    "unified-reward",
+    "self-reward",
+    "t2i-compbench",
+    "geneval",
+    "wise",
+    "wise-verified",
+}
 
 
 def _known_tags() -> set[str]:

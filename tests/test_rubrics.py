@@ -153,5 +153,7 @@ def test_template_from_file_and_errors(tmp_path):
         load_template(wise, None, str(tmp_path / "missing.txt"), "judge")
     with pytest.raises(MilrUserError, match=r"must contain \{prompt\}"):
         load_template(wise, "Grade the image.", None, "judge")
-    with pytest.raises(MilrUserError, match="rubric='stars'.*yesno, wise, likert5, checklist"):
+    with pytest.raises(
+        MilrUserError, match="rubric='stars'.*yesno, wise, wise-verified, likert5, checklist"
+    ):
         get_rubric("stars", "judge")

@@ -23,7 +23,9 @@ class BenchOptions:
     eval_critic: list[str] | None = None
     mode: str = "both"
     steps: int = 30
-    seeds: int = 1
+    #: Images per prompt; None: the named suite's protocol (GenEval 4, T2I-CompBench 10,
+    #: WISE 1; `milr.bench.official`), 1 for a suite file given by path.
+    seeds: int | None = None
     seed: int = 42
     out: str | None = None
     limit: int | None = None
@@ -57,7 +59,7 @@ class BenchOptions:
         """Refuse impossible counts before anything loads (`MilrUserError` naming the flag)."""
         if self.steps < 0:
             raise MilrUserError(f"--steps {self.steps} must be >= 0")
-        if self.seeds < 1:
+        if self.seeds is not None and self.seeds < 1:
             raise MilrUserError(f"--seeds {self.seeds} must be >= 1")
         if self.limit is not None and self.limit < 1:
             raise MilrUserError(f"--limit {self.limit} must be >= 1")
@@ -70,7 +72,7 @@ class BenchOptions:
 
 def default_out(opts: BenchOptions) -> Path:
     """``bench-runs/SUITE-MODEL`` when ``--out`` is not given."""
-    stem = Path(opts.suite).stem or "suite"
+    stem = re.sub(r"[^A-Za-z0-9_.,-]", "_", Path(opts.suite).stem) or "suite"
     return Path("bench-runs") / f"{stem}-{re.sub(r'[^A-Za-z0-9_.-]', '_', Path(opts.model).name)}"
 
 
@@ -158,14 +160,17 @@ def make_run(opts: BenchOptions, suite: Suite) -> dict[str, Any]:
     settings = result_settings(opts, suite)
     from milr import __version__
 
-    return {
+    run = {
         "schema": SCHEMA_VERSION,
         "fingerprint": fingerprint(settings),
         "settings": settings,
-        "suite_path": str(Path(suite.source).resolve()),
+        "suite_path": None if suite.official else str(Path(suite.source).resolve()),
         "created": now(),
         "milr_version": __version__,
     }
+    if suite.official:  # the named suite: protocol, pinned files (repo, commit, path, sha256)
+        run["official"] = suite.official
+    return run
 
 
 def now() -> str:

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from milr.bench.cache import ScoreCache, image_sha256
 from milr.bench.distributed import DistContext, init_distributed, rank_device, shard
+from milr.bench.official import load as load_named_or_path
 from milr.bench.options import BenchOptions, default_out, make_run, now, result_settings
 from milr.bench.progress import Progress
+from milr.bench.protocol import check_gradable, default_seeds
 from milr.bench.record import BenchRecord, SideResult
 from milr.bench.records import (
     SCHEMA_VERSION,
@@ -48,7 +50,7 @@ from milr.bench.solvers import (
     load_solver_factory,
     summarize_result,
 )
-from milr.bench.suites import BenchPrompt, Suite, load_suite
+from milr.bench.suites import BenchPrompt, Suite
 from milr.bench.summary import finalize
 from milr.bench.writer import FileJob, RecordWriter, json_bytes, png_bytes
 from milr.errors import MilrUserError
@@ -179,7 +181,7 @@ def complete_record(
 def plan_items(suite: Suite, opts: BenchOptions) -> list[tuple[BenchPrompt, int]]:
     """Every (prompt, seed index) the run covers, in suite order."""
     prompts = suite.prompts[: opts.limit] if opts.limit is not None else suite.prompts
-    return [(p, s) for p in prompts for s in range(opts.seeds)]
+    return [(p, s) for p in prompts for s in range(opts.seeds or 1)]
 
 
 def _check_specs(specs: list[str]) -> None:
@@ -216,7 +218,10 @@ def _finished(out: Path, retry_errors: bool) -> set[tuple[str, int]]:
 def _run(
     opts: BenchOptions, ctx: DistContext, solver_factory: SolverFactory | None
 ) -> dict[str, Any] | None:
-    suite = load_suite(opts.suite, opts.format)
+    suite = load_named_or_path(opts.suite, opts.format)  # a path, or geneval, wise, ...
+    if opts.seeds is None:  # the named suite's protocol (GenEval 4, T2I-CompBench 10), else 1
+        opts.seeds = default_seeds(suite)
+    check_gradable(suite, opts.eval_specs())  # a category no evaluator grades: refused now
     out = Path(opts.out) if opts.out else default_out(opts)
     if opts.resume and not (out / "run.json").exists():
         raise MilrUserError(f"--resume: {out} holds no run to resume (no run.json)")

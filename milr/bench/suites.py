@@ -86,6 +86,9 @@ class Suite:
     source: str
     prompts: list[BenchPrompt]
     content_sha256: str
+    #: For a suite given by name (`milr.bench.official`): its name, categories, protocol and
+    #: pinned files (repository, commit, path, SHA-256, URL); None for a path.
+    official: dict[str, Any] | None = None
 
     @property
     def groups(self) -> list[str]:
@@ -269,12 +272,27 @@ def _load_t2i_files(files: list[Path], source: str) -> Suite:
 # --- WISE ---------------------------------------------------------------------------------
 
 
+#: The stem of each WISE category's name as its files spell it ("Cultural knowledge", "time",
+#: "Physical Knowledge", ...).
+_WISE_STEMS = {
+    "Cultural": "cultur",
+    "Time": "time",
+    "Space": "space",
+    "Biology": "biolog",
+    "Physics": "physic",
+    "Chemistry": "chemi",
+}
+
+
 def wise_category(category: str, subcategory: str, prompt_id: int) -> str:
-    """Map a WISE record to one of the six weighted categories (by name, else by id range)."""
+    """Map a WISE record to one of the six weighted categories (by name, else by id range).
+
+    The id ranges are the original release's; WISE_Verified moved them (Time 401-520, ...), and
+    its records are matched by their ``Category`` names ("Physical Knowledge" is Physics)."""
     for text in (category, subcategory):
         low = text.lower()
-        for name in WISE_WEIGHTS:
-            if name.lower() in low:
+        for name, stem in _WISE_STEMS.items():
+            if stem in low:
                 return name
     for lo, hi, name in WISE_ID_RANGES:
         if lo <= prompt_id <= hi:
@@ -366,6 +384,7 @@ def _sha(text: str) -> str:
 
 def load_suite(path: str | Path, format: str | None = None) -> Suite:
     """Load a benchmark suite from a file (or a directory of T2I-CompBench / WISE files).
+    (`milr.bench.official.load` also takes the official suites by name.)
 
     The format is detected from the file (``.jsonl`` GenEval/ShapesEval, ``.json`` WISE,
     ``.txt`` T2I-CompBench) unless `format` names one of `FORMATS`. Malformed entries raise

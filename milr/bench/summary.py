@@ -25,6 +25,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from milr.bench import protocol as run_protocol
 from milr.bench.record import SIDES, BenchRecord, as_records
 from milr.bench.records import atomic_write_text, load_all_records, read_run, write_results
 from milr.bench.suites import GENEVAL_TAGS, T2I_CATEGORIES, WISE_WEIGHTS
@@ -75,18 +76,23 @@ def _side_stats(recs: list[BenchRecord], side: str) -> dict[str, Any]:
 
 
 def _overall(
-    benchmark: str, per_group: dict[str, dict[str, Any]], side: str, metric: str
+    benchmark: str,
+    per_group: dict[str, dict[str, Any]],
+    side: str,
+    metric: str,
+    wise_weights: dict[str, float] | None = None,
 ) -> tuple[float | None, str]:
     values = {g: v[side][metric] for g, v in per_group.items() if v[side][metric] is not None}
     if not values:
         return None, "none"
     if benchmark == "wise":
-        weights = {g: WISE_WEIGHTS.get(g, 0.0) for g in values}
+        table = wise_weights or WISE_WEIGHTS
+        weights = {g: table.get(g, 0.0) for g in values}
         total = sum(weights.values())
         if total <= 0:
             return mean(values.values()), "mean over categories (no WISE category present)"
         how = "WISE-weighted sum over categories"
-        if set(values) != set(WISE_WEIGHTS):
+        if set(values) != set(table):
             how += " (renormalised: categories missing)"
         return sum(weights[g] * values[g] for g in values) / total, how
     if benchmark == "t2i-compbench":
@@ -100,8 +106,15 @@ def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else b - a
 
 
-def summarize(records: Iterable[BenchRecord | dict[str, Any]], benchmark: str) -> dict[str, Any]:
-    """Aggregate merged records into the benchmark's table; deterministic given the records."""
+def summarize(
+    records: Iterable[BenchRecord | dict[str, Any]],
+    benchmark: str,
+    wise_weights: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Aggregate merged records into the benchmark's table; deterministic given the records.
+
+    `wise_weights`: WISE's category weights for the overall (default the legacy ones; a
+    WISE_Verified run passes its own, `milr.bench.official`)."""
     records = as_records(records)
     metric = benchmark_metric(benchmark)
     by_group: dict[str, list[BenchRecord]] = defaultdict(list)
@@ -115,7 +128,7 @@ def summarize(records: Iterable[BenchRecord | dict[str, Any]], benchmark: str) -
         groups[g] = entry
     overall: dict[str, Any] = {}
     for side in SIDES:
-        overall[side], how = _overall(benchmark, groups, side, metric)
+        overall[side], how = _overall(benchmark, groups, side, metric, wise_weights)
     overall["delta"] = _delta(overall["base"], overall["milr"])
     overall["aggregation"] = how
     everything = {side: _side_stats(records, side) for side in SIDES}
@@ -210,6 +223,9 @@ def to_markdown(summary: dict[str, Any], run: dict[str, Any] | None = None) -> s
             f"fingerprint `{run.get('fingerprint')}`",
             "",
         ]
+    protocol = run_protocol.protocol_line(run, summary.get("prompts"))
+    if protocol:
+        lines += [protocol, ""]
     lines += [
         f"Metric: **{metric}** per {col.lower()}; overall = {summary['overall']['aggregation']}.",
         "",
@@ -238,6 +254,7 @@ def to_markdown(summary: dict[str, Any], run: dict[str, Any] | None = None) -> s
         f"- mean MILR steps: {_fmt(opt['mean_steps'])}, reward-critic calls: {opt['total_critic_calls']}, "
         f"stop reasons: {_stop_reasons(opt['stop_reasons'])}",
     ]
+    lines += run_protocol.wise_lines(summary.get("wise"))
     timing = summary.get("timing")
     if timing:
         t = timing["sum"]
@@ -268,11 +285,15 @@ def write_summary(
     if not records:
         raise MilrUserError(f"{out} holds no bench records (records/*.jsonl or results.jsonl)")
     benchmark = run_benchmark(run, records)
-    summary = summarize(records, benchmark)
+    weights = (((run or {}).get("official") or {}).get("protocol") or {}).get("weights")
+    summary = summarize(records, benchmark, weights)
+    if benchmark == "wise":
+        summary["wise"] = run_protocol.wise_overall(run, records)
     summary["timing"] = timing_summary(records)
     if run:
         summary["fingerprint"] = run.get("fingerprint")
         summary["settings"] = run.get("settings")
+        summary["protocol"] = run_protocol.protocol_of(run, summary.get("prompts"))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
     atomic_write_text(out / "summary.md", to_markdown(summary, run))
     return summary

@@ -52,6 +52,7 @@ def bench() -> None:
 
     \b
         milr bench SUITE_FILE --model M --critic SPEC [--eval-critic SPEC] [--out DIR] ...
+        milr bench geneval --model M --critic preset:geneval   (official prompts and protocol)
         milr bench summary DIR
         milr bench rescore DIR --eval-critic SPEC
         milr bench export DIR DEST [--side milr|base]
@@ -109,7 +110,13 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option(
     "--steps", default=30, show_default=True, type=int, help="Maximum MILR steps per prompt."
 )
-@click.option("--seeds", default=1, show_default=True, type=int, help="Images (seeds) per prompt.")
+@click.option(
+    "--seeds",
+    default=None,
+    type=int,
+    show_default="the protocol's: GenEval 4, T2I-CompBench 10, WISE 1; 1 for a file",
+    help="Images (seeds) per prompt; another count is a non-standard protocol.",
+)
 @click.option(
     "--seed",
     default=42,
@@ -200,7 +207,7 @@ def run_cmd(
     eval_critic: tuple[str, ...],
     mode: str,
     steps: int,
-    seeds: int,
+    seeds: int | None,
     seed: int,
     out: str | None,
     limit: int | None,
@@ -221,7 +228,11 @@ def run_cmd(
     no_report: bool,
     dist_timeout: float,
 ) -> None:
-    """Run (or resume) SUITE_FILE: base and MILR images per prompt, scored by the evaluation critic."""
+    """Run (or resume) SUITE_FILE: base and MILR images per prompt, scored by the evaluation critic.
+
+    SUITE_FILE is a path, or an official suite by name, downloaded at a pinned commit:
+    geneval, t2i-compbench (or t2i-compbench:color,shape,...), wise, wise-verified.
+    """
     from milr.bench.runner import BenchOptions, default_out, run_bench
     from milr.bench.summary import to_markdown
     from milr.devices import dtype_name, resolve_device
