@@ -1,0 +1,305 @@
+"""Where a model's weights come from: a Hub id, a local directory or a local file.
+
+`resolve` turns what the user typed (``--model``, a critic's ``weights=``) into a local path,
+downloading a Hub repo (or one file of it) into the standard Hugging Face cache on first use
+with ``huggingface_hub`` -- with its progress bars, its resumable ``.incomplete`` files (a
+half-written file is never handed to a loader) and its retries. The same rules as transformers
+apply:
+
+- ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` make it cache-only (`milr.checkpoints.hf_offline`);
+- ``HF_ENDPOINT``, ``HF_HOME`` / ``HF_HUB_CACHE`` and ``HF_TOKEN`` (or ``hf auth login``) are
+  read when `resolve` is called;
+- ``revision`` pins a branch, tag or commit; the commit actually used is returned.
+
+Every failure is one `MilrUserError` line naming the repo id and the fix: a gated or private
+repo (how to authenticate), an unknown id (with the transformers-format spelling for the
+original ``deepseek-ai/Janus-Pro-*`` releases), an unknown revision or file, offline and not
+cached (how to prefetch), the network unreachable, a server error after the client's own
+retries, an interrupted download (run again: it resumes).
+
+Nothing here downloads at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from milr.checkpoints import first_line, hf_offline
+from milr.errors import MilrUserError
+
+#: Hub ids of releases that transformers cannot load, and the transformers-format repo to use.
+RENAMED = {
+    "deepseek-ai/Janus-Pro-1B": "deepseek-community/Janus-Pro-1B",
+    "deepseek-ai/Janus-Pro-7B": "deepseek-community/Janus-Pro-7B",
+    "deepseek-ai/Janus-1.3B": "deepseek-community/Janus-1.3B",
+}
+
+#: Files a transformers checkpoint directory never needs (other frameworks' weights, exports).
+IGNORE_FOR_TRANSFORMERS = (
+    "*.h5",
+    "*.msgpack",
+    "*.onnx",
+    "*.onnx_data",
+    "*.ot",
+    "*.tflite",
+    "*.gguf",
+    "*.mlmodel",
+    "flax_model*",
+    "tf_model*",
+    "rust_model*",
+    "onnx/*",
+    "coreml/*",
+    "openvino/*",
+    "*.md",
+    "*.png",
+    "*.jpg",
+    "*.gif",
+)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A resolved weights location.
+
+    ``path``: the local directory or file to load. ``repo_id``: the Hub repo it came from (None
+    for a path the user gave). ``revision``: the revision asked for (None: the default branch).
+    ``commit``: the 40-hex commit of the cached snapshot (None for local paths).
+    """
+
+    path: Path
+    repo_id: str | None = None
+    revision: str | None = None
+    commit: str | None = None
+
+    def identity(self) -> dict[str, str | None]:
+        """``{"source", "revision", "commit"}`` for trajectories and run identities."""
+        return {
+            "source": self.repo_id or str(self.path),
+            "revision": self.revision,
+            "commit": self.commit,
+        }
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether `name` is spelled like a Hub repo id (``owner/name``) rather than a path.
+
+    A path that exists locally is never a Hub id (checked by `resolve` first).
+    """
+    if name.startswith(("/", "./", "../", "~", ".")) or "\\" in name:
+        return False
+    return bool(_HUB_ID.match(name))
+
+
+def endpoint() -> str:
+    """The Hub endpoint in use (``HF_ENDPOINT``, else https://huggingface.co)."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def cache_dir() -> Path:
+    """The Hugging Face hub cache (``HF_HUB_CACHE``, else ``$HF_HOME/hub``, else the default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "huggingface" / "hub"
+
+
+def download_command(repo_id: str, filename: str | None = None, revision: str | None = None) -> str:
+    """The ``hf download`` command that fetches `repo_id` (or one file of it) into the cache."""
+    parts = ["hf", "download", repo_id]
+    if filename:
+        parts.append(filename)
+    if revision:
+        parts += ["--revision", revision]
+    return " ".join(parts)
+
+
+def resolve(
+    name: str | Path,
+    *,
+    who: str,
+    filename: str | None = None,
+    revision: str | None = None,
+    allow_patterns: list[str] | None = None,
+    ignore_patterns: list[str] | tuple[str, ...] | None = IGNORE_FOR_TRANSFORMERS,
+    hint: str = "",
+) -> Resolved:
+    """Resolve `name` (a local directory or file, or a Hub id) to a local path.
+
+    `who` names the caller in messages (``"critic 'vqa'"``, ``"model"``). For a Hub id,
+    `filename` downloads that one file (``hf_hub_download``) and returns its path; without it
+    the repo snapshot (``snapshot_download``, minus `ignore_patterns`, only `allow_patterns`
+    when given) and returns its directory. `revision` is a branch, tag or commit (default: the
+    repo's default branch). `hint` is appended to the "does not exist" message of a local path.
+
+    Raises `MilrUserError` (one line, see the module docstring); a local path that does not
+    exist is one line too. Returns a `Resolved`.
+    """
+    text = str(name).strip()
+    if not text:
+        raise MilrUserError(f"{who}: empty weights name; pass a Hub id, a directory or a file")
+    path = Path(text).expanduser()
+    if path.exists():
+        return Resolved(path.resolve(), None, revision, None)
+    if not is_hub_id(text):
+        tail = f"; {hint}" if hint else ""
+        raise MilrUserError(
+            f"{who}: {text!r} does not exist and is not a Hub id (owner/name){tail}"
+        )
+    if text in RENAMED:
+        raise MilrUserError(
+            f"{who}: {text!r} is the original release, which transformers cannot load; "
+            f"use the transformers-format repo {RENAMED[text]!r}"
+        )
+    return _download(text, who, filename, revision, allow_patterns, ignore_patterns)
+
+
+def _download(
+    repo_id: str,
+    who: str,
+    filename: str | None,
+    revision: str | None,
+    allow_patterns: list[str] | None,
+    ignore_patterns: list[str] | tuple[str, ...] | None,
+) -> Resolved:
+    try:
+        import huggingface_hub
+    except ImportError as exc:  # pragma: no cover - transformers depends on it
+        raise MilrUserError(
+            f"{who}: loading {repo_id!r} needs huggingface_hub (pip install huggingface_hub)"
+        ) from exc
+    kwargs: dict[str, Any] = {
+        "revision": revision,
+        "cache_dir": str(cache_dir()),
+        "endpoint": endpoint(),
+        "local_files_only": hf_offline(),
+    }
+    try:
+        if filename is not None:
+            local = Path(huggingface_hub.hf_hub_download(repo_id, filename, **kwargs))
+            commit = local.parent.name if _is_commit(local.parent.name) else None
+            # a file in a sub-folder: the snapshot dir is further up
+            for parent in local.parents:
+                if _is_commit(parent.name) and parent.parent.name == "snapshots":
+                    commit = parent.name
+                    break
+        else:
+            local = Path(
+                huggingface_hub.snapshot_download(
+                    repo_id,
+                    allow_patterns=allow_patterns,
+                    ignore_patterns=list(ignore_patterns) if ignore_patterns else None,
+                    **kwargs,
+                )
+            )
+            commit = local.name if _is_commit(local.name) else None
+    except Exception as exc:  # every client failure becomes one line
+        raise MilrUserError(describe_failure(exc, repo_id, who, filename, revision)) from None
+    return Resolved(local, repo_id, revision, commit)
+
+
+def _is_commit(text: str) -> bool:
+    return bool(re.fullmatch(r"[0-9a-f]{40}", text))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    code = getattr(response, "status_code", None)
+    return int(code) if isinstance(code, int) else None
+
+
+def describe_failure(
+    exc: BaseException,
+    repo_id: str,
+    who: str,
+    filename: str | None = None,
+    revision: str | None = None,
+) -> str:
+    """One line for a failed Hub download of `repo_id`: what went wrong and the fix."""
+    from huggingface_hub import errors as hub_errors
+
+    chain = _chain(exc)
+    names = {type(e).__name__ for e in chain}
+    target = repo_id + (f"@{revision}" if revision else "")
+    what = f"{who}: {target!r}"
+    file_part = f" file {filename!r}" if filename else ""
+    fetch = download_command(repo_id, filename, revision)
+    login = "authenticate with `hf auth login` or the HF_TOKEN environment variable"
+
+    def find(cls: type) -> BaseException | None:
+        return next((e for e in chain if isinstance(e, cls)), None)
+
+    if find(hub_errors.GatedRepoError):
+        return (
+            f"{what} is a gated repo: accept its conditions on {endpoint()}/{repo_id} "
+            f"with your account, then {login}"
+        )
+    if find(hub_errors.RepositoryNotFoundError):
+        hint = f"; did you mean {RENAMED[repo_id]!r}?" if repo_id in RENAMED else ""
+        return (
+            f"{what}: no such repo on {endpoint()} (check the id; if it is private, {login})"
+            + hint
+        )
+    if find(hub_errors.RevisionNotFoundError):
+        return f"{what}: revision {revision!r} does not exist in this repo; pass a branch, tag or commit it has"
+    entry = find(hub_errors.EntryNotFoundError)
+    if entry is not None and not isinstance(entry, hub_errors.LocalEntryNotFoundError):
+        return f"{what}: the repo has no{file_part or ' such file'}; check the file name"
+    offline = hf_offline() or "OfflineModeIsEnabled" in names
+    if offline:
+        return (
+            f"{what}{file_part} is not in the Hugging Face cache ({cache_dir()}) and offline "
+            "mode is on (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE); prefetch it on a machine with "
+            f"internet (`milr download` with the same options, or `{fetch}`), or unset "
+            "HF_HUB_OFFLINE"
+        )
+    incomplete = getattr(hub_errors, "IncompleteSnapshotError", None)
+    if incomplete is not None and find(incomplete):
+        return f"{what}: the cached copy is incomplete and the Hub cannot be reached; run `{fetch}`"
+    for e in chain:
+        status = _status(e)
+        if status is not None and status >= 500:
+            return (
+                f"{what}{file_part}: the Hub at {endpoint()} answered HTTP {status} (after the "
+                "client's retries); try again later"
+            )
+        if status in (401, 403):
+            return f"{what}{file_part}: access refused (HTTP {status}); {login}"
+    for e in chain:
+        kind = type(e).__name__
+        if kind in ("RemoteProtocolError", "ReadError", "ReadTimeout", "WriteError") or (
+            isinstance(e, OSError) and "Consistency check failed" in str(e)
+        ):
+            return (
+                f"{what}{file_part}: the download was interrupted ({first_line(e)[:160]}); run the "
+                "command again to resume it (the partial file is kept as .incomplete and never "
+                "loaded)"
+            )
+        if kind in ("ConnectError", "ConnectTimeout", "TimeoutException", "ProxyError"):
+            return (
+                f"{what}{file_part}: cannot reach {endpoint()} ({first_line(e)[:120]}) and it is "
+                "not in the cache; check your network or proxy, or prefetch it elsewhere "
+                f"(`{fetch}`) and set HF_HUB_OFFLINE=1"
+            )
+    if find(hub_errors.LocalEntryNotFoundError):
+        return (
+            f"{what}{file_part}: the Hub at {endpoint()} could not be reached and it is not in "
+            f"the cache ({first_line(exc)[:160]}); check your network, or prefetch it with `{fetch}`"
+        )
+    return f"{what}{file_part}: download failed ({type(exc).__name__}: {first_line(exc)[:200]})"
