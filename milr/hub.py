@@ -15,7 +15,8 @@ Every failure is one `MilrUserError` line naming the repo id and the fix: a gate
 repo (how to authenticate), an unknown id (with the transformers-format spelling for the
 original ``deepseek-ai/Janus-Pro-*`` releases), an unknown revision or file, offline and not
 cached (how to prefetch), the network unreachable, a server error after the client's own
-retries, an interrupted download (run again: it resumes).
+retries, an interrupted download (the client resumes a dropped connection itself; when it
+gives up, the partial file is discarded, never loaded: run again).
 
 Nothing here downloads at import time.
 """
@@ -253,8 +254,7 @@ def describe_failure(
     if find(hub_errors.RepositoryNotFoundError):
         hint = f"; did you mean {RENAMED[repo_id]!r}?" if repo_id in RENAMED else ""
         return (
-            f"{what}: no such repo on {endpoint()} (check the id; if it is private, {login})"
-            + hint
+            f"{what}: no such repo on {endpoint()} (check the id; if it is private, {login})" + hint
         )
     if find(hub_errors.RevisionNotFoundError):
         return f"{what}: revision {revision!r} does not exist in this repo; pass a branch, tag or commit it has"
@@ -287,9 +287,8 @@ def describe_failure(
             isinstance(e, OSError) and "Consistency check failed" in str(e)
         ):
             return (
-                f"{what}{file_part}: the download was interrupted ({first_line(e)[:160]}); run the "
-                "command again to resume it (the partial file is kept as .incomplete and never "
-                "loaded)"
+                f"{what}{file_part}: the download was interrupted ({first_line(e)[:160]}); nothing "
+                "half-written was kept; run the command again"
             )
         if kind in ("ConnectError", "ConnectTimeout", "TimeoutException", "ProxyError"):
             return (

@@ -203,7 +203,12 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         hub.requests.append((self.command, path))
         if hub.status is not None:
-            return self._error(hub.status, None, "Internal Error - We're working hard to fix this as soon as possible!", head)
+            return self._error(
+                hub.status,
+                None,
+                "Internal Error - We're working hard to fix this as soon as possible!",
+                head,
+            )
         parts = [unquote(p) for p in path.strip("/").split("/")]
         if parts[:1] == ["lfs"] and len(parts) >= 4:
             return self._lfs(parts[1] + "/" + parts[2], parts[3], "/".join(parts[4:]), head)
@@ -238,9 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None:
             return
         revision = "main"
-        if rest[:1] == ["revision"] and len(rest) >= 2:
-            revision = rest[1]
-        elif rest[:1] == ["tree"] and len(rest) >= 2:
+        if rest[:1] == ["revision"] and len(rest) >= 2 or rest[:1] == ["tree"] and len(rest) >= 2:
             revision = rest[1]
         elif rest:
             return self._error(404, None, "Not Found", head)
@@ -339,4 +342,3 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.close_connection = True
         self.connection.shutdown(2)
-
