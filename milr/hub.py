@@ -97,6 +97,42 @@ def is_hub_id(name: str) -> bool:
     return bool(_HUB_ID.match(name))
 
 
+def parse_hf_uri(text: str) -> tuple[str, str, str | None] | None:
+    """``hf://OWNER/NAME[@REVISION]/PATH`` -> ``(repo_id, path, revision)``; None for other text.
+
+    The spelling of ``huggingface_hub``'s ``HfFileSystem`` for one file of a Hub repo (e.g.
+    ``hf://xswu/HPSv2/HPS_v2.1_compressed.pt``). Raises `MilrUserError` for an ``hf://`` text
+    without a file path.
+    """
+    if not text.startswith("hf://"):
+        return None
+    parts = text[len("hf://") :].split("/", 2)
+    if len(parts) < 3 or not all(parts):
+        raise MilrUserError(
+            f"{text!r} names no file: write hf://OWNER/NAME/FILE (e.g. "
+            "hf://xswu/HPSv2/HPS_v2.1_compressed.pt), or hf://OWNER/NAME@REVISION/FILE"
+        )
+    owner, name, path = parts
+    name, _, revision = name.partition("@")
+    return f"{owner}/{name}", path, revision or None
+
+
+def resolve_file(spec: str, *, who: str, revision: str | None = None, hint: str = "") -> Resolved:
+    """One weight file: a local file, or ``hf://OWNER/NAME[@REV]/PATH`` downloaded on first use.
+
+    A revision in the URI wins over `revision`. Raises `MilrUserError` (one line) as `resolve`.
+    """
+    uri = parse_hf_uri(spec)
+    if uri is None:
+        path = Path(spec).expanduser()
+        if path.is_file():
+            return Resolved(path.resolve(), None, None, None)
+        tail = f"; {hint}" if hint else ""
+        raise MilrUserError(f"{who}: weights file {spec!r} does not exist{tail}")
+    repo_id, filename, rev = uri
+    return resolve(repo_id, who=who, filename=filename, revision=rev or revision)
+
+
 def endpoint() -> str:
     """The Hub endpoint in use (``HF_ENDPOINT``, else https://huggingface.co)."""
     return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")

@@ -212,14 +212,15 @@ def test_load_errors_are_user_errors(tiny_clip):
         ClipScoreCritic(weights="random", arch=TINY_ARCH, device="cuda:7").score(images[0], "x")
 
 
-def test_pretrained_tag_offline_names_the_file(monkeypatch):
-    """No download offline: the error says which checkpoint to fetch and how to pass it."""
+def test_pretrained_tag_offline_names_the_file(monkeypatch, tmp_path):
+    """No download offline: the error names the Hub repo the tag lives in and how to fetch it."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
     critic = ClipScoreCritic(weights="openai", arch="ViT-B-32", device="cpu")
     with pytest.raises(
         MilrUserError,
-        match="not available offline.*download open_clip_pytorch_model.bin from the Hugging Face "
-        "repo timm/vit_base_patch32_clip_224.openai.*weights=/path/to/open_clip_pytorch_model.bin",
+        match="'timm/vit_base_patch32_clip_224.openai' is not in the Hugging Face cache.*offline.*"
+        "hf download timm/vit_base_patch32_clip_224.openai",
     ):
         critic.score(Image.new("RGB", (8, 8)), "x")
     assert not any(k[1] == "openai" for k in _openclip._CACHE)
