@@ -191,9 +191,10 @@ def test_clip_bad_parameters(kwargs, message):
         ClipScoreCritic(**kwargs)
 
 
-def test_hps_needs_checkpoint_and_sane_range():
-    with pytest.raises(MilrUserError, match="HPS_v2.1_compressed.pt"):
-        HPSCritic()
+def test_hps_defaults_to_the_hub_checkpoint_and_needs_a_sane_range():
+    assert HPSCritic().params.weights == "hf://xswu/HPSv2/HPS_v2.1_compressed.pt"
+    with pytest.raises(MilrUserError, match="names no file"):
+        HPSCritic(weights="hf://xswu/HPSv2")
     with pytest.raises(MilrUserError, match="low < high"):
         HPSCritic(weights="random", low=0.5, high=0.2)
 
