@@ -230,14 +230,24 @@ def openai_weights(arch: str, weights: str) -> bool:
                 return bool(cfg["model_cfg"]["quick_gelu"])
         except (OSError, ValueError, AttributeError):
             pass
-        return "openai" in str(folder.resolve()).lower()
+        return any("openai" in n.lower() for n in _names(folder))
     path = Path(weights).expanduser()
     if _looks_like_path(weights) and path.is_file():
         cfg = open_clip.get_pretrained_cfg(arch, "openai") or {}
         release = str(cfg.get("url", "")).rsplit("/", 1)[-1]
-        return (release and path.name == release) or "openai" in str(path.resolve()).lower()
+        names = _names(path)
+        return bool(release and path.name == release) or any("openai" in n.lower() for n in names)
     cfg = open_clip.get_pretrained_cfg(arch, weights) or {}
     return bool(cfg.get("quick_gelu"))
+
+
+def _names(path: Path) -> list[str]:
+    """The file or folder name and, inside the Hugging Face cache, the repo name."""
+    names = [path.name]
+    for part in path.absolute().parts:
+        if part.startswith("models--"):
+            names.append(part)
+    return names
 
 
 def clear_cache() -> None:
@@ -310,7 +320,7 @@ def _load(
                 path,
                 f"critic {critic!r} (open_clip {arch})",
             )
-            source = str(path.resolve())
+            source = str(path.absolute())  # not resolve(): a cache file links to a blob
         else:
             tags = open_clip.list_pretrained_tags_by_model(arch)
             if weights not in tags:

@@ -126,7 +126,7 @@ def resolve_file(spec: str, *, who: str, revision: str | None = None, hint: str 
     if uri is None:
         path = Path(spec).expanduser()
         if path.is_file():
-            return Resolved(path.resolve(), None, None, None)
+            return Resolved(path.absolute(), None, None, None)
         tail = f"; {hint}" if hint else ""
         raise MilrUserError(f"{who}: weights file {spec!r} does not exist{tail}")
     repo_id, filename, rev = uri
@@ -184,7 +184,7 @@ def resolve(
         raise MilrUserError(f"{who}: empty weights name; pass a Hub id, a directory or a file")
     path = Path(text).expanduser()
     if path.exists():
-        return Resolved(path.resolve(), None, revision, None)
+        return Resolved(path.absolute(), None, revision, None)
     if not is_hub_id(text):
         tail = f"; {hint}" if hint else ""
         raise MilrUserError(
