@@ -6,7 +6,8 @@ Weights are given as one string:
   with ``state_dict``, which is how HPS v2 checkpoints are stored) loaded into ``arch``;
 * ``hf://OWNER/NAME/FILE`` — one such file of a Hugging Face Hub repo, downloaded into the
   Hugging Face cache on first use (`milr.hub`; e.g. ``hf://xswu/HPSv2/HPS_v2.1_compressed.pt``);
-* ``local-dir:/path`` — a folder with ``open_clip_config.json`` and weights (``arch`` ignored);
+* ``local-dir:/path`` (or the folder's plain path) — a folder with ``open_clip_config.json``
+  and weights (``arch`` ignored);
 * ``hf-hub:OWNER/NAME`` — such a folder on the Hub (open_clip's spelling; downloaded by
   `milr.hub`, e.g. ``hf-hub:timm/vit_large_patch14_clip_224.openai``);
 * a pretrained tag of ``arch`` (``openai``, ``laion2b_s32b_b79k`` ...) — downloaded by open_clip
@@ -125,6 +126,8 @@ def describe_weights(weights: str | None, critic: str, param: str = "weights") -
                 f"critic {critic!r}: {weights!r} needs a Hub id after hf-hub: (OWNER/NAME)"
             )
         return
+    if Path(weights).expanduser().is_dir():
+        weights = f"local-dir:{weights}"  # a plain folder reads as local-dir:
     if weights.startswith("local-dir:"):
         folder = Path(weights[len("local-dir:") :]).expanduser()
         if not (folder / "open_clip_config.json").is_file():
@@ -192,6 +195,8 @@ def _localise(weights: str, critic: str, revision: str | None) -> str:
         return str(resolve_file(weights, who=who, revision=revision).path)
     if weights.startswith("hf-hub:"):
         return f"local-dir:{hub_folder(weights[len('hf-hub:') :], who, revision)}"
+    if Path(weights).expanduser().is_dir():
+        return f"local-dir:{weights}"
     return weights
 
 
