@@ -81,7 +81,7 @@ def check_state_dict_keys(
 
     raise CheckpointError(
         f"{who}: checkpoint {where} has {what}: it is incomplete or for another architecture; "
-        f"pass a complete checkpoint of the right architecture ({redownload_hint(where)}), or "
+        f"{redownload_hint(where)} (a checkpoint of the architecture this loader runs), or pass "
         "allow_missing=True (--allow-missing) to load it anyway with random weights there"
     )
 

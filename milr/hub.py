@@ -239,7 +239,38 @@ def _download(
             commit = local.name if _is_commit(local.name) else None
     except Exception as exc:  # every client failure becomes one line
         raise MilrUserError(describe_failure(exc, repo_id, who, filename, revision)) from None
+    if filename is None and allow_patterns is None:
+        _check_complete(local, repo_id, who, revision, commit)
     return Resolved(local, repo_id, revision, commit)
+
+
+def _check_complete(
+    folder: Path, repo_id: str, who: str, revision: str | None, commit: str | None
+) -> None:
+    """Refuse a cached snapshot that an earlier, interrupted run left without weights.
+
+    Offline (or with the Hub unreachable) huggingface_hub returns the cached snapshot folder as
+    it is; it checks the folder against the file listing it cached on the last complete online
+    download when there is one. A folder without that listing and without any weight file is
+    what an interrupted first download leaves (e.g. only ``config.json``): one line, not a
+    loader's error about a missing file.
+    """
+    from milr.weight_files import WEIGHT_SUFFIXES
+
+    try:
+        from huggingface_hub import get_cached_repo_tree
+
+        get_cached_repo_tree(repo_id, revision=commit or revision or "main", cache_dir=cache_dir())
+        return  # huggingface_hub checked the folder against it
+    except Exception:  # no cached listing (older client, or never downloaded whole)
+        pass
+    if any(p.name.endswith(WEIGHT_SUFFIXES) for p in folder.rglob("*")):
+        return
+    target = repo_id + (f"@{revision}" if revision else "")
+    raise MilrUserError(
+        f"{who}: the cached copy of {target!r} ({folder}) has no weight files: an earlier "
+        f"download did not finish; complete it online (`{download_command(repo_id, None, revision)}`)"
+    )
 
 
 def _is_commit(text: str) -> bool:

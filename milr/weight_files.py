@@ -63,9 +63,11 @@ def redownload_hint(path: str | Path) -> str:
     )
 
 
-def _fail(path: Path, what: str, who: str) -> CheckpointError:
+def _fail(path: Path, what: str, who: str, fix: str | None = None) -> CheckpointError:
     prefix = f"{who}: " if who else ""
-    return CheckpointError(f"{prefix}weight file {str(path)!r} {what}; {redownload_hint(path)}")
+    return CheckpointError(
+        f"{prefix}weight file {str(path)!r} {what}; {fix or redownload_hint(path)}"
+    )
 
 
 def check_weights_path(path: str | Path, who: str = "") -> None:
@@ -90,9 +92,9 @@ def _check_partial_neighbours(p: Path, who: str) -> None:
         if partial.exists():
             raise _fail(
                 partial,
-                "is a leftover partial download (the download was interrupted); finish or "
-                "delete it",
+                "is a leftover partial download (a download of this file was interrupted)",
                 who,
+                f"finish the download or delete the partial file, then check {p.name}",
             )
 
 
@@ -105,10 +107,10 @@ def _check_dir(d: Path, who: str) -> None:
             if f.is_file() and f.name.endswith(PARTIAL_SUFFIXES):
                 raise _fail(
                     f,
-                    "is a leftover partial download (the download into this folder was "
-                    "interrupted); finish it (hf download REPO_ID --local-dir DIR resumes) or "
-                    "delete it",
+                    "is a leftover partial download (a download into this folder was interrupted)",
                     who,
+                    "finish the download (hf download REPO_ID --local-dir DIR resumes it) or "
+                    "delete the file",
                 )
     for f in sorted(d.iterdir()):
         if (
@@ -166,7 +168,11 @@ def _check_safetensors(f: Path, size: int, who: str) -> None:
         header = json.loads(raw.decode("utf-8"))
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
     except (ValueError, UnicodeDecodeError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise _fail(f, f"has a damaged safetensors header ({type(exc).__name__})", who) from None
+        raise _fail(
+            f,
+            f"has a damaged safetensors header (not the JSON table it should be: {type(exc).__name__})",
+            who,
+        ) from None
     expected = 8 + n + max(ends, default=0)
     if size < expected:
         raise _fail(f, f"is truncated ({size} of the {expected} bytes its header describes)", who)
