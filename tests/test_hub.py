@@ -128,3 +128,14 @@ def test_local_paths_are_not_hub_ids(tmp_path):
     with pytest.raises(MilrUserError) as exc:
         resolve(str(tmp_path / "missing"), who="critic 'x'", hint="pass weights=DIR")
     _one_line(exc, "does not exist", "pass weights=DIR")
+
+
+def test_an_interrupted_first_download_left_in_the_cache_is_one_line(milr_hub, monkeypatch):
+    """Only config.json reached the cache (e.g. the adapter was picked, then the run died):
+    offline, the folder huggingface_hub returns has no weights; that is said in one line."""
+    milr_hub.add_files("org/model", FILES)
+    resolve("org/model", who="model", filename="config.json")
+    _offline(monkeypatch)
+    with pytest.raises(MilrUserError) as exc:
+        resolve("org/model", who="model")
+    _one_line(exc, "'org/model'", "has no weight files", "hf download org/model")
