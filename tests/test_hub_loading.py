@@ -195,3 +195,37 @@ def test_hps_hub_file_and_openai_clip_get_quick_gelu(milr_hub, tmp_path):
     assert "QuickGELU" in acts
     assert _openclip.openai_weights("ViT-L-14", "openai")
     assert not _openclip.openai_weights("ViT-L-14", "laion2b_s32b_b82k")
+
+
+@pytest.mark.slow
+def test_cli_generate_downloads_then_runs_offline_with_the_server_gone(milr_hub, tmp_path):
+    """`milr generate --model ID --revision REV`: the real client downloads (its progress bars
+    show), the trajectory records the commit; then offline with the server gone it runs from the
+    cache; a gated model is exit 2 with one line."""
+    from cli_helpers import run_milr
+
+    ck = save_tiny_janus(tmp_path / "ck")
+    commit = milr_hub.add_folder("org/tiny-janus", ck, revision="v1")
+    env = milr_hub.env(tmp_path / "hf-home")
+    args = ["--critic", "color:target=red", "--steps", "1", "--device", "cpu"]
+    first = run_milr(
+        "generate", "a red square", "--model", "org/tiny-janus", "--revision", "v1",
+        "--out", str(tmp_path / "a"), *args, env=env,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "Fetching 7 files" in first.stderr  # huggingface_hub's download bar is shown
+    trajectory = json.loads((tmp_path / "a" / "trajectory.json").read_text())
+    assert json.dumps(trajectory).count(commit) >= 1 and '"v1"' in json.dumps(trajectory)
+    milr_hub.stop()
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    again = run_milr(
+        "generate", "a red square", "--model", "org/tiny-janus", "--revision", "v1",
+        "--out", str(tmp_path / "b"), *args, env=offline,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    missing = run_milr(
+        "generate", "a red square", "--model", "org/other", "--out", str(tmp_path / "c"),
+        *args, env=offline,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "hf download org/other" in missing.stderr
