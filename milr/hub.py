@@ -9,7 +9,8 @@ apply:
 - ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` make it cache-only (`milr.checkpoints.hf_offline`);
 - ``HF_ENDPOINT``, ``HF_HOME`` / ``HF_HUB_CACHE`` and ``HF_TOKEN`` (or ``hf auth login``) are
   read when `resolve` is called;
-- ``revision`` pins a branch, tag or commit; the commit actually used is returned.
+- ``revision`` pins a branch, tag or commit; the commit actually used is returned;
+- a Hub id is resolved once per process (critics reload their models by key, not the Hub).
 
 Every failure is one `MilrUserError` line naming the repo id and the fix: a gated or private
 repo (how to authenticate), an unknown id (with the transformers-format spelling for the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,7 +197,35 @@ def resolve(
             f"{who}: {text!r} is the original release, which transformers cannot load; "
             f"use the transformers-format repo {RENAMED[text]!r}"
         )
-    return _download(text, who, filename, revision, allow_patterns, ignore_patterns)
+    key = (
+        text,
+        filename,
+        revision,
+        tuple(allow_patterns or ()),
+        tuple(ignore_patterns or ()),
+        hf_offline(),
+        endpoint(),
+        str(cache_dir()),
+    )
+    with _RESOLVED_LOCK:  # once per process: later loads ask the Hub nothing
+        done = _RESOLVED.get(key)
+        if done is not None and done.path.exists():
+            return done
+    got = _download(text, who, filename, revision, allow_patterns, ignore_patterns)
+    with _RESOLVED_LOCK:
+        _RESOLVED[key] = got
+    return got
+
+
+#: Hub resolutions already done in this process (see `resolve`); `forget` clears it.
+_RESOLVED: dict[tuple[Any, ...], Resolved] = {}
+_RESOLVED_LOCK = threading.Lock()
+
+
+def forget() -> None:
+    """Forget this process's Hub resolutions (the next `resolve` asks the Hub again)."""
+    with _RESOLVED_LOCK:
+        _RESOLVED.clear()
 
 
 def _download(
