@@ -60,6 +60,8 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
         self.tokenizer = processor.tokenizer
         self.settings = settings or JanusSettings()
         self.checkpoint = checkpoint
+        #: Where a Hub checkpoint came from: ``{"revision", "commit"}`` (empty for a directory).
+        self.origin: dict[str, Any] = {}
         #: How the reasoning and image prompts are built (`milr.models.janus_prompts`).
         self.style = style or resolve_style(
             self.settings, None, None, bool(getattr(processor, "chat_template", None))

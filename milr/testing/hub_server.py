@@ -296,7 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if name.endswith(LFS_SUFFIXES):
             sha256 = hashlib.sha256(data).hexdigest()
-            port = self.server.server_address[1]
+            port = int(self.server.server_address[1])  # type: ignore[index]
             location = f"http://localhost:{port}/lfs/{repo_id}/{commit.sha}/{name}"
             headers = {
                 **base,
