@@ -263,3 +263,24 @@ def test_checkpoint_with_missing_or_foreign_tensors_is_refused(tiny_clip, tmp_pa
     msg = str(exc.value)
     assert "\n" not in msg and str(path) in msg
     assert f"1 missing tensor(s) ({dropped})" in msg and "(foreign.weight)" in msg
+
+
+def test_openai_weights_get_quick_gelu_whatever_the_spelling(tmp_path):
+    """open_clip builds ViT-L-14 with GELU for OpenAI's weights unless told: milr tells it for
+    the tag, a file named like OpenAI's release, and a folder whose name or config says so."""
+    release = tmp_path / "ViT-L-14.pt"
+    release.write_bytes(b"x")
+    other = tmp_path / "laion-vit-l-14.pt"
+    other.write_bytes(b"x")
+    folder = tmp_path / "vit_large_patch14_clip_224.openai"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {}}))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"quick_gelu": True}}))
+    assert _openclip.openai_weights("ViT-L-14", "openai")
+    assert _openclip.openai_weights("ViT-L-14", str(release))
+    assert not _openclip.openai_weights("ViT-L-14", str(other))
+    assert _openclip.openai_weights("ViT-L-14", f"local-dir:{folder}")
+    assert _openclip.openai_weights("ViT-L-14", f"local-dir:{plain}")
+    assert not _openclip.openai_weights("ViT-L-14", "laion2b_s32b_b82k")
