@@ -258,12 +258,12 @@ def _download(
                     commit = parent.name
                     break
         else:
+            ignore = list(ignore_patterns) if ignore_patterns else None
+            if ignore is not None and not kwargs["local_files_only"]:
+                ignore += _duplicate_weights(huggingface_hub, repo_id, revision)
             local = Path(
                 huggingface_hub.snapshot_download(
-                    repo_id,
-                    allow_patterns=allow_patterns,
-                    ignore_patterns=list(ignore_patterns) if ignore_patterns else None,
-                    **kwargs,
+                    repo_id, allow_patterns=allow_patterns, ignore_patterns=ignore, **kwargs
                 )
             )
             commit = local.name if _is_commit(local.name) else None
@@ -301,6 +301,23 @@ def _check_complete(
         f"{who}: the cached copy of {target!r} ({folder}) has no weight files: an earlier "
         f"download did not finish; complete it online (`{download_command(repo_id, None, revision)}`)"
     )
+
+
+def _duplicate_weights(huggingface_hub: Any, repo_id: str, revision: str | None) -> list[str]:
+    """``["pytorch_model*.bin"]`` when the repo also has ``model*.safetensors`` (transformers
+    loads those; many repos carry both, doubling the download), else nothing. Errors here are
+    left to the download that follows, which reports them."""
+    try:
+        info = huggingface_hub.HfApi(endpoint=endpoint()).model_info(repo_id, revision=revision)
+        names = [s.rfilename for s in info.siblings or ()]
+    except Exception:
+        return []
+    if any(
+        n.startswith("model") and n.endswith((".safetensors", ".safetensors.index.json"))
+        for n in names
+    ):
+        return ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+    return []
 
 
 def _is_commit(text: str) -> bool:

@@ -139,3 +139,13 @@ def test_an_interrupted_first_download_left_in_the_cache_is_one_line(milr_hub, m
     with pytest.raises(MilrUserError) as exc:
         resolve("org/model", who="model")
     _one_line(exc, "'org/model'", "has no weight files", "hf download org/model")
+
+
+def test_a_repo_with_safetensors_and_bin_weights_downloads_only_the_safetensors(milr_hub):
+    milr_hub.add_files(
+        "org/both", {**FILES, "pytorch_model.bin": b"\x80" + bytes(1000), "README.md": b"# card"}
+    )
+    got = resolve("org/both", who="critic 'vqa'")
+    assert (got.path / "model.safetensors").is_file()
+    assert not (got.path / "pytorch_model.bin").exists() and not (got.path / "README.md").exists()
+    assert not any("pytorch_model.bin" in p for _, p in milr_hub.requests)
