@@ -225,8 +225,12 @@ class OCRCritic(Critic):
                     f"{' and '.join(EASYOCR_FILES)}"
                 )
             folder = found
+        from milr.weight_files import check_weights_path
+
         for fname in EASYOCR_FILES:
-            if not (folder / fname).is_file():
+            if (folder / fname).is_file():
+                check_weights_path(folder / fname, "ocr critic")  # damaged: one line
+            else:
                 raise MilrUserError(
                     f"ocr critic: EasyOCR weight file {fname!r} is missing: expected it at "
                     f"{folder / fname}. Put {' and '.join(EASYOCR_FILES)} in that folder (the "

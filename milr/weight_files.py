@@ -156,13 +156,15 @@ def _check_safetensors(f: Path, size: int, who: str) -> None:
         raise _fail(f, f"is truncated ({size} bytes: not even a safetensors header length)", who)
     with f.open("rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
-        if n > _MAX_HEADER or 8 + n > size:
+        if n > _MAX_HEADER:
             raise _fail(
                 f,
                 f"has a damaged safetensors header (it declares {n} header bytes; the file has "
                 f"{size} bytes)",
                 who,
             )
+        if 8 + n > size:
+            raise _fail(f, f"is truncated (it ends inside its {n}-byte header: {size} bytes)", who)
         raw = fh.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))

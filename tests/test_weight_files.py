@@ -96,3 +96,58 @@ def test_cache_files_get_the_exact_hf_download_command(tmp_path):
         f"re-download it: hf download org/name sub/model.safetensors --revision {'a' * 40} "
         "--force-download"
     )
+
+
+# -- every weight-loading critic runs the checker before loading --------------------------------
+
+
+def _truncate(path: Path, keep: int = 200) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def test_critics_refuse_damaged_weight_files_in_one_line(tmp_path):
+    """vqa (transformers), geneval (ultralytics), clip (open_clip file and folder), ocr
+    (EasyOCR): a damaged file is a CheckpointError naming it, before any model is built."""
+    import json
+
+    import easyocr_en_models
+    from PIL import Image
+
+    from milr.critics.clip import ClipScoreCritic
+    from milr.critics.geneval import GenEvalCritic
+    from milr.critics.ocr import OCRCritic
+    from milr.critics.vqa import VQACritic
+    from milr.testing import tiny_vision
+
+    image = Image.new("RGB", (32, 32), (200, 30, 30))
+    blip = tiny_vision.blip_vqa(tmp_path / "blip")
+    _truncate(blip / "model.safetensors", 5000)
+    yolo = tmp_path / "yolov8x.pt"
+    torch.save({"model": torch.zeros(4000)}, yolo)
+    _truncate(yolo, 3000)
+    clip_file = tmp_path / "clip.pt"
+    clip_file.write_bytes(b"")
+    clip_dir = tmp_path / "clip"
+    clip_dir.mkdir()
+    (clip_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": {}}))
+    (clip_dir / "open_clip_pytorch_model.bin").write_bytes(b"<html>404</html>")
+    ocr_dir = tmp_path / "ocr"
+    shutil.copytree(easyocr_en_models.model_dir(), ocr_dir)
+    _truncate(ocr_dir / "english_g2.pth", 4000)
+    cases = [
+        (VQACritic(weights=str(blip), device="cpu"), "model.safetensors", "is truncated"),
+        (GenEvalCritic(weights=str(yolo), device="cpu"), "yolov8x.pt", "does not open"),
+        (ClipScoreCritic(weights=str(clip_file), device="cpu"), "clip.pt", "is empty"),
+        (
+            ClipScoreCritic(weights=str(clip_dir), device="cpu"),
+            "open_clip_pytorch_model.bin",
+            "not a torch",
+        ),
+        (OCRCritic(model_dir=str(ocr_dir)), "english_g2.pth", "does not open"),
+    ]
+    for critic, name, what in cases:
+        prompt = 'a sign that says "OPEN"' if name.endswith(".pth") else "a photo of a red car"
+        with pytest.raises(CheckpointError) as exc:
+            critic.score(image, prompt)
+        text = str(exc.value)
+        assert "\n" not in text and name in text and what in text, text
