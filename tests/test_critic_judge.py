@@ -381,10 +381,7 @@ def test_a_hub_id_downloads_on_first_use_then_loads_offline(llava, milr_hub, mon
     monkeypatch.setattr(judge_module, "_MODELS", {})
     again, _ = JudgeCritic(model="llava-hf/tiny-judge", device="cpu").load()
     assert type(again).__name__ == "LlavaForConditionalGeneration"
-    assert commit in {p.name for p in (milr_hub_cache_snapshots())}
-
-
-def milr_hub_cache_snapshots():
     from milr.hub import cache_dir
 
-    return list((cache_dir() / "models--llava-hf--tiny-judge" / "snapshots").iterdir())
+    snapshots = cache_dir() / "models--llava-hf--tiny-judge" / "snapshots"
+    assert [p.name for p in snapshots.iterdir()] == [commit]
