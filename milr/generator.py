@@ -8,6 +8,7 @@ local directory or a hub id to an adapter instance.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -354,17 +355,20 @@ def load_generator(
     adapter, sep, rest = name.partition(":")
     if sep and adapter in registry.generators and not Path(name).exists():
         cls = registry.generator_entry(adapter).cls
-        return cls.from_pretrained(rest, device=device, dtype=dtype, **extra)
+        return cls.from_pretrained(rest, device=device, dtype=dtype, **_fit(cls, extra, name))
     if name in registry.generators:
         cls = registry.generator_entry(name).cls
         if isinstance(cls, type) and issubclass(cls, NamedCheckpoint):
-            return cls.from_pretrained(device=device, dtype=dtype, **extra)
+            return cls.from_pretrained(device=device, dtype=dtype, **_fit(cls.adapter, extra, name))
         if not cls.default_checkpoint:
             raise MilrUserError(f"generator {name!r} has no default checkpoint; pass a path")
-        return cls.from_pretrained(cls.default_checkpoint, device=device, dtype=dtype, **extra)
+        return cls.from_pretrained(
+            cls.default_checkpoint, device=device, dtype=dtype, **_fit(cls, extra, name)
+        )
     path = Path(name).expanduser()
     if path.is_dir():
-        return _pick(registry, path).from_pretrained(path, device=device, dtype=dtype, **extra)
+        cls = _pick(registry, path)
+        return cls.from_pretrained(path, device=device, dtype=dtype, **_fit(cls, extra, name))
     if path.exists():
         raise MilrUserError(f"model path {str(path)!r} is a file; pass the checkpoint directory")
     if _looks_local(name):
@@ -375,7 +379,25 @@ def load_generator(
         )
     cfg_dir = _hub_config_dir(name, revision)
     cls = _pick(registry, cfg_dir, label=name)
-    return cls.from_pretrained(name, device=device, dtype=dtype, **extra)
+    return cls.from_pretrained(name, device=device, dtype=dtype, **_fit(cls, extra, name))
+
+
+def _fit(cls: Any, extra: dict[str, Any], name: str) -> dict[str, Any]:
+    """`extra` for `cls.from_pretrained`; ``revision`` for a loader that cannot take it is a
+    one-line error (a local directory or a plugin adapter without Hub revisions)."""
+    if "revision" not in extra:
+        return extra
+    try:
+        params = inspect.signature(cls.from_pretrained).parameters
+    except (TypeError, ValueError):
+        return extra
+    takes = "revision" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if not takes:
+        raise MilrUserError(
+            f"--revision {extra['revision']!r} applies to Hub ids; model {name!r} is loaded by "
+            f"{getattr(cls, 'name', cls.__name__)!r}, which takes no revision: drop --revision"
+        )
+    return extra
 
 
 def _pick(registry: Any, path: Path, label: str | None = None) -> type[Generator]:

@@ -55,6 +55,8 @@ def test_generator_revision_is_pinned_and_recorded(milr_hub, tmp_path):
     milr_hub.add_folder("org/tiny-janus", save_tiny_janus(tmp_path / "b", seed=2))
     gen = milr.load_generator("org/tiny-janus", device="cpu", revision="v1")
     assert gen.describe()["revision"] == "v1" and gen.describe()["commit"] == old
+    with pytest.raises(MilrUserError, match="applies to Hub ids.*local directory"):
+        milr.load_generator("shapes", device="cpu", revision="v1")
 
 
 def test_generator_original_janus_release_and_unknown_id(milr_hub):

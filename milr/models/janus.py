@@ -128,6 +128,11 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
         dt = resolve_dtype(dtype, dev)
         local = Path(str(path)).expanduser()
         origin: dict[str, Any] = {}
+        if local.is_dir() and revision is not None:
+            raise MilrUserError(
+                f"revision {revision!r} applies to Hub ids; {str(path)!r} is a local directory: "
+                "drop --revision (or pass the Hub id)"
+            )
         if not local.is_dir():
             resolved = resolve(str(path), who="model", revision=revision)
             origin = {"revision": resolved.revision, "commit": resolved.commit}
