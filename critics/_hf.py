@@ -1,10 +1,11 @@
-"""Loading transformers checkpoints for first-party critics: local only, once per process.
+"""Loading transformers checkpoints for first-party critics, once per process.
 
-``weights`` is a checkpoint directory (``config.json``, weights, processor files) or a hub id
-that is already in the local Hugging Face cache; nothing is ever downloaded
-(``local_files_only=True``). The checkpoint's ``model_type`` is checked against what the critic
-can run before any weight is read, so a wrong architecture is one line naming the critic, the
-path, the type found and the types expected. Loaded (model, processor) pairs are cached per
+``weights`` is a checkpoint directory (``config.json``, weights, processor files) or a Hub id,
+downloaded into the Hugging Face cache on first use by `milr.hub.resolve` (cache-only under
+``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``; ``revision`` pins a branch, tag or commit). The
+weight files are checked whole (`milr.weight_files`) and the checkpoint's ``model_type`` against
+what the critic can run before any weight is read, so a damaged file or a wrong architecture is
+one line naming the critic, the path and the fix. Loaded (model, processor) pairs are cached per
 process, keyed by (resolved path, file mtimes, model class, device, dtype).
 """
 
@@ -20,6 +21,7 @@ from milr.critic import require
 from milr.devices import dtype_name
 from milr.devices import resolve as resolve_devices
 from milr.errors import MilrUserError
+from milr.weight_files import check_weights_path
 
 _CACHE: dict[tuple[Any, ...], HFBundle] = {}
 _LOCK = threading.Lock()
@@ -48,26 +50,40 @@ def resolve_device_dtype(device: str | None, dtype: str, critic: str) -> tuple[s
     return resolve_devices(device, dtype, f"critic {critic!r}")
 
 
-def _source(weights: str, critic: str, hint: str) -> tuple[str, tuple[Any, ...]]:
-    """The string to hand to ``from_pretrained`` and a cache-key part for it."""
+def _source(
+    weights: str, critic: str, hint: str, revision: str | None = None
+) -> tuple[str, tuple[Any, ...]]:
+    """The local checkpoint directory (downloaded when `weights` is a Hub id) and a cache-key
+    part for it (file names and mtimes)."""
+    from milr.hub import resolve
+
+    path = Path(weights).expanduser()
+    if path.exists() and not path.is_dir():
+        raise MilrUserError(
+            f"critic {critic!r}: weights={weights!r} is a file; pass the checkpoint directory "
+            f"that holds config.json and the weights, or a Hub id ({hint})"
+        )
+    resolved = resolve(weights, who=f"critic {critic!r}", revision=revision, hint=hint).path
+    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(resolved.iterdir()) if p.is_file())
+    return str(resolved), stamp
+
+
+def _check_spelling(weights: str, critic: str, hint: str) -> None:
+    """Cheap check without network: an existing directory, or spelled like a Hub id."""
+    from milr.hub import is_hub_id
+
     path = Path(weights).expanduser()
     if path.is_dir():
-        resolved = path.resolve()
-        stamp = tuple(
-            (p.name, p.stat().st_mtime_ns) for p in sorted(resolved.iterdir()) if p.is_file()
-        )
-        return str(resolved), stamp
+        return
     if path.exists():
         raise MilrUserError(
             f"critic {critic!r}: weights={weights!r} is a file; pass the checkpoint directory "
-            f"that holds config.json and the weights ({hint})"
+            f"that holds config.json and the weights, or a Hub id ({hint})"
         )
-    looks_like_path = path.is_absolute() or weights.startswith((".", "~")) or weights.count("/") > 1
-    if looks_like_path:
+    if not is_hub_id(weights):
         raise MilrUserError(
             f"critic {critic!r}: weights directory {weights!r} does not exist; {hint}"
         )
-    return weights, ()  # a hub id: must already be in the local cache
 
 
 def load_checkpoint(
@@ -79,8 +95,9 @@ def load_checkpoint(
     dtype: str,
     hint: str,
     processor: str = "AutoProcessor",
+    revision: str | None = None,
 ) -> HFBundle:
-    """Load (once per process) a transformers model + processor from a local checkpoint.
+    """Load (once per process) a transformers model + processor from a directory or Hub id.
 
     ``model_types`` maps each accepted ``config.model_type`` to the transformers model class
     name that runs it (e.g. ``{"grounding-dino": "GroundingDinoForObjectDetection"}``).
@@ -91,15 +108,14 @@ def load_checkpoint(
     require("torch", None, critic)
     transformers = require("transformers", None, critic)
     dev, torch_dtype = resolve_device_dtype(device, dtype, critic)
-    source, stamp = _source(weights, critic, hint)
+    source, stamp = _source(weights, critic, hint, revision)
     try:
         config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as exc:
         first = first_line(exc)
         raise MilrUserError(
             f"critic {critic!r}: cannot read a transformers config from weights={weights!r} "
-            f"(not a checkpoint directory and not in the local Hugging Face cache: {first[:200]}); "
-            f"{hint}"
+            f"({source} is not a checkpoint directory: {first[:200]}); {hint}"
         ) from exc
     model_type = str(getattr(config, "model_type", ""))
     if model_type not in model_types:
@@ -115,6 +131,7 @@ def load_checkpoint(
             return bundle
         model_cls = getattr(transformers, cls_name)
         proc_cls = getattr(transformers, processor)
+        check_weights_path(source, f"critic {critic!r}")  # damaged files: one line
         try:
             with quiet_transformers():
                 model, info = model_cls.from_pretrained(
@@ -140,7 +157,7 @@ def clear_cache() -> None:
 
 
 def check_weights(weights: str, critic: str, hint: str) -> str:
-    """Cheap early check of a ``weights`` value (no import): an existing directory or a hub id.
+    """Cheap early check of a ``weights`` value (no network): an existing directory or a Hub id.
 
     Raises ``ValueError`` (turned into a one-line parameter error by `milr.params`) for an
     empty value, a file, or a path that does not exist.
@@ -148,7 +165,7 @@ def check_weights(weights: str, critic: str, hint: str) -> str:
     if not weights.strip():
         raise ValueError(f"parameter 'weights' is empty; {hint}")
     try:
-        _source(weights, critic, hint)
+        _check_spelling(weights, critic, hint)
     except MilrUserError as exc:
         raise ValueError(str(exc).split(": ", 1)[-1]) from None
     return weights

@@ -28,17 +28,18 @@ from milr.geneval_rules import GENEVAL_CLASSES, Detection
 
 MODEL_TYPES = {"mask2former": "Mask2FormerForUniversalSegmentation"}
 HINT = (
-    "pass weights=DIR, a transformers Mask2Former COCO instance checkpoint (GenEval's detector is "
-    "facebook/mask2former-swin-small-coco-instance); download it on a machine with internet "
-    "(huggingface-cli download ID --local-dir DIR)"
+    "pass weights=ID or DIR, a Hub id or a local transformers Mask2Former COCO instance "
+    "checkpoint (e.g. facebook/mask2former-swin-small-coco-instance)"
 )
 
 
-def load(critic: str, weights: str, device: str, dtype: str = "float32") -> _hf.HFBundle:
+def load(
+    critic: str, weights: str, device: str, dtype: str = "float32", revision: str | None = None
+) -> _hf.HFBundle:
     """The Mask2Former model and its image processor, loaded once per process."""
     return _hf.load_checkpoint(
         critic, weights, MODEL_TYPES, device=device, dtype=dtype, hint=HINT,
-        processor="AutoImageProcessor",
+        processor="AutoImageProcessor", revision=revision,
     )  # fmt: skip
 
 

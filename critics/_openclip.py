@@ -4,12 +4,27 @@ Weights are given as one string:
 
 * a checkpoint file (``.pt``/``.pth``/``.bin``/``.safetensors``; a bare state dict or a dict
   with ``state_dict``, which is how HPS v2 checkpoints are stored) loaded into ``arch``;
-* ``local-dir:/path`` — a folder with ``open_clip_config.json`` and weights (``arch`` ignored);
+* ``hf://OWNER/NAME/FILE`` — one such file of a Hugging Face Hub repo, downloaded into the
+  Hugging Face cache on first use (`milr.hub`; e.g. ``hf://xswu/HPSv2/HPS_v2.1_compressed.pt``);
+* ``local-dir:/path`` (or the folder's plain path) — a folder with ``open_clip_config.json``
+  and weights (``arch`` ignored);
+* ``hf-hub:OWNER/NAME`` — such a folder on the Hub (open_clip's spelling; downloaded by
+  `milr.hub`, e.g. ``hf-hub:timm/vit_large_patch14_clip_224.openai``);
 * a pretrained tag of ``arch`` (``openai``, ``laion2b_s32b_b79k`` ...) — downloaded by open_clip
-  when online, taken from its cache offline; otherwise an error names the file to fetch;
+  into the Hugging Face cache when online, taken from it offline; otherwise an error names the
+  file to fetch;
 * ``random`` — seeded random initialisation, for tests and benchmarks only.
 
-Models are cached per process, keyed by (arch, weights, file size and mtime, device, dtype).
+OpenAI's CLIP weights were trained with QuickGELU; open_clip builds ``ViT-L-14`` with GELU
+unless told (it only warns for the ``openai`` tag, and says nothing for a file or a folder),
+which changes every score. milr builds QuickGELU whenever the weights are OpenAI's, whatever
+the spelling: the ``openai`` tag (any tag whose open_clip config says ``quick_gelu``), a
+folder or Hub id whose name or ``open_clip_config.json`` says so (``*.openai``), or a file
+named like OpenAI's release (``ViT-L-14.pt``) or with ``openai`` in its path. ``quick_gelu=``
+forces either choice. Files are checked whole before loading (`milr.weight_files`).
+
+Models are cached per process, keyed by (arch, weights, file size and mtime, QuickGELU, device,
+dtype).
 """
 
 from __future__ import annotations
@@ -44,6 +59,8 @@ class OpenClipBundle:
     device: Any
     dtype: Any
     source: str
+    #: Whether the model was built with QuickGELU (OpenAI's weights; see the module docstring).
+    quick_gelu: bool = False
 
 
 def resolve_device(device: str | None, critic: str) -> str:
@@ -63,6 +80,13 @@ class OpenClipParams(CriticParams):
         },
     )
     arch: str = Field("ViT-L-14", description="open_clip architecture name")
+    quick_gelu: bool | None = Field(
+        None,
+        description="build with QuickGELU; None: when the weights are OpenAI's (any spelling)",
+    )
+    revision: str | None = Field(
+        None, description="Hub revision of hf:// or hf-hub: weights; None: the default branch"
+    )
     threshold: VerdictThreshold = None
     device: Device = "auto"
     dtype: dtype_param("float32", "float16", "bfloat16") = Field(  # type: ignore[valid-type]
@@ -89,6 +113,21 @@ def describe_weights(weights: str | None, critic: str, param: str = "weights") -
             f"a pretrained tag (online) or 'random' (tests only), e.g. "
             f"--critic {critic}:{param}=/models/ViT-L-14.pt; {got}"
         )
+    if weights.startswith("hf://"):
+        from milr.hub import parse_hf_uri
+
+        parse_hf_uri(weights)  # a file must be named
+        return
+    if weights.startswith("hf-hub:"):
+        from milr.hub import is_hub_id
+
+        if not is_hub_id(weights[len("hf-hub:") :]):
+            raise MilrUserError(
+                f"critic {critic!r}: {weights!r} needs a Hub id after hf-hub: (OWNER/NAME)"
+            )
+        return
+    if Path(weights).expanduser().is_dir():
+        weights = f"local-dir:{weights}"  # a plain folder reads as local-dir:
     if weights.startswith("local-dir:"):
         folder = Path(weights[len("local-dir:") :]).expanduser()
         if not (folder / "open_clip_config.json").is_file():
@@ -108,22 +147,112 @@ def _looks_like_path(weights: str) -> bool:
 
 
 def load_open_clip(
-    arch: str, weights: str, *, device: str, dtype: str, critic: str, extra: str | None
+    arch: str,
+    weights: str,
+    *,
+    device: str,
+    dtype: str,
+    critic: str,
+    extra: str | None,
+    quick_gelu: bool | None = None,
+    revision: str | None = None,
 ) -> OpenClipBundle:
-    """Load (once per process) an open_clip model, its preprocessing and tokenizer."""
+    """Load (once per process) an open_clip model, its preprocessing and tokenizer.
+
+    `weights` takes every spelling of the module docstring; Hub spellings are fetched first
+    (`milr.hub`, one-line errors). `quick_gelu` None decides by the weights (OpenAI's: on).
+    """
     describe_weights(weights, critic)
+    weights = _localise(weights, critic, revision)
     key_file: tuple[Any, ...] = ()
     path = Path(weights).expanduser()
     if _looks_like_path(weights) and path.is_file():
         st = path.stat()
         key_file = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    key = (arch, weights, key_file, device, dtype)
+    key = (arch, weights, key_file, quick_gelu, device, dtype)
     with _LOCK:
         bundle = _CACHE.get(key)
         if bundle is None:
-            bundle = _load(arch, weights, device=device, dtype=dtype, critic=critic, extra=extra)
+            bundle = _load(
+                arch,
+                weights,
+                device=device,
+                dtype=dtype,
+                critic=critic,
+                extra=extra,
+                quick_gelu=quick_gelu,
+            )
             _CACHE[key] = bundle
     return bundle
+
+
+def _localise(weights: str, critic: str, revision: str | None) -> str:
+    """Hub spellings (``hf://``, ``hf-hub:``) -> a local file or ``local-dir:`` folder."""
+    from milr.hub import resolve_file
+
+    who = f"critic {critic!r}"
+    if weights.startswith("hf://"):
+        return str(resolve_file(weights, who=who, revision=revision).path)
+    if weights.startswith("hf-hub:"):
+        return f"local-dir:{hub_folder(weights[len('hf-hub:') :], who, revision)}"
+    if Path(weights).expanduser().is_dir():
+        return f"local-dir:{weights}"
+    return weights
+
+
+def hub_folder(repo_id: str, who: str, revision: str | None = None) -> Path:
+    """The snapshot folder of an open_clip Hub repo with its config and ONE weight file
+    (``open_clip_model.safetensors`` when the repo has it, else ``open_clip_pytorch_model.bin``),
+    downloaded on first use (`milr.hub.resolve`)."""
+    from milr.hub import resolve
+
+    folder = resolve(
+        repo_id,
+        who=who,
+        revision=revision,
+        allow_patterns=["open_clip_config.json", "open_clip_model.safetensors"],
+    ).path
+    if not (folder / "open_clip_model.safetensors").is_file():
+        folder = resolve(
+            repo_id,
+            who=who,
+            revision=revision,
+            allow_patterns=["open_clip_config.json", "open_clip_pytorch_model.bin"],
+        ).path
+    return folder
+
+
+def openai_weights(arch: str, weights: str) -> bool:
+    """Whether `weights` are OpenAI's CLIP weights (trained with QuickGELU); see the module."""
+    import json
+
+    open_clip = require("open_clip", None, "clip")
+    if weights.startswith("local-dir:"):
+        folder = Path(weights[len("local-dir:") :]).expanduser()
+        try:
+            cfg = json.loads((folder / "open_clip_config.json").read_text(encoding="utf-8"))
+            if "quick_gelu" in cfg.get("model_cfg", {}):
+                return bool(cfg["model_cfg"]["quick_gelu"])
+        except (OSError, ValueError, AttributeError):
+            pass
+        return any("openai" in n.lower() for n in _names(folder))
+    path = Path(weights).expanduser()
+    if _looks_like_path(weights) and path.is_file():
+        cfg = open_clip.get_pretrained_cfg(arch, "openai") or {}
+        release = str(cfg.get("url", "")).rsplit("/", 1)[-1]
+        names = _names(path)
+        return bool(release and path.name == release) or any("openai" in n.lower() for n in names)
+    cfg = open_clip.get_pretrained_cfg(arch, weights) or {}
+    return bool(cfg.get("quick_gelu"))
+
+
+def _names(path: Path) -> list[str]:
+    """The file or folder name and, inside the Hugging Face cache, the repo name."""
+    names = [path.name]
+    for part in path.absolute().parts:
+        if part.startswith("models--"):
+            names.append(part)
+    return names
 
 
 def clear_cache() -> None:
@@ -133,16 +262,33 @@ def clear_cache() -> None:
 
 
 def _load(
-    arch: str, weights: str, *, device: str, dtype: str, critic: str, extra: str | None
+    arch: str,
+    weights: str,
+    *,
+    device: str,
+    dtype: str,
+    critic: str,
+    extra: str | None,
+    quick_gelu: bool | None = None,
 ) -> OpenClipBundle:
     open_clip = require("open_clip", extra, critic)
     torch = require("torch", extra, critic)
+    from milr.weight_files import check_weights_path
+
     tdtype = torch_dtype(dtype)
     model_name = arch
+    quick = (
+        bool(quick_gelu)
+        if quick_gelu is not None
+        else weights != "random" and openai_weights(arch, weights)
+    )
     if weights.startswith("local-dir:"):
         model_name = weights
+        check_weights_path(weights[len("local-dir:") :], f"critic {critic!r}")
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(weights, device="cpu")
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                weights, device="cpu", force_quick_gelu=quick
+            )
         except (OSError, ValueError, RuntimeError) as exc:
             raise MilrUserError(f"critic {critic!r}: could not load {weights!r}: {exc}") from exc
         source = weights
@@ -157,10 +303,15 @@ def _load(
         if weights == "random":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
-                model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    arch, pretrained=None, force_quick_gelu=quick
+                )
             source = "random"
         elif path.is_file():
-            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
+            check_weights_path(path, f"critic {critic!r}")
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=None, force_quick_gelu=quick
+            )
             try:
                 found = open_clip.load_checkpoint(model, str(path), strict=False)
             except Exception as exc:  # unpickling or shape mismatches
@@ -174,7 +325,7 @@ def _load(
                 path,
                 f"critic {critic!r} (open_clip {arch})",
             )
-            source = str(path.resolve())
+            source = str(path.absolute())  # not resolve(): a cache file links to a blob
         else:
             tags = open_clip.list_pretrained_tags_by_model(arch)
             if weights not in tags:
@@ -182,9 +333,13 @@ def _load(
                     f"critic {critic!r}: weights={weights!r} is neither an existing file nor a "
                     f"pretrained tag of {arch!r} (tags: {', '.join(tags) or 'none'})"
                 )
+            cfg = open_clip.get_pretrained_cfg(arch, weights) or {}
+            if cfg.get("hf_hub"):  # fetched by milr.hub first: one-line errors, whole files
+                repo = cfg["hf_hub"].strip("/")
+                check_weights_path(hub_folder(repo, f"critic {critic!r}"), f"critic {critic!r}")
             try:
                 model, _, preprocess = open_clip.create_model_and_transforms(
-                    arch, pretrained=weights
+                    arch, pretrained=weights, force_quick_gelu=quick
                 )
             except Exception as exc:
                 cfg = open_clip.get_pretrained_cfg(arch, weights) or {}
@@ -197,14 +352,16 @@ def _load(
                     fname = url.rsplit("/", 1)[-1] or "checkpoint.pt"
                     where = f"{fname} from {url or 'the open_clip pretrained list'}"
                 raise MilrUserError(
-                    f"critic {critic!r}: pretrained {arch}/{weights} is not available offline "
-                    f"({textwrap.shorten(first_line(exc), 160, placeholder=' …')}); download {where} on a machine with internet and "
-                    f"pass weights=/path/to/{fname}"
+                    f"critic {critic!r}: pretrained {arch}/{weights} could not be fetched "
+                    f"({textwrap.shorten(first_line(exc), 160, placeholder=' …')}); download {where} on a machine with internet "
+                    f"(`milr download` with the same options) and pass weights=/path/to/{fname}"
                 ) from exc
             source = f"{arch}:{weights}"
     model = model.to(device=device, dtype=tdtype).eval()
     tokenizer = open_clip.get_tokenizer(model_name)
-    return OpenClipBundle(model, preprocess, tokenizer, torch.device(device), tdtype, source)
+    bundle = OpenClipBundle(model, preprocess, tokenizer, torch.device(device), tdtype, source)
+    bundle.quick_gelu = quick
+    return bundle
 
 
 def encode_images(bundle: OpenClipBundle, images: list[Any], batch_size: int) -> Any:
@@ -257,6 +414,8 @@ def critic_bundle(critic: Any) -> OpenClipBundle:
         dtype=p.dtype,
         critic=critic.name,
         extra=critic.extra,
+        quick_gelu=p.quick_gelu,
+        revision=p.revision,
     )
 
 

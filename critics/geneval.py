@@ -15,6 +15,8 @@ Mask2Former the crop's background outside the object's mask is painted grey firs
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -67,10 +69,12 @@ COLOR_PROTOTYPES: dict[str, tuple[int, int, int]] = {c: NAMED_COLORS[c] for c in
 _YOLO_CACHE: dict[tuple[Any, ...], Any] = {}
 _YOLO_LOCK = threading.Lock()
 _WEIGHTS_HINT = (
-    "download yolov8x.pt (or another ultralytics detection checkpoint trained on COCO) from "
-    "https://github.com/ultralytics/assets/releases on a machine with internet, copy it here and "
-    "pass weights=/path/to/yolov8x.pt"
+    "pass weights=yolov8x.pt (ultralytics' own name: downloaded into its weights folder on first "
+    "use), hf://Ultralytics/YOLOv8/yolov8x.pt (the Hub copy), or the path of an ultralytics "
+    "COCO detection checkpoint"
 )
+#: ultralytics' own checkpoint names (``yolov8x.pt``): fetched by ultralytics, no path needed.
+_ASSET_NAME = re.compile(r"^yolo[A-Za-z0-9_.-]*\.pt$")
 
 
 def geneval_names(names: dict[int, str]) -> dict[int, str]:
@@ -80,22 +84,37 @@ def geneval_names(names: dict[int, str]) -> dict[int, str]:
     return {int(i): COCO_ALIASES.get(str(n), str(n)) for i, n in names.items()}
 
 
-def load_yolo(weights: str, device: str, critic: str = "geneval") -> Any:
-    """Load (once per process) an ultralytics YOLO from a checkpoint or a ``*.yaml`` config."""
+def load_yolo(
+    weights: str, device: str, critic: str = "geneval", revision: str | None = None
+) -> Any:
+    """Load (once per process) an ultralytics YOLO from a checkpoint or a ``*.yaml`` config.
+
+    ``weights``: a checkpoint file; ultralytics' own name (``yolov8x.pt``), taken from or
+    downloaded into ultralytics' weights folder (``yolo settings``; cache-only when
+    ``YOLO_OFFLINE`` or ``HF_HUB_OFFLINE`` is set); ``hf://OWNER/NAME/FILE`` from the Hugging
+    Face Hub (`milr.hub`); or a ``*.yaml`` model config (random weights, tests only). The file is
+    checked whole first (`milr.weight_files`). Raises `MilrUserError` (one line).
+    """
     ultralytics = _require_ultralytics(critic)
     import torch
 
+    from milr.hub import resolve_file
+    from milr.weight_files import check_weights_path
+
+    who = f"critic {critic!r}"
     is_cfg = weights.endswith((".yaml", ".yml"))
     path = Path(weights).expanduser()
+    if not path.is_file() and not is_cfg:
+        if _ASSET_NAME.match(weights):
+            path = _ultralytics_asset(weights, critic)
+        else:
+            path = resolve_file(weights, who=who, revision=revision, hint=_WEIGHTS_HINT).path
     if path.is_file():
+        check_weights_path(path, who)
         st = path.stat()
         key: tuple[Any, ...] = (str(path.resolve()), st.st_size, st.st_mtime_ns, device)
-    elif is_cfg:
-        key = (weights, device)
     else:
-        raise MilrUserError(
-            f"critic {critic!r}: YOLO weights file {weights!r} not found; {_WEIGHTS_HINT}"
-        )
+        key = (weights, device)
     with _YOLO_LOCK:
         model = _YOLO_CACHE.get(key)
         if model is None:
@@ -116,9 +135,48 @@ def load_yolo(weights: str, device: str, critic: str = "geneval") -> Any:
     return model
 
 
-def _require_ultralytics(critic: str) -> Any:
-    import os
+def _ultralytics_asset(name: str, critic: str) -> Path:
+    """ultralytics' own checkpoint `name` in its weights folder, downloaded there if missing."""
+    from ultralytics.utils import SETTINGS
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset
 
+    from milr.checkpoints import hf_offline
+
+    target = Path(SETTINGS["weights_dir"]) / name
+    if target.is_file():
+        return target
+    if name not in GITHUB_ASSETS_NAMES:
+        raise MilrUserError(
+            f"critic {critic!r}: weights={name!r} is neither a file nor one of ultralytics' "
+            f"checkpoint names (e.g. yolov8x.pt, yolo11x.pt); {_WEIGHTS_HINT}"
+        )
+    offline = hf_offline() or os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true", "yes")
+    if offline:
+        raise MilrUserError(
+            f"critic {critic!r}: {name} is not in ultralytics' weights folder ({target.parent}) "
+            "and offline mode is on (YOLO_OFFLINE/HF_HUB_OFFLINE); prefetch it on a machine with "
+            "internet (`milr download` with the same options), or pass "
+            f"weights=hf://Ultralytics/YOLOv8/{name} after `hf download Ultralytics/YOLOv8 {name}`, "
+            "or the file's path"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        attempt_download_asset(target)
+    except Exception as exc:  # network errors, GitHub rate limits
+        raise MilrUserError(
+            f"critic {critic!r}: downloading {name} from ultralytics' GitHub releases failed "
+            f"({first_line(exc)[:160]}); check your network, or pass "
+            f"hf://Ultralytics/YOLOv8/{name} or a local path"
+        ) from None
+    if not target.is_file():
+        raise MilrUserError(
+            f"critic {critic!r}: ultralytics did not download {name} into {target.parent}; "
+            f"check your network, or pass hf://Ultralytics/YOLOv8/{name} or a local path"
+        )
+    return target
+
+
+def _require_ultralytics(critic: str) -> Any:
     # ultralytics probes the network and may pip-install at import unless told otherwise.
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     os.environ.setdefault("YOLO_VERBOSE", "false")
@@ -157,8 +215,8 @@ class GenEvalCritic(Critic):
     class Params(RuleParams):
         weights: str = Field(
             description="yolo: ultralytics COCO checkpoint (yolov8x.pt) or a *.yaml config "
-            "(random weights: tests only); mask2former: transformers checkpoint directory or "
-            "cached hub id",
+            "(random weights: tests only), hf://OWNER/NAME/FILE; mask2former: Hub id or "
+            "transformers checkpoint directory",
             json_schema_extra={"hint": _WEIGHTS_HINT},
         )
         detector: Literal["yolo", "mask2former"] = Field(
@@ -169,6 +227,10 @@ class GenEvalCritic(Critic):
             description="open_clip weights for zero-shot colours (see _openclip); None: pixel votes",
         )
         clip_arch: str = Field("ViT-L-14", description="open_clip architecture of clip_weights")
+        revision: str | None = Field(
+            None,
+            description="Hub revision (branch, tag or commit) of a Hub id / hf:// weights; None: default branch",
+        )
         imgsz: int = Field(640, ge=32, description="YOLO inference size in pixels (yolo only)")
         iou: float = Field(
             0.7, gt=0, le=1, description="YOLO non-maximum-suppression IoU (yolo only)"
@@ -192,7 +254,16 @@ class GenEvalCritic(Critic):
                 return self
             if not value.strip():
                 raise ValueError(f"parameter 'weights' is empty; {_WEIGHTS_HINT}")
-            if not value.endswith((".yaml", ".yml")) and not Path(value).expanduser().is_file():
+            if value.startswith("hf://"):
+                from milr.hub import parse_hf_uri
+
+                try:
+                    parse_hf_uri(value)
+                except MilrUserError as exc:
+                    raise ValueError(str(exc)) from None
+                return self
+            local = value.endswith((".yaml", ".yml")) or Path(value).expanduser().is_file()
+            if not local and not _ASSET_NAME.match(value):
                 raise ValueError(f"parameter 'weights'={value!r} not found; {_WEIGHTS_HINT}")
             return self
 
@@ -211,10 +282,12 @@ class GenEvalCritic(Critic):
         if self.params.detector == "mask2former":
             from milr.critics import _mask2former
 
-            bundle = _mask2former.load(self.name, self.params.weights, device, self.params.dtype)
+            bundle = _mask2former.load(
+                self.name, self.params.weights, device, self.params.dtype, self.params.revision
+            )
             names = _mask2former.class_names(bundle, COCO_ALIASES)
             return bundle, dict(enumerate(names)), device
-        model = load_yolo(self.params.weights, device, self.name)
+        model = load_yolo(self.params.weights, device, self.name, self.params.revision)
         return model, geneval_names(dict(model.names)), device
 
     def detect(self, images: list[Any]) -> list[list[Detection]]:

@@ -53,9 +53,8 @@ MODEL_TYPES = {
     "owlv2": "Owlv2ForObjectDetection",
 }
 _HINT = (
-    "pass weights=DIR, a local transformers checkpoint of GroundingDINO (e.g. "
-    "IDEA-Research/grounding-dino-tiny) or OWLv2 (e.g. google/owlv2-base-patch16-ensemble); "
-    "download it on a machine with internet (huggingface-cli download ID --local-dir DIR)"
+    "pass weights=ID or DIR, a Hub id or a local transformers checkpoint of GroundingDINO (e.g. "
+    "IDEA-Research/grounding-dino-tiny) or OWLv2 (e.g. google/owlv2-base-patch16-ensemble)"
 )
 
 
@@ -77,7 +76,11 @@ class GroundingCritic(Critic):
 
     class Params(CriticParams):
         weights: str = Field(
-            description="GroundingDINO or OWLv2 checkpoint directory or cached hub id (never downloaded)"
+            description="GroundingDINO or OWLv2 Hub id (downloaded on first use) or checkpoint directory"
+        )
+        revision: str | None = Field(
+            None,
+            description="Hub revision (branch, tag or commit) when weights is a Hub id; None: the default branch",
         )
         score: Literal["geneval", "mixed"] = Field(
             "geneval", description="critic score: GenEval rules' share of clauses, or MixedReward's"
@@ -149,8 +152,9 @@ class GroundingCritic(Critic):
         """The detector and its processor (loaded once per process)."""
         p = self.params
         return _hf.load_checkpoint(
-            self.name, p.weights, MODEL_TYPES, device=p.device, dtype=p.dtype, hint=_HINT
-        )
+            self.name, p.weights, MODEL_TYPES, device=p.device, dtype=p.dtype, hint=_HINT,
+            revision=p.revision,
+        )  # fmt: skip
 
     def detect(self, images: list[Any], classes: list[list[str]]) -> list[list[Detection]]:
         """Boxes per image for its class names, NMS'd per class, most confident first.

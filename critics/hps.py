@@ -14,9 +14,11 @@ from milr.params import BatchSize
 if TYPE_CHECKING:
     from PIL.Image import Image
 
+#: HPS v2.1, the release the HPSv2 authors recommend, from their Hub repo.
+DEFAULT_WEIGHTS = "hf://xswu/HPSv2/HPS_v2.1_compressed.pt"
 _HPS_HINT = (
-    "download HPS_v2.1_compressed.pt (Hugging Face xswu/HPSv2) on a machine with internet and "
-    "pass weights=/path/to/HPS_v2.1_compressed.pt"
+    f"default {DEFAULT_WEIGHTS} (downloaded on first use); or pass "
+    "weights=/path/to/HPS_v2.1_compressed.pt (or HPS_v2_compressed.pt)"
 )
 
 
@@ -31,7 +33,9 @@ class HPSCritic(Critic):
     value is in ``details["hps"]``. No verdict unless ``threshold`` (on the mapped score) is set.
 
     Checkpoint: ``HPS_v2_compressed.pt`` or ``HPS_v2.1_compressed.pt`` (a dict with
-    ``state_dict``), passed as ``weights=/path/to/HPS_v2.1_compressed.pt``.
+    ``state_dict``). Default: ``hf://xswu/HPSv2/HPS_v2.1_compressed.pt``, the HPSv2 authors'
+    Hub repo, downloaded into the Hugging Face cache on first use (the file holds the whole
+    ViT-H-14, so no other download is needed); a local file works too.
     """
 
     name: ClassVar[str] = "hps"
@@ -42,7 +46,8 @@ class HPSCritic(Critic):
 
     class Params(_openclip.OpenClipParams):
         weights: str = Field(
-            description="HPS_v2_compressed.pt or HPS_v2.1_compressed.pt checkpoint file",
+            DEFAULT_WEIGHTS,
+            description="HPS_v2_compressed.pt or HPS_v2.1_compressed.pt: a file or hf://OWNER/NAME/FILE",
             json_schema_extra={"hint": _HPS_HINT},
         )
         arch: str = Field("ViT-H-14", description="open_clip architecture of the checkpoint")

@@ -185,12 +185,15 @@ class JudgeCritic(RubricSetup, Critic):
     class Params(JudgeParams):
         model: str = Field(
             min_length=1,
-            description="local transformers image-text-to-text checkpoint directory "
-            "(or a hub id already in the local Hugging Face cache; never downloaded)",
+            description="transformers image-text-to-text checkpoint: a Hub id (downloaded on "
+            "first use) or a local directory",
             json_schema_extra={
-                "hint": "a checkpoint directory (e.g. Qwen2.5-VL), e.g. "
-                "--critic judge:model=/models/qwen2.5-vl-7b"
+                "hint": "a Hub id or checkpoint directory (e.g. Qwen2.5-VL), e.g. "
+                "--critic judge:model=Qwen/Qwen2.5-VL-7B-Instruct"
             },
+        )
+        revision: str | None = Field(
+            None, description="Hub revision (branch, tag or commit) of a model Hub id"
         )
         device: Device = "auto"
         dtype: dtype_param("auto", "float32", "bfloat16", "float16") = Field(  # type: ignore[valid-type]
@@ -211,25 +214,38 @@ class JudgeCritic(RubricSetup, Critic):
         return {**super().config(), "template_sha256": self.template_sha256}
 
     def load(self) -> tuple[Any, Any]:
-        """The (model, processor) pair for this configuration, loaded once per process."""
+        """The (model, processor) pair for this configuration, loaded once per process.
+
+        ``model`` is a checkpoint directory or a Hub id downloaded on first use (`milr.hub`;
+        ``revision`` pins it); weight files are checked whole before loading.
+        """
         require("torch", self.extra, self.name)
         transformers = require("transformers", self.extra, self.name)
+        from milr.hub import resolve
+        from milr.weight_files import check_weights_path
+
         device, dtype = resolve_device_dtype(self.params.device, self.params.dtype, self.name)
         local = Path(self.model_source).expanduser()
-        source = str(local.resolve()) if local.is_dir() else self.model_source
+        if local.exists() and not local.is_dir():
+            raise MilrUserError(
+                f"judge critic: cannot load model={self.model_source!r}: it is not a "
+                "directory. Pass the path of a checkpoint directory holding config.json, the "
+                "weights and the processor files, or a Hub id"
+            )
+        source = str(
+            resolve(
+                self.model_source,
+                who="judge critic",
+                revision=self.params.revision,
+                hint="pass a checkpoint directory or a Hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct)",
+            ).path
+        )
         key = (source, device, str(dtype))
         with _MODELS_LOCK:
             if key in _MODELS:
                 return _MODELS[key]
-            if not local.is_dir() and (
-                local.is_absolute() or self.model_source.startswith((".", "~"))
-            ):
-                raise MilrUserError(
-                    f"judge critic: cannot load model={self.model_source!r}: it is not a "
-                    "directory. Pass the path of a checkpoint directory holding config.json, the "
-                    "weights and the processor files"
-                )
-            try:  # local files only: a hub id must already be in the Hugging Face cache
+            check_weights_path(source, "judge critic")  # damaged files: one line
+            try:  # a local directory now: nothing more is downloaded
                 with quiet_transformers():
                     model, info = transformers.AutoModelForImageTextToText.from_pretrained(
                         source, dtype=dtype, local_files_only=True, output_loading_info=True
@@ -238,15 +254,9 @@ class JudgeCritic(RubricSetup, Critic):
                         source, local_files_only=True
                     )
             except (OSError, ValueError) as exc:
-                where = (
-                    "an image-text-to-text checkpoint"
-                    if local.is_dir()
-                    else "a hub id in the local Hugging Face cache (milr never downloads judge "
-                    "weights; pass a checkpoint directory or download it first)"
-                )
                 raise MilrUserError(
-                    f"judge critic: cannot load model={self.model_source!r} as {where}: "
-                    f"{first_line(exc)}"
+                    f"judge critic: cannot load model={self.model_source!r} as an "
+                    f"image-text-to-text checkpoint: {first_line(exc)}"
                 ) from exc
             check_loading_info(info, source, "judge critic")  # missing tensors: one line
             model.to(device).eval().requires_grad_(False)

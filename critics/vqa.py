@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 
 MODEL_TYPES = {"blip": "BlipForQuestionAnswering", "git": "GitForCausalLM"}
 _HINT = (
-    "pass weights=DIR, a local transformers checkpoint of BLIP VQA (e.g. Salesforce/blip-vqa-base, "
-    "T2I-CompBench's evaluator) or GIT VQA (e.g. microsoft/git-large-vqav2, MixedReward's); "
-    "download it on a machine with internet (huggingface-cli download ID --local-dir DIR)"
+    "pass weights=ID or DIR, a Hub id or a local transformers checkpoint of BLIP VQA (e.g. "
+    "Salesforce/blip-vqa-capfilt-large, T2I-CompBench's evaluator) or GIT VQA (e.g. "
+    "microsoft/git-large-vqav2, MixedReward's)"
 )
 #: T2I-CompBench truncates BLIP questions to this many tokens.
 MAX_QUESTION_TOKENS = 35
@@ -82,7 +82,11 @@ class VQACritic(Critic):
 
     class Params(CriticParams):
         weights: str = Field(
-            description="BLIP VQA or GIT checkpoint directory or cached hub id (never downloaded)"
+            description="BLIP VQA or GIT Hub id (downloaded on first use) or checkpoint directory"
+        )
+        revision: str | None = Field(
+            None,
+            description="Hub revision (branch, tag or commit) when weights is a Hub id; None: the default branch",
         )
         mode: Literal["auto", "phrases", "colors"] = Field(
             "auto", description="questions: prompt noun phrases, GenEval colour clauses, or auto"
@@ -122,8 +126,9 @@ class VQACritic(Critic):
         """The VQA model and its processor (loaded once per process)."""
         p = self.params
         return _hf.load_checkpoint(
-            self.name, p.weights, MODEL_TYPES, device=p.device, dtype=p.dtype, hint=_HINT
-        )
+            self.name, p.weights, MODEL_TYPES, device=p.device, dtype=p.dtype, hint=_HINT,
+            revision=p.revision,
+        )  # fmt: skip
 
     # -- questions --------------------------------------------------------------------------
 

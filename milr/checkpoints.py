@@ -77,10 +77,12 @@ def check_state_dict_keys(
             stacklevel=3,
         )
         return
+    from milr.weight_files import redownload_hint
+
     raise CheckpointError(
         f"{who}: checkpoint {where} has {what}: it is incomplete or for another architecture; "
-        "pass a complete checkpoint, or allow_missing=True (--allow-missing) to load it anyway "
-        "with random weights there"
+        f"{redownload_hint(where)} (a checkpoint of the architecture this loader runs), or pass "
+        "allow_missing=True (--allow-missing) to load it anyway with random weights there"
     )
 
 

@@ -8,13 +8,13 @@ local directory or a hub id to an adapter instance.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from milr.checkpoints import hf_offline
 from milr.errors import MilrUserError, UnsupportedOperation
 from milr.generator_batch import BatchedDefaults
 
@@ -306,27 +306,12 @@ def _looks_local(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~", ".")) or name.count("/") != 1 or "\\" in name
 
 
-def _hub_config_dir(repo_id: str) -> Path:
-    """Local directory holding the hub checkpoint's config.json (downloads unless offline)."""
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as exc:  # pragma: no cover - transformers depends on it
-        raise MilrUserError(f"cannot resolve hub id {repo_id!r}: huggingface_hub missing") from exc
-    try:
-        cfg = hf_hub_download(repo_id, "config.json")
-    except Exception as exc:
-        hint = (
-            "Hugging Face offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE) and it is "
-            "not in the local Hugging Face cache; "
-            "download it first or pass a local directory"
-            if hf_offline()
-            else "check the name, your network, or pass a local directory"
-        )
-        raise MilrUserError(
-            f"model {repo_id!r} is neither a local directory nor a loadable hub id ({hint}; "
-            f"{type(exc).__name__})"
-        ) from None
-    return Path(cfg).parent
+def _hub_config_dir(repo_id: str, revision: str | None = None) -> Path:
+    """Local directory holding the Hub checkpoint's config.json (downloaded unless offline;
+    every failure is one `MilrUserError` line naming the repo and the fix, see `milr.hub`)."""
+    from milr.hub import resolve
+
+    return resolve(repo_id, who="model", filename="config.json", revision=revision).path.parent
 
 
 def load_generator(
@@ -336,12 +321,14 @@ def load_generator(
     allow_missing: bool = False,
     prompt_style: str | None = None,
     prompt_file: str | Path | None = None,
+    revision: str | None = None,
 ) -> Generator:
     """Resolve `name_or_path` to a loaded generator.
 
     Accepts a registered checkpoint name (``shapes``, the tiny model shipped with milr), a
     registered adapter name (loads its default checkpoint), ``ADAPTER:PATH`` to force an adapter, a local checkpoint directory, or
-    a hub id (``HF_HUB_OFFLINE=1`` is honoured).
+    a Hub id, downloaded into the Hugging Face cache on first use (``HF_HUB_OFFLINE=1`` makes it
+    cache-only; `revision` pins a branch, tag or commit; see `milr.hub`).
 
     ``allow_missing=True`` loads a checkpoint whose weight files lack tensors or carry
     unexpected ones (refused by default: `milr.errors.CheckpointError` names them and the file).
@@ -359,6 +346,7 @@ def load_generator(
             ("allow_missing", allow_missing or None),
             ("prompt_style", prompt_style),
             ("prompt_file", prompt_file),
+            ("revision", revision),
         )
         if v is not None
     }
@@ -367,17 +355,20 @@ def load_generator(
     adapter, sep, rest = name.partition(":")
     if sep and adapter in registry.generators and not Path(name).exists():
         cls = registry.generator_entry(adapter).cls
-        return cls.from_pretrained(rest, device=device, dtype=dtype, **extra)
+        return cls.from_pretrained(rest, device=device, dtype=dtype, **_fit(cls, extra, name))
     if name in registry.generators:
         cls = registry.generator_entry(name).cls
         if isinstance(cls, type) and issubclass(cls, NamedCheckpoint):
-            return cls.from_pretrained(device=device, dtype=dtype, **extra)
+            return cls.from_pretrained(device=device, dtype=dtype, **_fit(cls.adapter, extra, name))
         if not cls.default_checkpoint:
             raise MilrUserError(f"generator {name!r} has no default checkpoint; pass a path")
-        return cls.from_pretrained(cls.default_checkpoint, device=device, dtype=dtype, **extra)
+        return cls.from_pretrained(
+            cls.default_checkpoint, device=device, dtype=dtype, **_fit(cls, extra, name)
+        )
     path = Path(name).expanduser()
     if path.is_dir():
-        return _pick(registry, path).from_pretrained(path, device=device, dtype=dtype, **extra)
+        cls = _pick(registry, path)
+        return cls.from_pretrained(path, device=device, dtype=dtype, **_fit(cls, extra, name))
     if path.exists():
         raise MilrUserError(f"model path {str(path)!r} is a file; pass the checkpoint directory")
     if _looks_local(name):
@@ -386,9 +377,27 @@ def load_generator(
             f"like deepseek-community/Janus-Pro-1B, or one of: "
             f"{', '.join(sorted(registry.generators))}"
         )
-    cfg_dir = _hub_config_dir(name)
+    cfg_dir = _hub_config_dir(name, revision)
     cls = _pick(registry, cfg_dir, label=name)
-    return cls.from_pretrained(name, device=device, dtype=dtype, **extra)
+    return cls.from_pretrained(name, device=device, dtype=dtype, **_fit(cls, extra, name))
+
+
+def _fit(cls: Any, extra: dict[str, Any], name: str) -> dict[str, Any]:
+    """`extra` for `cls.from_pretrained`; ``revision`` for a loader that cannot take it is a
+    one-line error (a local directory or a plugin adapter without Hub revisions)."""
+    if "revision" not in extra:
+        return extra
+    try:
+        params = inspect.signature(cls.from_pretrained).parameters
+    except (TypeError, ValueError):
+        return extra
+    takes = "revision" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if not takes:
+        raise MilrUserError(
+            f"--revision {extra['revision']!r} applies to Hub ids; model {name!r} is loaded by "
+            f"{getattr(cls, 'name', cls.__name__)!r}, which takes no revision: drop --revision"
+        )
+    return extra
 
 
 def _pick(registry: Any, path: Path, label: str | None = None) -> type[Generator]:

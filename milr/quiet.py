@@ -1,8 +1,8 @@
 """Keep third-party libraries from printing progress bars milr did not ask for.
 
-transformers draws a "Loading weights" bar (and huggingface_hub its download bars) on every
-`from_pretrained`; milr's own progress (`milr generate`'s step bar, `milr bench`) is plain tqdm
-and is not affected.
+transformers draws a "Loading weights" bar on every `from_pretrained`. milr downloads before
+that, outside this switch (`milr.hub`), so huggingface_hub's download bars still show; milr's
+own progress (`milr generate`'s step bar, `milr bench`) is plain tqdm and is not affected.
 """
 
 from __future__ import annotations

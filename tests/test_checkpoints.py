@@ -245,10 +245,21 @@ def test_generator_hub_hint_follows_the_offline_reading(monkeypatch, env, offlin
     """`milr generate --model owner/name` not in the cache: the hint says offline mode is on
     exactly when huggingface_hub thinks so (it read HF_HUB_OFFLINE=off as on, and ignored
     TRANSFORMERS_OFFLINE)."""
+    import socket
+
+    from huggingface_hub import constants
+
     for var, value in env.items():
         monkeypatch.setenv(var, value)
+    # huggingface_hub read the variables when it was imported: as it would have read these
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    with socket.socket() as free:  # a loopback port nothing listens on: the Hub is unreachable
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     with pytest.raises(MilrUserError) as exc:
         milr.load_generator("someone/not-a-cached-janus")
     message = str(exc.value)
+    assert "\n" not in message and "'someone/not-a-cached-janus'" in message
     assert ("offline mode is on" in message) is offline, message
-    assert ("check the name, your network" in message) is (not offline), message
+    assert ("cannot reach" in message) is (not offline), message

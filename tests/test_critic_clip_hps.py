@@ -191,9 +191,10 @@ def test_clip_bad_parameters(kwargs, message):
         ClipScoreCritic(**kwargs)
 
 
-def test_hps_needs_checkpoint_and_sane_range():
-    with pytest.raises(MilrUserError, match="HPS_v2.1_compressed.pt"):
-        HPSCritic()
+def test_hps_defaults_to_the_hub_checkpoint_and_needs_a_sane_range():
+    assert HPSCritic().params.weights == "hf://xswu/HPSv2/HPS_v2.1_compressed.pt"
+    with pytest.raises(MilrUserError, match="names no file"):
+        HPSCritic(weights="hf://xswu/HPSv2")
     with pytest.raises(MilrUserError, match="low < high"):
         HPSCritic(weights="random", low=0.5, high=0.2)
 
@@ -212,14 +213,15 @@ def test_load_errors_are_user_errors(tiny_clip):
         ClipScoreCritic(weights="random", arch=TINY_ARCH, device="cuda:7").score(images[0], "x")
 
 
-def test_pretrained_tag_offline_names_the_file(monkeypatch):
-    """No download offline: the error says which checkpoint to fetch and how to pass it."""
+def test_pretrained_tag_offline_names_the_file(monkeypatch, tmp_path):
+    """No download offline: the error names the Hub repo the tag lives in and how to fetch it."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
     critic = ClipScoreCritic(weights="openai", arch="ViT-B-32", device="cpu")
     with pytest.raises(
         MilrUserError,
-        match="not available offline.*download open_clip_pytorch_model.bin from the Hugging Face "
-        "repo timm/vit_base_patch32_clip_224.openai.*weights=/path/to/open_clip_pytorch_model.bin",
+        match="'timm/vit_base_patch32_clip_224.openai' is not in the Hugging Face cache.*offline.*"
+        "hf download timm/vit_base_patch32_clip_224.openai",
     ):
         critic.score(Image.new("RGB", (8, 8)), "x")
     assert not any(k[1] == "openai" for k in _openclip._CACHE)
@@ -261,3 +263,24 @@ def test_checkpoint_with_missing_or_foreign_tensors_is_refused(tiny_clip, tmp_pa
     msg = str(exc.value)
     assert "\n" not in msg and str(path) in msg
     assert f"1 missing tensor(s) ({dropped})" in msg and "(foreign.weight)" in msg
+
+
+def test_openai_weights_get_quick_gelu_whatever_the_spelling(tmp_path):
+    """open_clip builds ViT-L-14 with GELU for OpenAI's weights unless told: milr tells it for
+    the tag, a file named like OpenAI's release, and a folder whose name or config says so."""
+    release = tmp_path / "ViT-L-14.pt"
+    release.write_bytes(b"x")
+    other = tmp_path / "laion-vit-l-14.pt"
+    other.write_bytes(b"x")
+    folder = tmp_path / "vit_large_patch14_clip_224.openai"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {}}))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"quick_gelu": True}}))
+    assert _openclip.openai_weights("ViT-L-14", "openai")
+    assert _openclip.openai_weights("ViT-L-14", str(release))
+    assert not _openclip.openai_weights("ViT-L-14", str(other))
+    assert _openclip.openai_weights("ViT-L-14", f"local-dir:{folder}")
+    assert _openclip.openai_weights("ViT-L-14", f"local-dir:{plain}")
+    assert not _openclip.openai_weights("ViT-L-14", "laion2b_s32b_b82k")

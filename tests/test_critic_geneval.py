@@ -236,18 +236,18 @@ def test_malformed_metadata_names_the_field(yolo_files):
     [
         (
             {"weights": None},
-            "critic 'geneval': parameter 'weights' is required: download yolov8x.pt",
+            "critic 'geneval': parameter 'weights' is required: pass weights=yolov8x.pt",
         ),
         (
             {"weights": "/models/yolov8x.pt"},
-            "'/models/yolov8x.pt' not found.*weights=/path/to/yolov8x.pt",
+            "'/models/yolov8x.pt' not found.*pass weights=yolov8x.pt",
         ),
         ({"weights": "yolov8n.yaml", "threshold": 1.2}, "'threshold'=1.2 must be < 1"),
         ({"weights": "yolov8n.yaml", "max_objects": 0}, "'max_objects'=0 must be >= 1"),
         ({"weights": "yolov8n.yaml", "dtype": "bfloat16"}, "'dtype'='bfloat16' must be one of"),
         ({"weights": "yolov8n.yaml", "on_unparsed": "skip"}, "'on_unparsed'='skip' must be one of"),
         ({"weights": "yolov8n.yaml", "clip_weights": "/nowhere/clip.pt"}, "does not exist"),
-        ({}, "critic 'geneval': parameter 'weights' is required: download yolov8x.pt"),
+        ({}, "critic 'geneval': parameter 'weights' is required: pass weights=yolov8x.pt"),
         ({"weights": "yolov8n.yaml", "iou": True}, "'iou'=True is a boolean, not a number"),
         ({"weights": "yolov8n.yaml", "imgsz": 31}, "'imgsz'=31 must be >= 32"),
     ],

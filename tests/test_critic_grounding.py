@@ -294,7 +294,7 @@ def test_missing_weights_path(tmp_path):
 
 def test_hub_id_not_in_cache():
     critic = GroundingCritic(weights="IDEA-Research/grounding-dino-tiny-not-cached")
-    with pytest.raises(MilrUserError, match="local Hugging Face cache"):
+    with pytest.raises(MilrUserError, match="not in the Hugging Face cache.*hf download"):
         critic.score(sample_batch()[0][0], "a dog")
 
 

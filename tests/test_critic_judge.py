@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import tempfile
 from pathlib import Path
 
@@ -216,7 +215,7 @@ def test_threshold_and_custom_template(llava):
 
 
 def test_user_errors(llava, tmp_path):
-    with pytest.raises(MilrUserError, match="'model' is required: a checkpoint directory"):
+    with pytest.raises(MilrUserError, match="'model' is required: a Hub id or checkpoint directory"):
         JudgeCritic()
     with pytest.raises(MilrUserError, match=r"must contain \{prompt\}"):
         JudgeCritic(model=str(llava), template="Is it good?")
@@ -504,82 +503,31 @@ def test_checkpoint_missing_tensors_is_refused_in_one_line(llava, tmp_path):
     )
 
 
-# -- never downloads ------------------------------------------------------------------------------
-
-_LOAD_SCRIPT = """
-import json
-from milr import MilrUserError
-from milr.critics.judge import JudgeCritic
-
-out = {}
-try:
-    JudgeCritic(model="someone/not-cached-judge", device="cpu").load()
-    out["missing"] = "loaded"
-except MilrUserError as exc:
-    out["missing"] = str(exc)
-model, _ = JudgeCritic(model="cached/tiny-judge", device="cpu").load()
-out["cached"] = type(model).__name__
-print(json.dumps(out))
-"""
+# -- Hub ids: downloaded on first use, cache-only offline -------------------------------------------
 
 
-def test_a_hub_id_is_read_from_the_local_cache_only_even_online(llava, tmp_path):
-    """With offline mode off, `from_pretrained` without ``local_files_only`` asks the hub (here a
-    loopback server standing in for it) for a missing id and re-checks a cached one. The judge
-    must send no request at all: a cached id loads, a missing one is a one-line user error."""
-    import http.server
-    import json
-    import shutil
-    import subprocess
-    import sys
-    import threading
+def test_a_hub_id_downloads_on_first_use_then_loads_offline(llava, milr_hub, monkeypatch):
+    """The judge fetches a Hub id from the (loopback) Hub with huggingface_hub, then loads the
+    cached copy offline with the server gone; an unknown id is one line naming it."""
+    from huggingface_hub import constants
 
-    requests: list[str] = []
+    from milr.critics import judge as judge_module
 
-    class Hub(http.server.BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            requests.append(f"{self.command} {self.path}")
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    commit = milr_hub.add_folder("llava-hf/tiny-judge", llava)
+    model, _ = JudgeCritic(model="llava-hf/tiny-judge", device="cpu").load()
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    assert any(p.startswith("/lfs/llava-hf/tiny-judge/") for _, p in milr_hub.requests)
+    with pytest.raises(MilrUserError) as exc:
+        JudgeCritic(model="someone/no-such-judge", device="cpu").load()
+    assert "\n" not in str(exc.value) and "'someone/no-such-judge'" in str(exc.value)
+    assert "no such repo" in str(exc.value)
+    milr_hub.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(judge_module, "_MODELS", {})
+    again, _ = JudgeCritic(model="llava-hf/tiny-judge", device="cpu").load()
+    assert type(again).__name__ == "LlavaForConditionalGeneration"
+    from milr.hub import cache_dir
 
-        do_GET = do_HEAD = _answer
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    hub_cache = tmp_path / "hf" / "hub"
-    repo = hub_cache / "models--cached--tiny-judge"
-    shutil.copytree(llava, repo / "snapshots" / ("0" * 40))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    }
-    env.update(
-        HF_HOME=str(tmp_path / "hf"),
-        HF_HUB_CACHE=str(hub_cache),
-        HF_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}",
-        HF_HUB_DISABLE_TELEMETRY="1",
-    )
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _LOAD_SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert requests == []
-    assert out["cached"] == "LlavaForConditionalGeneration"
-    message = out["missing"]
-    assert "\n" not in message
-    assert "'someone/not-cached-judge'" in message
-    assert "local Hugging Face cache" in message and "never downloads" in message
+    snapshots = cache_dir() / "models--llava-hf--tiny-judge" / "snapshots"
+    assert [p.name for p in snapshots.iterdir()] == [commit]

@@ -110,7 +110,7 @@ def test_missing_weight_file_names_file_and_folder(tmp_path):
     with pytest.raises(MilrUserError) as info:
         critic.score(render("HI"), 'say "HI"')
     msg = str(info.value)
-    assert EASYOCR_FILES[1] in msg and str(tmp_path) in msg and "never downloads" in msg
+    assert EASYOCR_FILES[1] in msg and str(tmp_path) in msg and "pip install 'milr[ocr]'" in msg
 
 
 def test_no_text_error_and_neutral():

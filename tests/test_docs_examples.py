@@ -16,6 +16,10 @@ an earlier one's output). The folder holds small test images named as the exampl
 - ``<!-- docs-test: file NAME -->``: the block is a file the examples use; it is written to
   NAME in the document's folder before its blocks run.
 - ``<!-- docs-test: slow -->``: run, marked slow (over ~30 s).
+- ``<!-- docs-test: hub -->``: a command with real checkpoints: run (marked slow) against a
+  loopback Hugging Face Hub that serves tiny random stand-ins under the real repo ids
+  (``tests/docs_hub.py``; the real huggingface_hub client downloads them into a fresh cache),
+  with GPU-only flags mapped to the CPU (``--device cuda[:N]`` and ``device=cuda[:N]``).
 - ``<!-- docs-test: expect TEXT -->`` (one or more): run, and its output (stdout and stderr,
   whitespace collapsed) must contain each TEXT: the figures the prose promises the reader.
 
@@ -29,6 +33,7 @@ import contextlib
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -44,7 +49,7 @@ DOCS = [
 ]
 SHELL = {"bash", "sh", "shell", "console"}
 PYTHON = {"python", "py"}
-MARKER = re.compile(r"<!--\s*docs-test:\s*(skip|ci|file|slow|expect)\b\s*(.*?)\s*-->")
+MARKER = re.compile(r"<!--\s*docs-test:\s*(skip|ci|file|slow|hub|expect)\b\s*(.*?)\s*-->")
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 #: Images the examples name; each is a 64×64 red square with a blue square in it.
 IMAGES = ("img.png", "a.png", "b.png", "cat.png", "image.png", "sign.png")
@@ -56,7 +61,7 @@ class Block:
     line: int
     lang: str
     code: str
-    marker: str | None  # skip, ci, file, slow or None
+    marker: str | None  # skip, ci, file, slow, hub or None
     arg: str
     expects: list[str]
 
@@ -112,7 +117,7 @@ def test_markers_are_well_formed():
             assert b.arg, f"{b.id}: a {b.marker} marker states its reason"
         assert all(b.expects), f"{b.id}: an expect marker states the text"
         if b.expects:
-            assert b.marker in (None, "slow"), f"{b.id}: expect on a block that does not run"
+            assert b.marker in (None, "slow", "hub"), f"{b.id}: expect on a block that does not run"
         if b.marker == "file":
             assert re.fullmatch(r"[\w.-]+", b.arg), f"{b.id}: file marker needs a file name"
     for doc in DOCS:
@@ -261,8 +266,36 @@ def _check_milr_argv(argv: list[str], where: str) -> None:
         raise AssertionError(f"{where}: `milr {shlex.join(argv)}`: {exc}") from exc
 
 
-def _run(cmd: list[str], cwd: Path, where: str, timeout: float = 600) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+@pytest.fixture(scope="module")
+def docs_hub(tmp_path_factory, shared_data):
+    """`docs_hub.start`: the loopback Hub with the docs' checkpoints, once per module."""
+    import docs_hub as module
+
+    hub, yolo_cfg = module.start(tmp_path_factory.mktemp("docs-hub"), shared_data)
+    yield hub, yolo_cfg
+    hub.stop()
+
+
+#: GPU-only spellings in the docs and their CPU stand-ins for `hub` blocks.
+CPU_FLAGS = ((re.compile(r"(--device[ =]|device=)cuda(:\d+)?"), r"\1cpu"),)
+
+
+def on_cpu(code: str) -> str:
+    """`code` with every ``--device cuda[:N]`` / ``device=cuda[:N]`` turned into ``cpu``."""
+    for pattern, repl in CPU_FLAGS:
+        code = pattern.sub(repl, code)
+    return code
+
+
+def _run(
+    cmd: list[str],
+    cwd: Path,
+    where: str,
+    timeout: float = 600,
+    extra_env: dict[str, str] | None = None,
+) -> str:
+    env = {**_env(), **(extra_env or {})}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(
             f"{where} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -273,12 +306,12 @@ def _run(cmd: list[str], cwd: Path, where: str, timeout: float = 600) -> str:
 
 
 def _param(b: Block):
-    marks = [pytest.mark.slow] if b.marker == "slow" else []
+    marks = [pytest.mark.slow] if b.marker in ("slow", "hub") else []
     return pytest.param(b, id=b.id, marks=marks)
 
 
 @pytest.mark.parametrize("block", [_param(b) for b in EXAMPLES])
-def test_example(block: Block, workspaces):
+def test_example(block: Block, workspaces, request):
     where = block.id
     if block.marker in ("skip", "ci"):
         # still checked: it must parse (shell: milr's own parser; Python: the compiler)
@@ -294,13 +327,24 @@ def test_example(block: Block, workspaces):
                 assert command in ci, f"{where}: .ci/run does not run {command!r} verbatim"
         pytest.skip(f"{block.marker}: {block.arg}")
     folder = workspaces(block.doc)
+    code, extra_env = block.code, None
+    if block.marker == "hub":
+        hub, yolo_cfg = request.getfixturevalue("docs_hub")
+        data = request.getfixturevalue("shared_data")
+        for suite in ("geneval", "t2i-compbench"):  # the benchmarks' prompt files, as named
+            if not (folder / suite).exists():
+                shutil.copytree(data / suite, folder / suite)
+        code = on_cpu(code)
+        extra_env = {**hub.env(folder / ".hf-home"), "YOLO_CONFIG_DIR": str(yolo_cfg)}
     if block.lang in PYTHON:
         script = folder / f"_example_{block.line}.py"
-        script.write_text(block.code, encoding="utf-8")
-        output = _run([sys.executable, script.name], folder, where)
+        script.write_text(code, encoding="utf-8")
+        output = _run([sys.executable, script.name], folder, where, extra_env=extra_env)
     else:
-        script = "\n".join(_commands(block.code, block.lang == "console"))
-        output = _run(["bash", "-e", "-o", "pipefail", "-c", script], folder, where)
+        script = "\n".join(_commands(code, block.lang == "console"))
+        output = _run(
+            ["bash", "-e", "-o", "pipefail", "-c", script], folder, where, extra_env=extra_env
+        )
     flat = " ".join(output.split())
     for expected in block.expects:
         assert expected in flat, f"{where}: the docs promise {expected!r}; it printed:\n{output}"
@@ -337,6 +381,13 @@ def test_file_blocks_are_used(block: Block):
         import json
 
         json.loads(block.code)
+
+
+def test_hub_blocks_map_gpu_flags_to_the_cpu():
+    assert on_cpu("milr generate x --device cuda:1 --critic geneval:device=cuda,weights=y") == (
+        "milr generate x --device cpu --critic geneval:device=cpu,weights=y"
+    )
+    assert on_cpu("milr bench s --device=cuda") == "milr bench s --device=cpu"
 
 
 def test_the_checker_catches_a_bad_flag_and_a_bad_spec():

@@ -91,6 +91,55 @@ def test_weights_dir_fills_every_weights_parameter():
     assert specs[1].params["weights"] == "/elsewhere/git" and specs[0].params["device"] == "auto"
 
 
+#: What each preset loads with no arguments (the ids its file documents and the docs list).
+DEFAULT_SOURCES = {
+    "geneval": {
+        "mask2former": "facebook/mask2former-swin-small-coco-instance",
+        "clip_l14": "hf-hub:timm/vit_large_patch14_clip_224.openai",
+    },
+    "mixed-reward": {
+        "gdino": "IDEA-Research/grounding-dino-tiny",
+        "git": "microsoft/git-large-vqav2",
+    },
+    "t2i-compbench": {
+        "blip_vqa": "Salesforce/blip-vqa-capfilt-large",
+        "gdino": "IDEA-Research/grounding-dino-tiny",
+        "clip_b32": "hf-hub:timm/vit_base_patch32_clip_224.openai",
+    },
+    "unified-reward": {"model": "CodeGoat24/UnifiedReward-qwen-7b"},
+    "self-reward": {},
+    "wise": {},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_preset_builds_with_no_arguments_from_hub_ids(name):
+    from milr.hub import is_hub_id
+
+    info = preset_info(name)
+    assert not [p.name for p in info.params if p.required]
+    assert {d["param"]: d["source"] for d in info.loads()} == DEFAULT_SOURCES[name]
+    text = (PRESET_DIR / f"{name}.toml").read_text(encoding="utf-8")
+    comments = " ".join(line for line in text.splitlines() if line.startswith("#"))
+    for source in DEFAULT_SOURCES[name].values():
+        repo = source.removeprefix("hf-hub:")
+        assert is_hub_id(repo)
+        assert repo.split("/")[1][:12] in comments, f"{name}: the file's comments explain {repo}"
+    critic = build_critic(f"preset:{name}")  # nothing loads until the first score
+    assert critic is not None
+
+
+def test_cli_preset_json_lists_what_each_preset_loads():
+    from cli_helpers import run_milr
+
+    out = run_milr("critics", "--presets", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {p["name"]: p for p in json.loads(out.stdout)["presets"]}
+    for name, sources in DEFAULT_SOURCES.items():
+        assert {d["param"]: d["source"] for d in rows[name]["loads"]} == sources
+        assert all(d["revision"] is None for d in rows[name]["loads"])
+
+
 def test_optional_parameter_unset_leaves_the_critic_default():
     (spec,), _ = load_preset("self-reward")
     assert "template_file" not in spec.params and spec.params["rubric"] == "checklist"
@@ -288,7 +337,7 @@ def test_geneval_preset_builds_with_the_official_detector(tmp_path):
     critic = build_critic(f"preset:geneval,weights_dir={tmp_path},device=cpu")
     member = critic.members[0][1]
     assert member.params.detector == "mask2former"
-    assert member.params.clip_weights == f"local-dir:{tmp_path / 'clip-vit-l-14'}"
+    assert member.params.clip_weights == str(tmp_path / "clip-vit-l-14")
     direct = GenEvalCritic(
         detector="mask2former",
         weights=str(tmp_path / "mask2former-swin-small-coco-instance"),

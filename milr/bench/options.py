@@ -35,6 +35,8 @@ class BenchOptions:
     allow_missing: bool = False
     prompt_style: str | None = None
     prompt_file: str | None = None
+    #: Hub revision of ``model`` (None: its default branch); in the fingerprint when set.
+    revision: str | None = None
     optimizer: dict[str, Any] = field(default_factory=dict)
     solver: str | None = None
     resume: bool = False
@@ -136,6 +138,7 @@ def result_settings(opts: BenchOptions, suite: Suite) -> dict[str, Any]:
         "benchmark": suite.format,
         "suite_sha256": suite.content_sha256,
         "model": opts.model,
+        **({"model_revision": opts.revision} if opts.revision else {}),
         "critic": list(opts.critic),
         "critic_config": critic_config(list(opts.critic)),
         "eval_critic": opts.eval_specs(),

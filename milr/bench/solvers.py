@@ -65,6 +65,7 @@ class MILRSolver:
             allow_missing=opts.allow_missing,
             prompt_style=opts.prompt_style,
             prompt_file=opts.prompt_file,
+            revision=opts.revision,
         )
 
     def _config(self, seed: int) -> Any:

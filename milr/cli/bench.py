@@ -17,6 +17,7 @@ from milr.cli.common import (
     deprecated_short_option,
     prompt_file_option,
     prompt_style_option,
+    revision_option,
     use_deprecated,
 )
 from milr.errors import MilrUserError
@@ -158,6 +159,7 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
 )
 @prompt_style_option
 @prompt_file_option
+@revision_option
 @allow_missing_option
 @click.option(
     "--opt",
@@ -217,6 +219,7 @@ def run_cmd(
     batch_prompts: str,
     prompt_style: str | None,
     prompt_file: str | None,
+    revision: str | None,
     allow_missing: bool,
     opt: tuple[str, ...],
     resume: bool,
@@ -272,6 +275,7 @@ def run_cmd(
         allow_missing=allow_missing,
         prompt_style=prompt_style,
         prompt_file=prompt_file,
+        revision=revision,
         optimizer=_parse_opt(opt),
         solver=solver,
         resume=resume,

@@ -64,6 +64,14 @@ prompt_file_option = click.option(
     help="TOML/JSON file with system prompt, instruction and templates (replaces --prompt-style).",
 )
 
+#: ``--revision``: the Hub revision of ``--model`` (recorded in trajectories and run identities).
+revision_option = click.option(
+    "--revision",
+    default=None,
+    metavar="REV",
+    help="Hub revision (branch, tag or commit) of a --model Hub id; default: its main branch.",
+)
+
 
 def parse_metadata(value: str | None) -> dict[str, Any]:
     """Metadata is inline JSON or a path to a JSON file; it must be an object."""

@@ -16,6 +16,7 @@ from milr.cli.common import (
     parse_metadata,
     prompt_file_option,
     prompt_style_option,
+    revision_option,
 )
 from milr.errors import MilrUserError
 from milr.modes import MODE_HELP, MODES
@@ -107,6 +108,7 @@ def _default(name: str) -> Any:
 )
 @prompt_style_option
 @prompt_file_option
+@revision_option
 @click.option("--seed", type=int, default=_default("seed"), help="Random seed of the run.")
 @click.option(
     "--select",
@@ -209,6 +211,7 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
         allow_missing=opts["allow_missing"],
         prompt_style=opts["prompt_style"],
         prompt_file=opts["prompt_file"],
+        revision=opts["revision"],
     )
     bar = None
     if not opts["quiet"]:

@@ -176,7 +176,9 @@ def _describe_preset(info: Any) -> str:
     if info.params:
         table = []
         for p in info.params:
-            if p.weights:
+            if p.weights and p.has_default:
+                default = f"{p.default} (weights_dir: DIR/{p.weights})"
+            elif p.weights:
                 default = f"weights_dir/{p.weights}"
             elif p.required:
                 default = "(required)"
@@ -189,9 +191,10 @@ def _describe_preset(info: Any) -> str:
         lines.append("")
     lines.append(
         _wrap(
-            f"use: --critic 'preset:{info.name}"
-            + (",weights_dir=DIR" if info.weights else "")
-            + "' (parameters as ,key=value); copy the spec file to change weights or members"
+            f"use: --critic 'preset:{info.name}' (Hub weights are downloaded on first use; "
+            "parameters as ,key=value"
+            + (", weights_dir=DIR for local folders" if info.weights else "")
+            + "); copy the spec file to change weights or members"
         )
     )
     return "\n".join(lines)

@@ -60,6 +60,8 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
         self.tokenizer = processor.tokenizer
         self.settings = settings or JanusSettings()
         self.checkpoint = checkpoint
+        #: Where a Hub checkpoint came from: ``{"revision", "commit"}`` (empty for a directory).
+        self.origin: dict[str, Any] = {}
         #: How the reasoning and image prompts are built (`milr.models.janus_prompts`).
         self.style = style or resolve_style(
             self.settings, None, None, bool(getattr(processor, "chat_template", None))
@@ -103,37 +105,47 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
         allow_missing: bool = False,
         prompt_style: str | None = None,
         prompt_file: str | Path | None = None,
+        revision: str | None = None,
     ) -> JanusGenerator:
-        """Load a Janus checkpoint (local directory or hub id) on `device` in `dtype`.
+        """Load a Janus checkpoint (local directory or Hub id) on `device` in `dtype`.
 
-        Every load-time failure is one `MilrUserError` line, cheapest checks first (device and
-        dtype, ``milr.json``, processor and tokenizer, then the weights): see
-        `milr.models.janus_loading`. ``allow_missing`` loads a checkpoint with missing or
-        unexpected tensors anyway (with a warning). ``prompt_style`` (``paper``, ``hf``,
-        ``checkpoint``) or ``prompt_file`` choose the prompt layout
-        (`milr.models.janus_prompts`; default: the checkpoint's ``milr.json`` formats if it
-        has any, else ``paper``).
+        A Hub id is downloaded into the Hugging Face cache on first use (`milr.hub.resolve`:
+        cache-only under ``HF_HUB_OFFLINE``; ``revision`` pins a branch, tag or commit; every
+        download failure is one line). Every load-time failure is one `MilrUserError` line,
+        cheapest checks first (device and dtype, the download, ``milr.json``, processor and
+        tokenizer, whole weight files, then the weights): see `milr.models.janus_loading`.
+        ``allow_missing`` loads a checkpoint with missing or unexpected tensors anyway (with a
+        warning). ``prompt_style`` (``paper``, ``hf``, ``checkpoint``) or ``prompt_file`` choose
+        the prompt layout (`milr.models.janus_prompts`; default: the checkpoint's ``milr.json``
+        formats if it has any, else ``paper``).
         """
         import torch  # noqa: F401  (fail early with torch's own error)
 
+        from milr.hub import resolve
         from milr.models import janus_loading
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         local = Path(str(path)).expanduser()
-        if local.is_dir():
-            if not cls.can_load(local):
-                from milr.generator import _describe_dir
+        origin: dict[str, Any] = {}
+        if local.is_dir() and revision is not None:
+            raise MilrUserError(
+                f"revision {revision!r} applies to Hub ids; {str(path)!r} is a local directory: "
+                "drop --revision (or pass the Hub id)"
+            )
+        if not local.is_dir():
+            resolved = resolve(str(path), who="model", revision=revision)
+            origin = {"revision": resolved.revision, "commit": resolved.commit}
+            local = resolved.path
+        if not cls.can_load(local):
+            from milr.generator import _describe_dir
 
-                raise MilrUserError(
-                    f"{str(local)!r} is not a Janus checkpoint (found: {_describe_dir(local)}); "
-                    "expected a transformers-format Janus directory with model_type='janus'"
-                )
-            source: str = str(local)
-            settings_dir: Path | None = local
-        else:
-            source = str(path)
-            settings_dir = _snapshot_dir(source)
+            raise MilrUserError(
+                f"{str(path)!r} is not a Janus checkpoint (found: {_describe_dir(local)}); "
+                "expected a transformers-format Janus directory with model_type='janus'"
+            )
+        source: str = str(local)
+        settings_dir: Path | None = local
         settings = JanusSettings.load(settings_dir)
         if prompt_file is not None:  # a bad prompt file fails before anything loads
             load_prompt_file(prompt_file)
@@ -143,7 +155,11 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
             settings, prompt_style, prompt_file, bool(getattr(processor, "chat_template", None))
         )
         model = janus_loading.load_model(source, dev, dt, allow_missing)
-        return cls(model, processor, settings, checkpoint=source, style=style)
+        gen = cls(
+            model, processor, settings, checkpoint=str(path) if origin else source, style=style
+        )
+        gen.origin = origin
+        return gen
 
     # -- token ids and prompts ---------------------------------------------------------------
     def _token_ids(self) -> dict[str, int | None]:
@@ -200,7 +216,8 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
 
     def describe(self) -> dict[str, Any]:
         """Provenance for trajectories, with the prompt style."""
-        return {**super().describe(), "prompt_style": self.style.name}
+        origin = {k: v for k, v in getattr(self, "origin", {}).items() if v is not None}
+        return {**super().describe(), **origin, "prompt_style": self.style.name}
 
     def describe_prompts(self, prompt: str, reasoning: str | None) -> dict[str, Any]:
         """Decoded reasoning and image prompts (special tokens shown), for trajectories."""
@@ -399,16 +416,6 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
             px = self.model.decode_image_tokens(tokens.to(self.device).long())
         arr = ((px.float() + 1) / 2 * 255).clamp(0, 255).cpu().numpy().astype(np.uint8)
         return [PILImage.fromarray(a) for a in arr]
-
-
-def _snapshot_dir(repo_id: str) -> Path | None:
-    """The local snapshot directory of a hub checkpoint (to find its milr.json), if cached."""
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return Path(hf_hub_download(repo_id, "config.json")).parent
-    except Exception:
-        return None
 
 
 @hookimpl

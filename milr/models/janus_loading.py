@@ -2,6 +2,7 @@
 
 Order (cheapest first): the processor and tokenizer (a tokenizer config without the
 ``extra_special_tokens`` Janus needs; a tokenizer that does not round-trip text), then the
+weight files checked whole (`milr.weight_files`: truncated, damaged, empty, partial), then the
 weights, straight to the target device, refused when tensors are missing or unexpected
 (`milr.checkpoints`). On a CPU the VQ decoder runs in float32 whatever the model dtype: bf16
 convolutions are ~18× slower there (a 384 px decode in bf16 did not finish in 27 minutes).
@@ -82,6 +83,9 @@ def load_model(source: str, device: str, dtype: Any, allow_missing: bool) -> Any
 
     # Straight to an accelerator with `device_map` (transformers needs `accelerate` for it);
     # without accelerate, or on the CPU, load then move (the CPU needs no move).
+    from milr.weight_files import check_weights_path
+
+    check_weights_path(source, "model")  # a damaged weight file: one line, before loading
     direct = device != "cpu" and importlib.util.find_spec("accelerate") is not None
     placement: dict[str, Any] = {"device_map": {"": torch.device(device)}} if direct else {}
     try:

@@ -9,8 +9,9 @@ table that describes it and declares its parameters::
     metadata = "GenEval metadata (tag, include)"
 
     [preset.params.gdino]
-    description = "GroundingDINO checkpoint directory"
-    weights = "grounding-dino-base"      # a weights path; default: WEIGHTS_DIR/grounding-dino-base
+    description = "GroundingDINO Hub id or checkpoint directory"
+    weights = "grounding-dino-base"      # with weights_dir=DIR: DIR/grounding-dino-base
+    default = "IDEA-Research/grounding-dino-base"   # otherwise: this Hub id
 
     [preset.params.device]
     description = "torch device of every model"
@@ -107,6 +108,20 @@ class PresetInfo:
         """The parameters that are weights paths."""
         return [p for p in self.params if p.weights is not None]
 
+    def loads(self) -> list[dict[str, Any]]:
+        """What the preset loads with no arguments: per weights parameter, its default source
+        (a Hub id, ``hf-hub:ID`` or ``hf://ID/FILE``; fetched on first use), the revision
+        (None: the repo's default branch) and the folder name read under ``weights_dir``."""
+        return [
+            {
+                "param": p.name,
+                "source": p.default,
+                "revision": None,
+                "weights_dir_name": p.weights,
+            }
+            for p in self.weights
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -115,6 +130,7 @@ class PresetInfo:
             "reproduces": self.reproduces,
             "metadata": self.metadata,
             "params": [p.to_dict() for p in self.params],
+            "loads": self.loads(),
         }
 
 
@@ -225,8 +241,8 @@ def _resolve(info: PresetInfo | None, values: dict[str, Any], where: str) -> dic
     for p in params.values():
         if p.name in values:
             value = values[p.name]
-            if p.weights and isinstance(value, str):
-                value = str(Path(value).expanduser())
+            if p.weights and isinstance(value, str) and value.startswith("~"):
+                value = str(Path(value).expanduser())  # Hub ids and hf:// stay as written
             out[p.name] = value
         elif p.weights and weights_dir is not None:
             out[p.name] = str(Path(weights_dir).expanduser() / p.weights)

@@ -4,7 +4,10 @@
 - `save_tiny_janus(path, seed=0)`: write a tiny random Janus checkpoint (offline).
 - `save_janus_pro_standin(source, path)`: a Janus-Pro stand-in (real config, tokenizer and
   processor files from `source`, tiny random weights).
-- The pytest plugin (entry point ``pytest11``) adds fixtures such as `milr_sample_batch`.
+- `milr.testing.hub_server.LoopbackHub`: a loopback Hugging Face Hub (the real huggingface_hub
+  client downloads from it), with switchable faults.
+- The pytest plugin (entry point ``pytest11``) adds fixtures such as `milr_sample_batch` and
+  `milr_hub` (a started `LoopbackHub` with ``HF_ENDPOINT`` pointed at it).
 """
 
 from __future__ import annotations
