@@ -215,7 +215,9 @@ def test_threshold_and_custom_template(llava):
 
 
 def test_user_errors(llava, tmp_path):
-    with pytest.raises(MilrUserError, match="'model' is required: a Hub id or checkpoint directory"):
+    with pytest.raises(
+        MilrUserError, match="'model' is required: a Hub id or checkpoint directory"
+    ):
         JudgeCritic()
     with pytest.raises(MilrUserError, match=r"must contain \{prompt\}"):
         JudgeCritic(model=str(llava), template="Is it good?")
