@@ -41,7 +41,15 @@ if TYPE_CHECKING:
 
     from milr.generator import Generator
 
-__all__ = ["MILR", "MILRConfig", "MILRResult", "StepRecord", "resume_steps", "run_milr"]
+__all__ = [
+    "MILR",
+    "MILRConfig",
+    "MILRResult",
+    "StepRecord",
+    "fork_rng",
+    "resume_steps",
+    "run_milr",
+]
 
 #: `MILR.steps`: yields `GenRequest` / `ScoreRequest`, is sent the answers, returns the result.
 Steps: TypeAlias = "_PyGenerator[GenRequest | ScoreRequest, Any, Any]"
@@ -276,10 +284,13 @@ class MILR:
             return
 
         k = cfg.samples_per_step
+        ref_image_prefix = image_prefix  # the unoptimised latents' held image prefix
         for step in range(1, cfg.total_steps + 1):
             timer = Timer(gen.device)
             step_plan = cfg.plan(step)
             mods = [m for m in step_plan.update if (z_t if m == "text" else z_v) is not None]
+            if not cfg.updates:  # a control: the same loop, the update switched off
+                mods = []
             # -- proposals from the latents (and, for K > 1, the sampled prefixes) --------------
             snapshot = [
                 (z, z.detach().clone(), opt, _copy_state(opt))
@@ -291,13 +302,22 @@ class MILR:
                 losses = self._update(
                     mods, z_t, z_v, opt_t, opt_v, cur.score - 1.0, k, step, result
                 )
+                sample_v = step_plan.image_prefix == "sample"
+                ref = None  # what the unoptimised latents give under the same draws
+                if cfg.updates:
+                    z0 = self.initial_latents
+                    ref = self._prefixes(
+                        z0["text"], z0["image"] if sample_v else None, k, fork_rng(rng)
+                    )
                 text_prefixes, image_prefixes = self._prefixes(
-                    z_t, z_v if step_plan.image_prefix == "sample" else None, k, rng
+                    z_t, z_v if sample_v else None, k, rng
                 )
                 if step_plan.image_prefix == "fixed" and image_prefix:  # held, not resampled
                     image_prefixes = torch.tensor(
                         [image_prefix] * k, dtype=torch.long, device=gen.device
                     )
+                    if ref is not None:
+                        ref = (ref[0], torch.tensor([ref_image_prefix] * k, dtype=torch.long))
             try:
                 cands, _ = yield from self._generate(
                     prompt, text_prefixes, image_prefixes, rng, timer, 0, result
@@ -317,6 +337,13 @@ class MILR:
                 step, new, mods, losses, text_prefix, image_prefix,
                 [c.score for c in cands], result.tokens_generated - tokens_before, timer.t, result,
             )  # fmt: skip
+            record.text_prefix_optimised, record.image_prefix_optimised = _attribution(
+                ref, new, best, z_t is not None, z_v is not None
+            )
+            if ref is not None and ref[1] is not None:
+                ref_image_prefix = [int(t) for t in ref[1][best]]
+            else:
+                ref_image_prefix = list(new.image_prefix)
             text_prefix, image_prefix = new.text_prefix, new.image_prefix
             cur = new
             result.final_image = cur.image
@@ -374,6 +401,8 @@ class MILR:
             raise _Stop
 
     def _done(self, cand: Candidate, result: MILRResult) -> bool:
+        if not self.config.early_stop:  # best-of-n: every draw is made
+            return False
         if self.config.stop_on_pass and cand.passed:
             result.stop_reason = "passed"
             return True
@@ -381,6 +410,33 @@ class MILR:
             result.stop_reason = "threshold"
             return True
         return False
+
+
+def fork_rng(rng: torch.Generator) -> torch.Generator:
+    """A new generator in `rng`'s exact state (drawing from it leaves `rng` untouched)."""
+    import torch
+
+    fork = torch.Generator(device=rng.device)
+    fork.set_state(rng.get_state())
+    return fork
+
+
+def _attribution(
+    ref: tuple[Any, Any] | None, cand: Candidate, index: int, has_text: bool, has_image: bool
+) -> tuple[bool | None, bool | None]:
+    """Whether `cand`'s text / image prefix differs from the reference proposal `index` (the
+    unoptimised latents' prefixes under the same draws); None where the modality has no
+    optimised prefix, False in a control (no reference: nothing was optimised)."""
+    text = image = None
+    if has_text:
+        text = False if ref is None or ref[0] is None else list(ref[0][index]) != cand.text_prefix
+    if has_image and cand.image_prefix:
+        image = (
+            False
+            if ref is None or ref[1] is None
+            else [int(t) for t in ref[1][index]] != cand.image_prefix
+        )
+    return text, image
 
 
 def _copy_state(opt: Any) -> dict[str, Any]:
