@@ -175,6 +175,13 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
     help="Score cache file; share one across runs.",
 )
 @click.option(
+    "--control",
+    default=None,
+    type=click.Choice(["resample", "best-of-n"]),
+    help="Also run a control beside MILR on each prompt and seed: resample (the same loop "
+    "without the latent update) or best-of-n (steps+1 draws, the reward critic picks).",
+)
+@click.option(
     "--solver",
     default=None,
     metavar="MODULE:CALLABLE",
@@ -216,6 +223,7 @@ def run_cmd(
     force: bool,
     retry_errors: bool,
     cache: str | None,
+    control: str | None,
     solver: str | None,
     no_progress: bool,
     no_report: bool,
@@ -263,6 +271,7 @@ def run_cmd(
         prompt_file=prompt_file,
         optimizer=_parse_opt(opt),
         solver=solver,
+        control=control,
         resume=resume,
         force=force,
         retry_errors=retry_errors,
