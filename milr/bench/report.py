@@ -214,7 +214,8 @@ def _curve_plot(
             if gx:  # a group whose prompts all stopped early keeps its last value to the end
                 gy = _carry(gy, len(xs))
                 draw(xs, gy, lw=1, alpha=0.55, label=f"{name} ({len(recs)})", **kw)
-    draw(xs, ys, color="black", lw=2.2, marker="o", ms=3, label=f"all ({len(records)})", **kw)
+    main = f"MILR, all ({len(records)})" if control else f"all ({len(records)})"
+    draw(xs, ys, color="black", lw=2.2, marker="o", ms=3, label=main, **kw)
     if control:  # the control on the same axes, over the same records
         cx, cy = control(records)
         if cx:

@@ -233,7 +233,7 @@ def run_statistics(
 
     `weights_for` maps the run's groups to the overall's weights (None: equal weights).
     """
-    weights = weights_for(sorted({r.group for r in records}))
+    weights = weights_for(list(dict.fromkeys(r.group for r in records)))
     has_control = any(r.control is not None for r in records)
     sides = ["base", "milr"] + ([CONTROL] if has_control else [])
     out: dict[str, Any] = {
@@ -249,7 +249,7 @@ def run_statistics(
         "sides": {s: side_interval(records, s, metric, weights) for s in sides},
         "groups": {
             g: {s: side_interval([r for r in records if r.group == g], s, metric) for s in sides}
-            for g in sorted({r.group for r in records})
+            for g in dict.fromkeys(r.group for r in records)  # the records' (suite) order
         },
         "paired": {"milr-base": paired(records, "milr", "base", metric, weights)},
         "attribution": attribution(records),
