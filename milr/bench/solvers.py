@@ -109,9 +109,9 @@ class MILRSolver:
             prompt.prompt, prompt.metadata
         )
         control = None
-        if self.opts.control:
-            control = MILR(self.generator, self.critic, self._config(seed, self.opts.control))
-            control = control.run(prompt.prompt, prompt.metadata)
+        if self.opts.control:  # the same prompt and seed, update off (common random numbers)
+            config = self._config(seed, self.opts.control)
+            control = MILR(self.generator, self.critic, config).run(prompt.prompt, prompt.metadata)
         return self._outcome(result, control)
 
     def solve_many(

@@ -20,7 +20,7 @@ Every bench summary carries them (``summary.json`` ``statistics``, and a section
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,7 @@ def mcnemar_exact(b: int, c: int) -> float:
 
 
 def bootstrap(
-    groups: dict[str, list[list[Sequence[float]]]],
+    groups: Mapping[str, Sequence[Sequence[Sequence[float]]]],
     weights: dict[str, float] | None = None,
     *,
     resamples: int = B_RESAMPLES,
