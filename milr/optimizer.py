@@ -278,7 +278,7 @@ class MILR:
         self._append(result, record, cur, callback)
         if self._done(cur, result):
             return
-        if z_t is None and cfg.mode in ("both", "text"):
+        if z_t is None and cfg.mode in ("both", "text") and cfg.early_stop:
             # M = 0 (a reasoning too short for text_k): the authors leave the prompt unoptimised
             result.stop_reason = "no_text_prefix"
             return

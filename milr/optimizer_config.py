@@ -51,9 +51,10 @@ class MILRConfig:
       switched off, for measuring what the update adds: ``resample`` keeps the reasoning, the
       stop rule and the step budget, so each step draws a fresh image from the unoptimised
       latents until the critic passes; ``best-of-n`` draws ``N = total_steps + 1`` images (no
-      early stop) and returns the one the reward critic scores highest. Both consume the
-      run's random streams exactly as MILR does (same seed: common random numbers), so a
-      step whose prefixes the update did not change gives MILR's image bit for bit.
+      early stop, not even for ``M = 0``) and returns the one the reward critic scores
+      highest. Both consume the run's random streams exactly as MILR does (same seed:
+      common random numbers), so a step whose prefixes the update did not change gives
+      MILR's image bit for bit.
     """
 
     mode: str = "both"

@@ -545,3 +545,12 @@ def test_best_of_n_control_draws_every_image_and_returns_the_best(gen):
 def test_bad_control():
     with pytest.raises(MilrUserError, match=r"control='bogus'; use one of resample, best-of-n"):
         MILRConfig(control="bogus")
+
+
+def test_best_of_n_draws_every_image_even_without_a_text_prefix(gen, red):
+    """M = 0 leaves MILR (and the resample control) unoptimised after step 0; best-of-N still
+    makes its N draws."""
+    kw = dict(mode="both", max_steps=3, threshold=0.0, text_prefix="paper", text_k=0.01)
+    assert MILR(gen, red, MILRConfig(**kw)).run(PROMPT).stop_reason == "no_text_prefix"
+    res = MILR(gen, red, MILRConfig(control="best-of-n", **kw)).run(PROMPT)
+    assert res.n_steps == 3 and res.critic_calls == 4
