@@ -128,3 +128,25 @@ def test_run_statistics_are_deterministic():
     two = run_statistics(recs, "accuracy", lambda groups: None, settings)
     assert one == two and one["oracle"] is True and one["control"] == "resample"
     assert set(one["groups"]) == {"a", "b"} and "milr-control" in one["groups"]["a"]
+
+
+def test_accuracy_by_budget_for_a_control():
+    """The control's budget curve comes from its own trajectory; a best-of-N control counts at
+    budget b the verdict of the best-scoring of its first b + 1 draws."""
+    from milr.bench.report import accuracy_by_budget
+
+    rec = BenchRecord.from_dict(
+        {
+            "prompt_id": "0",
+            "base": {"score": 0.2, "passed": False},
+            "milr": {"score": 1.0, "passed": True},
+            "control": {"score": 0.9, "passed": True},
+            "trajectory": {"steps": 2, "passed": [False, False, True], "scores": [0.2, 0.3, 1.0]},
+            "control_trajectory": {
+                "steps": 3, "selected": "best",
+                "passed": [False, True, False, False], "scores": [0.2, 0.9, 0.5, 0.1],
+            },
+        }
+    )  # fmt: skip
+    assert accuracy_by_budget([rec]) == ([0, 1, 2], [0.0, 0.0, 1.0])
+    assert accuracy_by_budget([rec], "control") == ([0, 1, 2, 3], [0.0, 1.0, 1.0, 1.0])
