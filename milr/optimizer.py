@@ -16,15 +16,15 @@ candidates per step with a mean-reward baseline, REINFORCE on the sampled prefix
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from collections.abc import Generator as _PyGenerator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from milr.attribution import attribution, fork_rng, held_next, hold
 from milr.critic import Critic, critic_label
 from milr.errors import MilrUserError
 from milr.modes import MODES  # noqa: F401 - re-exported (older imports)
-from milr.optimizer_config import SELECT, MILRConfig  # noqa: F401 - re-exported
+from milr.optimizer_config import SELECT, MILRConfig, latent_dtype  # noqa: F401 - re-exported
 from milr.phases import (
     Candidate,
     GenRequest,
@@ -41,15 +41,7 @@ if TYPE_CHECKING:
 
     from milr.generator import Generator
 
-__all__ = [
-    "MILR",
-    "MILRConfig",
-    "MILRResult",
-    "StepRecord",
-    "fork_rng",
-    "resume_steps",
-    "run_milr",
-]
+__all__ = ["MILR", "MILRConfig", "MILRResult", "StepRecord", "resume_steps", "run_milr"]
 
 #: `MILR.steps`: yields `GenRequest` / `ScoreRequest`, is sent the answers, returns the result.
 Steps: TypeAlias = "_PyGenerator[GenRequest | ScoreRequest, Any, Any]"
@@ -289,8 +281,7 @@ class MILR:
             timer = Timer(gen.device)
             step_plan = cfg.plan(step)
             mods = [m for m in step_plan.update if (z_t if m == "text" else z_v) is not None]
-            if not cfg.updates:  # a control: the same loop, the update switched off
-                mods = []
+            mods = mods if cfg.updates else []  # a control: the same loop, no update
             # -- proposals from the latents (and, for K > 1, the sampled prefixes) --------------
             snapshot = [
                 (z, z.detach().clone(), opt, _copy_state(opt))
@@ -303,12 +294,8 @@ class MILR:
                     mods, z_t, z_v, opt_t, opt_v, cur.score - 1.0, k, step, result
                 )
                 sample_v = step_plan.image_prefix == "sample"
-                ref = None  # what the unoptimised latents give under the same draws
-                if cfg.updates:
-                    z0 = self.initial_latents
-                    ref = self._prefixes(
-                        z0["text"], z0["image"] if sample_v else None, k, fork_rng(rng)
-                    )
+                z0 = self.initial_latents  # what they give under the same draws (attribution)
+                ref = self._prefixes(z0["text"], z0["image"] if sample_v else None, k, fork_rng(rng)) if cfg.updates else None  # fmt: skip
                 text_prefixes, image_prefixes = self._prefixes(
                     z_t, z_v if sample_v else None, k, rng
                 )
@@ -316,8 +303,7 @@ class MILR:
                     image_prefixes = torch.tensor(
                         [image_prefix] * k, dtype=torch.long, device=gen.device
                     )
-                    if ref is not None:
-                        ref = (ref[0], torch.tensor([ref_image_prefix] * k, dtype=torch.long))
+                    ref = hold(ref, ref_image_prefix, k)
             try:
                 cands, _ = yield from self._generate(
                     prompt, text_prefixes, image_prefixes, rng, timer, 0, result
@@ -337,13 +323,9 @@ class MILR:
                 step, new, mods, losses, text_prefix, image_prefix,
                 [c.score for c in cands], result.tokens_generated - tokens_before, timer.t, result,
             )  # fmt: skip
-            record.text_prefix_optimised, record.image_prefix_optimised = _attribution(
-                ref, new, best, z_t is not None, z_v is not None
-            )
-            if ref is not None and ref[1] is not None:
-                ref_image_prefix = [int(t) for t in ref[1][best]]
-            else:
-                ref_image_prefix = list(new.image_prefix)
+            flags = attribution(ref, new, best, z_t is not None, z_v is not None)
+            record.text_prefix_optimised, record.image_prefix_optimised = flags
+            ref_image_prefix = held_next(ref, best, new)
             text_prefix, image_prefix = new.text_prefix, new.image_prefix
             cur = new
             result.final_image = cur.image
@@ -412,33 +394,6 @@ class MILR:
         return False
 
 
-def fork_rng(rng: torch.Generator) -> torch.Generator:
-    """A new generator in `rng`'s exact state (drawing from it leaves `rng` untouched)."""
-    import torch
-
-    fork = torch.Generator(device=rng.device)
-    fork.set_state(rng.get_state())
-    return fork
-
-
-def _attribution(
-    ref: tuple[Any, Any] | None, cand: Candidate, index: int, has_text: bool, has_image: bool
-) -> tuple[bool | None, bool | None]:
-    """Whether `cand`'s text / image prefix differs from the reference proposal `index` (the
-    unoptimised latents' prefixes under the same draws); None where the modality has no
-    optimised prefix, False in a control (no reference: nothing was optimised)."""
-    text = image = None
-    if has_text:
-        text = False if ref is None or ref[0] is None else list(ref[0][index]) != cand.text_prefix
-    if has_image and cand.image_prefix:
-        image = (
-            False
-            if ref is None or ref[1] is None
-            else [int(t) for t in ref[1][index]] != cand.image_prefix
-        )
-    return text, image
-
-
 def _copy_state(opt: Any) -> dict[str, Any]:
     import copy
 
@@ -458,30 +413,6 @@ def _safe_config(critic: Critic) -> Any:
         return cfg
     except Exception:
         return repr(critic)
-
-
-def latent_dtype(rule: str, model_dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the optimised latents and their Adam state.
-
-    ``model`` keeps the model's dtype, as the authors do (bf16 for Janus-Pro on GPU); ``float32``
-    is milr's option. A float16 model is the exception: float16 cannot hold Adam's ``eps``
-    (1e-8 rounds to 0) nor small squared gradients, so its latents stay in float32 (a
-    `UserWarning` says so) instead of turning into NaN after the first step.
-    """
-    import torch
-
-    if rule != "model":
-        return torch.float32
-    if model_dtype == torch.float16:
-        warnings.warn(
-            "latent_dtype='model' with a float16 model: the latents and Adam state stay in "
-            "float32 (float16 underflows Adam's eps and squared gradients); load the model "
-            "in bf16 for the authors' setting",
-            UserWarning,
-            stacklevel=3,
-        )
-        return torch.float32
-    return model_dtype
 
 
 def run_milr(

@@ -6,11 +6,15 @@ Cheap to import (no torch): the CLI validates a whole configuration before loadi
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from milr.errors import MilrUserError
 from milr.modes import MODES, SEQUENTIAL, StepPlan, plan, total_steps
+
+if TYPE_CHECKING:
+    import torch
 
 SELECT = ("last", "best")
 TEXT_PREFIX_RULES = ("paper", "at_least_one")
@@ -187,3 +191,27 @@ class MILRConfig:
 
 def _positive(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def latent_dtype(rule: str, model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the optimised latents and their Adam state.
+
+    ``model`` keeps the model's dtype, as the authors do (bf16 for Janus-Pro on GPU); ``float32``
+    is milr's option. A float16 model is the exception: float16 cannot hold Adam's ``eps``
+    (1e-8 rounds to 0) nor small squared gradients, so its latents stay in float32 (a
+    `UserWarning` says so) instead of turning into NaN after the first step.
+    """
+    import torch
+
+    if rule != "model":
+        return torch.float32
+    if model_dtype == torch.float16:
+        warnings.warn(
+            "latent_dtype='model' with a float16 model: the latents and Adam state stay in "
+            "float32 (float16 underflows Adam's eps and squared gradients); load the model "
+            "in bf16 for the authors' setting",
+            UserWarning,
+            stacklevel=3,
+        )
+        return torch.float32
+    return model_dtype
