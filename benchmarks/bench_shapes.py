@@ -15,8 +15,12 @@ For every ShapesEval record (or the first N per tag) and the same seed:
   (a) base: the model's first sample (reasoning + image, i.e. step 0 of the `both` run);
   (b) MILR `text`, (c) MILR `image`, (d) MILR `both` (paper defaults, `shapes` critic,
       last image returned, stop when the verdict passes: r > -0.1);
-  (e) best-of-N: N = the critic calls (d) used on that prompt, images sampled with the same
-      reasoning, passes when any of the N passes.
+  (e) best-of-N: a fixed N = steps + 1 draws per prompt (MILR's largest budget: step 0 and
+      one image per step), images sampled with the same reasoning, passes when any of the N
+      passes (the `shapes` critic, reward and evaluation, picks the best). N does not depend
+      on MILR's per-prompt call count, which would give fewer draws exactly where MILR
+      stopped early. `milr bench --control best-of-n` runs the same control inside the
+      MILR loop, beside MILR, with intervals.
 Prints per-tag and overall accuracy (overall = mean of per-tag accuracies, as GenEval), mean
 steps and seconds per prompt, and writes every per-prompt record to --out as JSON.
 """
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     for i, rec in enumerate(records):
         row: dict = {"prompt": rec["prompt"], "tag": rec["tag"]}
         for mode in ("both", "text", "image"):
-            if mode not in modes and not (mode == "both" and "best_of_n" in modes):
+            if mode not in modes:
                 continue
             cfg = MILRConfig(
                 mode=mode,
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             if "both" in row:
                 assert row["both"]["initial_passed"] == row["base"]["passed"]
         if "best_of_n" in modes:
-            n = row["both"]["critic_calls"]
+            n = args.steps + 1  # fixed: not MILR's per-prompt call count
             t0 = time.time()
             rng = gen.rng(args.seed)
             reasoning = gen.write_reasoning(rec["prompt"])

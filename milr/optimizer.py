@@ -16,15 +16,15 @@ candidates per step with a mean-reward baseline, REINFORCE on the sampled prefix
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from collections.abc import Generator as _PyGenerator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from milr.attribution import attribution, fork_rng, held_next, hold
 from milr.critic import Critic, critic_label
 from milr.errors import MilrUserError
 from milr.modes import MODES  # noqa: F401 - re-exported (older imports)
-from milr.optimizer_config import SELECT, MILRConfig  # noqa: F401 - re-exported
+from milr.optimizer_config import SELECT, MILRConfig, latent_dtype  # noqa: F401 - re-exported
 from milr.phases import (
     Candidate,
     GenRequest,
@@ -270,16 +270,18 @@ class MILR:
         self._append(result, record, cur, callback)
         if self._done(cur, result):
             return
-        if z_t is None and cfg.mode in ("both", "text"):
+        if z_t is None and cfg.mode in ("both", "text") and cfg.early_stop:
             # M = 0 (a reasoning too short for text_k): the authors leave the prompt unoptimised
             result.stop_reason = "no_text_prefix"
             return
 
         k = cfg.samples_per_step
+        ref_image_prefix = image_prefix  # the unoptimised latents' held image prefix
         for step in range(1, cfg.total_steps + 1):
             timer = Timer(gen.device)
             step_plan = cfg.plan(step)
             mods = [m for m in step_plan.update if (z_t if m == "text" else z_v) is not None]
+            mods = mods if cfg.updates else []  # a control: the same loop, no update
             # -- proposals from the latents (and, for K > 1, the sampled prefixes) --------------
             snapshot = [
                 (z, z.detach().clone(), opt, _copy_state(opt))
@@ -291,13 +293,17 @@ class MILR:
                 losses = self._update(
                     mods, z_t, z_v, opt_t, opt_v, cur.score - 1.0, k, step, result
                 )
+                sample_v = step_plan.image_prefix == "sample"
+                z0 = self.initial_latents  # what they give under the same draws (attribution)
+                ref = self._prefixes(z0["text"], z0["image"] if sample_v else None, k, fork_rng(rng)) if cfg.updates else None  # fmt: skip
                 text_prefixes, image_prefixes = self._prefixes(
-                    z_t, z_v if step_plan.image_prefix == "sample" else None, k, rng
+                    z_t, z_v if sample_v else None, k, rng
                 )
                 if step_plan.image_prefix == "fixed" and image_prefix:  # held, not resampled
                     image_prefixes = torch.tensor(
                         [image_prefix] * k, dtype=torch.long, device=gen.device
                     )
+                    ref = hold(ref, ref_image_prefix, k)
             try:
                 cands, _ = yield from self._generate(
                     prompt, text_prefixes, image_prefixes, rng, timer, 0, result
@@ -317,6 +323,9 @@ class MILR:
                 step, new, mods, losses, text_prefix, image_prefix,
                 [c.score for c in cands], result.tokens_generated - tokens_before, timer.t, result,
             )  # fmt: skip
+            flags = attribution(ref, new, best, z_t is not None, z_v is not None)
+            record.text_prefix_optimised, record.image_prefix_optimised = flags
+            ref_image_prefix = held_next(ref, best, new)
             text_prefix, image_prefix = new.text_prefix, new.image_prefix
             cur = new
             result.final_image = cur.image
@@ -374,6 +383,8 @@ class MILR:
             raise _Stop
 
     def _done(self, cand: Candidate, result: MILRResult) -> bool:
+        if not self.config.early_stop:  # best-of-n: every draw is made
+            return False
         if self.config.stop_on_pass and cand.passed:
             result.stop_reason = "passed"
             return True
@@ -402,30 +413,6 @@ def _safe_config(critic: Critic) -> Any:
         return cfg
     except Exception:
         return repr(critic)
-
-
-def latent_dtype(rule: str, model_dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the optimised latents and their Adam state.
-
-    ``model`` keeps the model's dtype, as the authors do (bf16 for Janus-Pro on GPU); ``float32``
-    is milr's option. A float16 model is the exception: float16 cannot hold Adam's ``eps``
-    (1e-8 rounds to 0) nor small squared gradients, so its latents stay in float32 (a
-    `UserWarning` says so) instead of turning into NaN after the first step.
-    """
-    import torch
-
-    if rule != "model":
-        return torch.float32
-    if model_dtype == torch.float16:
-        warnings.warn(
-            "latent_dtype='model' with a float16 model: the latents and Adam state stay in "
-            "float32 (float16 underflows Adam's eps and squared gradients); load the model "
-            "in bf16 for the authors' setting",
-            UserWarning,
-            stacklevel=3,
-        )
-        return torch.float32
-    return model_dtype
 
 
 def run_milr(

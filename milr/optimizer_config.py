@@ -6,15 +6,21 @@ Cheap to import (no torch): the CLI validates a whole configuration before loadi
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from milr.errors import MilrUserError
 from milr.modes import MODES, SEQUENTIAL, StepPlan, plan, total_steps
 
+if TYPE_CHECKING:
+    import torch
+
 SELECT = ("last", "best")
 TEXT_PREFIX_RULES = ("paper", "at_least_one")
 LATENT_DTYPES = ("model", "float32")
+#: The controls: the MILR loop with the latent update switched off (`MILRConfig.control`).
+CONTROLS = ("resample", "best-of-n")
 
 
 @dataclass
@@ -45,6 +51,14 @@ class MILRConfig:
     - ``cfg_scale``: classifier-free guidance; None uses the checkpoint's recommendation
       (`Generator.default_cfg_scale`: 5.0, the paper's value, for Janus-Pro; a checkpoint's
       ``milr.json`` may set another, e.g. the small ``shapes`` model).
+    - ``control``: None (MILR) or a control run of the same loop with the latent update
+      switched off, for measuring what the update adds: ``resample`` keeps the reasoning, the
+      stop rule and the step budget, so each step draws a fresh image from the unoptimised
+      latents until the critic passes; ``best-of-n`` draws ``N = total_steps + 1`` images (no
+      early stop, not even for ``M = 0``) and returns the one the reward critic scores
+      highest. Both consume the run's random streams exactly as MILR does (same seed:
+      common random numbers), so a step whose prefixes the update did not change gives
+      MILR's image bit for bit.
     """
 
     mode: str = "both"
@@ -64,6 +78,7 @@ class MILRConfig:
     image_steps: int | None = None
     text_prefix: str | None = None
     latent_dtype: str = "model"
+    control: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,6 +135,10 @@ class MILRConfig:
             raise MilrUserError(
                 f"latent_dtype={self.latent_dtype!r}; use one of {', '.join(LATENT_DTYPES)}"
             )
+        if self.control is not None and self.control not in CONTROLS:
+            raise MilrUserError(
+                f"control={self.control!r}; use one of {', '.join(CONTROLS)} (or None for MILR)"
+            )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise MilrUserError(f"seed={self.seed!r} must be an integer")
 
@@ -130,6 +149,21 @@ class MILRConfig:
     @property
     def optimizes_image(self) -> bool:
         return self.mode != "text"
+
+    @property
+    def updates(self) -> bool:
+        """Whether the latents are updated (False for a control)."""
+        return self.control is None
+
+    @property
+    def early_stop(self) -> bool:
+        """Whether the stop rule applies (``best-of-n`` always draws every image)."""
+        return self.control != "best-of-n"
+
+    @property
+    def selection(self) -> str:
+        """The image returned: ``select``, except ``best`` for ``best-of-n``."""
+        return "best" if self.control == "best-of-n" else self.select
 
     @property
     def total_steps(self) -> int:
@@ -157,3 +191,27 @@ class MILRConfig:
 
 def _positive(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def latent_dtype(rule: str, model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the optimised latents and their Adam state.
+
+    ``model`` keeps the model's dtype, as the authors do (bf16 for Janus-Pro on GPU); ``float32``
+    is milr's option. A float16 model is the exception: float16 cannot hold Adam's ``eps``
+    (1e-8 rounds to 0) nor small squared gradients, so its latents stay in float32 (a
+    `UserWarning` says so) instead of turning into NaN after the first step.
+    """
+    import torch
+
+    if rule != "model":
+        return torch.float32
+    if model_dtype == torch.float16:
+        warnings.warn(
+            "latent_dtype='model' with a float16 model: the latents and Adam state stay in "
+            "float32 (float16 underflows Adam's eps and squared gradients); load the model "
+            "in bf16 for the authors' setting",
+            UserWarning,
+            stacklevel=3,
+        )
+        return torch.float32
+    return model_dtype

@@ -42,6 +42,16 @@ class StepRecord:
     candidate_scores: list[float] = field(default_factory=list)
     tokens_generated: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    #: Attribution: whether this step's text / image prefix differs from the one the
+    #: unoptimised (step-0) latents give under the same random draws; None where the
+    #: modality has no optimised prefix (and at step 0). Always False in a control run.
+    text_prefix_optimised: bool | None = None
+    image_prefix_optimised: bool | None = None
+
+    @property
+    def optimised(self) -> bool:
+        """Whether this step's image carries any change made by the latent update."""
+        return bool(self.text_prefix_optimised or self.image_prefix_optimised)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,19 +119,33 @@ class MILRResult:
         return self.steps[self.best_step].score if self.steps else None
 
     @property
+    def _selects_best(self) -> bool:
+        return self.config.get("select") == "best" or self.config.get("control") == "best-of-n"
+
+    @property
     def image(self) -> Image | None:
-        """The returned image: the last one (faithful), or the best with ``select='best'``."""
-        return self.best_image if self.config.get("select") == "best" else self.final_image
+        """The returned image: the last one (faithful), or the best with ``select='best'``
+        (and in a ``best-of-n`` control)."""
+        return self.best_image if self._selects_best else self.final_image
 
     @property
     def score(self) -> float | None:
         """Score of `image`."""
-        return self.best_score if self.config.get("select") == "best" else self.final_score
+        return self.best_score if self._selects_best else self.final_score
 
     @property
     def selected_step(self) -> int:
         """Step whose image `image` is."""
-        return self.best_step if self.config.get("select") == "best" else self.n_steps
+        return self.best_step if self._selects_best else self.n_steps
+
+    @property
+    def selected_optimised(self) -> bool | None:
+        """Whether the returned image carries any change made by the latent update (its text
+        or image prefix differs from what the unoptimised latents give); None without steps.
+        False for the step-0 image and in a control run."""
+        if not self.steps:
+            return None
+        return self.steps[min(self.selected_step, len(self.steps) - 1)].optimised
 
     def timings(self) -> dict[str, float]:
         """Total seconds per phase over all steps (step 0 included)."""
@@ -148,8 +172,9 @@ class MILRResult:
             "final_score": self.final_score,
             "best_score": self.best_score,
             "best_step": self.best_step,
-            "selected": self.config.get("select", "last"),
+            "selected": "best" if self._selects_best else self.config.get("select", "last"),
             "selected_step": self.selected_step,
+            "selected_optimised": self.selected_optimised,
             "critic_calls": self.critic_calls,
             "images_scored": self.images_scored,
             "tokens_generated": self.tokens_generated,

@@ -121,16 +121,47 @@ def reasoning_lines(initial: str | None, final: str | None, final_step: int) -> 
     ]
 
 
+#: The key to the shapes model's grid codes, shown on sheets whose reasoning uses them.
+GRID_KEY = (
+    "key: rRcC = cell at row R, column C of the 4×4 grid (1-based; r1c1 top left, r4c4 "
+    "bottom right)"
+)
+
+
+def run_title(critic: str, mode: str, seed: Any, oracle: bool | None) -> str:
+    """The sheet's title line: reward critic, mode, seed, and whether it is an oracle run
+    (the evaluation critic is the reward critic, resolved configurations equal)."""
+    label = {True: "oracle run (evaluated by its reward critic)", False: "independent evaluation"}
+    return (
+        f"reward critic {critic} · mode {mode} · seed {seed} · "
+        + label.get(oracle, "evaluation critic unknown")  # type: ignore[arg-type]
+    )
+
+
+def grid_key(texts: Sequence[str | None]) -> str | None:
+    """`GRID_KEY` when any of `texts` holds a shapes grid code (``r1c3``), else None."""
+    import re
+
+    code = re.compile(r"\br[1-4]c[1-4]\b")
+    return GRID_KEY if any(t and code.search(t) for t in texts) else None
+
+
+#: How a sheet marks a fix with no optimised change (resample fix).
+RESAMPLE_FIX = "resample fix: the passing image carries no change made by the latent update"
+
+
 def render(
     rows: Sequence[Row],
     column_titles: Sequence[str],
     *,
     title: str | None = None,
+    notes: Sequence[str] = (),
     cell: int = 192,
     text_width: int = 380,
     pad: int = 10,
 ) -> Image:
-    """Draw the sheet: an optional title, column headers, then every row; returns the image."""
+    """Draw the sheet: an optional title and note lines under it (e.g. `run_title`,
+    `GRID_KEY`), column headers, then every row; returns the image."""
     from PIL import Image as PILImage
     from PIL import ImageDraw
 
@@ -162,6 +193,9 @@ def render(
     head = pad
     if title:
         head += STYLES["sheet_title"][0] + 10
+    note_font = font(STYLES["summary"][0])
+    note_lines = [ln for note in notes for ln in wrap(note, note_font, width - 2 * pad)]
+    head += len(note_lines) * (int(note_font.size) + 4) + (6 if note_lines else 0)
     head += STYLES["header"][0] + 8
     sheet = PILImage.new("RGB", (width, head + sum(heights) + pad), "white")
     draw = ImageDraw.Draw(sheet)
@@ -170,6 +204,11 @@ def render(
         size, bold, colour = STYLES["sheet_title"]
         draw.text((pad, y), title, fill=colour, font=font(size, bold))
         y += size + 10
+    for ln in note_lines:
+        draw.text((pad, y), ln, fill=STYLES["summary"][2], font=note_font)
+        y += int(note_font.size) + 4
+    if note_lines:
+        y += 6
     size, bold, colour = STYLES["header"]
     xs = [pad] + [pad + text_width + k * (cell + pad) for k in range(n_cells)]
     for x, name in zip(xs, column_titles):

@@ -208,3 +208,26 @@ def test_sequential_budgets_and_text_prefix_from_the_command_line(tiny_dir, tmp_
     assert cfg["text_prefix"] == "at_least_one"
     updated = [step["updated"] for step in data["steps"][1:]]
     assert updated == [["image"], ["image"], ["text"]]
+
+
+def test_generate_with_a_resample_control(tiny_dir, tmp_path):
+    """--control resample: the control runs after MILR with the same seed, into OUT/control;
+    its step 0 is MILR's step 0 (the same draws) and it never updates the latents."""
+    out = tmp_path / "run"
+    proc = run_milr(
+        "generate", "a red square", "--model", str(tiny_dir), "--critic", "color:target=red",
+        "--steps", "3", "--seed", "3", "--threshold", "0", "--out", str(out),
+        "--max-reasoning-tokens", "8", "--text-k", "0.5", "--control", "resample", "--json",
+        "-q",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["control"]["control"] == "resample" and summary["control"]["steps"] == 3
+    assert summary["selected_optimised"] in (True, False)
+    milr_traj = json.loads((out / "trajectory.json").read_text())
+    ctl = json.loads((out / "control" / "trajectory.json").read_text())
+    assert ctl["config"]["control"] == "resample" and milr_traj["config"]["control"] is None
+    assert ctl["steps"][0]["score"] == milr_traj["steps"][0]["score"]
+    assert (out / "control" / "initial.png").read_bytes() == (out / "initial.png").read_bytes()
+    assert all(st["updated"] == [] for st in ctl["steps"])
+    assert all(st["text_prefix_optimised"] in (False, None) for st in ctl["steps"])

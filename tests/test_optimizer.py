@@ -478,3 +478,79 @@ def test_float16_models_keep_float32_latents():
     assert latent_dtype("float32", torch.bfloat16) == torch.float32
     with pytest.warns(UserWarning, match="float16 model"):
         assert latent_dtype("model", torch.float16) == torch.float32
+
+
+# --- controls (common random numbers) and attribution ----------------------------------------
+
+
+def _run_collect(gen, critic, cfg):
+    images = []
+    opt = MILR(gen, critic, cfg)
+    orig = opt._append
+
+    def keep(result, record, cand, callback):
+        images.append(cand.image.tobytes())
+        return orig(result, record, cand, callback)
+
+    opt._append = keep  # type: ignore[method-assign]
+    return opt.run(PROMPT), images
+
+
+@pytest.mark.parametrize("mode", ["both", "text", "image", "text_image"])
+def test_resample_control_shares_milrs_draws(gen, red, mode):
+    """Common random numbers: with an update too small to move a latent (lr 1e-12), MILR's
+    images and trajectory equal the control's exactly; with real updates every step whose
+    image differs from the control's carries an optimised prefix change, and every step
+    without one gives the control's image bit for bit."""
+    kw = dict(mode=mode, max_steps=6, threshold=0.0, seed=3, **FAST)
+    ctl, ctl_images = _run_collect(gen, red, MILRConfig(control="resample", lr=0.3, **kw))
+    assert all(s.updated == [] and s.loss == {} for s in ctl.steps)
+    assert not any(s.optimised for s in ctl.steps) and ctl.selected_optimised is False
+    frozen, frozen_images = _run_collect(gen, red, MILRConfig(lr=1e-12, **kw))
+    assert frozen_images == ctl_images
+    assert [s.score for s in frozen.steps] == [s.score for s in ctl.steps]
+    assert [s.reasoning for s in frozen.steps] == [s.reasoning for s in ctl.steps]
+    assert frozen.steps[1].updated  # MILR did run its update, it just moved nothing
+    assert not any(s.optimised for s in frozen.steps)
+    milr_, milr_images = _run_collect(gen, red, MILRConfig(lr=0.3, **kw))
+    differ = 0
+    for step, (a, b) in enumerate(zip(milr_images, ctl_images)):
+        rec = milr_.steps[step]
+        if a != b:
+            differ += 1
+            assert rec.optimised, f"step {step} differs from the control without an update change"
+        else:
+            assert not rec.optimised, f"step {step}: a changed prefix gave the control's image"
+    assert differ > 0
+    assert milr_.selected_optimised == milr_.steps[milr_.selected_step].optimised
+
+
+def test_best_of_n_control_draws_every_image_and_returns_the_best(gen):
+    """N = max_steps + 1 draws whatever the stop rule says; the reward critic picks."""
+    kw = dict(mode="both", max_steps=4, seed=5, **FAST)
+    red = milr.build_critic(["color:target=red,min_fraction=0.3"])
+    # threshold -1: any score > 0 stops the resample control at its first image
+    stopped = MILR(gen, red, MILRConfig(control="resample", threshold=-1.0, **kw)).run(PROMPT)
+    assert stopped.n_steps == 0 and stopped.stop_reason == "threshold"
+    res = MILR(gen, red, MILRConfig(control="best-of-n", threshold=-1.0, **kw)).run(PROMPT)
+    assert res.n_steps == 4 and res.critic_calls == 5 and res.stop_reason == "max_steps"
+    scores = [s.score for s in res.steps]
+    assert res.selected_step == scores.index(max(scores)) and res.score == max(scores)
+    assert res.to_dict()["selected"] == "best" and res.selected_optimised is False
+    # its draws are the resample control's: the same images while the latter runs
+    ctl = MILR(gen, red, MILRConfig(control="resample", threshold=0.0, **kw)).run(PROMPT)
+    assert [s.score for s in ctl.steps] == scores[: len(ctl.steps)]
+
+
+def test_bad_control():
+    with pytest.raises(MilrUserError, match=r"control='bogus'; use one of resample, best-of-n"):
+        MILRConfig(control="bogus")
+
+
+def test_best_of_n_draws_every_image_even_without_a_text_prefix(gen, red):
+    """M = 0 leaves MILR (and the resample control) unoptimised after step 0; best-of-N still
+    makes its N draws."""
+    kw = dict(mode="both", max_steps=3, threshold=0.0, text_prefix="paper", text_k=0.01)
+    assert MILR(gen, red, MILRConfig(**kw)).run(PROMPT).stop_reason == "no_text_prefix"
+    res = MILR(gen, red, MILRConfig(control="best-of-n", **kw)).run(PROMPT)
+    assert res.n_steps == 3 and res.critic_calls == 4

@@ -106,3 +106,43 @@ def test_bench_contact_sheet_shows_scores_steps_reasoning_and_verdicts(tmp_path)
         "MILR: PASS 1.00", "error: CUDA out of memory",
     ):  # fmt: skip
         assert expected in text, (expected, text)
+
+
+def test_bench_sheet_title_line_grid_key_control_column_and_resample_fix(tmp_path):
+    """A control run's sheet: the run's title line, the key to the grid codes, a third column
+    with the control's image, and a MILR fix without optimised change marked as such."""
+    import shutil
+
+    from milr.bench.record import BenchRecord
+    from milr.bench.report import contact_sheet
+    from milr.sheet import GRID_KEY, RESAMPLE_FIX, grid_key, run_title
+
+    (tmp_path / "images").mkdir()
+    for name, colour in (("base", (220, 30, 30)), ("milr", (30, 70, 220)), ("ctl", (30, 160, 60))):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / "images" / f"{name}.png")
+    rec = BenchRecord.from_dict(
+        {
+            "prompt_id": "3", "prompt": "a photo of a red circle", "group": "colors",
+            "base": {"image": "images/base.png", "score": 0.5, "passed": False},
+            "milr": {"image": "images/milr.png", "score": 1.0, "passed": True},
+            "control": {"image": "images/ctl.png", "score": 1.0, "passed": True},
+            "trajectory": {
+                "steps": 2, "stop_reason": "threshold", "scores": [0.5, 0.5, 1.0],
+                "selected_optimised": False,
+                "reasoning": {"initial": "red circle at r1c3 .", "final": "red circle at r1c3 ."},
+            },
+        }
+    )  # fmt: skip
+    title = run_title("shapes", "both", 42, True)
+    assert grid_key(["red circle at r1c3 ."]) == GRID_KEY and grid_key(["a red circle"]) is None
+    sheet = contact_sheet(tmp_path, [rec], "colors: accuracy", [title])
+    assert sheet.size[0] == 10 + 360 + 3 * (160 + 10) + 10  # base, MILR, control
+    plain = contact_sheet(tmp_path, [rec], "colors: accuracy")
+    assert sheet.size[1] > plain.size[1]  # the title line takes room
+    pytesseract = pytest.importorskip("pytesseract")
+    if shutil.which("tesseract") is None:
+        pytest.skip("Debian's tesseract-ocr is not installed; the OCR check of the sheet needs it")
+    text = " ".join(pytesseract.image_to_string(sheet.convert("RGB")).split())
+    for expected in ("reward critic shapes", "seed 42", "oracle run", "r1c1 top left",
+                     "control: PASS 1.00", RESAMPLE_FIX.split(":")[0]):  # fmt: skip
+        assert expected in text, (expected, text)

@@ -39,6 +39,9 @@ class BenchOptions:
     revision: str | None = None
     optimizer: dict[str, Any] = field(default_factory=dict)
     solver: str | None = None
+    #: A control run beside MILR in the same run (`MILRConfig.control`): ``resample`` or
+    #: ``best-of-n``; None: MILR alone. Its image is each record's ``control`` side.
+    control: str | None = None
     resume: bool = False
     force: bool = False
     retry_errors: bool = False
@@ -67,6 +70,12 @@ class BenchOptions:
             raise MilrUserError(f"--limit {self.limit} must be >= 1")
         if not self.critic:
             raise MilrUserError("no reward critic; pass --critic SPEC (see `milr critics`)")
+        from milr.optimizer_config import CONTROLS
+
+        if self.control is not None and self.control not in CONTROLS:
+            raise MilrUserError(
+                f"--control {self.control!r}: use one of {', '.join(CONTROLS)} (or leave it out)"
+            )
         from milr.engine.engine import parse_batch_prompts
 
         self.batch_prompts = parse_batch_prompts(self.batch_prompts)
@@ -117,7 +126,7 @@ def resolved_optimizer(options: dict[str, Any]) -> dict[str, Any]:
     resolved = {
         k: v
         for k, v in asdict(MILRConfig()).items()
-        if k not in ("mode", "max_steps", "seed", "extra")
+        if k not in ("mode", "max_steps", "seed", "extra", "control")
     }
     resolved.update(options)
     if resolved.get("text_prefix") is None:
@@ -132,8 +141,9 @@ def result_settings(opts: BenchOptions, suite: Suite) -> dict[str, Any]:
     critics' configurations (a ``preset:NAME`` or spec file whose content changed), the prompt
     file's content (not its path), every optimizer hyper-parameter with its default
     (`resolved_optimizer`: ``text_prefix``, ``latent_dtype``, ...), and the mode semantics. ``--batch-prompts``, ``--limit``, the device and paths of outputs stay out.
+    ``control`` is recorded only when set (runs without one keep their fingerprint).
     """
-    return {
+    settings = {
         "identity": IDENTITY_VERSION,
         "benchmark": suite.format,
         "suite_sha256": suite.content_sha256,
@@ -156,6 +166,9 @@ def result_settings(opts: BenchOptions, suite: Suite) -> dict[str, Any]:
             _file_sha256(opts.prompt_file, "--prompt-file") if opts.prompt_file else None
         ),
     }
+    if opts.control:
+        settings["control"] = opts.control
+    return settings
 
 
 def make_run(opts: BenchOptions, suite: Suite) -> dict[str, Any]:

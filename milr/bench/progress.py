@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from milr.bench.distributed import DistContext
-from milr.bench.record import SIDES, BenchRecord
+from milr.bench.record import CONTROL, SIDES, BenchRecord
 
 
 class Progress:
@@ -15,7 +15,7 @@ class Progress:
 
     def __init__(self, total: int, ctx: DistContext, enabled: bool) -> None:
         self.bar: Any = None
-        self.counts: dict[str, list[int]] = {side: [0, 0] for side in SIDES}
+        self.counts: dict[str, list[int]] = {side: [0, 0] for side in (*SIDES, CONTROL)}
         self.errors = 0
         self.active: int | None = None
         if enabled and total:
@@ -48,8 +48,10 @@ class Progress:
 
     def _postfix(self) -> dict[str, str]:
         post = {}
-        for name in SIDES:
+        for name in (*SIDES, CONTROL):
             p, n = self.counts[name]
+            if name == CONTROL and not n:
+                continue
             post[name] = f"{p / n:.2f}" if n else "-"
         post["err"] = str(self.errors)
         if self.active is not None:

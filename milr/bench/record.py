@@ -17,6 +17,9 @@ from typing import Any
 from milr.bench.records import load_all_records
 
 SIDES: tuple[str, str] = ("base", "milr")
+#: The side a control run (``--control resample`` / ``best-of-n``) adds beside MILR's; it
+#: shares the record's base image (the control's step 0 is MILR's, drawn from the same seed).
+CONTROL = "control"
 
 
 @dataclass
@@ -91,6 +94,10 @@ class BenchRecord:
     eval_batch_error: str | None = None
     #: Position of the prompt in its suite file (None in records written before it existed).
     suite_index: int | None = None
+    #: The control's image (``--control``; None without one), its trajectory summary and file.
+    control: SideResult | None = None
+    control_trajectory: dict[str, Any] | None = None
+    control_trajectory_file: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     rank: int | None = None
     host: str | None = None
@@ -101,7 +108,15 @@ class BenchRecord:
     # --- the on-disk form -----------------------------------------------------------------
 
     _REQUIRED = ("schema", "prompt_id", "seed_index", "seed", "prompt", "group", "benchmark")
-    _OPTIONAL = ("traceback", "trajectory_file", "eval_batch_error", "suite_index")
+    _OPTIONAL = (
+        "traceback",
+        "trajectory_file",
+        "eval_batch_error",
+        "suite_index",
+        "control",
+        "control_trajectory",
+        "control_trajectory_file",
+    )
     _TAIL = ("timings", "rank", "host", "finished_at")
 
     @classmethod
@@ -126,6 +141,9 @@ class BenchRecord:
             trajectory_file=data.get("trajectory_file"),
             eval_batch_error=data.get("eval_batch_error"),
             suite_index=data.get("suite_index"),
+            control=SideResult.from_dict(data["control"]) if data.get("control") else None,
+            control_trajectory=data.get("control_trajectory"),
+            control_trajectory_file=data.get("control_trajectory_file"),
             timings=dict(data.get("timings") or {}),
             rank=data.get("rank"),
             host=data.get("host"),
@@ -151,8 +169,9 @@ class BenchRecord:
             "error": self.error,
         }
         for key in self._OPTIONAL:  # written only when set, as before
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.to_dict() if isinstance(value, SideResult) else value
         out.update(
             timings=self.timings, rank=self.rank, host=self.host, finished_at=self.finished_at
         )
@@ -166,13 +185,22 @@ class BenchRecord:
         return (self.prompt_id, self.seed_index)
 
     def side(self, name: str) -> SideResult | None:
-        """``base`` or ``milr``."""
+        """``base``, ``milr`` or ``control`` (None in a record without a control)."""
+        if name == CONTROL:
+            return self.control
         if name not in SIDES:
-            raise ValueError(f"side {name!r}: use one of {SIDES}")
+            raise ValueError(f"side {name!r}: use one of {(*SIDES, CONTROL)}")
         return self.base if name == "base" else self.milr
 
     def sides(self) -> Iterator[tuple[str, SideResult | None]]:
-        return ((name, self.side(name)) for name in SIDES)
+        """``base`` and ``milr``, then ``control`` when the record has one."""
+        names = (*SIDES, CONTROL) if self.control is not None else SIDES
+        return ((name, self.side(name)) for name in names)
+
+    @property
+    def control_traj(self) -> dict[str, Any]:
+        """The control's trajectory summary, or an empty dict."""
+        return self.control_trajectory or {}
 
     @property
     def any_error(self) -> bool:

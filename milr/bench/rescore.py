@@ -49,7 +49,7 @@ def rescore(
                 if rec.error or rec.base is None or rec.milr is None:
                     continue
                 prompt = BenchPrompt(rec.prompt_id, rec.prompt, rec.group, rec.metadata)
-                sides = [rec.base, rec.milr]
+                sides = [rec.base, rec.milr] + ([rec.control] if rec.control else [])
                 images = [open_rgb(out / str(side.image), "milr bench rescore") for side in sides]
                 hashes = [side.image_sha256 or image_sha256(im) for side, im in zip(sides, images)]
                 t = time.perf_counter()

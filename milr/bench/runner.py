@@ -147,10 +147,14 @@ def complete_record(
         record.traceback = "".join(traceback.format_exception(outcome, limit=6))
     else:
         folder = Path("images") / _safe(prompt.id)
+        names = ["base", "milr"]
         images = [outcome.base_image, outcome.final_image]
+        if outcome.control_image is not None:  # --control: a third image, scored in the batch
+            names.append("control")
+            images.append(outcome.control_image)
         hashes = [image_sha256(im) for im in images]
         sides = []
-        for name, image, h in zip(("base", "milr"), images, hashes):
+        for name, image, h in zip(names, images, hashes):
             rel = folder / f"{seed_index}-{name}.png"
             files.append((out / rel, functools.partial(png_bytes, image)))
             sides.append(SideResult(image=rel.as_posix(), image_sha256=h))
@@ -158,12 +162,19 @@ def complete_record(
             rel = folder / f"{seed_index}-trajectory.json"
             files.append((out / rel, functools.partial(json_bytes, outcome.full)))
             record.trajectory_file = rel.as_posix()
+        if outcome.control_full is not None:
+            rel = folder / f"{seed_index}-control-trajectory.json"
+            files.append((out / rel, functools.partial(json_bytes, outcome.control_full)))
+            record.control_trajectory_file = rel.as_posix()
         t = time.perf_counter()
         scored, record.eval_batch_error = score_pair(eval_critic, images, prompt, cache, hashes)
         eval_s = time.perf_counter() - t
         for side, evaluation in zip(sides, scored):
             side.set_evaluation(evaluation)
-        record.base, record.milr = sides
+        record.base, record.milr = sides[:2]
+        if len(sides) > 2:
+            record.control = sides[2]
+            record.control_trajectory = outcome.control_trajectory
         record.trajectory = outcome.trajectory
     total = time.perf_counter() - t0
     record.timings = {

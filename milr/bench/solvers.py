@@ -30,6 +30,11 @@ class Outcome:
     trajectory: dict[str, Any] = field(default_factory=dict)
     #: The full result (e.g. `MILRResult.to_dict()`), written next to the images.
     full: dict[str, Any] | None = None
+    #: The control run beside MILR (``--control``): its returned image, trajectory summary and
+    #: full result; None without a control. Its step 0 is the base image.
+    control_image: Image | None = None
+    control_trajectory: dict[str, Any] | None = None
+    control_full: dict[str, Any] | None = None
 
 
 class Solver(Protocol):
@@ -46,7 +51,9 @@ class MILRSolver:
 
     The base image is the optimizer's step-0 image (the model's own first sample under the
     prompt's seed); the MILR image is the one the optimizer returns (last, or best with
-    ``--opt select=best``).
+    ``--opt select=best``). With ``--control`` the same prompt and seed also run as that
+    control (`MILRConfig.control`: the same loop, update off, the same random streams), and
+    its returned image becomes the record's ``control`` side.
     """
 
     def __init__(self, opts: BenchOptions, device: str | None) -> None:
@@ -68,7 +75,7 @@ class MILRSolver:
             revision=opts.revision,
         )
 
-    def _config(self, seed: int) -> Any:
+    def _config(self, seed: int, control: str | None = None) -> Any:
         from milr.optimizer import MILRConfig
 
         kwargs: dict[str, Any] = {
@@ -77,6 +84,8 @@ class MILRSolver:
             "seed": seed,
         }
         kwargs.update(self.opts.optimizer)
+        if control is not None:
+            kwargs["control"] = control
         try:
             return MILRConfig(**kwargs)
         except TypeError as exc:
@@ -100,7 +109,11 @@ class MILRSolver:
         result = MILR(self.generator, self.critic, self._config(seed)).run(
             prompt.prompt, prompt.metadata
         )
-        return self._outcome(result)
+        control = None
+        if self.opts.control:  # the same prompt and seed, update off (common random numbers)
+            config = self._config(seed, self.opts.control)
+            control = MILR(self.generator, self.critic, config).run(prompt.prompt, prompt.metadata)
+        return self._outcome(result, control)
 
     def solve_many(
         self,
@@ -123,34 +136,56 @@ class MILRSolver:
             on_active=on_active,
         )
         self.engine = engine
+        sides = [None, self.opts.control] if self.opts.control else [None]
         todo = (
-            Job(p.prompt, dict(p.metadata or {}), self._config(seed), key=i)
+            Job(p.prompt, dict(p.metadata or {}), self._config(seed, ctl), key=(i, ctl))
             for i, (p, seed) in enumerate(jobs)
+            for ctl in sides
         )
+        waiting: dict[int, dict[str | None, Any]] = {}
         for done in engine.run(todo):
-            if done.error is not None:
-                if not isinstance(done.error, Exception):  # Ctrl-C and the like end the run
-                    raise done.error
-                yield done.job.key, done.error, done.seconds
+            index, side = done.job.key
+            if done.error is not None and not isinstance(done.error, Exception):
+                raise done.error  # Ctrl-C and the like end the run
+            got = waiting.setdefault(index, {})
+            got[side] = done
+            if len(got) < len(sides):  # the prompt's other run is still in the batch
+                continue
+            del waiting[index]
+            seconds = sum(d.seconds for d in got.values())
+            errors = [d.error for d in got.values() if d.error is not None]
+            if errors:
+                yield index, errors[0], seconds
                 continue
             try:
-                outcome: Outcome | BaseException = self._outcome(done.result)
+                control = got[self.opts.control].result if self.opts.control else None
+                outcome: Outcome | BaseException = self._outcome(got[None].result, control)
             except Exception as exc:
                 outcome = exc
-            yield done.job.key, outcome, done.seconds
+            yield index, outcome, seconds
 
-    def _outcome(self, result: Any) -> Outcome:
+    def _outcome(self, result: Any, control: Any = None) -> Outcome:
         full = result.to_dict()
         if result.initial_image is None or result.image is None:
             raise GenerationError(
                 f"the optimizer returned no image (stop reason {result.stop_reason!r})"
             )
-        return Outcome(
+        out = Outcome(
             base_image=result.initial_image,
             final_image=result.image,
             trajectory=summarize_result(full),
             full=full,
         )
+        if control is not None:
+            if control.image is None:
+                raise GenerationError(
+                    f"the {self.opts.control} control returned no image "
+                    f"(stop reason {control.stop_reason!r})"
+                )
+            out.control_full = control.to_dict()
+            out.control_image = control.image
+            out.control_trajectory = summarize_result(out.control_full)
+        return out
 
 
 def summarize_result(full: dict[str, Any]) -> dict[str, Any]:
@@ -164,10 +199,19 @@ def summarize_result(full: dict[str, Any]) -> dict[str, Any]:
         "passed": [st.get("passed") for st in steps],
         "critic_calls": full.get("critic_calls"),
     }
+    if any(st.get("text_prefix_optimised") is not None for st in steps) or any(
+        st.get("image_prefix_optimised") is not None for st in steps
+    ):  # attribution: did each image carry a change the latent update made?
+        out["optimised"] = [
+            bool(st.get("text_prefix_optimised") or st.get("image_prefix_optimised"))
+            for st in steps
+        ]
+        out["selected_optimised"] = full.get("selected_optimised")
     for key in (
         "images_scored",
         "tokens_generated",
         "best_step",
+        "selected_step",
         "selected",
         "wall_seconds",
         "timings",

@@ -264,7 +264,27 @@ def to_markdown(summary: dict[str, Any], run: dict[str, Any] | None = None) -> s
             f"harness {t['harness_s']:.1f} s"
             + (f" ({100 * oh:.1f}% of model+critic time)" if oh is not None else "")
         )
+    if summary.get("statistics"):
+        from milr.bench.stats import statistics_markdown
+
+        lines += statistics_markdown(summary["statistics"], metric)
     return "\n".join(lines) + "\n"
+
+
+def _statistics(
+    records: list[BenchRecord], benchmark: str, run: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Intervals, paired differences, McNemar, the oracle label (`milr.bench.stats`)."""
+    from milr.bench.stats import run_statistics
+
+    def weights(groups: list[str]) -> dict[str, float] | None:
+        if benchmark == "wise" and any(WISE_WEIGHTS.get(g) for g in groups):
+            return {g: WISE_WEIGHTS.get(g, 0.0) for g in groups}
+        return None
+
+    return run_statistics(
+        records, benchmark_metric(benchmark), weights, (run or {}).get("settings")
+    )
 
 
 def run_benchmark(run: dict[str, Any] | None, records: list[BenchRecord]) -> str:
@@ -289,6 +309,7 @@ def write_summary(
     summary = summarize(records, benchmark, weights)
     if benchmark == "wise":
         summary["wise"] = run_protocol.wise_overall(run, records)
+    summary["statistics"] = _statistics(records, benchmark, run)
     summary["timing"] = timing_summary(records)
     if run:
         summary["fingerprint"] = run.get("fingerprint")

@@ -184,6 +184,13 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
     help="Score cache file; share one across runs.",
 )
 @click.option(
+    "--control",
+    default=None,
+    type=click.Choice(["resample", "best-of-n"]),
+    help="Also run a control beside MILR on each prompt and seed: resample (the same loop "
+    "without the latent update) or best-of-n (steps+1 draws, the reward critic picks).",
+)
+@click.option(
     "--solver",
     default=None,
     metavar="MODULE:CALLABLE",
@@ -226,6 +233,7 @@ def run_cmd(
     force: bool,
     retry_errors: bool,
     cache: str | None,
+    control: str | None,
     solver: str | None,
     no_progress: bool,
     no_report: bool,
@@ -278,6 +286,7 @@ def run_cmd(
         revision=revision,
         optimizer=_parse_opt(opt),
         solver=solver,
+        control=control,
         resume=resume,
         force=force,
         retry_errors=retry_errors,

@@ -61,9 +61,22 @@ def contact_sheet(results: list[Any], path: Path) -> Path:
     with its step, score and verdict; the reasoning text is shown at step 0 and at the returned
     step (once, marked unchanged, when MILR did not change it).
     """
-    from milr.sheet import Cell, Line, Row, fmt_score, reasoning_lines, render, verdict_colour
+    from milr.sheet import (
+        FAIL,
+        RESAMPLE_FIX,
+        Cell,
+        Line,
+        Row,
+        fmt_score,
+        grid_key,
+        reasoning_lines,
+        render,
+        run_title,
+        verdict_colour,
+    )
 
     rows = []
+    texts: list[str | None] = []
     for r in results:
         first, chosen = r.steps[0], r.steps[r.selected_step]
         summary = (
@@ -72,7 +85,10 @@ def contact_sheet(results: list[Any], path: Path) -> Path:
             f"{r.n_steps} step{'s' if r.n_steps != 1 else ''} ({r.stop_reason})"
         )
         lines: list[Line] = [("summary", summary, verdict_colour(chosen.passed))]
+        if first.passed is False and chosen.passed is True and r.selected_optimised is False:
+            lines.append(("summary", RESAMPLE_FIX, FAIL))
         lines += reasoning_lines(first.reasoning, chosen.reasoning, r.selected_step)
+        texts += [first.reasoning, chosen.reasoning]
         rows.append(
             Row(
                 title=r.prompt,
@@ -92,7 +108,15 @@ def contact_sheet(results: list[Any], path: Path) -> Path:
                 ],
             )
         )
-    sheet = render(rows, ["prompt, scores, reasoning", "model's first image", "after MILR"])
+    notes = []
+    if results:  # the verdicts are the reward critic's own: an oracle run
+        cfg = results[0].config
+        notes.append(run_title(results[0].critic.get("label", "?"), cfg["mode"], cfg["seed"], True))
+    key = grid_key(texts)
+    notes += [key] if key else []
+    sheet = render(
+        rows, ["prompt, scores, reasoning", "model's first image", "after MILR"], notes=notes
+    )
     sheet.save(path)
     return path
 

@@ -160,6 +160,13 @@ def _default(name: str) -> Any:
     show_default="the model's; 512 for Janus-Pro",
     help="Cap on the reasoning text's length in tokens.",
 )
+@click.option(
+    "--control",
+    type=click.Choice(["resample", "best-of-n"]),
+    default=None,
+    help="Also run a control after MILR with the same seed, written to OUT/control: resample "
+    "(the same loop without the latent update) or best-of-n (steps+1 draws, best kept).",
+)
 @metadata_option
 @on_error_option
 @click.option(
@@ -258,6 +265,24 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
         "critic_calls": result.critic_calls,
         "seconds": round(result.wall_seconds, 3),
     }
+    control = None
+    if opts["control"]:  # the same loop, update off, the same seed (common random numbers)
+        from dataclasses import replace
+
+        control = MILR(generator, critic, replace(config, control=opts["control"])).run(
+            prompt, metadata
+        )
+        control.save(out / "control")
+        summary["control"] = {
+            "control": opts["control"],
+            "out": str(out / "control"),
+            "stop_reason": control.stop_reason,
+            "steps": control.n_steps,
+            "score": control.score,
+            "selected_step": control.selected_step,
+            "critic_calls": control.critic_calls,
+        }
+        summary["selected_optimised"] = result.selected_optimised
     if opts["as_json"]:
         click.echo(json.dumps(summary))
     else:
@@ -272,6 +297,14 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
             )
             + f"; wrote {out}"
         )
+        if control is not None:
+            changed = {True: "carries", False: "carries no", None: "?"}[result.selected_optimised]
+            click.echo(
+                f"control {opts['control']}: score {control.initial_score:.3f} -> "
+                f"{control.score:.3f} after {control.n_steps} steps, stopped: "
+                f"{control.stop_reason}; MILR's image {changed} change made by the latent "
+                f"update; wrote {out / 'control'}"
+            )
 
 
 def _close(bar: Any) -> None:
