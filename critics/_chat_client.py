@@ -14,6 +14,7 @@ import concurrent.futures
 import importlib
 import io
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from milr.errors import MilrUserError
@@ -295,3 +296,55 @@ def unusable_reply(reply: Any, *, max_tokens: int, first_word_only: bool) -> str
         shown = "null" if getattr(message, "content", None) is None else _quote(content)
         return f"the reply's content is empty ({shown}, finish_reason {finish!r})"
     return None
+
+
+def yes_no_logprobs(
+    choice: Any, content: str, minimum: float
+) -> tuple[str, dict[str, Any], tuple[float, bool, dict[str, Any]] | None]:
+    """Read a ``yesno`` verdict from a reply choice's first-token ``top_logprobs``.
+
+    Returns ``(shortfall, extra, scored)``: ``scored`` is ``(P(yes)/(P(yes)+P(no)), passed,
+    details)`` when yes and no together hold at least ``minimum`` (``min_yes_no_share``, in
+    (0, 1]) of the first token's probability, else None; ``shortfall`` then says why (for the
+    rubric parser's error), and ``extra`` carries ``yes_no_share`` for the details. A score is
+    never made from tail mass.
+    """
+    from milr.critics.rubrics import yes_no_from_logprobs
+
+    logprobs = getattr(choice, "logprobs", None)
+    first = (getattr(logprobs, "content", None) or [None])[0]
+    if first is None:
+        return "", {}, None
+    alts = [(t.token, t.logprob) for t in (first.top_logprobs or [])] or [
+        (first.token, first.logprob)
+    ]
+    pair = yes_no_from_logprobs(alts)
+    share = sum(pair) if pair is not None else 0.0
+    extra: dict[str, Any] = {"yes_no_share": share}
+    if pair is not None and share >= minimum:
+        p_yes, p_no = pair
+        score = p_yes / (p_yes + p_no)
+        details = {"answer": content, "method": "logprobs", "p_yes": p_yes, "p_no": p_no}
+        return "", extra, (score, score >= 0.5, {**details, **extra})
+    shortfall = (
+        f"yes and no hold {share:.1%} of the first token's probability "
+        f"(below min_yes_no_share={minimum:g})"
+        if pair is not None
+        else f"neither yes nor no is among the first token's {len(alts)} top log-probabilities"
+    )
+    return shortfall, extra, None
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_KEY_PREFIXES = ("sk-", "sk_", "hf_", "ghp_", "gho_", "xai-", "key-", "aiza", "pk-", "rk-")
+
+
+def looks_like_secret(value: str) -> bool:
+    """Heuristic: a string that is an API key rather than an environment variable's name."""
+    low = value.lower()
+    if low.startswith(_KEY_PREFIXES):
+        return True
+    if not ENV_NAME.match(value):
+        return len(value) >= 20
+    # long mixed-case/digit runs without separators are keys, not names like OPENAI_API_KEY
+    return len(value) >= 32 and any(c.isdigit() for c in value) and "_" not in value

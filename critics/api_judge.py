@@ -5,21 +5,17 @@ from ``top_logprobs`` or the answer's first word, ``wise`` from JSON or WISE's p
 ``wise-verified``, ``likert5``, ``checklist``); ``template=`` / ``template_file=`` replace the
 wording and details record its SHA-256; ``wise_repo=`` sends WISE's own (`..._wise_official`).
 
-Endpoints: ``api_type="openai"`` (default) posts to ``{base_url}/chat/completions``;
-``api_type="azure"`` uses ``AsyncAzureOpenAI`` with ``base_url`` as the Azure endpoint
-(``https://RESOURCE.openai.azure.com``), ``deployment`` (default: ``model``), ``api_version``.
+Endpoints: ``api_type="openai"`` (default) posts to ``{base_url}/chat/completions``; ``"azure"``
+uses ``AsyncAzureOpenAI`` (``base_url`` the endpoint, ``deployment``, ``api_version``).
 
 Key: read at request time from the environment variable *named* by ``api_key_env``; never a
 parameter, never in the critic's config, repr, details or errors. Every text milr repeats from
 the server (error reasons, answers in details) has the key's value replaced by ``***``.
 
-Bounds: each HTTP attempt has a total deadline of ``timeout`` seconds (connect, upload and the
-whole reply: a reply that trickles in is cut at the deadline). The openai client retries
-``retries`` times on connection errors, timeouts, 408, 409, 429 and 5xx, waiting what the
-server's ``Retry-After`` says (seconds or an HTTP date, RFC 9110 §10.2.3) when that is at most
-120 s, else its own backoff (0.5 s doubling, at most 8 s, with jitter); a ``Retry-After`` over
-120 s is not waited for and the image fails. One image costs at most ``(retries + 1) * timeout``
-seconds plus those waits. Requests run ``concurrency`` at a time.
+Bounds: each HTTP attempt has a total deadline of ``timeout`` s; the openai client retries
+``retries`` times (connection errors, timeouts, 408, 409, 429, 5xx), honouring a ``Retry-After``
+of at most 120 s (RFC 9110 §10.2.3), else backing off 0.5 s doubling to 8 s with jitter; so one
+image costs at most ``(retries + 1) * timeout`` s plus waits. ``concurrency`` requests at a time.
 
 Failures: an image whose request fails, whose reply carries no usable grade (no choices, a
 refusal, empty or null content, a ``finish_reason`` other than a normal stop: ``length`` for
@@ -47,13 +43,18 @@ from pydantic import Field, field_validator, model_validator
 from milr import Critic, CriticParams, CriticResult, MilrUserError, hookimpl
 from milr.critic import require
 from milr.critics._chat_client import (
+    ENV_NAME as _ENV_NAME,
+)
+from milr.critics._chat_client import (
     describe_failure,
     image_data_url,
+    looks_like_secret,
     open_client,
     redact,
     reply_content,
     run_sync,
     unusable_reply,
+    yes_no_logprobs,
 )
 from milr.critics._images import to_rgb
 from milr.critics._wise_official import wise_protocol
@@ -65,7 +66,6 @@ from milr.critics.rubrics import (
     get_rubric,
     load_template,
     template_sha256,
-    yes_no_from_logprobs,
 )
 
 if TYPE_CHECKING:
@@ -75,19 +75,6 @@ if TYPE_CHECKING:
 YESNO_QUESTION = YESNO_TEMPLATE
 WISE_PROMPT = WISE_TEMPLATE
 API_TYPES = ("openai", "azure")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_KEY_PREFIXES = ("sk-", "sk_", "hf_", "ghp_", "gho_", "xai-", "key-", "aiza", "pk-", "rk-")
-
-
-def looks_like_secret(value: str) -> bool:
-    """Heuristic: a string that is an API key rather than an environment variable's name."""
-    low = value.lower()
-    if low.startswith(_KEY_PREFIXES):
-        return True
-    if not _ENV_NAME.match(value):
-        return len(value) >= 20
-    # long mixed-case/digit runs without separators are keys, not names like OPENAI_API_KEY
-    return len(value) >= 32 and any(c.isdigit() for c in value) and "_" not in value
 
 
 class APIJudgeCritic(Critic):
@@ -395,40 +382,13 @@ class APIJudgeCritic(Critic):
         when yes and no hold at least ``min_yes_no_share`` of it, else the rubric's parser."""
         choice = reply.choices[0]
         content = reply_content(reply)
-        shortfall = ""
-        extra: dict[str, Any] = {}
+        shortfall, extra, scored = "", {}, None
         if self.rubric.name == "yesno":
-            logprobs = getattr(choice, "logprobs", None)
-            first = (getattr(logprobs, "content", None) or [None])[0]
-            if first is not None:
-                alts = [(t.token, t.logprob) for t in (first.top_logprobs or [])] or [
-                    (first.token, first.logprob)
-                ]
-                pair = yes_no_from_logprobs(alts)
-                share = sum(pair) if pair is not None else 0.0
-                minimum = self.params.min_yes_no_share
-                extra["yes_no_share"] = share
-                if pair is not None and share >= minimum:
-                    p_yes, p_no = pair
-                    score = p_yes / (p_yes + p_no)
-                    return (
-                        score,
-                        score >= 0.5,
-                        {
-                            "answer": content,
-                            "method": "logprobs",
-                            "p_yes": p_yes,
-                            "p_no": p_no,
-                            **extra,
-                        },
-                    )
-                shortfall = (
-                    f"yes and no hold {share:.1%} of the first token's probability "
-                    f"(below min_yes_no_share={minimum:g})"
-                    if pair is not None
-                    else f"neither yes nor no is among the first token's {len(alts)} "
-                    "top log-probabilities"
-                )
+            shortfall, extra, scored = yes_no_logprobs(
+                choice, content, self.params.min_yes_no_share
+            )
+        if scored is not None:
+            return scored
         try:
             parsed = (self.wise or self.rubric).parse(content)
         except RubricReplyError as exc:

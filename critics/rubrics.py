@@ -9,9 +9,8 @@ template file (``template_file=``, for a paper's exact wording); the parsers liv
 rubric            the judge answers                           milr score, verdict
 ================  ==========================================  =====================================
 ``yesno``         "yes" or "no" (VQAScore; Lin et al. 2024)   ``P(yes) / (P(yes) + P(no))`` from
-                                                              token probabilities when available
-                                                              and yes + no hold at least
-                                                              ``min_yes_no_share`` of it,
+                                                              token probabilities when yes + no
+                                                              hold ``min_yes_no_share`` of them,
                                                               else 1.0 / 0.0 from the answer;
                                                               verdict ``score >= 0.5``
 ``wise``          consistency, realism, aesthetic quality,    WiScore ``(0.7 C + 0.2 R + 0.1 A)/2``

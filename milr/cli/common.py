@@ -69,7 +69,8 @@ revision_option = click.option(
     "--revision",
     default=None,
     metavar="REV",
-    help="Hub revision (branch, tag or commit) of a --model Hub id; default: its main branch.",
+    show_default="the repo's main branch",
+    help="Hub revision (branch, tag or commit) of a --model Hub id.",
 )
 
 
