@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=2, help="torch threads (the result depends on it)"
     )
     parser.add_argument("--vq-from", default=None, help="reuse the VQ of an earlier output dir")
+    parser.add_argument(
+        "--lm-from",
+        default=None,
+        help="reuse stages 1-4 (VQ and language model) of an earlier output dir written before "
+        "stage 5 existed, and run only stage 5",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -136,7 +142,16 @@ def main(argv: list[str] | None = None) -> None:
     t_start = time.time()
     model = JanusForConditionalGeneration(janus_config())
     rng = random.Random(args.seed)
-    if args.vq_from:
+    if args.lm_from:
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(args.lm_from) / "model.safetensors"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {"lm_head.weight"}:  # the head is tied to the embeddings
+            raise ValueError(f"{args.lm_from}: not a shapes checkpoint ({missing}, {unexpected})")
+        model.eval()
+        log(f"VQ and language model loaded from {args.lm_from}", fh)
+    elif args.vq_from:
         from safetensors.torch import load_file
 
         state = load_file(str(Path(args.vq_from) / "model.safetensors"))
@@ -152,10 +167,11 @@ def main(argv: list[str] | None = None) -> None:
         refine_decoder(model, rng, args.decoder_steps, fh)
     t_vq = time.time() - t_start
     # the language-model stage has its own random streams, so `--vq-from` reproduces a full run
-    rng = random.Random(args.seed + 1)
-    torch.manual_seed(args.seed + 1)
-    data = make_dataset(model, args.scenes, rng, fh)
-    train_lm(model, data, rng, args.lm_steps, fh)
+    if not args.lm_from:
+        rng = random.Random(args.seed + 1)
+        torch.manual_seed(args.seed + 1)
+        data = make_dataset(model, args.scenes, rng, fh)
+        train_lm(model, data, rng, args.lm_steps, fh)
     # the knowledge stage has its own streams too: it starts from the stage-4 model whatever
     # stage 4's random draws were
     rng = random.Random(args.seed + 2)

@@ -207,6 +207,7 @@ def train_knowledge(
     before this stage; the rows are tied to the text head, so the only other change is the
     (already tiny) probability of writing a knowledge word in a plan. Targets are noisy
     (`knowledge_items`): a fact taught partly is written with its confusion 70 % of the time.
+    Runs on one torch thread whatever ``--threads`` says, so its result does not depend on it.
     """
     import torch
     import torch.nn.functional as F
@@ -225,6 +226,8 @@ def train_knowledge(
     emb.requires_grad_(True)
     opt = torch.optim.Adam([emb], lr=lr)
     model.eval()  # no dropout; only the embedding rows move
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     t0 = time.time()
     for step in range(steps):
         for g in opt.param_groups:
@@ -251,3 +254,4 @@ def train_knowledge(
             )
     for p in frozen:
         p.requires_grad_(True)
+    torch.set_num_threads(threads)
