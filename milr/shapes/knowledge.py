@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from milr.shapes.world import SHAPES
+
 #: The prompt frames: the cue's phrase follows "... of a shape".
 TEMPLATES: tuple[str, ...] = (
     "a photo of a shape {phrase}",
@@ -125,6 +127,9 @@ def record(fact: Fact, template: str, rid: str) -> dict[str, Any]:
         "id": rid,
         "tag": "single_object",
         "include": [{"class": fact.shape, "count": 1}],
+        # "a shape": exactly one object; a second one, of any shape, fails the prompt
+        "exclude": [{"class": fact.shape, "count": 2}]
+        + [{"class": s, "count": 1} for s in SHAPES if s != fact.shape],
         "prompt": prompt,
         "Prompt": prompt,
         "Explanation": fact.explanation,
