@@ -2,6 +2,7 @@
 
     python benchmarks/bench_knowledge.py --out runs/knowledge            # run every arm, then the table
     python benchmarks/bench_knowledge.py --out runs/knowledge --table    # the table from finished runs
+    python benchmarks/bench_knowledge.py --out runs/knowledge --probe k003 --text-k 0.4
 
 Each arm is one ``milr bench run`` of the knowledge suite (``python -m milr.shapes.evalset
 --suite knowledge``, 64 prompts) with the `shapes` model and critic, 30 steps, seed 42,
@@ -138,6 +139,50 @@ def table(out: Path, arms: list[str]) -> str:
     return "\n".join(lines)
 
 
+def probe(model: str, prompt_id: str, suite: Path, text_k: float, steps: int, seed: int) -> None:
+    """Per step of MILR ``text`` on one suite prompt: the optimised prefix, each prefix
+    position's top-1 − top-2 logit margin, the right shape's logit minus the top logit at the
+    plan's shape word (position 2; only optimised when M >= 2), and how far Adam moved the
+    prefix latents (L2 and max |.|) against their own L2 norm."""
+    import torch
+
+    from milr.generator import load_generator
+    from milr.optimizer import MILR, MILRConfig
+    from milr.registry import get_registry
+
+    rec = next(
+        json.loads(x) for x in suite.read_text().splitlines() if json.loads(x)["id"] == prompt_id
+    )
+    gen = load_generator(model, device="cpu")
+    critic = get_registry().create_critic("shapes")
+    right = gen.tokenize(rec["include"][0]["class"])[0]
+    milr = MILR(gen, critic, MILRConfig(mode="text", max_steps=steps, seed=seed, text_k=text_k))
+    print(f"{rec['prompt']!r} (right shape: {rec['include'][0]['class']})")
+
+    def cb(record, result) -> None:
+        z = milr.latents.get("text")
+        if z is None:
+            return
+        z, z0 = z.detach(), milr.initial_latents["text"]
+        with torch.no_grad():
+            logits = gen.text_head(z)
+        top2 = logits.topk(2, dim=-1)
+        margins = (top2.values[:, 0] - top2.values[:, 1]).tolist()
+        words = [gen.processor.tokenizer.decode([int(t)]) for t in top2.indices[:, 0]]
+        shape = ""
+        if logits.shape[0] >= 2:
+            shape = f" right-top at the shape word {float(logits[1, right] - logits[1].max()):6.2f}"
+        print(
+            f"step {record.step:2d} score {record.score:.2f} prefix {'|'.join(words):16s} "
+            f"margins {', '.join(f'{m:5.2f}' for m in margins)}{shape} "
+            f"|dz| {float((z - z0).norm()):.3f} max {float((z - z0).abs().max()):.3f} "
+            f"|z0| {float(z0.norm()):.2f}  {record.reasoning!r}"
+        )
+
+    torch.set_num_threads(1)
+    milr.run(rec["prompt"], rec, callback=cb)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path)
@@ -148,9 +193,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--suite-seed", type=int, default=0)
     p.add_argument("--batch-prompts", type=int, default=16)
     p.add_argument("--table", action="store_true", help="only print the table of finished runs")
+    p.add_argument("--probe", metavar="ID", help="print margins per step for one prompt id")
+    p.add_argument("--text-k", type=float, default=0.1, help="text_k of the --probe run")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     suite = args.out / "knowledge.jsonl"
+    if args.probe:
+        from milr.shapes.knowledge import write_knowledge
+
+        write_knowledge(suite, seed=args.suite_seed)
+        probe(args.model, args.probe, suite, args.text_k, args.steps, args.seed)
+        return
     if not args.table:
         from milr.shapes.knowledge import write_knowledge
 
