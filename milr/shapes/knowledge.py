@@ -2,25 +2,28 @@
 
 ShapesEval states every attribute literally ("a photo of a circle"), so the `shapes` model's plan
 is almost always right and only resampling the image can help. The knowledge suite names the
-shape **indirectly** ("a photo of a shape like a wheel", "a picture of a shape with three
-sides"): the plan needs a fact of the toy world to be right, as WISE prompts need world knowledge.
+shape **indirectly** ("a photo of a shape like a wheel", "a picture of a shape with a flat
+top"): the plan needs a fact of the toy world to be right, as WISE prompts need world knowledge.
 
-`FACTS` is that world's whole knowledge table: 16 facts, four per shape (two in each category), each with the shape it
-names, a one-line explanation, and how well the shipped model was taught it (`taught`: the share
+`FACTS` is that world's whole knowledge table: 16 facts, four per shape (two in each
+category), each with the shape it names, a one-line explanation, and how well the shipped model was taught it (`taught`: the share
 of its training plans that use the right shape; the rest use the fact's `confusion`). The model
 is taught half of the facts only **partly** (`taught` 0.3), so that its greedy plan names the
 confusion while the right shape stays its second choice; the other facts are taught well
-(`taught` 0.9). This is a testbed design: it makes a regime where a wrong plan makes every
-resample fail and only a changed plan can help. See docs/shapes.md ("The knowledge suite").
+(`taught` 0.9). This is a testbed design, aimed at a regime where a wrong plan makes every
+resample fail and only a changed plan can help; docs/shapes.md ("The knowledge suite") says
+how far the shipped model gets there.
 
 Each suite record is a GenEval metadata line the `shapes` critic judges (``tag``,
-``include``, ``prompt``) with WISE-style fields beside it (``Prompt``, ``Explanation``,
-``category``, ``cue``), e.g.::
+``include``, ``exclude``, ``prompt``: exactly one object, of the right shape) with WISE-style
+fields beside it (``Prompt``, ``Explanation``, ``category``, ``cue``), e.g.::
 
     {"tag": "single_object", "include": [{"class": "circle", "count": 1}],
+     "exclude": [{"class": "circle", "count": 2}, {"class": "square", "count": 1},
+                 {"class": "triangle", "count": 1}, {"class": "diamond", "count": 1}],
      "prompt": "a photo of a shape like a wheel", "Prompt": "a photo of a shape like a wheel",
      "Explanation": "A wheel is round: the shape is a circle.", "category": "objects",
-     "cue": "wheel", "suite": "shapes-knowledge", "id": "k00"}
+     "cue": "wheel", "suite": "shapes-knowledge", "id": "k012"}
 """
 
 from __future__ import annotations
