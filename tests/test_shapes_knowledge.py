@@ -207,3 +207,20 @@ def test_knowledge_stage_trains_only_the_new_rows(shipped):
         assert all(p.requires_grad for p in model.parameters())
     finally:
         model.load_state_dict(before)
+
+
+def test_the_critic_passes_exactly_one_object_of_the_right_shape():
+    from milr.critics.shapes import ShapesCritic
+
+    critic = ShapesCritic()
+    rec = next(r for r in make_knowledge() if r["cue"] == "wheel")
+    assert rec["exclude"][0] == {"class": "circle", "count": 2}
+    one = [world.Obj("circle", "red", 1, 1)]
+    cases = {
+        "one circle": (one, True),
+        "a circle and a square": ([*one, world.Obj("square", "blue", 3, 3)], False),
+        "two circles": ([*one, world.Obj("circle", "blue", 3, 3)], False),
+        "the confusion": ([world.Obj("diamond", "red", 1, 1)], False),
+    }
+    for name, (objs, want) in cases.items():
+        assert critic.score(world.render(objs), rec["prompt"], rec).passed is want, name
