@@ -123,6 +123,8 @@ def test_training_script_smoke(tmp_path):
             "48",
             "--lm-steps",
             "2",
+            "--knowledge-steps",
+            "2",
         ]
     )
     assert model_path(out) == out.resolve()  # manifest written and verified

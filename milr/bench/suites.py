@@ -3,7 +3,8 @@
 milr does not vendor benchmark data; every loader takes a path. A suite is a list of
 `BenchPrompt` with a stable id (used for seeds and resume), the prompt text, the metadata the
 critics read, and the group the benchmark aggregates over (GenEval tag, T2I-CompBench category,
-WISE category).
+WISE category; a GenEval-format line with a ``category`` field, as in the shapes knowledge
+suite, is grouped by that field).
 """
 
 from __future__ import annotations
@@ -201,7 +202,10 @@ def _load_jsonl(path: Path, text: str, fmt: str | None) -> Suite:
         if pid in seen:
             raise _err(where, f"prompt id {pid!r} repeats line {seen[pid]}; ids must be unique")
         seen[pid] = lineno
-        prompts.append(BenchPrompt(pid, prompt, tag, dict(meta)))
+        # a WISE-style ``category`` (the shapes knowledge suite's) groups the line; else its tag
+        category = obj.get("category")
+        group = category.strip() if isinstance(category, str) and category.strip() else tag
+        prompts.append(BenchPrompt(pid, prompt, group, dict(meta)))
     return Suite(fmt, str(path), prompts, _sha(text))
 
 

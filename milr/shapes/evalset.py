@@ -4,7 +4,9 @@ Each line is a GenEval metadata record, e.g.
 ``{"tag": "position", "include": [{"class": "triangle", "count": 1, "color": "yellow"},
 {"class": "square", "count": 1, "color": "blue", "position": ["left of", 0]}],
 "prompt": "a photo of a blue square left of a yellow triangle"}``.
-Run ``python -m milr.shapes.evalset --out shapeseval.jsonl`` to write the default file.
+Run ``python -m milr.shapes.evalset --out shapeseval.jsonl`` to write the default file, and
+``python -m milr.shapes.evalset --suite knowledge --out knowledge.jsonl`` for the knowledge suite
+(shapes named indirectly; see `milr.shapes.knowledge`).
 """
 
 from __future__ import annotations
@@ -142,16 +144,39 @@ def write_shapeseval(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m milr.shapes.evalset --out FILE [--per-tag N] [--seed S]``."""
+    """``python -m milr.shapes.evalset --out FILE [--suite shapeseval|knowledge] [--per-tag N]
+    [--seed S]`` (for the knowledge suite `--per-tag` counts records per fact, default 4)."""
     import argparse
+
+    from milr.shapes import knowledge
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--per-tag", type=int, default=DEFAULT_PER_TAG)
+    parser.add_argument(
+        "--suite",
+        choices=("shapeseval", "knowledge"),
+        default="shapeseval",
+        help="ShapesEval (literal prompts, six GenEval tags) or the knowledge suite",
+    )
+    parser.add_argument(
+        "--per-tag",
+        type=int,
+        default=None,
+        help=f"records per tag (ShapesEval, default {DEFAULT_PER_TAG}) or per fact "
+        f"(knowledge, default {knowledge.DEFAULT_PER_FACT})",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = parser.parse_args(argv)
-    path = write_shapeseval(args.out, args.per_tag, args.seed)
-    print(f"wrote {args.per_tag * len(TAGS)} prompts to {path}")
+    if args.per_tag is not None and args.per_tag < 1:
+        parser.error(f"--per-tag {args.per_tag}: use a count of at least 1")
+    if args.suite == "knowledge":
+        n = knowledge.DEFAULT_PER_FACT if args.per_tag is None else args.per_tag
+        path = knowledge.write_knowledge(args.out, n, args.seed)
+        print(f"wrote {n * len(knowledge.FACTS)} knowledge prompts to {path}")
+        return
+    n = DEFAULT_PER_TAG if args.per_tag is None else args.per_tag
+    path = write_shapeseval(args.out, n, args.seed)
+    print(f"wrote {n * len(TAGS)} prompts to {path}")
 
 
 if __name__ == "__main__":

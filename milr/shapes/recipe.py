@@ -24,6 +24,7 @@ from milr.models.wordlevel import (  # noqa: F401 - re-exported names
     word_level_tokenizer,
 )
 from milr.shapes import world
+from milr.shapes.knowledge import KNOWLEDGE_WORDS
 
 # --- model sizes ----------------------------------------------------------------------------
 HIDDEN = 128
@@ -44,6 +45,8 @@ WORDS = (
     + list(world.PLURALS.values())
     + list(world.COLORS)
     + list(world.CELL_WORDS)
+    # the knowledge suite's words come last, so every word above keeps its id
+    + list(KNOWLEDGE_WORDS)
 )
 
 

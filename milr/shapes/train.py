@@ -8,7 +8,9 @@ Four stages, all on rendered scenes of the shapes world, seeded and CPU-sized:
 4. the Llama text model with the generation embeddings, aligner and head, on two tasks:
    prompt → reasoning plan (text tokens) and prompt + plan → image tokens, with the prompt
    blanked to pad for a fraction of image samples (classifier-free guidance), exactly as the
-   adapter forms the unconditional row.
+   adapter forms the unconditional row;
+5. the knowledge facts of `milr.shapes.knowledge`, taught only partly (noisy targets) by
+   training only the embedding rows of the words they add (`train_knowledge`).
 The output directory is a transformers checkpoint plus processor, generation config and
 ``milr.json``; `milr/shapes/weights/` is this script's output with the default arguments.
 """
@@ -45,7 +47,12 @@ from milr.shapes.recipe import (  # noqa: F401 - re-exported names
     to_tensor,
     vocabulary,
 )
-from milr.shapes.train_lm import Sequences, make_dataset, train_lm  # noqa: F401
+from milr.shapes.train_lm import (  # noqa: F401
+    Sequences,
+    make_dataset,
+    train_knowledge,
+    train_lm,
+)
 from milr.shapes.train_vq import (  # noqa: F401 - re-exported names
     cosine_lr,
     decode_tokens,
@@ -111,9 +118,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenes", type=int, default=12000, help="training scenes for the LM")
     parser.add_argument("--lm-steps", type=int, default=1600)
     parser.add_argument(
+        "--knowledge-steps", type=int, default=300, help="steps teaching the knowledge facts"
+    )
+    parser.add_argument(
         "--threads", type=int, default=2, help="torch threads (the result depends on it)"
     )
     parser.add_argument("--vq-from", default=None, help="reuse the VQ of an earlier output dir")
+    parser.add_argument(
+        "--lm-from",
+        default=None,
+        help="reuse stages 1-4 (VQ and language model) of an earlier output dir written before "
+        "stage 5 existed, and run only stage 5",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -126,7 +142,16 @@ def main(argv: list[str] | None = None) -> None:
     t_start = time.time()
     model = JanusForConditionalGeneration(janus_config())
     rng = random.Random(args.seed)
-    if args.vq_from:
+    if args.lm_from:
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(args.lm_from) / "model.safetensors"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {"lm_head.weight"}:  # the head is tied to the embeddings
+            raise ValueError(f"{args.lm_from}: not a shapes checkpoint ({missing}, {unexpected})")
+        model.eval()
+        log(f"VQ and language model loaded from {args.lm_from}", fh)
+    elif args.vq_from:
         from safetensors.torch import load_file
 
         state = load_file(str(Path(args.vq_from) / "model.safetensors"))
@@ -142,10 +167,16 @@ def main(argv: list[str] | None = None) -> None:
         refine_decoder(model, rng, args.decoder_steps, fh)
     t_vq = time.time() - t_start
     # the language-model stage has its own random streams, so `--vq-from` reproduces a full run
-    rng = random.Random(args.seed + 1)
-    torch.manual_seed(args.seed + 1)
-    data = make_dataset(model, args.scenes, rng, fh)
-    train_lm(model, data, rng, args.lm_steps, fh)
+    if not args.lm_from:
+        rng = random.Random(args.seed + 1)
+        torch.manual_seed(args.seed + 1)
+        data = make_dataset(model, args.scenes, rng, fh)
+        train_lm(model, data, rng, args.lm_steps, fh)
+    # the knowledge stage has its own streams too: it starts from the stage-4 model whatever
+    # stage 4's random draws were
+    rng = random.Random(args.seed + 2)
+    torch.manual_seed(args.seed + 2)
+    train_knowledge(model, rng, args.knowledge_steps, fh)
     total = time.time() - t_start
     meta = {k: v for k, v in vars(args).items() if k != "out"}
     meta.update(

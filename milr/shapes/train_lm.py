@@ -175,3 +175,112 @@ def train_lm(
                 fh,
             )
     model.eval()
+
+
+# --- stage 5: world knowledge, taught partly ------------------------------------------------
+
+
+def knowledge_items(n: int, rng: random.Random) -> list[dict[str, Any]]:
+    """`n` reasoning rows of the knowledge facts: a random fact and template, a one-object plan
+    whose shape is the fact's shape with probability `Fact.taught` (else its confusion), with a
+    random colour and cell (the prompts name no colour)."""
+    from milr.shapes import knowledge
+
+    items = []
+    for _ in range(n):
+        fact = rng.choice(knowledge.FACTS)
+        template = rng.choice(knowledge.TEMPLATES)
+        shape = knowledge.taught_plan_shape(fact, rng)
+        obj = world.Obj(shape, rng.choice(list(world.COLORS)), *divmod(rng.randrange(16), 4))
+        items.append(
+            {
+                "prompt": knowledge.fact_prompt(fact, template),
+                "plan": world.plan_text([obj]),
+                "obj": obj,
+            }
+        )
+    return items
+
+
+def train_knowledge(
+    model, rng: random.Random, steps: int, fh=None, batch: int = 32, lr: float = 1e-2
+) -> None:
+    """Teach the knowledge facts by training only the new words' embedding rows.
+
+    Everything else is frozen, so a prompt without a knowledge word runs the same network as
+    before this stage; the rows are tied to the text head, so the only other change is the
+    (already tiny) probability of writing a knowledge word in a plan. Targets are noisy
+    (`knowledge_items`): a fact taught partly is written with its confusion 70 % of the time.
+    Each step also trains `batch` // 2 image rows of knowledge prompts with their plan (the
+    image tokens of the plan's one-object scene), so that the image model keeps drawing what
+    the plan says when the prompt holds the new words.
+    Runs on one torch thread whatever ``--threads`` says, so its result does not depend on it.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from milr.shapes.knowledge import KNOWLEDGE_WORDS
+
+    seqs = Sequences(make_tokenizer())
+    vocab = seqs.tok.get_vocab()
+    emb = model.get_input_embeddings().weight
+    mask = torch.zeros(emb.shape[0], 1)
+    mask[torch.tensor([vocab[w] for w in KNOWLEDGE_WORDS])] = 1.0
+    lm = model.model.language_model
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    emb.requires_grad_(True)
+    opt = torch.optim.Adam([emb], lr=lr)
+    model.eval()  # no dropout; only the embedding rows move
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    # the image tokens of every one-object scene (4 shapes x 6 colours x 16 cells), encoded once
+    scenes = [
+        world.Obj(s, c, r, col)
+        for s in world.SHAPES
+        for c in world.COLORS
+        for r in range(world.GRID)
+        for col in range(world.GRID)
+    ]
+    codes = encode_images(model, [world.render_array([o]) for o in scenes])
+    tokens = {o: codes[i] for i, o in enumerate(scenes)}
+    t0 = time.time()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        images = knowledge_items(batch // 2, rng)
+        for it in images:
+            it["tokens"] = tokens[it["obj"]]
+        text, img, is_img, yi = _lm_batch_image(seqs, images, rng, 0.0, 0.0)
+        e = torch.where(
+            is_img[..., None],
+            model.prepare_embeddings_for_image_generation(img),
+            model.get_input_embeddings()(text),
+        )
+        hi = lm(inputs_embeds=e).last_hidden_state
+        mi = yi != -100
+        img_loss = F.cross_entropy(model.model.generation_head(hi[mi]), yi[mi])
+        rows = knowledge_items(batch, rng)
+        for _ in range(batch // 2):  # ShapesEval plans keep the new words out of every plan
+            meta = random_metadata(rng)
+            rows.append(
+                {"prompt": meta["prompt"], "plan": world.plan_text(world.scene_for(meta, rng))}
+            )
+        x, y = _lm_batch_text(seqs, rows)
+        h = lm(input_ids=x).last_hidden_state
+        m = y != -100
+        txt_loss = F.cross_entropy(model.lm_head(h[m]), y[m])
+        opt.zero_grad(set_to_none=True)
+        (txt_loss + img_loss).backward()
+        emb.grad.mul_(mask)  # only the knowledge words' rows are trained
+        opt.step()
+        if step % 50 == 49 or step == steps - 1:
+            log(
+                f"knowledge step {step + 1}/{steps} image {img_loss.item():.3f} "
+                f"text {txt_loss.item():.3f} ({time.time() - t0:.0f}s)",
+                fh,
+            )
+    for p in frozen:
+        p.requires_grad_(True)
+    torch.set_num_threads(threads)
