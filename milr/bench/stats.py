@@ -335,4 +335,13 @@ def statistics_markdown(stats: dict[str, Any], metric: str) -> list[str]:
         + (f", unknown (older records): {at['unknown']}" if at["unknown"] else ""),
         f"- {stats['method']}.",
     ]
+    ctl = stats.get("control_optimizer")
+    if ctl:
+        steps = ctl.get("mean_steps")
+        lines.insert(
+            -1,
+            f"- control ({stats.get('control')}): mean steps "
+            f"{'–' if steps is None else f'{steps:.1f}'}, reward-critic calls "
+            f"{ctl.get('total_critic_calls')}",
+        )
     return lines
