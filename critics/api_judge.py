@@ -94,6 +94,7 @@ class APIJudgeCritic(Critic):
     """
 
     name: ClassVar[str] = "api-judge"
+    calls_api: ClassVar[bool] = True
     description: ClassVar[str] = "OpenAI-compatible API judge (yesno, wise, likert5, checklist)"
     requires: ClassVar[tuple[str, ...]] = ("openai",)
     extra: ClassVar[str | None] = "api"
@@ -262,6 +263,11 @@ class APIJudgeCritic(Critic):
     def judge_prompt(self, prompt: str, metadata: dict[str, Any]) -> str:
         """The text sent with the image for this prompt (hashed into the details)."""
         return self.rubric.render(self.template, prompt, metadata)
+
+    def prepare(self) -> None:
+        """Check that the API key's environment variable is set (no request is made)."""
+        require("openai", self.extra, self.name)
+        self._api_key()
 
     def _api_key(self) -> str | None:
         if self.api_key_env is None:

@@ -239,6 +239,14 @@ class JudgeCritic(RubricSetup, Critic):
             _MODELS[key] = (model, processor)
             return model, processor
 
+    def prepare(self) -> None:
+        """Load the judge model and its processor."""
+        self.load()
+
+    def weights_ids(self) -> list[str]:
+        """The judge checkpoint (``model``)."""
+        return [self.model_source]
+
     def judge_text(self, prompt: str, metadata: dict[str, Any] | None = None) -> str:
         """The rubric's text for one prompt (before the chat template)."""
         return self.rubric.render(self.template, prompt, metadata)

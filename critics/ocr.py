@@ -234,6 +234,21 @@ class OCRCritic(Critic):
                 )
         return folder
 
+    def prepare(self) -> None:
+        """Load EasyOCR's reader, or check that the tesseract program exists."""
+        if self.params.backend == "easyocr":
+            self._reader()
+            return
+        import shutil
+
+        require("pytesseract", "ocr", self.name)
+        cmd = self.params.tesseract_cmd or "tesseract"
+        if shutil.which(cmd) is None:
+            raise MilrUserError(
+                f"ocr critic: tesseract program {cmd!r} not found; install it (e.g. apt-get "
+                "install tesseract-ocr) or pass tesseract_cmd=/path/to/tesseract"
+            )
+
     def _reader(self) -> Any:
         """The process-wide EasyOCR reader for this configuration (loaded on first use)."""
         folder = self._weights_dir()

@@ -49,7 +49,9 @@ class MILRSolver:
     ``--opt select=best``).
     """
 
-    def __init__(self, opts: BenchOptions, device: str | None) -> None:
+    def __init__(self, opts: BenchOptions, device: str | None, critic: Any = None) -> None:
+        """`critic`: the reward critic, already built and prepared (`milr.preflight`); None
+        builds it from ``opts.critic``."""
         from milr import build_critic
         from milr.devices import resolve_device, resolve_dtype
         from milr.generator import load_generator
@@ -57,7 +59,7 @@ class MILRSolver:
         self.opts = opts
         self._config(0)  # bad optimizer options fail before the model loads
         resolve_dtype(opts.dtype, resolve_device(device))  # and a bad device before critics
-        self.critic = build_critic(list[Any](opts.critic))
+        self.critic = critic if critic is not None else build_critic(list[Any](opts.critic))
         self.generator = load_generator(
             opts.model,
             device=device,
@@ -128,8 +130,8 @@ class MILRSolver:
         )
         for done in engine.run(todo):
             if done.error is not None:
-                if not isinstance(done.error, Exception):  # Ctrl-C and the like end the run
-                    raise done.error
+                if not isinstance(done.error, Exception) or isinstance(done.error, MilrUserError):
+                    raise done.error  # Ctrl-C, and the user's errors, end the run
                 yield done.job.key, done.error, done.seconds
                 continue
             try:
