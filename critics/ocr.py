@@ -252,13 +252,18 @@ class OCRCritic(Critic):
     def _reader(self) -> Any:
         """The process-wide EasyOCR reader for this configuration (loaded on first use)."""
         folder = self._weights_dir()
-        key = (str(folder), self.params.device, False)
+        device = self.params.device
+        if device.startswith("cuda"):  # EasyOCR gets an explicit index, never a bare "cuda"
+            from milr.devices import resolve_device
+
+            device = resolve_device(device, "ocr critic")
+        key = (str(folder), device, False)
         with _READERS_LOCK:
             reader = _READERS.get(key)
             if reader is None:
                 easyocr = require("easyocr", self.extra, self.name)
                 user_dir = tempfile.mkdtemp(prefix="milr-easyocr-net-")
-                gpu: bool | str = False if self.params.device == "cpu" else self.params.device
+                gpu: bool | str = False if device == "cpu" else device
                 try:
                     reader = easyocr.Reader(
                         ["en"],
