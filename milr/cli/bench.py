@@ -304,7 +304,9 @@ def _exit_on_failures(target: str) -> None:
     for line in lines:
         click.echo(line, err=True)
     if lines:
-        raise click.exceptions.Exit(1)
+        import sys
+
+        sys.exit(1)  # click's Exit would be swallowed by standalone_mode=False
 
 
 @bench.command("summary")
