@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import run_milr
+
 from milr import Critic, Member, MilrUserError, Route
 from milr.bench.options import BenchOptions
 from milr.bench.records import shard_files
