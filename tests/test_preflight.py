@@ -291,3 +291,14 @@ def test_cli_download_loads_and_lists_the_cache(tmp_path):
 
 if sys.platform == "win32":  # symlinks in the fake cache
     pytestmark = pytest.mark.skip("symlinks")
+
+
+def test_cli_generate_checks_the_prompt_before_the_model(tmp_path):
+    # the model is neither cached nor reachable: only a check before loading it can answer
+    res = run_milr("generate", "a cat on a sofa", "-M", "acme/absent-model", "-c", "shapes",
+                   "-o", str(tmp_path / "o"), env={"HF_HOME": str(tmp_path / "hf")})  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: reward critic cannot judge the prompt 'a cat on a sofa'")
+    assert not (tmp_path / "o").exists()

@@ -105,3 +105,30 @@ def test_two_ranks_each_on_their_local_gpu(device):
     # without CUDA the injected presence decides the devices and the group uses gloo
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     assert seen == [(0, "cuda:0", "cuda:0", backend), (1, "cuda:1", "cuda:1", backend)]
+
+
+def test_run_milr_places_and_reuses_a_generator_by_name():
+    from milr import optimizer, run_milr
+
+    first = run_milr("shapes", "shapes", "a photo of a red circle", device="cpu", dtype="fp32",
+                     max_steps=1)  # fmt: skip
+    loaded = dict(optimizer._LOADED)
+    second = run_milr("shapes", ["shapes"], "a photo of a blue square", device="cpu",
+                      dtype="float32", max_steps=1)  # fmt: skip
+    assert list(loaded) == [("shapes", "cpu", "torch.float32")]
+    assert loaded == optimizer._LOADED  # the same generator object, not loaded twice
+    assert first.n_steps <= 1 and second.n_steps <= 1
+    with pytest.raises(MilrUserError, match="dtype='fp128'"):
+        run_milr("shapes", "shapes", "a photo of a red circle", device="cpu", dtype="fp128")
+
+
+def test_judge_device_map_auto_needs_accelerate():
+    import importlib.util
+
+    from milr.critics.judge import JudgeCritic
+
+    if importlib.util.find_spec("accelerate") is not None:
+        pytest.skip("accelerate is installed here")
+    judge = JudgeCritic(model="/nonexistent/judge", device_map="auto", device="cpu")
+    with pytest.raises(MilrUserError, match="device_map=auto needs the accelerate package"):
+        judge.prepare()
