@@ -219,7 +219,8 @@ def _finished(out: Path, retry_errors: bool) -> set[tuple[str, int]]:
     return {
         rec.key
         for rec in load_records(out)
-        if not (retry_errors and rec.any_error) and not is_setup_error(rec.error)
+        if not (retry_errors and rec.any_error)
+        and not any(is_setup_error(e) for e in (rec.error, *(s.error for _, s in rec.sides() if s)))
     }
 
 
