@@ -264,16 +264,13 @@ class APIJudgeCritic(Critic):
         """The text sent with the image for this prompt (hashed into the details)."""
         return self.rubric.render(self.template, prompt, metadata)
 
-    def prepare(self) -> None:
-        """Check that the API key's environment variable is set (no request is made)."""
-        require("openai", self.extra, self.name)
+    def prepare(self) -> None:  # the key's variable must be set; no request is made
         self._api_key()
 
     def _api_key(self) -> str | None:
         if self.api_key_env is None:
             return None
-        key = os.environ.get(self.api_key_env)
-        if not key:
+        if not (key := os.environ.get(self.api_key_env)):
             raise MilrUserError(
                 f"api-judge critic: environment variable {self.api_key_env} is not set; export "
                 f"the API key as {self.api_key_env}=..., pass api_key_env=OTHER_NAME, or "

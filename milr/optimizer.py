@@ -428,45 +428,23 @@ def latent_dtype(rule: str, model_dtype: torch.dtype) -> torch.dtype:
     return model_dtype
 
 
-_LOADED: dict[tuple[str, str, str], Generator] = {}
-
-
 def run_milr(
     generator: Generator | str,
     critic: Critic | str | list[str],
     prompt: str,
     metadata: dict[str, Any] | None = None,
     callback: Callable[[StepRecord, MILRResult], Any] | None = None,
-    *,
-    device: str | None = None,
-    dtype: str | None = None,
-    **config: Any,
-) -> MILRResult:
-    """Run MILR on one prompt. `generator` may be a model name/path, `critic` spec strings.
-
-    `device` (``auto``/None: CUDA when present, else CPU; ``cuda:N``...) and `dtype`
-    (`milr.devices` spellings) place a generator given by name; a name is loaded once per
-    process and (name, device, dtype), so repeated calls reuse it. Critics with
-    ``device=auto`` run on the generator's device. Remaining keywords are `MILRConfig` fields.
-    """
-    from milr.devices import resolve_dtype, run_device, use_device
+    *, device: str | None = None, dtype: str | None = None, **config: Any,
+) -> MILRResult:  # fmt: skip
+    """Run MILR on one prompt. `generator` may be a model name/path (loaded once per `device` and
+    `dtype`, then reused), `critic` spec strings (``device=auto``: the generator's device)."""
+    from milr.devices import use_device
+    from milr.generator import loaded_generator
+    from milr.specs import build_critic
 
     cfg = MILRConfig(**config)  # bad settings fail before anything loads
     if isinstance(generator, str):
-        from milr.generator import load_generator
-
-        dev = run_device(device, who="device")
-        key = (generator, dev, str(resolve_dtype(dtype, dev, "dtype")))
-        loaded = _LOADED.get(key)
-        if loaded is None:
-            loaded = _LOADED[key] = load_generator(generator, device=dev, dtype=dtype)
-        generator = loaded
-        run_dev: str | None = dev
-    else:
-        run_dev = str(getattr(generator, "device", "")) or None
-    with use_device(run_dev):
-        if not isinstance(critic, Critic):
-            from milr.specs import build_critic
-
-            critic = build_critic(critic)
+        generator = loaded_generator(generator, device, dtype)
+    with use_device(str(getattr(generator, "device", "")) or None):
+        critic = critic if isinstance(critic, Critic) else build_critic(critic)
         return MILR(generator, critic, cfg).run(prompt, metadata, callback=callback)

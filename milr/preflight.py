@@ -98,7 +98,6 @@ def prepare_critics(
     reused. `items`: every prompt the run will judge. Raises `MilrUserError` (one line naming
     the critic's role) for any setup fault.
     """
-    from milr.bench.records import canonical_json
     from milr.specs import build_critic
 
     reward = build_critic(list(reward_specs), on_error=on_error)
@@ -106,7 +105,7 @@ def prepare_critics(
     shared = False
     evaluation = None
     if eval_specs is not None:
-        if _same(eval_specs, reward_specs, canonical_json):
+        if _same(eval_specs, reward_specs):
             evaluation, shared = reward, True
         else:
             evaluation = build_critic(list(eval_specs))
@@ -117,11 +116,14 @@ def prepare_critics(
     return Critics(reward, evaluation, shared)
 
 
-def _same(a: Sequence[Any], b: Sequence[Any], canonical: Any) -> bool:
-    try:
-        return bool(canonical(list(a)) == canonical(list(b)))
-    except TypeError:
-        return False
+def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    """Whether two spec lists are the same (as `milr.bench` compares them: as JSON)."""
+    import json
+
+    def canonical(v: Sequence[Any]) -> str:
+        return json.dumps(list(v), sort_keys=True, separators=(",", ":"), default=str)
+
+    return canonical(a) == canonical(b)
 
 
 # ------------------------------------------------------------------ setup faults in old runs
@@ -318,36 +320,4 @@ def run_plan(
         reward=reward,
         evaluation=evaluation,
         model=model,
-    )
-
-
-def bench_plan(opts: Any) -> tuple[Plan, int]:
-    """The plan of ``milr bench`` with `opts` (a `milr.bench.options.BenchOptions`) and how
-    many (prompt, seed) pairs are already finished in its ``--out`` (not counted)."""
-    from milr.bench.options import default_out
-    from milr.bench.runner import _finished, plan_items
-    from milr.bench.suites import load_suite
-    from milr.optimizer_config import MILRConfig
-
-    opts.validate()
-    suite = load_suite(opts.suite, opts.format)
-    out = Path(opts.out) if opts.out else default_out(opts)
-    done = _finished(out, opts.retry_errors) if out.is_dir() else set()
-    todo = [(p, s) for p, s in plan_items(suite, opts) if (p.id, s) not in done]
-    kwargs = {"mode": opts.mode, "max_steps": opts.steps, **opts.optimizer}
-    try:
-        config = MILRConfig(**kwargs)
-    except TypeError as exc:
-        raise MilrUserError(f"bad optimizer option in {opts.optimizer}: {exc}") from None
-    return (
-        run_plan(
-            model=opts.model,
-            reward_specs=list(opts.critic),
-            eval_specs=opts.eval_specs(),
-            prompts=len({p.id for p, _ in todo}),
-            seeds=opts.seeds,
-            records=len(todo),
-            config=config,
-        ),
-        len(done),
     )

@@ -227,7 +227,8 @@ def _fake_hub_cache(hf_home: Path, repo_id: str, folder: Path) -> str:
 
 
 def test_dry_run_plans_without_loading(shapes_suite, tmp_path, monkeypatch):
-    from milr.preflight import bench_plan, format_plan
+    from milr.bench.plan import bench_plan
+    from milr.preflight import format_plan
 
     judge = "api-judge:base_url=http://127.0.0.1:9/v1,model=m,api_key_env=MILR_TEST_ABSENT_KEY"
     hf_home = tmp_path / "hf"

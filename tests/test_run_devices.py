@@ -108,15 +108,16 @@ def test_two_ranks_each_on_their_local_gpu(device):
 
 
 def test_run_milr_places_and_reuses_a_generator_by_name():
-    from milr import optimizer, run_milr
+    from milr import generator as gen_module
+    from milr import run_milr
 
     first = run_milr("shapes", "shapes", "a photo of a red circle", device="cpu", dtype="fp32",
                      max_steps=1)  # fmt: skip
-    loaded = dict(optimizer._LOADED)
+    loaded = dict(gen_module._LOADED)
     second = run_milr("shapes", ["shapes"], "a photo of a blue square", device="cpu",
                       dtype="float32", max_steps=1)  # fmt: skip
     assert list(loaded) == [("shapes", "cpu", "torch.float32")]
-    assert loaded == optimizer._LOADED  # the same generator object, not loaded twice
+    assert loaded == gen_module._LOADED  # the same generator object, not loaded twice
     assert first.n_steps <= 1 and second.n_steps <= 1
     with pytest.raises(MilrUserError, match="dtype='fp128'"):
         run_milr("shapes", "shapes", "a photo of a red circle", device="cpu", dtype="fp128")

@@ -276,7 +276,8 @@ def run_cmd(
         batch_prompts=batch_prompts,
     )
     if dry_run:
-        from milr.preflight import bench_plan, format_plan
+        from milr.bench.plan import bench_plan
+        from milr.preflight import format_plan
 
         plan, done = bench_plan(opts)
         click.echo(format_plan(plan, "milr bench"))
