@@ -303,3 +303,20 @@ def test_cli_generate_checks_the_prompt_before_the_model(tmp_path):
     assert len(lines) == 1
     assert lines[0].startswith("error: reward critic cannot judge the prompt 'a cat on a sofa'")
     assert not (tmp_path / "o").exists()
+
+
+def test_geneval_prepare_and_check_item_use_the_detectors_classes():
+    pytest.importorskip("ultralytics")
+    from milr.critics.geneval import GenEvalCritic
+
+    critic = GenEvalCritic(weights="yolov8n.yaml", device="cpu")  # random weights, COCO names
+    critic.prepare()
+    critic.check_item("a photo of a bench", {"include": [{"class": "bench", "count": 1}]})
+    critic.check_item("a photo of two red cars", {})  # parsed from the prompt
+    with pytest.raises(MilrUserError, match="'unicorn' is not a known class"):
+        critic.check_item("x", {"include": [{"class": "unicorn", "count": 1}]})
+    with pytest.raises(MilrUserError, match="cannot parse prompt 'a cat on a sofa'"):
+        critic.check_item("a cat on a sofa", {})
+    GenEvalCritic(weights="yolov8n.yaml", device="cpu", on_unparsed="zero").check_item(
+        "a cat on a sofa", {}
+    )
