@@ -320,3 +320,17 @@ def test_geneval_prepare_and_check_item_use_the_detectors_classes():
     GenEvalCritic(weights="yolov8n.yaml", device="cpu", on_unparsed="zero").check_item(
         "a cat on a sofa", {}
     )
+
+
+def test_the_run_device_holds_while_solving_and_scoring(shapes_suite, tmp_path):
+    from milr.devices import current_run_device
+
+    seen = []
+
+    class Watching(_Recorder):
+        def solve(self, prompt, seed):
+            seen.append(current_run_device())  # what critics' device=auto resolves to
+            return super().solve(prompt, seed)
+
+    run_bench(_opts(shapes_suite, tmp_path / "run"), solver_factory=Watching())
+    assert seen == ["cpu", "cpu"] and current_run_device() is None

@@ -249,7 +249,8 @@ def _run(
         print(f"resuming {out}: {len(done)} finished, {len(todo)} to do", file=sys.stderr)
     critics = _preflight(opts, ctx, todo, bool(mine))
     if mine:
-        _work(opts, ctx, suite, out, mine, solver_factory, critics)
+        with use_device(rank_device(opts.device, ctx)):  # critics' device=auto: the generator's
+            _work(opts, ctx, suite, out, mine, solver_factory, critics)
     ctx.barrier()
     if not ctx.is_main:
         return None
@@ -291,11 +292,10 @@ def _work(
 
     device = rank_device(opts.device, ctx)
     factory = solver_factory or load_solver_factory(opts.solver)
-    with use_device(device):
-        if factory is MILRSolver and critics is not None:
-            solver: Solver = MILRSolver(opts, device, critic=critics.reward)
-        else:
-            solver = factory(opts, device)
+    if factory is MILRSolver and critics is not None:
+        solver: Solver = MILRSolver(opts, device, critic=critics.reward)
+    else:
+        solver = factory(opts, device)
     resolve = getattr(solver, "resolved_settings", None)
     if callable(resolve):  # what the loaded checkpoint made of the unset options
         check_or_write_resolved(out, resolve(), force=opts.force)

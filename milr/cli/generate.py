@@ -213,17 +213,18 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
     from milr.optimizer import MILR
     from milr.preflight import prepare_critics
 
-    with use_device(device):  # critics with device=auto follow the generator
-        # every setup fault (weights, keys, a prompt the critic cannot judge) before the model
-        critic = prepare_critics(specs, [("-", prompt, metadata)], on_error=on_error).reward
-        generator = load_generator(
-            model,
-            device=device,
-            dtype=opts["dtype"],
-            allow_missing=opts["allow_missing"],
-            prompt_style=opts["prompt_style"],
-            prompt_file=opts["prompt_file"],
-        )
+    # critics with device=auto follow the generator, for the rest of the command
+    click.get_current_context().with_resource(use_device(device))
+    # every setup fault (weights, keys, a prompt the critic cannot judge) before the model
+    critic = prepare_critics(specs, [("-", prompt, metadata)], on_error=on_error).reward
+    generator = load_generator(
+        model,
+        device=device,
+        dtype=opts["dtype"],
+        allow_missing=opts["allow_missing"],
+        prompt_style=opts["prompt_style"],
+        prompt_file=opts["prompt_file"],
+    )
     bar = None
     if not opts["quiet"]:
         from tqdm.auto import tqdm
