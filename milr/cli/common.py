@@ -75,6 +75,15 @@ dry_run_option = click.option(
 )
 
 
+#: ``--revision``: branch, tag or commit of the model's Hub repository.
+revision_option = click.option(
+    "--revision",
+    default=None,
+    show_default="the repository's main branch",
+    help="Branch, tag or commit of the model's Hub repository.",
+)
+
+
 def parse_metadata(value: str | None) -> dict[str, Any]:
     """Metadata is inline JSON or a path to a JSON file; it must be an object."""
     if value is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from milr.cli.common import prompt_file_option, prompt_style_option
+from milr.cli.common import prompt_file_option, prompt_style_option, revision_option
 from milr.errors import MilrUserError
 
 
@@ -27,18 +27,19 @@ from milr.errors import MilrUserError
     help="Model: 'shapes', a Janus checkpoint directory or hub id.",
 )
 @click.option(
-    "--critic", "-c", "critic", multiple=True, help="Reward critic spec (repeatable), as in bench."
+    "--critic",
+    "-c",
+    "critic",
+    multiple=True,
+    show_default="shapes",
+    help="Reward critic spec (repeatable), as in bench.",
 )
 @click.option(
     "--eval-critic", "eval_critic", multiple=True, help="Evaluation critic spec (repeatable)."
 )
 @prompt_style_option
 @prompt_file_option
-@click.option(
-    "--revision",
-    default=None,
-    help="Branch, tag or commit of the model's Hub repository (when the loader takes one).",
-)
+@revision_option
 @click.option(
     "--device",
     default="cpu",
@@ -66,7 +67,8 @@ def download(
     from milr.devices import resolve_dtype, run_device, use_device
     from milr.specs import resolve_specs
 
-    specs, _ = resolve_specs(list(critic))  # malformed specs fail before anything loads
+    critic = critic or ("shapes",)  # bench's default
+    resolve_specs(list(critic))  # malformed specs fail before anything loads
     if eval_critic:
         resolve_specs(list(eval_critic))
     dev = run_device(device)
@@ -80,11 +82,7 @@ def download(
     from milr.preflight import prepare_critics
 
     with use_device(dev):
-        critics = None
-        if critic:
-            critics = prepare_critics(list(critic), [], list(eval_critic) or None)
-        elif eval_critic:
-            critics = prepare_critics(list(eval_critic), [])
+        critics = prepare_critics(list(critic), [], list(eval_critic) or None)
         kwargs: dict[str, Any] = {
             "device": dev,
             "dtype": dtype,
@@ -99,11 +97,9 @@ def download(
                 )
             kwargs["revision"] = revision
         load_generator(model, **kwargs)
-    ids = [model]
-    if critics is not None:
-        ids += critics.reward.weights_ids()
-        if critics.evaluation is not None and not critics.shared:
-            ids += critics.evaluation.weights_ids()
+    ids = [model, *critics.reward.weights_ids()]
+    if critics.evaluation is not None and not critics.shared:
+        ids += critics.evaluation.weights_ids()
     for entry in cached_entries(list(dict.fromkeys(ids))):
         if as_json:
             click.echo(json.dumps(entry))
