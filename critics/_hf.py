@@ -135,8 +135,9 @@ def load_checkpoint(
         try:
             with quiet_transformers():
                 model, info = model_cls.from_pretrained(
-                    source, dtype=torch_dtype, local_files_only=True, output_loading_info=True
-                )
+                    source, dtype=torch_dtype, local_files_only=True, output_loading_info=True,
+                    **_placement(dev),
+                )  # fmt: skip
                 proc = proc_cls.from_pretrained(source, local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
             first = first_line(exc)
@@ -148,6 +149,16 @@ def load_checkpoint(
         bundle = HFBundle(model, proc, model_type, source, model.device, torch_dtype)
         _CACHE[key] = bundle
         return bundle
+
+
+def _placement(device: str) -> dict[str, Any]:
+    """``device_map`` to load straight onto an accelerator (transformers needs `accelerate`
+    for any ``device_map``); empty on the CPU or without accelerate (load, then move)."""
+    import importlib.util
+
+    if device == "cpu" or importlib.util.find_spec("accelerate") is None:
+        return {}
+    return {"device_map": {"": device}}
 
 
 def clear_cache() -> None:

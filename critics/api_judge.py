@@ -87,6 +87,7 @@ class APIJudgeCritic(Critic):
     """
 
     name: ClassVar[str] = "api-judge"
+    calls_api: ClassVar[bool] = True
     description: ClassVar[str] = "OpenAI-compatible API judge (yesno, wise, likert5, checklist)"
     requires: ClassVar[tuple[str, ...]] = ("openai",)
     extra: ClassVar[str | None] = "api"
@@ -266,11 +267,13 @@ class APIJudgeCritic(Critic):
         """The text sent with the image for this prompt (hashed into the details)."""
         return self.rubric.render(self.template, prompt, metadata)
 
+    def prepare(self) -> None:  # the key's variable must be set; no request is made
+        self._api_key()
+
     def _api_key(self) -> str | None:
         if self.api_key_env is None:
             return None
-        key = os.environ.get(self.api_key_env)
-        if not key:
+        if not (key := os.environ.get(self.api_key_env)):
             raise MilrUserError(
                 f"api-judge critic: environment variable {self.api_key_env} is not set; export "
                 f"the API key as {self.api_key_env}=..., pass api_key_env=OTHER_NAME, or "

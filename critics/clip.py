@@ -40,6 +40,10 @@ class ClipScoreCritic(Critic):
     def _bundle(self) -> _openclip.OpenClipBundle:
         return _openclip.critic_bundle(self)
 
+    def prepare(self) -> None:
+        """Load the open_clip model."""
+        self._bundle()
+
     def score_batch(
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
     ) -> list[CriticResult]:

@@ -333,6 +333,25 @@ class GenEvalCritic(Critic):
                     ]
         return out
 
+    def prepare(self) -> None:
+        """Load the detector and, with ``clip_weights``, the colour classifier."""
+        self._model()
+        if self.params.clip_weights is not None:
+            device = _openclip.resolve_device(self.params.device, self.name)
+            _openclip.load_open_clip(
+                self.params.clip_arch, self.params.clip_weights, device=device,
+                dtype="float32", critic=self.name, extra=self.extra,
+            )  # fmt: skip
+
+    def check_item(self, prompt: str, metadata: dict[str, Any]) -> None:
+        """The item's clauses must parse and name classes the detector knows."""
+        _, names, _ = self._model()
+        try:
+            self._metadata(prompt, metadata or {}, list(dict.fromkeys(names.values())))
+        except PromptParseError:
+            if self.params.on_unparsed == "error":
+                raise
+
     # -- colours ----------------------------------------------------------------------------
 
     def classify_colors(

@@ -156,6 +156,27 @@ class GroundingCritic(Critic):
             revision=p.revision,
         )  # fmt: skip
 
+    def prepare(self) -> None:
+        """Load the detector, the spaCy pipeline (``phrases=spacy``) and the colour classifier."""
+        p = self.params
+        self.load()
+        if p.phrases == "spacy":
+            from milr.critics._phrases import spacy_noun_phrases
+
+            spacy_noun_phrases("a red car", p.spacy_model, self.name)
+        if p.clip_weights is not None:
+            from milr.critics import _openclip
+
+            device = _hf.resolve_device_dtype(p.device, "float32", self.name)[0]
+            _openclip.load_open_clip(
+                p.clip_arch, p.clip_weights, device=device, dtype="float32", critic=self.name,
+                extra="clip",
+            )  # fmt: skip
+
+    def check_item(self, prompt: str, metadata: dict[str, Any]) -> None:
+        """The item must give classes to look for (metadata clauses or the prompt's phrases)."""
+        self._metadata(prompt, metadata if metadata is not None else {})
+
     def detect(self, images: list[Any], classes: list[list[str]]) -> list[list[Detection]]:
         """Boxes per image for its class names, NMS'd per class, most confident first.
 

@@ -156,6 +156,24 @@ class RubricSetup:
         return None
 
 
+def _placement(device_map: str | None, device: str) -> dict[str, Any]:
+    """``from_pretrained`` placement: ``device_map="auto"`` when asked (accelerate required),
+    straight onto an accelerator when accelerate is installed, else nothing (load, then move)."""
+    import importlib.util
+
+    has_accelerate = importlib.util.find_spec("accelerate") is not None
+    if device_map == "auto":
+        if not has_accelerate:
+            raise MilrUserError(
+                "judge critic: device_map=auto needs the accelerate package; install it with "
+                "`pip install accelerate`, or drop device_map to load on one device"
+            )
+        return {"device_map": "auto"}
+    if device == "cpu" or not has_accelerate:
+        return {}
+    return {"device_map": {"": device}}
+
+
 def resolve_device_dtype(device: str | None, dtype: str, critic: str) -> tuple[str, Any]:
     """``device`` auto/None picks CUDA when present; ``dtype="auto"`` is bf16 on CUDA, fp32 on CPU.
 
@@ -199,6 +217,11 @@ class JudgeCritic(RubricSetup, Critic):
         dtype: dtype_param("auto", "float32", "bfloat16", "float16") = Field(  # type: ignore[valid-type]
             "auto", description="weights dtype; auto: bfloat16 on CUDA, float32 on CPU"
         )
+        device_map: Literal["auto"] | None = Field(
+            None,
+            description="auto: spread a judge too large for one GPU over all visible GPUs "
+            "(needs the accelerate package; device is then ignored); None: one device",
+        )
 
     params: Params
 
@@ -240,7 +263,8 @@ class JudgeCritic(RubricSetup, Critic):
                 hint="pass a checkpoint directory or a Hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct)",
             ).path
         )
-        key = (source, device, str(dtype))
+        placement = _placement(self.params.device_map, device)
+        key = (source, "auto" if self.params.device_map else device, str(dtype))
         with _MODELS_LOCK:
             if key in _MODELS:
                 return _MODELS[key]
@@ -248,8 +272,9 @@ class JudgeCritic(RubricSetup, Critic):
             try:  # a local directory now: nothing more is downloaded
                 with quiet_transformers():
                     model, info = transformers.AutoModelForImageTextToText.from_pretrained(
-                        source, dtype=dtype, local_files_only=True, output_loading_info=True
-                    )
+                        source, dtype=dtype, local_files_only=True, output_loading_info=True,
+                        **placement,
+                    )  # fmt: skip
                     processor = transformers.AutoProcessor.from_pretrained(
                         source, local_files_only=True
                     )
@@ -259,9 +284,19 @@ class JudgeCritic(RubricSetup, Critic):
                     f"image-text-to-text checkpoint: {first_line(exc)}"
                 ) from exc
             check_loading_info(info, source, "judge critic")  # missing tensors: one line
-            model.to(device).eval().requires_grad_(False)
+            if "device_map" not in placement:
+                model.to(device)
+            model.eval().requires_grad_(False)
             _MODELS[key] = (model, processor)
             return model, processor
+
+    def prepare(self) -> None:
+        """Load the judge model and its processor."""
+        self.load()
+
+    def weights_ids(self) -> list[str]:
+        """The judge checkpoint (``model``)."""
+        return [self.model_source]
 
     def judge_text(self, prompt: str, metadata: dict[str, Any] | None = None) -> str:
         """The rubric's text for one prompt (before the chat template)."""

@@ -239,16 +239,36 @@ class OCRCritic(Critic):
                 )
         return folder
 
+    def prepare(self) -> None:
+        """Load EasyOCR's reader, or check that the tesseract program exists."""
+        if self.params.backend == "easyocr":
+            self._reader()
+            return
+        import shutil
+
+        require("pytesseract", "ocr", self.name)
+        cmd = self.params.tesseract_cmd or "tesseract"
+        if shutil.which(cmd) is None:
+            raise MilrUserError(
+                f"ocr critic: tesseract program {cmd!r} not found; install it (e.g. apt-get "
+                "install tesseract-ocr) or pass tesseract_cmd=/path/to/tesseract"
+            )
+
     def _reader(self) -> Any:
         """The process-wide EasyOCR reader for this configuration (loaded on first use)."""
         folder = self._weights_dir()
-        key = (str(folder), self.params.device, False)
+        device = self.params.device
+        if device.startswith("cuda"):  # EasyOCR gets an explicit index, never a bare "cuda"
+            from milr.devices import resolve_device
+
+            device = resolve_device(device, "ocr critic")
+        key = (str(folder), device, False)
         with _READERS_LOCK:
             reader = _READERS.get(key)
             if reader is None:
                 easyocr = require("easyocr", self.extra, self.name)
                 user_dir = tempfile.mkdtemp(prefix="milr-easyocr-net-")
-                gpu: bool | str = False if self.params.device == "cpu" else self.params.device
+                gpu: bool | str = False if device == "cpu" else device
                 try:
                     reader = easyocr.Reader(
                         ["en"],

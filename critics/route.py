@@ -145,6 +145,15 @@ class RouteCritic(Critic):
     def bind(self, *, generator: Any = None) -> None:
         self.route.bind(generator=generator)
 
+    def prepare(self) -> None:
+        self.route.prepare()
+
+    def check_item(self, prompt: str, metadata: dict[str, Any]) -> None:
+        self.route.check_item(prompt, metadata)
+
+    def weights_ids(self) -> list[str]:
+        return self.route.weights_ids()
+
     def config(self) -> dict[str, Any]:
         """The routing and every member's own `config()` (cache keys see member changes)."""
         return self.route.config()

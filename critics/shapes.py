@@ -58,6 +58,20 @@ class ShapesCritic(Critic):
                 f"{', '.join(SHAPES)}), or pass GenEval metadata"
             ) from None
 
+    def check_item(self, prompt: str, metadata: dict[str, Any]) -> None:
+        """The item's clauses (given or parsed) must name shapes-world classes and colours."""
+        from milr.geneval_rules import GENEVAL_COLORS, validate_metadata
+        from milr.shapes.world import SHAPES
+
+        meta = self.metadata_for(prompt, metadata or {})
+        try:
+            validate_metadata(meta, list(SHAPES), GENEVAL_COLORS)
+        except MilrUserError as exc:
+            raise MilrUserError(
+                f"shapes critic: {exc}; this critic judges only the synthetic shapes world "
+                "(for GenEval's COCO classes use --critic geneval:weights=yolov8x.pt)"
+            ) from None
+
     def score_batch(
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
     ) -> list[CriticResult]:

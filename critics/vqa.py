@@ -130,6 +130,18 @@ class VQACritic(Critic):
             revision=p.revision,
         )  # fmt: skip
 
+    def prepare(self) -> None:
+        """Load the VQA model and, with ``phrases=spacy``, the spaCy pipeline."""
+        self.load()
+        if self.params.phrases == "spacy":
+            from milr.critics._phrases import spacy_noun_phrases
+
+            spacy_noun_phrases("a red car", self.params.spacy_model, self.name)
+
+    def check_item(self, prompt: str, metadata: dict[str, Any]) -> None:
+        """The item must yield at least one question."""
+        self.questions(prompt, metadata if metadata is not None else {})
+
     # -- questions --------------------------------------------------------------------------
 
     def questions(self, prompt: str, metadata: dict[str, Any]) -> tuple[list[str], str]:

@@ -38,8 +38,9 @@ class Critic(ABC):
 
     Subclasses set `name` (registry name, `[a-z0-9_-]+`) and `description`, declare their
     parameters as a nested ``Params(milr.CriticParams)`` class, derive state in `setup()`, and
-    implement `score_batch`. Heavy imports and weight loading belong in the first call, never
-    in `__init__`/`setup()` or at module import.
+    implement `score_batch`. Heavy imports and weight loading belong in `prepare()` (called
+    before generation) or the first call, never in `__init__`/`setup()` or at module import;
+    `check_item()` refuses suite items the critic can never judge.
 
     ``Critic(**kwargs)`` validates the keywords against ``Params`` (see `milr.params`): a bad or
     unknown keyword raises a one-line `MilrUserError` naming the critic and the parameter. The
@@ -59,6 +60,9 @@ class Critic(ABC):
     extra: ClassVar[str | None] = None
     #: Metadata keys the critic reads (documentation; the ensemble passes metadata to every member).
     inputs: ClassVar[tuple[str, ...]] = ("image", "prompt")
+    #: True for critics that call a paid or rate-limited service once per image (``--dry-run``
+    #: counts those calls separately).
+    calls_api: ClassVar[bool] = False
     #: The parameter declaration; override with a nested ``class Params(CriticParams)``.
     Params: ClassVar[type[CriticParams]] = CriticParams
 
@@ -139,6 +143,42 @@ class Critic(ABC):
         Critics that judge with the run's own model (``self-judge``) keep the reference;
         others ignore it. Ensembles forward it to every member.
         """
+
+    def prepare(self) -> None:
+        """Load everything the critic needs before the first image exists; default: nothing.
+
+        Called once by `milr generate`/`milr bench` (`milr.preflight`) before the generator
+        draws its first token, and by ``milr download``: load weights (downloading them on
+        first use), check API keys, spaCy pipelines and other files. Raise `MilrUserError`
+        with a one-line message naming the value and the fix for anything the user must
+        change; the command then exits 2 before writing any record. Must be idempotent (a
+        second call costs nothing) and must not depend on `bind` having been called.
+        """
+
+    def check_item(self, prompt: str, metadata: dict[str, Any]) -> None:
+        """Raise `MilrUserError` when this critic can never judge `prompt` with `metadata`.
+
+        Called for every suite item after `prepare` and before generation, so a class the
+        detector does not know or a prompt the critic cannot parse stops the run with one
+        line instead of failing every record. Cheap (no image, no model call); default:
+        accept everything.
+        """
+
+    def weights_ids(self) -> list[str]:
+        """The checkpoints the critic loads, as given (Hub ids, paths or library names).
+
+        Used by ``--dry-run`` (what would be downloaded) and ``milr download``; nothing is
+        loaded. Default: the string values of parameters whose name ends in ``weights``.
+        """
+        params = self.__dict__.get("params")
+        if not isinstance(params, CriticParams):
+            return []
+        out = []
+        for key in type(params).model_fields:
+            value = getattr(params, key, None)
+            if key.endswith("weights") and isinstance(value, str) and value.strip():
+                out.append(value)
+        return out
 
     def config(self) -> dict[str, Any]:
         """The critic's parameters, JSON-serialisable, secrets excluded (provenance, cache keys)."""

@@ -135,6 +135,28 @@ def _members(items: Sequence[Any], kind: str) -> list[tuple[str, Member]]:
     return out
 
 
+def _check_members(
+    members: list[tuple[str, Member]], labels: list[str], prompt: str, metadata: dict[str, Any]
+) -> None:
+    """`Critic.check_item` of the members named by `labels`; a refusal names the member."""
+    if len(members) == 1:
+        members[0][1].critic.check_item(prompt, metadata)
+        return
+    chosen = set(labels)
+    for label, m in members:
+        if label not in chosen:
+            continue
+        try:
+            m.critic.check_item(prompt, metadata)
+        except MilrUserError as exc:
+            text = f"critic {label!r} of the ensemble: {exc}"
+            try:
+                err = type(exc)(text)
+            except TypeError:
+                err = MilrUserError(text)
+            raise err from None
+
+
 def _check_policy(on_error: str) -> None:
     if on_error not in ON_ERROR_POLICIES:
         raise MilrUserError(
@@ -155,6 +177,15 @@ class _Composite(Critic):
     def bind(self, *, generator: Any = None) -> None:
         for _, m in self._members:
             m.critic.bind(generator=generator)
+
+    def prepare(self) -> None:
+        """Prepare every member (in member order; the first failure raises)."""
+        for _, m in self._members:
+            m.critic.prepare()
+
+    def weights_ids(self) -> list[str]:
+        """Every member's checkpoints, each once, in member order."""
+        return list(dict.fromkeys(w for _, m in self._members for w in m.critic.weights_ids()))
 
 
 class Ensemble(_Composite):
@@ -228,6 +259,18 @@ class Ensemble(_Composite):
         if found is not None and found[1] in m.weights_by_tag:
             return m.weights_by_tag[found[1]], f"tag:{found[1]}"
         return m.weight, "default"
+
+    def check_item(self, prompt: str, metadata: dict[str, Any]) -> None:
+        """Every member must accept the item (each scores every image), and its tag must give
+        some member a positive weight; a member's refusal is prefixed with its label."""
+        if not any(self.weight_for(label, metadata)[0] > 0 for label, _ in self._members):
+            found = metadata_tag(metadata)
+            where = f"tag {found[1]!r} (metadata {found[0]!r})" if found else "no tag"
+            raise MilrUserError(
+                f"ensemble: an item with {where} gives every critic weight 0; give one a "
+                "positive weight or a weights_by_tag entry"
+            )
+        _check_members(self._members, [lb for lb, _ in self._members], prompt, metadata)
 
     def score_batch(
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
@@ -360,6 +403,11 @@ class Route(_Composite):
             f"route: {key}={value!r} is routed to no critic (routed values: {routed}); add it "
             "to a member's when = [...] or declare a default member"
         )
+
+    def check_item(self, prompt: str, metadata: dict[str, Any]) -> None:
+        """The item must route (see `route`) and the members it goes to must accept it."""
+        _, _, labels = self.route(metadata)
+        _check_members(self._members, labels, prompt, metadata)
 
     def score_batch(
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]

@@ -430,3 +430,21 @@ def _describe_dir(path: Path) -> str:
     except OSError:
         names = []
     return f"no config.json; files: {', '.join(names) or '(empty directory)'}"
+
+
+_LOADED: dict[tuple[str, str, str], Generator] = {}
+
+
+def loaded_generator(name: str, device: str | None = None, dtype: str | None = None) -> Generator:
+    """`load_generator` once per process and (name, device, dtype): later calls reuse it.
+
+    `device` None/``auto`` is `milr.devices.run_device`'s choice (``cuda:LOCAL_RANK`` when
+    CUDA is present, else CPU); bad spellings raise `MilrUserError` naming the value.
+    """
+    from milr.devices import resolve_dtype, run_device
+
+    dev = run_device(device, who="device")
+    key = (name, dev, str(resolve_dtype(dtype, dev, "dtype")))
+    if key not in _LOADED:
+        _LOADED[key] = load_generator(name, device=dev, dtype=dtype)
+    return _LOADED[key]

@@ -421,15 +421,17 @@ def run_milr(
     prompt: str,
     metadata: dict[str, Any] | None = None,
     callback: Callable[[StepRecord, MILRResult], Any] | None = None,
-    **config: Any,
-) -> MILRResult:
-    """Run MILR on one prompt. `generator` may be a model name/path, `critic` spec strings."""
+    *, device: str | None = None, dtype: str | None = None, **config: Any,
+) -> MILRResult:  # fmt: skip
+    """Run MILR on one prompt. `generator` may be a model name/path (loaded once per `device` and
+    `dtype`, then reused), `critic` spec strings (``device=auto``: the generator's device)."""
+    from milr.devices import use_device
+    from milr.generator import loaded_generator
+    from milr.specs import build_critic
+
+    cfg = MILRConfig(**config)  # bad settings fail before anything loads
     if isinstance(generator, str):
-        from milr.generator import load_generator
-
-        generator = load_generator(generator)
-    if not isinstance(critic, Critic):
-        from milr.specs import build_critic
-
-        critic = build_critic(critic)
-    return MILR(generator, critic, MILRConfig(**config)).run(prompt, metadata, callback=callback)
+        generator = loaded_generator(generator, device, dtype)
+    with use_device(str(getattr(generator, "device", "")) or None):
+        critic = critic if isinstance(critic, Critic) else build_critic(critic)
+        return MILR(generator, critic, cfg).run(prompt, metadata, callback=callback)

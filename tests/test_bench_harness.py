@@ -297,7 +297,7 @@ def test_two_rank_torchrun_gloo_equals_single_process(reference, toy_site, suite
 def test_critic_failure_on_some_prompts_is_recorded_and_counted(toy_site, suite, tmp_path):
     out = tmp_path / "flaky"
     # the reward critic fails on "diamond" prompts (no images), the evaluation critic on "triangle"
-    _bench(
+    proc = _bench(
         toy_site,
         suite,
         *BASE[:2],
@@ -310,7 +310,13 @@ def test_critic_failure_on_some_prompts_is_recorded_and_counted(toy_site, suite,
         "--no-progress",
         "--out",
         out,
+        check=False,
     )
+    # records failed: exit 1, with the count and the first reason of each kind on stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "records failed; first of each kind:" in proc.stderr
+    assert "generation: RuntimeError: prompt" in proc.stderr
+    assert "evaluation: RuntimeError: prompt" in proc.stderr
     recs = load_all_records(out)
     failed = [r for r in recs if r["error"]]
     assert failed and all("diamond" in r["prompt"] for r in failed)

@@ -866,7 +866,8 @@ def test_milr_bench_with_a_key_echoing_server_writes_the_key_nowhere(api, tmp_pa
     spec = f"api-judge:base_url={api.url},model=fake-4o,api_key_env={ENV},retries=0,logprobs=false"
     env = {ENV: KEY, "PYTHONPATH": str(site), "MILR_DEBUG": "1"}
     proc, records = run_still_bench(suite, spec, out, env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # records failed (401): the run went on, exits 1
+    assert "records failed; first of each kind:" in proc.stderr
     refused = [r["milr"] for r in records if r["prompt"] == "a case-refusal lantern"]
     assert refused and all(
         m["score"] is None and "the judge refused: \"I'm sorry, I can't assist" in m["error"]

@@ -3,6 +3,11 @@
 Under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) the harness joins a `torch.distributed`
 process group: NCCL when the run uses CUDA, gloo otherwise. Without those variables it is a
 single process and torch.distributed is never touched.
+
+Each process's device comes from `milr.devices.run_device`: under torchrun with CUDA present
+and no ``--device`` (or a bare ``--device cuda``), rank ``LOCAL_RANK`` uses
+``cuda:LOCAL_RANK`` for the generator and every critic, and makes it the current CUDA device
+before the process group starts; the final barrier names that device.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ class DistContext:
     local_rank: int = 0
     initialized_here: bool = False
     backend: str | None = None
+    #: This process's device for the generator and the critics (`milr.devices.run_device`),
+    #: None when `init_distributed` was not asked to resolve one.
+    device: str | None = None
 
     @property
     def is_main(self) -> bool:
@@ -40,11 +48,28 @@ class DistContext:
             import torch.distributed as dist
 
             if self.backend == "nccl":
-                import torch
-
-                dist.barrier(device_ids=[torch.cuda.current_device()])
+                dist.barrier(device_ids=[self.device_index()])
             else:
                 dist.barrier()
+
+    def device_index(self) -> int:
+        """The CUDA index of this rank's device (``cuda:N``), else ``LOCAL_RANK``."""
+        if self.device and self.device.startswith("cuda:"):
+            return int(self.device.split(":", 1)[1])
+        return self.local_rank
+
+    def first_error(self, error: str | None) -> str | None:
+        """The first rank's error text among every rank's (None: no rank failed).
+
+        Every rank must call it; used to stop all ranks on a setup fault found by one.
+        """
+        if not self.distributed:
+            return error
+        import torch.distributed as dist
+
+        errors: list[Any] = [None] * self.world_size
+        dist.all_gather_object(errors, error)
+        return next((e for e in errors if e), None)
 
     def broadcast(self, value: T) -> T:
         """Rank 0's `value` on every rank (any picklable object)."""
@@ -85,31 +110,44 @@ def _env_int(name: str) -> int | None:
         raise MilrUserError(f"environment variable {name}={raw!r} is not an integer") from None
 
 
-def init_distributed(device: str | None = None, timeout_s: float = 6 * 3600) -> DistContext:
+def init_distributed(
+    device: str | None = None,
+    timeout_s: float = 6 * 3600,
+    *,
+    cuda_available: bool | None = None,
+) -> DistContext:
     """Join the torchrun job described by the environment, or return a single-process context.
 
-    The backend is NCCL when `device` is CUDA (each rank then uses ``cuda:LOCAL_RANK``) and gloo
+    The context's ``device`` is `milr.devices.run_device` of `device` for this rank: under
+    torchrun a bare ``cuda``, or no `device` with CUDA present, is ``cuda:LOCAL_RANK``. The
+    backend is NCCL when that device is CUDA (made the current CUDA device first) and gloo
     otherwise. `timeout_s` bounds how long a rank waits for the others at the final barrier, so
-    it must exceed the spread of per-rank run times.
+    it must exceed the spread of per-rank run times. `cuda_available` replaces the CUDA probe
+    (tests); with True on a machine without CUDA, nothing CUDA is touched and gloo is used.
     """
+    from milr.devices import run_device
+
     world = _env_int("WORLD_SIZE")
     rank = _env_int("RANK")
     local = _env_int("LOCAL_RANK") or 0
+    resolved = run_device(device, rank=local, cuda_available=cuda_available)
     if world is None or world <= 1:
-        return DistContext(rank=0, world_size=1, local_rank=local)
+        return DistContext(rank=0, world_size=1, local_rank=local, device=resolved)
     if rank is None:
         raise MilrUserError("WORLD_SIZE is set but RANK is not; launch with torchrun")
     import torch
     import torch.distributed as dist
 
-    use_cuda = bool(device) and str(device).startswith("cuda")
+    use_cuda = resolved.startswith("cuda") and torch.cuda.is_available()
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
-        torch.cuda.set_device(local)
+        torch.cuda.set_device(torch.device(resolved))
     if dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size(), local, False, dist.get_backend())
+        return DistContext(
+            dist.get_rank(), dist.get_world_size(), local, False, dist.get_backend(), resolved
+        )
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return DistContext(dist.get_rank(), dist.get_world_size(), local, True, backend)
+    return DistContext(dist.get_rank(), dist.get_world_size(), local, True, backend, resolved)
 
 
 def shard(items: list[T], rank: int, world_size: int) -> list[T]:
@@ -118,7 +156,10 @@ def shard(items: list[T], rank: int, world_size: int) -> list[T]:
 
 
 def rank_device(device: str | None, ctx: DistContext) -> str | None:
-    """Per-rank device: a bare ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun."""
+    """Per-rank device: the context's resolved device when `init_distributed` set one, else a
+    bare ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun."""
+    if ctx.device is not None:
+        return ctx.device
     if device == "cuda" and ctx.distributed:
         return f"cuda:{ctx.local_rank}"
     return device

@@ -53,10 +53,12 @@ from milr.bench.solvers import (
 from milr.bench.suites import BenchPrompt, Suite
 from milr.bench.summary import finalize
 from milr.bench.writer import FileJob, RecordWriter, json_bytes, png_bytes
+from milr.devices import use_device
 from milr.errors import MilrUserError
 
 if TYPE_CHECKING:
     from milr.critic import Critic
+    from milr.preflight import Critics
 
 __all__ = [
     "BenchOptions",
@@ -102,6 +104,8 @@ def run_one(
     outcome: Outcome | BaseException
     try:
         outcome = solver.solve(prompt, record.seed)
+    except MilrUserError:
+        raise  # the user's to fix, the same for every prompt: stop, record nothing
     except Exception as exc:
         outcome = exc
     opt_s = time.perf_counter() - t
@@ -220,10 +224,17 @@ def run_bench(
 
 
 def _finished(out: Path, retry_errors: bool) -> set[tuple[str, int]]:
-    """(prompt id, seed index) pairs already in the run (errored ones too, unless retried)."""
+    """(prompt id, seed index) pairs already in the run (errored ones too, unless retried;
+    never those that hold a setup fault, which an earlier milr recorded per prompt)."""
     from milr.bench.record import load_records
+    from milr.preflight import is_setup_error
 
-    return {rec.key for rec in load_records(out) if not (retry_errors and rec.any_error)}
+    return {
+        rec.key
+        for rec in load_records(out)
+        if not (retry_errors and rec.any_error)
+        and not any(is_setup_error(e) for e in (rec.error, *(s.error for _, s in rec.sides() if s)))
+    }
 
 
 def _run(
@@ -252,12 +263,36 @@ def _run(
     mine = shard(todo, ctx.rank, ctx.world_size)
     if ctx.is_main and done:
         print(f"resuming {out}: {len(done)} finished, {len(todo)} to do", file=sys.stderr)
+    critics = _preflight(opts, ctx, todo, bool(mine))
     if mine:
-        _work(opts, ctx, suite, out, mine, solver_factory)
+        with use_device(rank_device(opts.device, ctx)):  # critics' device=auto: the generator's
+            _work(opts, ctx, suite, out, mine, solver_factory, critics)
     ctx.barrier()
     if not ctx.is_main:
         return None
     return finalize(out, report=opts.report)
+
+
+def _preflight(
+    opts: BenchOptions, ctx: DistContext, todo: list[tuple[BenchPrompt, int]], works: bool
+) -> Critics | None:
+    """Build, prepare and check the critics before the generator loads (`milr.preflight`);
+    a fault on any rank stops every rank with its one line, before any record is written."""
+    from milr.preflight import prepare_critics
+
+    critics, error = None, None
+    if works:
+        unique = {p.id: p for p, _ in todo}.values()
+        items = [(p.id, p.prompt, p.metadata) for p in unique]
+        try:
+            with use_device(rank_device(opts.device, ctx)):
+                critics = prepare_critics(list(opts.critic), items, opts.eval_specs())
+        except MilrUserError as exc:
+            error = str(exc)
+    error = ctx.first_error(error)
+    if error:
+        raise MilrUserError(error)
+    return critics
 
 
 def _work(
@@ -267,17 +302,24 @@ def _work(
     out: Path,
     items: list[tuple[BenchPrompt, int]],
     solver_factory: SolverFactory | None,
+    critics: Critics | None = None,
 ) -> None:
     from milr import build_critic
 
     device = rank_device(opts.device, ctx)
     factory = solver_factory or load_solver_factory(opts.solver)
-    solver = factory(opts, device)
+    if factory is MILRSolver and critics is not None:
+        solver: Solver = MILRSolver(opts, device, critic=critics.reward)
+    else:
+        solver = factory(opts, device)
     resolve = getattr(solver, "resolved_settings", None)
     if callable(resolve):  # what the loaded checkpoint made of the unset options
         check_or_write_resolved(out, resolve(), force=opts.force)
     reward_critic = getattr(solver, "critic", None)
-    if reward_critic is not None and canonical_json(opts.eval_specs()) == canonical_json(
+    if critics is not None and critics.evaluation is not None and not critics.shared:
+        eval_critic = critics.evaluation
+        eval_critic.bind(generator=getattr(solver, "generator", None))
+    elif reward_critic is not None and canonical_json(opts.eval_specs()) == canonical_json(
         list(opts.critic)
     ):
         eval_critic = reward_critic  # same critic: share its loaded weights

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from milr.bench.cache import ScoreCache, cached_evaluate
 from milr.bench.record import SideResult
 from milr.bench.suites import BenchPrompt
-from milr.errors import ExternalServiceError
+from milr.errors import ExternalServiceError, MilrUserError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -29,7 +29,7 @@ def score_pair(
     cache: ScoreCache | None,
     hashes: list[str],
 ) -> tuple[list[SideResult], str | None]:
-    """Score the base and MILR images; never raises.
+    """Score the base and MILR images; raises only `MilrUserError` (a setup fault).
 
     Both images go to the critic in one batch. When that batch fails, the batch's error is
     returned as the second value, for the record's ``eval_batch_error``, and each image without
@@ -49,6 +49,8 @@ def score_pair(
     except ExternalServiceError as exc:
         batch_error = describe(exc)
         kept = exc.kept()
+    except MilrUserError:
+        raise  # a setup fault, the same for every image: stops the run
     except Exception as exc:
         batch_error = describe(exc)
     out: list[SideResult] = []
@@ -60,6 +62,8 @@ def score_pair(
         try:
             (r,) = cached_evaluate(critic, [image], [prompt.prompt], [prompt.metadata], cache, [h])
             out.append(SideResult(score=r.score, passed=r.passed, details=r.details))
+        except MilrUserError:
+            raise
         except Exception as exc:
             out.append(SideResult(error=describe(exc)))
     return out, batch_error

@@ -56,7 +56,9 @@ class MILRSolver:
     its returned image becomes the record's ``control`` side.
     """
 
-    def __init__(self, opts: BenchOptions, device: str | None) -> None:
+    def __init__(self, opts: BenchOptions, device: str | None, critic: Any = None) -> None:
+        """`critic`: the reward critic, already built and prepared (`milr.preflight`); None
+        builds it from ``opts.critic``."""
         from milr import build_critic
         from milr.devices import resolve_device, resolve_dtype
         from milr.generator import load_generator
@@ -64,7 +66,7 @@ class MILRSolver:
         self.opts = opts
         self._config(0)  # bad optimizer options fail before the model loads
         resolve_dtype(opts.dtype, resolve_device(device))  # and a bad device before critics
-        self.critic = build_critic(list[Any](opts.critic))
+        self.critic = critic if critic is not None else build_critic(list[Any](opts.critic))
         self.generator = load_generator(
             opts.model,
             device=device,
@@ -145,8 +147,10 @@ class MILRSolver:
         waiting: dict[int, dict[str | None, Any]] = {}
         for done in engine.run(todo):
             index, side = done.job.key
-            if done.error is not None and not isinstance(done.error, Exception):
-                raise done.error  # Ctrl-C and the like end the run
+            if done.error is not None and (
+                not isinstance(done.error, Exception) or isinstance(done.error, MilrUserError)
+            ):
+                raise done.error  # Ctrl-C, and the user's errors, end the run
             got = waiting.setdefault(index, {})
             got[side] = done
             if len(got) < len(sides):  # the prompt's other run is still in the batch

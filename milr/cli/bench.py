@@ -15,6 +15,7 @@ import click
 from milr.cli.common import (
     allow_missing_option,
     deprecated_short_option,
+    dry_run_option,
     prompt_file_option,
     prompt_style_option,
     revision_option,
@@ -201,6 +202,7 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
     "--no-progress", "--quiet", "-q", "no_progress", is_flag=True, help="No progress bar."
 )
 @click.option("--no-report", is_flag=True, help="Skip contact sheets and plots.")
+@dry_run_option
 @click.option(
     "--dist-timeout",
     default=6 * 3600.0,
@@ -237,6 +239,7 @@ def run_cmd(
     solver: str | None,
     no_progress: bool,
     no_report: bool,
+    dry_run: bool,
     dist_timeout: float,
 ) -> None:
     """Run (or resume) SUITE_FILE: base and MILR images per prompt, scored by the evaluation critic.
@@ -296,6 +299,15 @@ def run_cmd(
         dist_timeout_s=dist_timeout,
         batch_prompts=batch_prompts,
     )
+    if dry_run:
+        from milr.bench.plan import bench_plan
+        from milr.preflight import format_plan
+
+        plan, done = bench_plan(opts)
+        click.echo(format_plan(plan, "milr bench"))
+        if done:
+            click.echo(f"already finished in the run directory (skipped): {done}")
+        return
     summary = run_bench(opts)
     if summary is not None:
         from milr.bench.records import read_run
@@ -305,6 +317,21 @@ def run_cmd(
 
         click.echo(to_markdown(summary, read_run(Path(target))))
         click.echo(f"results: {target}/results.jsonl, summary: {target}/summary.md")
+        _exit_on_failures(target)
+
+
+def _exit_on_failures(target: str) -> None:
+    """Exit 1, after printing the count and the first reason of each kind, when records failed."""
+    from milr.bench.failures import failure_lines
+    from milr.bench.record import load_records
+
+    lines = failure_lines(load_records(target))
+    for line in lines:
+        click.echo(line, err=True)
+    if lines:
+        import sys
+
+        sys.exit(1)  # click's Exit would be swallowed by standalone_mode=False
 
 
 @bench.command("summary")

@@ -74,6 +74,25 @@ revision_option = click.option(
 )
 
 
+#: ``--dry-run``: print the plan (`milr.preflight`) and exit without loading models.
+dry_run_option = click.option(
+    "--dry-run",
+    "dry_run",
+    is_flag=True,
+    help="Print the plan (prompts x seeds, most generations and critic calls, what would be "
+    "downloaded) and exit without loading any model.",
+)
+
+
+#: ``--revision``: branch, tag or commit of the model's Hub repository.
+revision_option = click.option(
+    "--revision",
+    default=None,
+    show_default="the repository's main branch",
+    help="Branch, tag or commit of the model's Hub repository.",
+)
+
+
 def parse_metadata(value: str | None) -> dict[str, Any]:
     """Metadata is inline JSON or a path to a JSON file; it must be an object."""
     if value is None:

@@ -11,6 +11,7 @@ import click
 from milr.cli.common import (
     allow_missing_option,
     critic_specs_option,
+    dry_run_option,
     metadata_option,
     on_error_option,
     parse_metadata,
@@ -181,6 +182,7 @@ def _default(name: str) -> Any:
 @allow_missing_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@dry_run_option
 def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any) -> None:
     """Generate an image for PROMPT with MILR, rewarded by the --critic ensemble.
 
@@ -197,20 +199,33 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
     out = Path(opts["out"])
     if out.exists() and not out.is_dir():
         raise MilrUserError(f"--out {str(out)!r} exists and is not a directory")
-    from milr.devices import resolve_device, resolve_dtype
+    from milr.devices import resolve_dtype, run_device, use_device
 
-    device = resolve_device(opts["device"])  # before any critic or model is built
+    device = run_device(opts["device"])  # before any critic or model is built
     resolve_dtype(opts["dtype"], device)
     if opts["prompt_file"] is not None:
         from milr.models.janus_prompts import load_prompt_file
 
         load_prompt_file(opts["prompt_file"])
+    on_error = opts["on_error"] or spec_options.get("on_error")
+    if opts["dry_run"]:
+        from milr.preflight import format_plan, run_plan
+
+        plan = run_plan(
+            model=model, reward_specs=specs, eval_specs=None, prompts=1, seeds=1,
+            config=config, on_error=on_error,
+        )  # fmt: skip
+        click.echo(format_plan(plan, "milr generate"))
+        return
 
     from milr.generator import load_generator
     from milr.optimizer import MILR
-    from milr.specs import build_critic
+    from milr.preflight import prepare_critics
 
-    critic = build_critic(specs, on_error=opts["on_error"] or spec_options.get("on_error"))
+    # critics with device=auto follow the generator, for the rest of the command
+    click.get_current_context().with_resource(use_device(device))
+    # every setup fault (weights, keys, a prompt the critic cannot judge) before the model
+    critic = prepare_critics(specs, [("-", prompt, metadata)], on_error=on_error).reward
     generator = load_generator(
         model,
         device=device,

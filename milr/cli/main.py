@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "generate": "milr.cli.generate:generate",
     "demo": "milr.cli.demo:demo",
     "bench": "milr.cli.bench:bench",
+    "download": "milr.cli.download:download",
 }
 
 
