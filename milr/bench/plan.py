@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from milr.bench.options import BenchOptions, default_out
-from milr.bench.runner import _finished, plan_items
-from milr.bench.suites import load_suite
+from milr.bench.protocol import check_gradable, default_seeds
+from milr.bench.runner import _finished, load_named_or_path, plan_items
 from milr.errors import MilrUserError
 from milr.preflight import Plan, run_plan
 
@@ -18,7 +18,10 @@ def bench_plan(opts: BenchOptions) -> tuple[Plan, int]:
     from milr.optimizer_config import MILRConfig
 
     opts.validate()
-    suite = load_suite(opts.suite, opts.format)
+    suite = load_named_or_path(opts.suite, opts.format)  # a path, or geneval, wise, ...
+    if opts.seeds is None:  # the named suite's protocol, as the run resolves it
+        opts.seeds = default_seeds(suite)
+    check_gradable(suite, opts.eval_specs())
     out = Path(opts.out) if opts.out else default_out(opts)
     done = _finished(out, opts.retry_errors) if out.is_dir() else set()
     todo = [(p, s) for p, s in plan_items(suite, opts) if (p.id, s) not in done]
