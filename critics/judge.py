@@ -248,6 +248,7 @@ class JudgeCritic(RubricSetup, Critic):
         from milr.weight_files import check_weights_path
 
         device, dtype = resolve_device_dtype(self.params.device, self.params.dtype, self.name)
+        placement = _placement(self.params.device_map, device)  # accelerate: before any download
         local = Path(self.model_source).expanduser()
         if local.exists() and not local.is_dir():
             raise MilrUserError(
@@ -263,7 +264,6 @@ class JudgeCritic(RubricSetup, Critic):
                 hint="pass a checkpoint directory or a Hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct)",
             ).path
         )
-        placement = _placement(self.params.device_map, device)
         key = (source, "auto" if self.params.device_map else device, str(dtype))
         with _MODELS_LOCK:
             if key in _MODELS:

@@ -99,3 +99,18 @@ def start(root: Path, shared_data: Path) -> tuple[LoopbackHub, Path]:
     for repo_id, folder in repos.items():
         hub.add_folder(repo_id, folder)
     return hub, yolo_config_dir(root, repos["Ultralytics/YOLOv8"] / "yolov8x.pt")
+
+
+def data_mirror(root: Path, shared_data: Path) -> Path:
+    """A ``MILR_DATA_MIRROR`` folder (``OWNER/REPO/COMMIT/PATH``, the raw-file host's layout)
+    holding the shared GenEval and T2I-CompBench files at their pinned commits, so the docs'
+    ``milr bench geneval`` fetches the official prompts as it would from GitHub."""
+    from milr.bench.official import SUITES
+
+    local = {"djghosh13/geneval": "geneval", "Karine-Huang/T2I-CompBench": "t2i-compbench"}
+    for suite in ("geneval", "t2i-compbench"):
+        for _, pin in SUITES[suite].files:
+            dest = root / pin.key
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes((shared_data / local[pin.repo] / Path(pin.path).name).read_bytes())
+    return root

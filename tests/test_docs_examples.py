@@ -335,7 +335,17 @@ def test_example(block: Block, workspaces, request):
             if not (folder / suite).exists():
                 shutil.copytree(data / suite, folder / suite)
         code = on_cpu(code)
-        extra_env = {**hub.env(folder / ".hf-home"), "YOLO_CONFIG_DIR": str(yolo_cfg)}
+        import docs_hub as module
+
+        mirror = folder / ".data-mirror"
+        if not mirror.exists():
+            module.data_mirror(mirror, data)
+        extra_env = {
+            **hub.env(folder / ".hf-home"),
+            "YOLO_CONFIG_DIR": str(yolo_cfg),
+            "MILR_DATA_MIRROR": str(mirror),  # official prompt files by name (`milr bench geneval`)
+            "MILR_CACHE": str(folder / ".milr-cache"),
+        }
     if block.lang in PYTHON:
         script = folder / f"_example_{block.line}.py"
         script.write_text(code, encoding="utf-8")

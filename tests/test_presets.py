@@ -109,6 +109,7 @@ DEFAULT_SOURCES = {
     "unified-reward": {"model": "CodeGoat24/UnifiedReward-qwen-7b"},
     "self-reward": {},
     "wise": {},
+    "wise-verified": {},
 }
 
 

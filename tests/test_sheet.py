@@ -143,6 +143,6 @@ def test_bench_sheet_title_line_grid_key_control_column_and_resample_fix(tmp_pat
     if shutil.which("tesseract") is None:
         pytest.skip("Debian's tesseract-ocr is not installed; the OCR check of the sheet needs it")
     text = " ".join(pytesseract.image_to_string(sheet.convert("RGB")).split())
-    for expected in ("reward critic shapes", "seed 42", "oracle run", "r1c1 top left",
+    for expected in ("reward critic shapes", "seed 42", "oracle run", "r4c4 bottom right",
                      "control: PASS 1.00", RESAMPLE_FIX.split(":")[0]):  # fmt: skip
         assert expected in text, (expected, text)
