@@ -131,11 +131,29 @@ def test_markers_are_well_formed():
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if shutil.which("torchrun", path=env["PATH"]) is None:  # torch's console script, absent
+        env["PATH"] = os.pathsep.join([str(_torchrun_shim()), env["PATH"]])  # from some venvs
     env.update(
         HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", YOLO_OFFLINE="1",
         YOLO_AUTOINSTALL="false", MPLBACKEND="Agg", OMP_NUM_THREADS="1",
     )  # fmt: skip
     return env
+
+
+def _torchrun_shim() -> Path:
+    """A folder with ``torchrun``: what torch's console script runs, `torch.distributed.run`,
+    for an environment whose bin folder lacks the script (a venv sharing another's torch)."""
+    import hashlib
+    import tempfile
+
+    tag = hashlib.sha256(sys.executable.encode()).hexdigest()[:12]  # one per interpreter
+    folder = Path(tempfile.gettempdir()) / f"milr-torchrun-shim-{tag}"
+    script = folder / "torchrun"
+    if not script.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m torch.distributed.run "$@"\n')
+        script.chmod(0o755)
+    return folder
 
 
 @pytest.fixture(scope="module")
