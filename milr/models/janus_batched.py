@@ -4,10 +4,13 @@ Used by the batched MILR engine (`milr.engine`). Each row's prompt KV is compute
 cached exactly as the one-prompt loops do (`JanusLoops._prefill`), then the rows' caches are
 left-padded with zeros to a common length; the padded positions are masked out, and each row
 gets its own position ids (its prompt length plus the step), so a row sees exactly the
-sequence it would see alone. Per step the transformer runs once for all rows; each row's token
-is drawn from its own `torch.Generator` (rows sharing one generator draw in one
-``torch.multinomial`` call, as the ``batch`` rows of `sample_image_tokens` do). Greedy
-reasoning drops a row from the batch when it emits EOS or reaches its budget.
+sequence it would see alone. Per step the transformer runs once for all rows. Each row's
+image draws come from its own `torch.Generator`: the uniforms of the whole image are drawn up
+front (rows sharing one generator in row order, as the ``batch`` rows of `sample_image_tokens`
+draw them), and every position samples all rows in one inverse-CDF step on the device
+(`milr.models.janus_loops.SAMPLING_SCHEME`). Neither loop reads the device per token: greedy
+reasoning tracks EOS and budgets on the device and drops the rows that stopped at its sync
+points (every `milr.models.janus_loops.SYNC_EVERY` tokens).
 
 With one row (or one group of rows sharing prompt, prefix length and generator) the calls go
 to the one-prompt loops, so a batch of one is bitwise identical to the unbatched path.
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from milr.generator import ImageTokens, Reasoning
-from milr.models.janus_loops import JanusState
+from milr.models.janus_loops import JanusState, cfg_sample, draw_uniforms, greedy_rows
 
 if TYPE_CHECKING:
     import torch
@@ -142,29 +145,35 @@ class JanusBatchedLoops(JanusState):
                 hs.append(h)
             live = [r for r, row in enumerate(rows) if len(row["tokens"]) < row["budget"]]
             if live:
-                cache, mask, lens = self._padded_cache([parts[r] for r in live])
-                h = torch.cat([hs[r] for r in live])
-                step = 0
-                while live:
-                    nxt = self.model.lm_head(h).argmax(-1)
-                    keep = []
-                    for j, r in enumerate(live):
-                        row, tok = rows[r], int(nxt[j])
-                        if tok == eos:
-                            row["eos_latent"] = h[j].detach()
-                            continue
-                        row["latents"].append(h[j])
-                        row["tokens"].append(tok)
-                        if len(row["tokens"]) < row["budget"]:
-                            keep.append(j)
-                    if not keep:
-                        break
-                    if len(keep) < len(live):
-                        cache, mask, lens = self._select_rows(cache, mask, lens, keep)
-                        nxt, live = nxt[keep], [live[j] for j in keep]
-                    emb = self.embed(nxt[:, None])
-                    h, mask = self._step(emb, cache, mask, lens + step)
-                    step += 1
+                state: dict[str, Any] = {}
+                state["cache"], state["mask"], state["lens"] = self._padded_cache(
+                    [parts[r] for r in live]
+                )
+                state["step"] = 0
+
+                def step(nxt: torch.Tensor, keep: list[int] | None) -> torch.Tensor:
+                    if keep is not None:  # rows that stopped leave (at a sync point only)
+                        state["cache"], state["mask"], state["lens"] = self._select_rows(
+                            state["cache"], state["mask"], state["lens"], keep
+                        )
+                    h, state["mask"] = self._step(
+                        self.embed(nxt[:, None]), state["cache"], state["mask"],
+                        state["lens"] + state["step"],
+                    )  # fmt: skip
+                    state["step"] += 1
+                    return h
+
+                outs = greedy_rows(
+                    self.model.lm_head,
+                    torch.cat([hs[r] for r in live]),
+                    [rows[r]["budget"] - len(rows[r]["tokens"]) for r in live],
+                    eos,
+                    step,
+                )
+                for r, (more, lat_more, eos_latent) in zip(live, outs):
+                    rows[r]["tokens"].extend(more)
+                    rows[r]["latents"].extend(lat_more)
+                    rows[r]["eos_latent"] = eos_latent
         for row in rows:
             lat = (
                 torch.stack(row["latents"])
@@ -262,12 +271,14 @@ class JanusBatchedLoops(JanusState):
         groups: dict[int, list[int]] = {}
         for r, g in enumerate(generators):
             groups.setdefault(id(g), []).append(r)
-        group_list = [(generators[idx[0]], idx) for idx in groups.values()]
+        u = torch.zeros(rows, n, dtype=torch.float64, device=self.device)
+        for idx in groups.values():  # each row's draws from its own stream, whole image
+            u[idx] = draw_uniforms(generators[idx[0]], len(idx), n, self.device)
         forced_t = torch.tensor(forced, device=self.device)
-        prefix_mat = torch.zeros(rows, max(max(forced), 1), dtype=torch.long, device=self.device)
+        prefix_mat = torch.zeros(rows, n, dtype=torch.long, device=self.device)
         for r, p in enumerate(prefix_tokens):
             if p is not None and len(p):
-                prefix_mat[r, : len(p)] = torch.as_tensor(p, device=self.device).long()
+                prefix_mat[r, : len(p)] = torch.as_tensor(p, device=self.device).long()[:n]
         out = torch.zeros(rows, n, dtype=torch.long, device=self.device)
         lat = torch.zeros(rows, capture, 2, self.hidden_size, dtype=self.dtype, device=self.device)
         with torch.no_grad():
@@ -285,22 +296,11 @@ class JanusBatchedLoops(JanusState):
                 if i < capture:
                     lat[:, i, 0] = h[:rows]
                     lat[:, i, 1] = h[rows:]
-                tok = prefix_mat[:, min(i, prefix_mat.shape[1] - 1)].clone()
-                free = (forced_t <= i).nonzero().flatten()
-                if len(free):
-                    scores = gen_head(torch.cat([h[free], h[free + rows]]))
-                    c, u = scores[: len(free)], scores[len(free) :]
-                    fused = u + (c - u) * cfg_scale
-                    if temperature != 1.0:
-                        fused = fused / temperature
-                    probs = torch.softmax(fused, dim=-1)
-                    where = {int(r): j for j, r in enumerate(free)}
-                    for g, idx in group_list:  # each row from its own stream
-                        picked = [r for r in idx if r in where]
-                        if picked:
-                            sub = probs[[where[r] for r in picked]]
-                            draw = torch.multinomial(sub, 1, generator=g).squeeze(-1)
-                            tok[picked] = draw
+                if i < max(forced):  # a forced row keeps its prefix token (on the device)
+                    drawn = cfg_sample(gen_head(h), u[:, i], cfg_scale, temperature)
+                    tok = torch.where(forced_t > i, prefix_mat[:, i], drawn)
+                else:
+                    tok = cfg_sample(gen_head(h), u[:, i], cfg_scale, temperature)
                 out[:, i] = tok
                 if i == n - 1:
                     break
