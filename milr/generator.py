@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
 
+#: How milr's own loops draw image tokens (recorded in trajectories, as ``generator.sampling``,
+#: and in the bench run identity, so a run is never resumed under other draws).
+#: ``inverse-cdf/2``: each `sample_image_tokens` call draws one float64 uniform per row and
+#: image position from its generator up front (``torch.rand(rows, n)``; rows sharing a
+#: generator in row order), and every position picks, for all rows at once, the first token
+#: whose cumulative CFG probability exceeds ``u · total``. Version 1 (milr <= 0.3) called
+#: ``torch.multinomial`` once per position; its images differ.
+SAMPLING_SCHEME = "inverse-cdf/2"
+
 
 @dataclass
 class Reasoning:
@@ -58,6 +67,9 @@ class Generator(BatchedDefaults, ABC):
     name: ClassVar[str] = ""
     #: Checkpoint `load_generator(name)` loads when given just the adapter name.
     default_checkpoint: ClassVar[str | None] = None
+    #: How `sample_image_tokens` draws (recorded in trajectories); adapters that use milr's
+    #: scheme set `SAMPLING_SCHEME`, others their own name (None: not recorded).
+    sampling_scheme: ClassVar[str | None] = None
 
     device: Any
     dtype: Any
@@ -231,13 +243,17 @@ class Generator(BatchedDefaults, ABC):
         return g
 
     def describe(self) -> dict[str, Any]:
-        """Provenance for trajectories: adapter name, checkpoint, device, dtype."""
-        return {
+        """Provenance for trajectories: adapter name, checkpoint, device, dtype and, when the
+        adapter declares one, its image ``sampling`` scheme (`sampling_scheme`)."""
+        out = {
             "adapter": self.name,
             "checkpoint": str(getattr(self, "checkpoint", "")),
             "device": str(getattr(self, "device", "")),
             "dtype": str(getattr(self, "dtype", "")).replace("torch.", ""),
         }
+        if self.sampling_scheme is not None:
+            out["sampling"] = self.sampling_scheme
+        return out
 
 
 # -- resolution ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr.devices import resolve_device, resolve_dtype
 from milr.errors import MilrUserError
-from milr.generator import Generator, Reasoning
+from milr.generator import SAMPLING_SCHEME, Generator, Reasoning
 from milr.hookspecs import hookimpl
 from milr.models.janus_batched import JanusBatchedLoops
 from milr.models.janus_loops import JanusLoops
@@ -45,6 +45,7 @@ class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
 
     name: ClassVar[str] = "janus"
     default_checkpoint: ClassVar[str | None] = "deepseek-community/Janus-Pro-1B"
+    sampling_scheme: ClassVar[str | None] = SAMPLING_SCHEME
 
     def __init__(
         self,

@@ -13,20 +13,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from milr.generator import ImageTokens, Reasoning
+from milr.generator import SAMPLING_SCHEME, ImageTokens, Reasoning
+
+__all__ = ["SAMPLING_SCHEME", "cfg_sample", "draw_uniforms", "greedy_rows", "inverse_cdf"]
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import torch
 
-#: How image tokens are drawn (recorded in trajectories and in the bench run identity, so a
-#: run is never resumed under other draws). ``inverse-cdf/2``: each call draws one float64
-#: uniform per row and image position from the row's own generator up front
-#: (``torch.rand(rows, n)``, rows sharing a generator in row order), and every position picks
-#: the first token whose cumulative probability exceeds ``u · total`` (`inverse_cdf`), for all
-#: rows at once. Version 1 (milr <= 0.3) called ``torch.multinomial`` per position.
-SAMPLING_SCHEME = "inverse-cdf/2"
 
 #: Greedy reasoning reads back "has every row stopped?" once per this many tokens (never per
 #: token: a host read stops the CPU from queueing the next kernels). Rows that stopped keep
@@ -34,7 +29,9 @@ SAMPLING_SCHEME = "inverse-cdf/2"
 SYNC_EVERY = 32
 
 
-def draw_uniforms(generator: torch.Generator | None, rows: int, n: int, device: Any) -> torch.Tensor:
+def draw_uniforms(
+    generator: torch.Generator | None, rows: int, n: int, device: Any
+) -> torch.Tensor:
     """Uniforms ``[rows, n]`` (float64 in [0, 1), on `device`) from `generator`'s stream.
 
     Drawn on the generator's own device (the default CPU generator when None), so the values
