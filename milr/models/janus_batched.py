@@ -58,8 +58,10 @@ class JanusBatchedLoops(JanusState):
     def _padded_cache(self, parts: list[list[tuple[Any, Any]]]) -> tuple[Any, Any, Any]:
         """One cache from per-row KV lists (each layer ``[1, H, L_i, hd]``), left-padded.
 
-        Returns the cache, the attention mask ``[R, L]`` (None when no row is padded) and the
-        row lengths ``[R]``.
+        Returns the cache, the additive attention mask ``[R, 1, 1, L]`` (0 where a row attends,
+        the dtype's minimum on its padding; None when no row is padded) and the row lengths
+        ``[R]``. A 4D mask is used by transformers as given: its own mask building would read
+        the padding back to the host at every step.
         """
         import torch
         from transformers import DynamicCache
@@ -77,10 +79,10 @@ class JanusBatchedLoops(JanusState):
                 values[r, :, width - lengths[r] :] = p[li][1][0]
             layers.append((keys, values))
         mask = None
-        if min(lengths) != width:
-            mask = torch.zeros(len(parts), width, dtype=torch.long, device=self.device)
+        if min(lengths) != width:  # additive, 4D: transformers uses it as is (no host read)
+            mask = torch.zeros(len(parts), 1, 1, width, dtype=self.dtype, device=self.device)
             for r, n in enumerate(lengths):
-                mask[r, width - n :] = 1
+                mask[r, ..., : width - n] = torch.finfo(self.dtype).min
         lens = torch.tensor(lengths, dtype=torch.long, device=self.device)
         self.batch_bookkeeping_s += time.perf_counter() - t
         return DynamicCache(ddp_cache_data=layers), mask, lens
@@ -91,8 +93,8 @@ class JanusBatchedLoops(JanusState):
 
         kwargs: dict[str, Any] = {self._cache_kw: cache, "position_ids": positions[:, None]}
         if mask is not None:
-            ones = torch.ones(mask.shape[0], 1, dtype=mask.dtype, device=mask.device)
-            mask = torch.cat([mask, ones], dim=1)
+            visible = mask.new_zeros(mask.shape[0], 1, 1, 1)
+            mask = torch.cat([mask, visible], dim=-1)
             kwargs["attention_mask"] = mask
         out = self.lm(inputs_embeds=embeds, use_cache=True, **kwargs)
         return out.last_hidden_state[:, -1], mask
