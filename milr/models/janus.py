@@ -32,6 +32,7 @@ from milr.models.janus_settings import (  # noqa: F401 - re-exported names
     SFT_TEMPLATE,
     JanusSettings,
 )
+from milr.models.janus_static import JanusStaticLoops
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 
-class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
+class JanusGenerator(JanusStaticLoops, JanusBatchedLoops, JanusLoops, Generator):
     """MILR's view of a transformers Janus checkpoint (Janus-1.3B, Janus-Pro-1B/7B, tiny ones)."""
 
     name: ClassVar[str] = "janus"

@@ -146,7 +146,17 @@ class JanusBatchedLoops(JanusState):
                 parts.append(kv)
                 hs.append(h)
             live = [r for r, row in enumerate(rows) if len(row["tokens"]) < row["budget"]]
-            if live:
+            if live and self.kv_cache == "static":
+                outs = self._static_greedy(  # type: ignore[attr-defined]
+                    [parts[r] for r in live],
+                    torch.cat([hs[r] for r in live]),
+                    [rows[r]["budget"] - len(rows[r]["tokens"]) for r in live],
+                )
+                for r, (more, lat_more, eos_latent) in zip(live, outs):
+                    rows[r]["tokens"].extend(more)
+                    rows[r]["latents"].extend(lat_more)
+                    rows[r]["eos_latent"] = eos_latent
+            elif live:
                 state: dict[str, Any] = {}
                 state["cache"], state["mask"], state["lens"] = self._padded_cache(
                     [parts[r] for r in live]
@@ -292,8 +302,15 @@ class JanusBatchedLoops(JanusState):
                 uncond_parts.append([(k[1:2], v[1:2]) for k, v in kv])
                 hc.append(h[0:1])
                 hu.append(h[1:2])
-            cache, mask, lens = self._padded_cache(cond_parts + uncond_parts)
             h = torch.cat(hc + hu)  # rows: [cond] * R + [uncond] * R
+            if self.kv_cache == "static":
+                cols = torch.arange(n, device=self.device)
+                out, lat = self._static_image(  # type: ignore[attr-defined]
+                    cond_parts + uncond_parts, h, u, cols[None, :] < forced_t[:, None],
+                    prefix_mat, capture, cfg_scale, temperature,
+                )  # fmt: skip
+                return ImageTokens(tokens=out, latents=lat)
+            cache, mask, lens = self._padded_cache(cond_parts + uncond_parts)
             for i in range(n):
                 if i < capture:
                     lat[:, i, 0] = h[:rows]

@@ -81,6 +81,7 @@ def greedy_rows(
     eos: int | None,
     step: Callable[[torch.Tensor, list[int] | None], torch.Tensor],
     sync_every: int = SYNC_EVERY,
+    compact: bool = True,
 ) -> list[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
     """Greedy decoding of ``R`` rows in lockstep without a host read per token.
 
@@ -89,7 +90,8 @@ def greedy_rows(
     the rows still in the batch and returns their hidden states ``[R', d]``; ``keep`` (indices
     into the current rows) first drops the rows that stopped (None: keep all). Tokens and
     latents go to device buffers; EOS and budgets are read back every `sync_every` tokens and
-    at the end. Returns per row ``(tokens, latents [len(tokens), d], eos_latent)``, EOS
+    at the end. With ``compact=False`` rows that stopped stay in the batch (a static cache
+    keeps their slots; ``keep`` is then always None). Returns per row ``(tokens, latents [len(tokens), d], eos_latent)``, EOS
     excluded.
     """
     import torch
@@ -117,7 +119,7 @@ def greedy_rows(
             alive = (~ended[idx] & (rem[idx] > t)).tolist()
             if not any(alive):
                 break
-            if not all(alive):
+            if compact and not all(alive):
                 keep = [j for j, a in enumerate(alive) if a]
                 live = [live[j] for j in keep]
                 sel = torch.tensor(keep, device=dev)
@@ -148,6 +150,8 @@ class JanusState:
     hidden_size: int
     context: int
     memoize_reasoning: bool
+    #: ``"dynamic"`` or ``"static"`` (`milr.models.janus_static`).
+    kv_cache: str = "dynamic"
     _ids: dict[str, int | None]
     _cache_kw: str
     _kv: dict[tuple[Any, ...], tuple[list[tuple[Any, Any]], Any]]
@@ -252,7 +256,14 @@ class JanusLoops(JanusState):
                 tokens.extend(prefix)
                 h = hs[-1:]
             eos_latent = None
-            if len(tokens) < budget:
+            if len(tokens) < budget and self.kv_cache == "static":
+                kv = [(layer.keys, layer.values) for layer in cache.layers]
+                ((more, lat_more, eos_latent),) = self._static_greedy(  # type: ignore[attr-defined]
+                    [kv], h, [budget - len(tokens)]
+                )
+                tokens.extend(more)
+                latents.extend(lat_more)
+            elif len(tokens) < budget:
 
                 def step(nxt: torch.Tensor, keep: list[int] | None) -> torch.Tensor:
                     return self._forward(self.embed(nxt[:, None]), cache)[:, -1]
@@ -318,6 +329,21 @@ class JanusLoops(JanusState):
         out = torch.zeros(batch, n, dtype=torch.long, device=self.device)
         lat = torch.zeros(batch, capture, 2, self.hidden_size, dtype=self.dtype, device=self.device)
         u = draw_uniforms(generator, batch, n, self.device)  # the rows' draws, whole image
+        if self.kv_cache == "static":
+            with torch.no_grad():
+                kv, h = self._prefill([cond, uncond])
+                rows = [[(k[0:1], v[0:1]) for k, v in kv]] * batch
+                rows += [[(k[1:2], v[1:2]) for k, v in kv]] * batch
+                forced_mat = torch.zeros(batch, n, dtype=torch.bool, device=self.device)
+                prefix_mat = torch.zeros(batch, n, dtype=torch.long, device=self.device)
+                if forced:
+                    forced_mat[:, :forced] = True
+                    prefix_mat[:, :forced] = prefix_tokens[:, :n]  # type: ignore[index]
+                out, lat = self._static_image(  # type: ignore[attr-defined]
+                    rows, h.repeat_interleave(batch, 0), u, forced_mat, prefix_mat, capture,
+                    cfg_scale, temperature,
+                )  # fmt: skip
+            return ImageTokens(tokens=out, latents=lat)
         with torch.no_grad():
             kv, h = self._prefill([cond, uncond])
             cache = self._cache_from(kv, batch)
