@@ -27,6 +27,14 @@ def gen(tmp_path_factory):
     path = save_tiny_janus(tmp_path_factory.mktemp("gpu_loops") / "model", seed=0)
     g = milr.load_generator(str(path), device="cpu", dtype="float64")
     g.memoize_reasoning = False
+    gen = torch.Generator().manual_seed(3)  # lively weights: tokens vary, some rows emit EOS
+    with torch.no_grad():
+        for p in g.model.model.language_model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 2 / p.shape[1] ** 0.5)
+        w = g.model.lm_head.weight
+        w.copy_(torch.randn(w.shape, generator=gen, dtype=w.dtype))
+        w[g._ids["eos"]] *= 1.5
     return g
 
 
@@ -100,3 +108,80 @@ def test_trajectories_record_the_sampling_scheme(gen):
     assert SAMPLING_SCHEME == "inverse-cdf/2"
     res = MILR(gen, build_critic(["color:target=red"]), MILRConfig(max_steps=1)).run("a red cat")
     assert res.to_dict()["generator"]["sampling"] == SAMPLING_SCHEME
+
+
+def test_each_per_token_step_compiles_as_one_graph(gen):
+    """fullgraph=True: a host read or a Python branch on a tensor in a step fails here."""
+    from milr.models import janus_static as js
+
+    gen.clear_cache()
+    kv, h = gen._prefill([gen.reasoning_prompt_ids("a red cat")])
+    cache, pad, start = gen._static_cache([kv, kv], 4)
+    h2 = torch.cat([h, h])
+    nxt = gen.model.lm_head(h2).argmax(-1)
+    text = torch.compile(js.text_step, fullgraph=True, backend="eager")
+    out = text(gen.lm, gen.embed, gen._cache_kw, cache, nxt, pad, start)
+    assert out.shape == (2, gen.hidden_size)
+    cond, uncond = gen.image_prompt_ids(gen.image_text("a red cat", None))
+    kv, h = gen._prefill([cond, uncond])
+    rows = [[(k[0:1], v[0:1]) for k, v in kv]] * 2 + [[(k[1:2], v[1:2]) for k, v in kv]] * 2
+    cache, pad, start = gen._static_cache(rows, 4)
+    image = torch.compile(js.image_step, fullgraph=True, backend="eager")
+    u = torch.rand(2, dtype=torch.float64)
+    forced, prefix = torch.tensor([True, False]), torch.tensor([5, 0])
+    tok, h4 = image(
+        gen.model,
+        gen._cache_kw,
+        cache,
+        h.repeat_interleave(2, 0),
+        u,
+        forced,
+        prefix,
+        pad,
+        start,
+        5.0,
+        1.0,
+    )
+    assert tok.shape == (2,) and int(tok[0]) == 5 and h4.shape == (4, gen.hidden_size)
+
+
+def test_static_and_compiled_loops_equal_the_dynamic_ones(gen):
+    """Rows of different lengths, prefixes and budgets (some stop at EOS); float64, bitwise."""
+    from milr.errors import MilrUserError
+
+    prompts = ["a red cat", "two blue squares on the left of a tree", "a dog", "an apple"]
+    prefixes, caps = [None, [60, 61], None, [70]], [None, 10, 5, None]
+    pre = [None, torch.tensor([3, 4, 5]), None, torch.tensor([7])]
+
+    def run():
+        gen.clear_cache()
+        one = [gen.continue_reasoning(p, q or [], c) for p, q, c in zip(prompts, prefixes, caps)]
+        many = gen.continue_reasoning_batch(prompts, prefixes, caps)
+        texts = [gen.image_text(p, r.text) for p, r in zip(prompts, one)]
+        img = [
+            gen.sample_image_tokens(texts[0], batch=2, generator=gen.rng(0), capture=2),
+            gen.sample_image_tokens(texts[1], torch.tensor([[3, 4]] * 2), generator=gen.rng(1)),
+            gen.sample_image_tokens_batch(texts, pre, [gen.rng(i) for i in range(4)], capture=2),
+        ]
+        return one + many, img
+
+    try:
+        ref = run()
+        gen.set_loop_options(kv_cache="static")
+        static = run()
+        gen.set_loop_options(compile=True, backend="aot_eager")
+        compiled = run()
+        assert gen.compile_s > 0
+        with pytest.raises(MilrUserError, match="kv_cache='paged'.*dynamic, static"):
+            gen.set_loop_options(kv_cache="paged")
+    finally:
+        gen.set_loop_options()
+    assert any(r.eos_latent is not None for r in ref[0]) and any(
+        r.eos_latent is None for r in ref[0]
+    )
+    for other in (static, compiled):
+        for a, b in zip(ref[0], other[0]):
+            assert a.tokens == b.tokens and torch.equal(a.latents, b.latents)
+            assert (a.eos_latent is None) == (b.eos_latent is None)
+        for a, b in zip(ref[1], other[1]):
+            assert torch.equal(a.tokens, b.tokens) and torch.equal(a.latents, b.latents)

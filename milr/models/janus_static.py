@@ -114,10 +114,17 @@ class JanusStaticLoops(JanusState):
     compile_steps: bool = False
     #: Seconds spent in first calls of compiled steps (compilation), per generator.
     compile_s: float = 0.0
+    #: `torch.compile` backend (None: inductor). Inductor may reorder floating-point sums, so
+    #: compiled latents can differ from eager ones in the last bits; ``"aot_eager"`` traces
+    #: the same graph but runs eager kernels (bitwise eager results; used by the tests).
+    compile_backend: str | None = None
 
-    def set_loop_options(self, *, kv_cache: str | None = None, compile: bool = False) -> None:
+    def set_loop_options(
+        self, *, kv_cache: str | None = None, compile: bool = False, backend: str | None = None
+    ) -> None:
         """Choose the KV cache (``"dynamic"`` or ``"static"``) and whether to compile the
-        per-token steps (``compile=True`` implies ``kv_cache="static"``).
+        per-token steps (``compile=True`` implies ``kv_cache="static"``; `backend` is the
+        `torch.compile` backend, None for inductor).
 
         Raises `MilrUserError` for another cache name, before any work.
         """
@@ -128,7 +135,10 @@ class JanusStaticLoops(JanusState):
             )
         if compile and cache != "static":
             raise MilrUserError("compile=True needs kv_cache='static'; drop kv_cache or pass it")
-        self.kv_cache, self.compile_steps = cache, bool(compile)
+        if (bool(compile), backend) != (self.compile_steps, self.compile_backend):
+            self.__dict__.pop("_compiled_steps", None)
+            self.__dict__.pop("_compiled_shapes", None)
+        self.kv_cache, self.compile_steps, self.compile_backend = cache, bool(compile), backend
 
     # -- the cache ---------------------------------------------------------------------------
     def _static_cache(
@@ -174,7 +184,11 @@ class JanusStaticLoops(JanusState):
             import torch
 
             cuda = str(self.device).startswith("cuda")
-            made[name] = torch.compile(fn, fullgraph=True, mode="reduce-overhead" if cuda else None)
+            if self.compile_backend is not None:
+                made[name] = torch.compile(fn, fullgraph=True, backend=self.compile_backend)
+            else:
+                mode = "reduce-overhead" if cuda else None
+                made[name] = torch.compile(fn, fullgraph=True, mode=mode)
         return made[name]
 
     def _timed_first(self, name: str, shape: tuple[Any, ...], fn: Any, *args: Any) -> Any:
