@@ -233,6 +233,24 @@ class Generator(BatchedDefaults, ABC):
         if not isinstance(prompt, str) or not prompt.strip():
             raise MilrUserError("empty prompt; pass the text of the image to generate")
 
+    #: Seconds the adapter spent compiling its per-token steps (`set_loop_options`).
+    compile_s: float = 0.0
+
+    def set_loop_options(
+        self, *, kv_cache: str | None = None, compile: bool = False, backend: str | None = None
+    ) -> None:
+        """Choose the generation loops' KV cache (``"dynamic"``/``"static"``) and whether to
+        compile their per-token steps (optional; results must not change).
+
+        The default accepts only the defaults and raises `MilrUserError` otherwise (the Janus
+        adapter implements both, `milr.models.janus_static`).
+        """
+        if kv_cache not in (None, "dynamic") or compile:
+            raise MilrUserError(
+                f"generator {self.name or type(self).__name__!r} has no static KV cache or "
+                "compiled steps; drop --kv-cache/--compile"
+            )
+
     def rng(self, seed: int) -> torch.Generator:
         """A `torch.Generator` on the model's device seeded with `seed`."""
         import torch

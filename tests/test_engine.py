@@ -465,3 +465,24 @@ def test_decode_chunks_follow_the_image_size_on_cpu(gen64, monkeypatch):
     calls.clear()
     batch_phases.decode_in_chunks(gen64, tokens, chunk=4)
     assert calls == [4, 3]
+
+
+@pytest.mark.parametrize(
+    "loops",
+    [{"kv_cache": "static"}, pytest.param({"compile": True, "backend": "aot_eager"}, marks=SLOW)],
+)
+def test_static_and_compiled_loops_give_the_eager_trajectories(gen64, critic, loops):
+    """Issue #21: eager (dynamic cache) = static cache = compiled step, for B in {1, 3, 8}."""
+    cfgs = configs("both")
+    ref = [trajectory(r) for r in reference(gen64, critic, cfgs)]
+    try:
+        gen64.set_loop_options(**loops)
+        for b in (1, 3, 8):
+            gen64.clear_cache()
+            jobs = [Job(p, {}, c, key=i) for i, (p, c) in enumerate(zip(PROMPTS, cfgs))]
+            done = run_batched(gen64, critic, jobs, batch_prompts=b)
+            assert all(d.error is None for d in done), [d.error for d in done]
+            for i, (a, d) in enumerate(zip(ref, done)):
+                assert a == trajectory(d.result), f"{loops} B={b}: prompt {i} differs"
+    finally:
+        gen64.set_loop_options()

@@ -49,6 +49,10 @@ class BenchOptions:
     #: Bytes the batched engine may plan for (None: the device's free memory); a batch over
     #: it raises out-of-memory before it runs and is halved (how the fallback is tested).
     batch_memory: int | None = None
+    #: The generation loops' KV cache and compiled steps (`Generator.set_loop_options`). Not
+    #: part of the fingerprint: results are the same (tested in float64).
+    kv_cache: str | None = None
+    compile: bool = False
 
     def eval_specs(self) -> list[str]:
         """The evaluation critic specs (``--eval-critic``, else the reward ``--critic``)."""

@@ -66,6 +66,7 @@ class MILRSolver:
             prompt_style=opts.prompt_style,
             prompt_file=opts.prompt_file,
         )
+        self.generator.set_loop_options(kv_cache=opts.kv_cache, compile=opts.compile)
 
     def _config(self, seed: int) -> Any:
         from milr.optimizer import MILRConfig

@@ -10,7 +10,10 @@ import click
 
 from milr.cli.common import (
     allow_missing_option,
+    check_loop_options,
+    compile_option,
     critic_specs_option,
+    kv_cache_option,
     metadata_option,
     on_error_option,
     parse_metadata,
@@ -170,6 +173,8 @@ def _default(name: str) -> Any:
     help="Model dtype: bf16, fp16 or fp32.",
 )
 @allow_missing_option
+@kv_cache_option
+@compile_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any) -> None:
@@ -190,6 +195,7 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
         raise MilrUserError(f"--out {str(out)!r} exists and is not a directory")
     from milr.devices import resolve_device, resolve_dtype
 
+    check_loop_options(opts["kv_cache"], opts["compile_steps"])
     device = resolve_device(opts["device"])  # before any critic or model is built
     resolve_dtype(opts["dtype"], device)
     if opts["prompt_file"] is not None:
@@ -210,6 +216,7 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
         prompt_style=opts["prompt_style"],
         prompt_file=opts["prompt_file"],
     )
+    generator.set_loop_options(kv_cache=opts["kv_cache"], compile=opts["compile_steps"])
     bar = None
     if not opts["quiet"]:
         from tqdm.auto import tqdm
@@ -255,6 +262,8 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
         "critic_calls": result.critic_calls,
         "seconds": round(result.wall_seconds, 3),
     }
+    if opts["compile_steps"]:  # included in "seconds"
+        summary["compile_seconds"] = round(float(generator.compile_s), 3)
     if opts["as_json"]:
         click.echo(json.dumps(summary))
     else:
@@ -269,6 +278,8 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
             )
             + f"; wrote {out}"
         )
+        if opts["compile_steps"]:
+            click.echo(f"compiling the per-token steps took {generator.compile_s:.1f} s")
 
 
 def _close(bar: Any) -> None:
