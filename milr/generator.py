@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr.checkpoints import hf_offline
 from milr.errors import MilrUserError, UnsupportedOperation
+from milr.generated import ImageTokens, Reasoning  # noqa: F401 - defined there, below
 from milr.generator_batch import BatchedDefaults
 
 if TYPE_CHECKING:
@@ -30,34 +30,6 @@ if TYPE_CHECKING:
 #: whose cumulative CFG probability exceeds ``u · total``. Version 1 (milr <= 0.3) called
 #: ``torch.multinomial`` once per position; its images differ.
 SAMPLING_SCHEME = "inverse-cdf/2"
-
-
-@dataclass
-class Reasoning:
-    """Greedy reasoning text: generated token ids (EOS excluded), their latents and the text.
-
-    ``latents[i]`` is the last-layer, post-final-norm hidden state at the position that
-    predicts ``tokens[i]`` (shape ``[len(tokens), d]``, detached).
-    """
-
-    tokens: list[int]
-    latents: torch.Tensor
-    text: str
-    #: The latent that predicted EOS (``[d]``), or None when the reasoning hit its cap without
-    #: EOS. The authors count it in the text prefix length (`MILRConfig.text_prefix`).
-    eos_latent: torch.Tensor | None = None
-
-
-@dataclass
-class ImageTokens:
-    """Sampled image tokens ``[B, n]`` and the latents of the first ``capture`` positions.
-
-    ``latents`` has shape ``[B, capture, 2, d]``: the conditional and the unconditional CFG
-    row at the position predicting each image token.
-    """
-
-    tokens: torch.Tensor
-    latents: torch.Tensor
 
 
 class Generator(BatchedDefaults, ABC):

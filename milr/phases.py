@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from milr.critic import Critic, critic_label, evaluate
 from milr.errors import ContractViolation
+from milr.generated import _cap_kwargs
 
 if TYPE_CHECKING:
     import torch
@@ -222,30 +223,6 @@ def serve(
         uses_text=r.uses_text, cfg_scale=r.cfg_scale, temperature=r.temperature,
         max_reasoning_tokens=r.max_reasoning_tokens,
     )  # fmt: skip
-
-
-def _cap_kwargs(gen: Generator, max_tokens: int | None) -> dict[str, int]:
-    """``{"max_tokens": n}`` for the reasoning calls, or ``{}`` when there is no cap.
-
-    Adapters written before the cap became an argument have no ``max_tokens`` parameter: they
-    still run, with their own cap and a `DeprecationWarning` saying the run's cap is ignored.
-    """
-    if max_tokens is None:
-        return {}
-    import inspect
-    import warnings
-
-    params = inspect.signature(gen.continue_reasoning).parameters
-    if "max_tokens" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return {"max_tokens": int(max_tokens)}
-    warnings.warn(
-        f"generator {type(gen).__name__}.continue_reasoning has no max_tokens parameter "
-        f"(milr >= 0.2 passes the reasoning cap per call); max_reasoning_tokens={max_tokens} "
-        "is ignored for it",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return {}
 
 
 def score_candidates(
