@@ -185,3 +185,22 @@ def test_static_and_compiled_loops_equal_the_dynamic_ones(gen):
             assert (a.eos_latent is None) == (b.eos_latent is None)
         for a, b in zip(ref[1], other[1]):
             assert torch.equal(a.tokens, b.tokens) and torch.equal(a.latents, b.latents)
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_end_to_end_on_the_cpu_with_a_tiny_model():
+    """benchmarks/gpu_throughput.py --tiny: so the prepared GPU check cannot rot (eager and
+    static here; the compiled loop is covered above and in the engine tests)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_throughput.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--tiny", "--loops", "eager", "static", "--batch", "1", "2",
+         "--milr-loop", "static", "--steps", "2"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "weight-read floor" in proc.stdout and "| static | 2 |" in proc.stdout
+    assert "prompts/h" in proc.stdout and "| 2 |" in proc.stdout.split("MILR")[1]
