@@ -39,8 +39,8 @@ def bench(pythonpath: str | None, suite: Path, out: Path, extra: list[str], args
     cmd = [sys.executable, "-m", "milr", "bench", str(suite), "--model", "shapes"]
     cmd += ["--critic", "shapes", "--mode", "both", "--steps", str(args.steps)]
     cmd += ["--batch-prompts", str(args.batch), "--no-progress", "--out", str(out), *extra]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    t = time.perf_counter()  # cwd: not a checkout (``-m milr`` looks in the cwd first)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=out.parent)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{cmd} failed:\n{proc.stderr[-3000:]}")
@@ -71,7 +71,7 @@ def main() -> None:
     suite.write_text("\n".join(lines[: args.limit] if args.limit else lines) + "\n")
     warm = work / "warm.jsonl"
     warm.write_text("\n".join(lines[:2]) + "\n")
-    runs = [("ref " + args.ref, str(ref_dir), [])]
+    runs = [("ref " + args.ref, str(ref_dir), [])]  # each run's milr first on PYTHONPATH
     runs += [(name, str(ROOT), VARIANTS[name]) for name in args.variants]
     n = len(suite.read_text().splitlines())
     print(f"ShapesEval, {n} prompts, mode both, {args.steps} steps, --batch-prompts {args.batch}")
@@ -82,6 +82,14 @@ def main() -> None:
         bench(path, warm, work / f"warm{i}", extra, args)
         out = work / f"run{i}"
         wall = bench(path, suite, out, extra, args)
+        version = subprocess.run(
+            [sys.executable, "-c", "import milr; print(milr.__file__)"],
+            env={**os.environ, "PYTHONPATH": path},
+            cwd=work,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        assert version.startswith(path), (name, version)  # the run used that checkout
         summary = json.loads((out / "summary.json").read_text())
         base = wall if base is None else base
         acc = summary.get("overall", {}).get("milr")
