@@ -44,8 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MILR", "MILRConfig", "MILRResult", "StepRecord", "resume_steps", "run_milr"]
 
-#: `MILR.steps`: yields `GenRequest` / `ScoreRequest` / `UpdateRequest`, is sent the answers,
-#: returns the result.
+#: `MILR.steps`: yields `GenRequest`/`ScoreRequest`/`UpdateRequest`, is sent the answers.
 Steps: TypeAlias = "_PyGenerator[GenRequest | ScoreRequest | UpdateRequest, Any, Any]"
 
 
@@ -164,12 +163,11 @@ class MILR:
         """The optimisation of one prompt as a generator of requests, for drivers of many.
 
         It yields a `milr.phases.GenRequest` (answer: the `milr.phases.Generated`) or a
-        `milr.phases.ScoreRequest` (answer: None, once the candidates carry their scores) or
-        a `milr.phases.UpdateRequest` (answer: the losses per modality); an exception thrown in instead ends the step as that failure would, and the
-        generator's return value (``StopIteration.value``) is the `MILRResult`. Resume it
-        with `resume_steps` (the latent updates need grad mode on). `run` answers each
-        request at once with `milr.phases.serve`; `milr.engine.BatchedMILR` answers the
-        requests of many prompts in one batch.
+        `milr.phases.ScoreRequest` (answer: None, once the candidates carry their scores) or a
+        `milr.phases.UpdateRequest` (answer: the losses); an exception thrown in ends the
+        step as that failure would; the return value is the `MILRResult`. Resume it with
+        `resume_steps` (grad mode on). `run` answers each request with `milr.phases.serve`;
+        `milr.engine.BatchedMILR` answers the requests of many prompts in one batch.
         """
         cfg, gen = self.config, self.generator
         metadata = dict(metadata or {})
@@ -333,11 +331,10 @@ class MILR:
         answered by `milr.phases.update_latents` or, pooled, `update_latents_pooled`)."""
         if not mods:
             return {}
-        losses = yield UpdateRequest(
+        return (yield UpdateRequest(
             mods, {"text": z_t, "image": z_v}, {"text": opt_t, "image": opt_v}, reward,
             self.cfg_scale, self.config.temperature, self._pending if k > 1 else None, timer,
-        )  # fmt: skip
-        return losses
+        ))  # fmt: skip
 
     def _prefixes(self, z_t, z_v, k, rng):
         """Next text/image prefixes from the latents (`milr.phases.propose_prefixes`)."""
