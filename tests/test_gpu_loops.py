@@ -81,8 +81,12 @@ def test_image_loops_read_nothing_back_per_token(gen, host_reads, monkeypatch):
     assert seen[8] == seen[16] == (0, 0), seen
 
 
-def test_reasoning_loops_read_back_per_sync_point_not_per_token(gen, host_reads):
-    from milr.models.janus_loops import SYNC_EVERY
+def test_reasoning_loops_read_back_per_sync_point_not_per_token(gen, host_reads, monkeypatch):
+    """As on an accelerator (a CPU reads back every token by default: nothing to queue)."""
+    from milr.models.janus_loops import SYNC_EVERY, sync_interval
+
+    assert sync_interval("cpu") == 1 and sync_interval("cuda:0") == SYNC_EVERY
+    monkeypatch.setattr(gen, "sync_every", SYNC_EVERY, raising=False)
 
     prompts = ["a red cat", "two blue squares on the left of a tree", "a dog"]
     one = {
@@ -166,7 +170,9 @@ def test_static_and_compiled_loops_equal_the_dynamic_ones(gen):
         return one + many, img
 
     try:
-        ref = run()
+        ref = run()  # on a CPU: a host read (and compaction) every token
+        gen.sync_every = 32  # as on an accelerator: stopped rows step on until a sync point
+        lazy = run()
         gen.set_loop_options(kv_cache="static")
         static = run()
         gen.set_loop_options(compile=True, backend="aot_eager")
@@ -176,10 +182,11 @@ def test_static_and_compiled_loops_equal_the_dynamic_ones(gen):
             gen.set_loop_options(kv_cache="paged")
     finally:
         gen.set_loop_options()
+        gen.sync_every = None
     assert any(r.eos_latent is not None for r in ref[0]) and any(
         r.eos_latent is None for r in ref[0]
     )
-    for other in (static, compiled):
+    for other in (lazy, static, compiled):
         for a, b in zip(ref[0], other[0]):
             assert a.tokens == b.tokens and torch.equal(a.latents, b.latents)
             assert (a.eos_latent is None) == (b.eos_latent is None)

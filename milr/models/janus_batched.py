@@ -10,7 +10,8 @@ front (rows sharing one generator in row order, as the ``batch`` rows of `sample
 draw them), and every position samples all rows in one inverse-CDF step on the device
 (`milr.models.janus_loops.SAMPLING_SCHEME`). Neither loop reads the device per token: greedy
 reasoning tracks EOS and budgets on the device and drops the rows that stopped at its sync
-points (every `milr.models.janus_loops.SYNC_EVERY` tokens).
+points (every `milr.models.janus_loops.SYNC_EVERY` tokens on an accelerator; every token on
+a CPU, where a host read costs nothing and stepping stopped rows does).
 
 With one row (or one group of rows sharing prompt, prefix length and generator) the calls go
 to the one-prompt loops, so a batch of one is bitwise identical to the unbatched path.
@@ -181,6 +182,7 @@ class JanusBatchedLoops(JanusState):
                     [rows[r]["budget"] - len(rows[r]["tokens"]) for r in live],
                     eos,
                     step,
+                    self.sync_every,
                 )
                 for r, (more, lat_more, eos_latent) in zip(live, outs):
                     rows[r]["tokens"].extend(more)

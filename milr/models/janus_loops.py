@@ -23,10 +23,20 @@ if TYPE_CHECKING:
     import torch
 
 
-#: Greedy reasoning reads back "has every row stopped?" once per this many tokens (never per
-#: token: a host read stops the CPU from queueing the next kernels). Rows that stopped keep
-#: stepping until then; their extra tokens are discarded.
+#: Greedy reasoning on an accelerator reads back "has every row stopped?" once per this many
+#: tokens (never per token: a host read stops the CPU from queueing the next kernels). Rows
+#: that stopped keep stepping until then; their extra tokens are discarded. On a CPU there is no
+#: queue to drain, so a read costs nothing while a stopped row's extra steps do: the default
+#: there is every token (`sync_interval`).
 SYNC_EVERY = 32
+
+
+def sync_interval(device: Any, override: int | None = None) -> int:
+    """Tokens between the reasoning loop's host reads: `override`, else 1 on a CPU and
+    `SYNC_EVERY` on an accelerator."""
+    if override is not None:
+        return max(1, int(override))
+    return 1 if str(device).startswith("cpu") else SYNC_EVERY
 
 
 def draw_uniforms(
@@ -80,7 +90,7 @@ def greedy_rows(
     remaining: list[int],
     eos: int | None,
     step: Callable[[torch.Tensor, list[int] | None], torch.Tensor],
-    sync_every: int = SYNC_EVERY,
+    sync_every: int | None = None,
     compact: bool = True,
 ) -> list[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
     """Greedy decoding of ``R`` rows in lockstep without a host read per token.
@@ -89,14 +99,15 @@ def greedy_rows(
     row r may still write. ``step(next_ids [R'], keep)`` runs the transformer one position for
     the rows still in the batch and returns their hidden states ``[R', d]``; ``keep`` (indices
     into the current rows) first drops the rows that stopped (None: keep all). Tokens and
-    latents go to device buffers; EOS and budgets are read back every `sync_every` tokens and
-    at the end. With ``compact=False`` rows that stopped stay in the batch (a static cache
+    latents go to device buffers; EOS and budgets are read back every `sync_every` tokens
+    (None: `sync_interval` of the rows' device) and at the end. With ``compact=False`` rows that stopped stay in the batch (a static cache
     keeps their slots; ``keep`` is then always None). Returns per row ``(tokens, latents [len(tokens), d], eos_latent)``, EOS
     excluded.
     """
     import torch
 
     rows, total = h.shape[0], max(remaining)
+    sync_every = sync_interval(h.device, sync_every)
     dev = h.device
     toks = torch.zeros(rows, total, dtype=torch.long, device=dev)
     lats = torch.zeros(rows, total, h.shape[1], dtype=h.dtype, device=dev)
@@ -152,6 +163,8 @@ class JanusState:
     memoize_reasoning: bool
     #: ``"dynamic"`` or ``"static"`` (`milr.models.janus_static`).
     kv_cache: str = "dynamic"
+    #: Tokens between the reasoning loop's host reads (None: `sync_interval`'s default).
+    sync_every: int | None = None
     _ids: dict[str, int | None]
     _cache_kw: str
     _kv: dict[tuple[Any, ...], tuple[list[tuple[Any, Any]], Any]]
@@ -269,7 +282,7 @@ class JanusLoops(JanusState):
                     return self._forward(self.embed(nxt[:, None]), cache)[:, -1]
 
                 ((more, lat_more, eos_latent),) = greedy_rows(
-                    self.model.lm_head, h, [budget - len(tokens)], eos, step
+                    self.model.lm_head, h, [budget - len(tokens)], eos, step, self.sync_every
                 )
                 tokens.extend(more)
                 latents.extend(lat_more)

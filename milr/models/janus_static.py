@@ -221,7 +221,8 @@ class JanusStaticLoops(JanusState):
                 "text", shape, step_fn, self.lm, self.embed, self._cache_kw, cache, nxt, pad, start
             )
 
-        return greedy_rows(self.model.lm_head, h, remaining, self._ids["eos"], step, compact=False)
+        eos = self._ids["eos"]
+        return greedy_rows(self.model.lm_head, h, remaining, eos, step, self.sync_every, False)
 
     def _static_image(
         self,
