@@ -65,3 +65,13 @@ def _cap_kwargs(gen: Any, max_tokens: int | None) -> dict[str, int]:
         stacklevel=3,
     )
     return {}
+
+
+#: How milr's own loops draw image tokens (recorded in trajectories, as ``generator.sampling``,
+#: and in the bench run identity, so a run is never resumed under other draws).
+#: ``inverse-cdf/2``: each `sample_image_tokens` call draws one float64 uniform per row and
+#: image position from its generator up front (``torch.rand(rows, n)``; rows sharing a
+#: generator in row order), and every position picks, for all rows at once, the first token
+#: whose cumulative CFG probability exceeds ``u · total``. Version 1 (milr <= 0.3) called
+#: ``torch.multinomial`` once per position; its images differ.
+SAMPLING_SCHEME = "inverse-cdf/2"

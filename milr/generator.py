@@ -15,21 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr.errors import MilrUserError, UnsupportedOperation
-from milr.generated import ImageTokens, Reasoning  # noqa: F401 - defined there, below
+from milr.generated import SAMPLING_SCHEME, ImageTokens, Reasoning  # noqa: F401 - defined there
 from milr.generator_batch import BatchedDefaults
 
 if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
-
-#: How milr's own loops draw image tokens (recorded in trajectories, as ``generator.sampling``,
-#: and in the bench run identity, so a run is never resumed under other draws).
-#: ``inverse-cdf/2``: each `sample_image_tokens` call draws one float64 uniform per row and
-#: image position from its generator up front (``torch.rand(rows, n)``; rows sharing a
-#: generator in row order), and every position picks, for all rows at once, the first token
-#: whose cumulative CFG probability exceeds ``u · total``. Version 1 (milr <= 0.3) called
-#: ``torch.multinomial`` once per position; its images differ.
-SAMPLING_SCHEME = "inverse-cdf/2"
 
 
 class Generator(BatchedDefaults, ABC):
