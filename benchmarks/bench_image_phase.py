@@ -16,7 +16,8 @@ forced prefix, every row with its own generator.
 - ``bare static``: the least a decode loop of this model must do, written inline: prompts of
   one common length (no padding), one prefill into a transformers `StaticCache`, then per
   token the generation head, the CFG mix, an inverse-CDF draw from pre-drawn uniforms, the
-  image embedding and one transformer position. No masks beyond the cache's, no per-row state.
+  image embedding and one transformer position (milr's `lm_step`, no padding). No per-row
+  state, no prefixes, no latents kept.
 
 Each loop runs once untimed (warm-up), then ``--reps`` times; the table gives the median
 milliseconds per image token (whole call / image tokens) and the ratio to ``bare static``
@@ -38,11 +39,18 @@ from bench_batched import SHARED, build_generator, prompts  # noqa: E402
 
 
 def bare_static_loop(gen, rows: int, prompt_len: int, seed: int = 0):
-    """A minimal CFG image-token loop over a `StaticCache`; returns tokens ``[rows, n]``."""
+    """A minimal CFG image-token loop over a `StaticCache`; returns tokens ``[rows, n]``.
+
+    Per token: generation head, CFG mix and inverse-CDF draw (`cfg_sample`), image embedding,
+    and one transformer position through `milr.models.janus_static.lm_step` with no padding
+    (the additive mask it builds from the cache's write index is the least transformers needs
+    to attend over a static cache without building its own mask every step).
+    """
     import torch
     from transformers import StaticCache
 
     from milr.models.janus_loops import cfg_sample
+    from milr.models.janus_static import lm_step
 
     model = gen.model
     lm = model.model.language_model
@@ -51,8 +59,11 @@ def bare_static_loop(gen, rows: int, prompt_len: int, seed: int = 0):
     vocab = int(model.config.text_config.vocab_size)
     ids = torch.randint(0, vocab, (2 * rows, prompt_len), generator=g)
     u = torch.rand(rows, n, generator=g, dtype=torch.float64)
-    cache = StaticCache(config=model.config.text_config, max_cache_len=prompt_len + n)
+    width = prompt_len + n
+    cache = StaticCache(config=model.config.text_config, max_cache_len=width)
     kw = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    pad = torch.zeros(2 * rows, width, dtype=torch.bool)
+    start = torch.zeros(2 * rows, dtype=torch.long)
     with torch.no_grad():
         emb = lm.get_input_embeddings()(ids).to(gen.dtype)
         out = lm(inputs_embeds=emb, use_cache=True, **{kw: cache})
@@ -62,9 +73,7 @@ def bare_static_loop(gen, rows: int, prompt_len: int, seed: int = 0):
             tok = cfg_sample(model.model.generation_head(h), u[:, i], 5.0, 1.0)
             toks.append(tok)
             emb = model.prepare_embeddings_for_image_generation(torch.cat([tok, tok])[:, None])
-            pos = torch.tensor([prompt_len + i])
-            out = lm(inputs_embeds=emb, use_cache=True, cache_position=pos, **{kw: cache})
-            h = out.last_hidden_state[:, -1]
+            h = lm_step(lm, kw, cache, emb, pad, start)
     return torch.stack(toks, 1)
 
 
