@@ -99,6 +99,12 @@ def save(model, out: Path, meta: dict[str, Any]) -> None:
     write_manifest(out)
 
 
+def _sha256(checkpoint: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: train all stages and write the checkpoint directory."""
     import argparse
@@ -178,7 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed + 2)
     train_knowledge(model, rng, args.knowledge_steps, fh)
     total = time.time() - t_start
-    meta = {k: v for k, v in vars(args).items() if k != "out"}
+    meta = {k: v for k, v in vars(args).items() if k not in ("out", "lm_from", "vq_from")}
+    for key in ("vq_from", "lm_from"):  # what was reused, by content: no local path is recorded
+        src = getattr(args, key)
+        meta[key] = None if src is None else {"model.safetensors sha256": _sha256(Path(src))}
     meta.update(
         {"seconds_total": round(total, 1), "seconds_vq": round(t_vq, 1), "torch": torch.__version__}
     )
