@@ -1,27 +1,29 @@
 """MILR against the resample control on the shapes knowledge suite, with intervals.
 
-    python benchmarks/bench_knowledge.py --out runs/knowledge            # run every arm, then the table
+    python benchmarks/bench_knowledge.py --out runs/knowledge            # run the arms, then the table
     python benchmarks/bench_knowledge.py --out runs/knowledge --table    # the table from finished runs
     python benchmarks/bench_knowledge.py --out runs/knowledge --probe k003 --text-k 0.4
 
-Each arm is one ``milr bench run`` of the knowledge suite (``python -m milr.shapes.evalset
+Each arm is one ``milr bench`` run of the knowledge suite (``python -m milr.shapes.evalset
 --suite knowledge``, 64 prompts) with the `shapes` model and critic, 30 steps, seed 42,
-``--batch-prompts 16``; every run also draws the base image (the same seed in every arm, so
-the base column is one set of images). Arms:
+``--batch-prompts 16``, with a control run beside MILR on every prompt (``--control``); every
+run also draws the base image (the same seed in every arm that writes a plan, so those arms
+share one base column). Arms (the default: the first four):
 
-- ``control``: the ``both`` loop with ``lr`` 1e-9, so the latents never move: the same plan,
-  a fresh image every step until the critic passes (resampling with the critic as a filter);
-- ``both``, ``text``, ``image``: MILR with the paper defaults (``lr`` 0.01);
-- ``image-control``: the ``image`` loop with ``lr`` 1e-9 (``image`` mode conditions images on
-  the prompt alone, so it has its own control);
+- ``both``, ``text``, ``image``: MILR with the paper defaults (``lr`` 0.01) beside the
+  resample control (the same loop with the latent update switched off: the same plan and
+  random draws, a fresh image every step until the critic passes). ``image`` mode conditions
+  images on the prompt alone, so its base and control are its own;
+- ``best-of-n``: MILR ``both`` beside the best-of-N control (N = 31 draws, no early stop, the
+  critic keeps the best);
 - ``text-k0.4``: ``text`` with ``text_k`` 0.4, so the optimised prefix (M = 2 of a 5-token
   plan) reaches the plan's shape word.
 
-Table: accuracy with a 95 % Clopper-Pearson interval; for each MILR arm, the paired
-difference against its control with a 95 % bootstrap interval over prompts (10,000 resamples,
-scipy) and the exact McNemar p-value on the discordant prompts; and how many prompts' final
-plan names a different shape than the step-0 plan (``plan flips``) and how many of those
-name the right shape.
+Table, from each run's summary: accuracy with the summary's 95 % nested bootstrap interval;
+for each MILR arm the paired difference against its control with its interval and the exact
+McNemar p-value on the discordant prompts; and how many prompts' final plan names a different
+shape than the step-0 plan (``plan flips``) and how many of those name the right shape.
+These are oracle runs: the reward critic is the evaluation critic.
 """
 
 from __future__ import annotations
@@ -33,19 +35,13 @@ import sys
 from pathlib import Path
 
 ARMS: dict[str, list[str]] = {
-    "control": ["--mode", "both", "--opt", "lr=1e-9"],
-    "both": ["--mode", "both"],
-    "text": ["--mode", "text"],
-    "image": ["--mode", "image"],
-    "image-control": ["--mode", "image", "--opt", "lr=1e-9"],
-    "text-k0.4": ["--mode", "text", "--opt", "text_k=0.4"],
+    "both": ["--mode", "both", "--control", "resample"],
+    "text": ["--mode", "text", "--control", "resample"],
+    "image": ["--mode", "image", "--control", "resample"],
+    "best-of-n": ["--mode", "both", "--control", "best-of-n"],
+    "text-k0.4": ["--mode", "text", "--opt", "text_k=0.4", "--control", "resample"],
 }
-CONTROL_OF = {
-    "both": "control",
-    "text": "control",
-    "text-k0.4": "control",
-    "image": "image-control",
-}
+DEFAULT_ARMS = ["both", "text", "image", "best-of-n"]
 
 
 def run_arm(suite: Path, out: Path, arm: str, args: argparse.Namespace) -> None:
@@ -87,54 +83,54 @@ def load_arm(out: Path, arm: str) -> dict[str, dict]:
 
 
 def table(out: Path, arms: list[str]) -> str:
-    import numpy as np
-    from scipy.stats import binomtest, bootstrap
+    """The markdown table of finished arms, from each run's ``summary.json`` statistics (95 %
+    nested bootstrap intervals, paired MILR − control difference, exact McNemar) and its
+    trajectories (plan flips)."""
+    data = {a: load_arm(out, a) for a in arms if (out / a / "summary.json").exists()}
+    stats = {a: json.loads((out / a / "summary.json").read_text())["statistics"] for a in data}
+    first = next(iter(data))
+    ids = sorted(data[first])
+    right = sum(data[first][i]["plan0"] == data[first][i]["right"] for i in ids)
 
-    data = {a: load_arm(out, a) for a in arms if (out / a / "results.jsonl").exists()}
-    first = next(iter(data.values()))
-    ids = sorted(first)
-    base = np.array([first[i]["base"] for i in ids], dtype=float)
-    plan_right = np.array([first[i]["plan0"] == first[i]["right"] for i in ids], dtype=float)
-
-    def acc(v: np.ndarray) -> str:
-        k, n = int(v.sum()), len(v)
-        ci = binomtest(k, n).proportion_ci(method="exact")
-        return f"{k / n:.3f} [{ci.low:.3f}, {ci.high:.3f}]"
+    def ci(x: dict, key: str = "value") -> str:
+        lo, hi = x["ci95"]
+        sign = "+" if key == "difference" else ""
+        return f"{x[key]:{sign}.3f} [{lo:{sign}.3f}, {hi:{sign}.3f}]"
 
     lines = [
-        f"knowledge suite, {len(ids)} prompts; step-0 plan names the right shape on "
-        f"{int(plan_right.sum())}/{len(ids)}",
+        f"knowledge suite, {len(ids)} prompts; step-0 plan names the right shape on {right}/"
+        f"{len(ids)}",
         "",
-        "| arm | accuracy [95% CI] | vs control: difference [95% bootstrap CI] | McNemar "
-        "(gained/lost, p) | mean steps | plan flips (to the right shape) |",
+        "| run | accuracy [95% CI] | MILR − its control [95% CI] | McNemar p (MILR only / "
+        "control only) | mean steps | plan flips (to the right shape) |",
         "|---|---|---|---|---|---|",
-        f"| base (first image) | {acc(base)} | | | | |",
     ]
-    for arm, rows in data.items():
-        milr = np.array([rows[i]["milr"] for i in ids], dtype=float)
+    planned = [a for a in stats if a != "image"]  # these share one base image per prompt
+    if planned:
+        base = ci(stats[planned[0]]["sides"]["base"])
+        lines.append(f"| base (first image, with the plan) | {base} | | | | |")
+    for arm, st in stats.items():
+        rows = data[arm]
         flips = sum(rows[i]["plan"] != rows[i]["plan0"] for i in ids)
         to_right = sum(
             rows[i]["plan"] != rows[i]["plan0"] and rows[i]["plan"] == rows[i]["right"] for i in ids
         )
-        steps = np.mean([rows[i]["steps"] for i in ids])
-        diff = mcn = ""
-        ctrl = CONTROL_OF.get(arm)
-        if ctrl in data:
-            c = np.array([data[ctrl][i]["milr"] for i in ids], dtype=float)
-            d = milr - c
-            if d.any():
-                bs = bootstrap(
-                    (d,), np.mean, n_resamples=10000, method="percentile", random_state=0
-                )
-                lo, hi = bs.confidence_interval
-            else:
-                lo = hi = 0.0
-            diff = f"{d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] ({ctrl})"
-            gained, lost = int((d > 0).sum()), int((d < 0).sum())
-            p = binomtest(gained, gained + lost).pvalue if gained + lost else 1.0
-            mcn = f"{gained}/{lost}, p={p:.3g}"
+        steps = sum(rows[i]["steps"] for i in ids) / len(ids)
+        ctl = st.get("control") or "?"
+        d = st["paired"].get("milr-control")
+        mcn = f"{d['mcnemar_p']:.3g} ({d['only_a']} / {d['only_b']})" if d else ""
+        cstep = (st.get("control_optimizer") or {}).get("mean_steps")
         lines.append(
-            f"| {arm} | {acc(milr)} | {diff} | {mcn} | {steps:.1f} | {flips} ({to_right}) |"
+            f"| {ctl} control (of the `{arm}` run) | {ci(st['sides']['control'])} | | | "
+            f"{cstep if cstep is None else f'{cstep:.1f}'} | |"
+        )
+        if arm == "best-of-n":
+            continue
+        if arm == "image":
+            lines.append(f"| base of `image` (no plan) | {ci(st['sides']['base'])} | | | | |")
+        lines.append(
+            f"| MILR `{arm}` | {ci(st['sides']['milr'])} | {ci(d, 'difference') if d else ''} | "
+            f"{mcn} | {steps:.1f} | {flips} ({to_right}) |"
         )
     return "\n".join(lines)
 
@@ -187,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--model", default="shapes")
-    p.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--arms", nargs="*", default=DEFAULT_ARMS, choices=list(ARMS))
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--suite-seed", type=int, default=0)

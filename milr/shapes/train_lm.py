@@ -180,17 +180,20 @@ def train_lm(
 # --- stage 5: world knowledge, taught partly ------------------------------------------------
 
 
-def knowledge_items(n: int, rng: random.Random) -> list[dict[str, Any]]:
-    """`n` reasoning rows of the knowledge facts: a random fact and template, a one-object plan
-    whose shape is the fact's shape with probability `Fact.taught` (else its confusion), with a
-    random colour and cell (the prompts name no colour)."""
+def knowledge_items(n: int, rng: random.Random, any_shape: bool = False) -> list[dict[str, Any]]:
+    """`n` rows of the knowledge facts: a random fact and template, a one-object plan whose
+    shape is the fact's shape with probability `Fact.taught` (else its confusion), with a
+    random colour and cell (the prompts name no colour). With `any_shape` the plan's shape is
+    uniform over the four shapes instead, whatever the fact (image rows: the prompt then says
+    nothing about the image that the plan does not, so the image model learns to draw the
+    plan)."""
     from milr.shapes import knowledge
 
     items = []
     for _ in range(n):
         fact = rng.choice(knowledge.FACTS)
         template = rng.choice(knowledge.TEMPLATES)
-        shape = knowledge.taught_plan_shape(fact, rng)
+        shape = rng.choice(world.SHAPES) if any_shape else knowledge.taught_plan_shape(fact, rng)
         obj = world.Obj(shape, rng.choice(list(world.COLORS)), *divmod(rng.randrange(16), 4))
         items.append(
             {
@@ -306,7 +309,7 @@ def train_knowledge(
         for g, base in zip(opt.param_groups, bases, strict=True):
             g["lr"] = base * 0.5 * (1 + math.cos(math.pi * step / steps))
         # knowledge image rows: draw what the (noisy) plan says, under guidance
-        images = knowledge_items(batch, rng)
+        images = knowledge_items(batch, rng, any_shape=True)
         for it in images:
             it["tokens"] = tokens[it["obj"]]
         text, img, is_img, yi = _lm_batch_image(seqs, images, rng, 0.0, 0.0)
