@@ -9,9 +9,9 @@ import re
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from milr.critic_result import CriticResult  # noqa: F401 - defined below both critic and errors
 from milr.errors import ContractViolation, ExternalServiceError, MissingDependencyError
 from milr.params import CriticParams, dump_params, validate_params
 
@@ -19,18 +19,6 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
-
-
-@dataclass
-class CriticResult:
-    """One image's judgement: `score` in [0, 1] (1 best), an optional verdict, and what was seen."""
-
-    score: float
-    passed: bool | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"score": self.score, "passed": self.passed, "details": self.details}
 
 
 class Critic(ABC):

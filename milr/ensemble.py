@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr.critic import Critic, CriticResult, critic_label
-from milr.ensemble_batch import combine_or_none, external_failure, raise_external, run_members
+from milr.ensemble_batch import (  # Member: defined there, below both modules
+    Member,
+    combine_or_none,
+    external_failure,
+    raise_external,
+    run_members,
+)
 from milr.errors import MilrUserError
 
 if TYPE_CHECKING:
@@ -60,26 +65,6 @@ def check_weight(weight: Any, what: str, error: type[MilrUserError] = MilrUserEr
     if not math.isfinite(w) or w < 0:
         raise error(f"{what} = {weight!r} must be a finite number >= 0")
     return w
-
-
-@dataclass(frozen=True)
-class Member:
-    """One critic of an `Ensemble` or `Route`, with how much it counts and when.
-
-    - ``weight``: float >= 0 (default 1); in an ensemble, the weight for images whose tag is not
-      in ``weights_by_tag``; in a route, the weight among the members chosen for one image.
-    - ``weights_by_tag``: ``{tag: weight}`` (ensembles only), replacing ``weight`` for images
-      whose tag (see `TAG_FIELDS`) is a key.
-    - ``when``: the metadata values routed to this member (routes only).
-    - ``label``: the member's name in the per-critic breakdown; default the critic's name,
-      ``name#2``, ``name#3``... for repeats.
-    """
-
-    critic: Critic
-    weight: float = 1.0
-    weights_by_tag: Mapping[str, float] | None = None
-    when: tuple[str, ...] | None = None
-    label: str | None = None
 
 
 def _members(items: Sequence[Any], kind: str) -> list[tuple[str, Member]]:

@@ -4,16 +4,36 @@ failure at an external service leaves without a score (nothing else is lost)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from milr.critic import CriticResult, evaluate
+from milr.critic import Critic, CriticResult, evaluate
 from milr.errors import ContractViolation, EnsembleError, ExternalServiceError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from milr.ensemble import Member
+
+@dataclass(frozen=True)
+class Member:
+    """One critic of an `Ensemble` or `Route`, with how much it counts and when.
+
+    - ``weight``: float >= 0 (default 1); in an ensemble, the weight for images whose tag is not
+      in ``weights_by_tag``; in a route, the weight among the members chosen for one image.
+    - ``weights_by_tag``: ``{tag: weight}`` (ensembles only), replacing ``weight`` for images
+      whose tag (see `TAG_FIELDS`) is a key.
+    - ``when``: the metadata values routed to this member (routes only).
+    - ``label``: the member's name in the per-critic breakdown; default the critic's name,
+      ``name#2``, ``name#3``... for repeats.
+    """
+
+    critic: Critic
+    weight: float = 1.0
+    weights_by_tag: Mapping[str, float] | None = None
+    when: tuple[str, ...] | None = None
+    label: str | None = None
+
 
 #: Per member label, per image index: the member's result, or the text of its error.
 MemberResults = dict[str, dict[int, "CriticResult | str"]]

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from milr.critic import CriticResult
+    from milr.critic_result import CriticResult
 
 
 class MilrError(Exception):

@@ -11,44 +11,16 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr.errors import MilrUserError, UnsupportedOperation
+from milr.generated import SAMPLING_SCHEME, ImageTokens, Reasoning  # noqa: F401 - defined there
 from milr.generator_batch import BatchedDefaults
 
 if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
-
-
-@dataclass
-class Reasoning:
-    """Greedy reasoning text: generated token ids (EOS excluded), their latents and the text.
-
-    ``latents[i]`` is the last-layer, post-final-norm hidden state at the position that
-    predicts ``tokens[i]`` (shape ``[len(tokens), d]``, detached).
-    """
-
-    tokens: list[int]
-    latents: torch.Tensor
-    text: str
-    #: The latent that predicted EOS (``[d]``), or None when the reasoning hit its cap without
-    #: EOS. The authors count it in the text prefix length (`MILRConfig.text_prefix`).
-    eos_latent: torch.Tensor | None = None
-
-
-@dataclass
-class ImageTokens:
-    """Sampled image tokens ``[B, n]`` and the latents of the first ``capture`` positions.
-
-    ``latents`` has shape ``[B, capture, 2, d]``: the conditional and the unconditional CFG
-    row at the position predicting each image token.
-    """
-
-    tokens: torch.Tensor
-    latents: torch.Tensor
 
 
 class Generator(BatchedDefaults, ABC):
@@ -58,6 +30,9 @@ class Generator(BatchedDefaults, ABC):
     name: ClassVar[str] = ""
     #: Checkpoint `load_generator(name)` loads when given just the adapter name.
     default_checkpoint: ClassVar[str | None] = None
+    #: How `sample_image_tokens` draws (recorded in trajectories); adapters that use milr's
+    #: scheme set `SAMPLING_SCHEME`, others their own name (None: not recorded).
+    sampling_scheme: ClassVar[str | None] = None
 
     device: Any
     dtype: Any
@@ -221,6 +196,24 @@ class Generator(BatchedDefaults, ABC):
         if not isinstance(prompt, str) or not prompt.strip():
             raise MilrUserError("empty prompt; pass the text of the image to generate")
 
+    #: Seconds the adapter spent compiling its per-token steps (`set_loop_options`).
+    compile_s: float = 0.0
+
+    def set_loop_options(
+        self, *, kv_cache: str | None = None, compile: bool = False, backend: str | None = None
+    ) -> None:
+        """Choose the generation loops' KV cache (``"dynamic"``/``"static"``) and whether to
+        compile their per-token steps (optional; results must not change).
+
+        The default accepts only the defaults and raises `MilrUserError` otherwise (the Janus
+        adapter implements both, `milr.models.janus_static`).
+        """
+        if kv_cache not in (None, "dynamic") or compile:
+            raise MilrUserError(
+                f"generator {self.name or type(self).__name__!r} has no static KV cache or "
+                "compiled steps; drop --kv-cache/--compile"
+            )
+
     def rng(self, seed: int) -> torch.Generator:
         """A `torch.Generator` on the model's device seeded with `seed`."""
         import torch
@@ -231,13 +224,17 @@ class Generator(BatchedDefaults, ABC):
         return g
 
     def describe(self) -> dict[str, Any]:
-        """Provenance for trajectories: adapter name, checkpoint, device, dtype."""
-        return {
+        """Provenance for trajectories: adapter name, checkpoint, device, dtype and, when the
+        adapter declares one, its image ``sampling`` scheme (`sampling_scheme`)."""
+        out = {
             "adapter": self.name,
             "checkpoint": str(getattr(self, "checkpoint", "")),
             "device": str(getattr(self, "device", "")),
             "dtype": str(getattr(self, "dtype", "")).replace("torch.", ""),
         }
+        if self.sampling_scheme is not None:
+            out["sampling"] = self.sampling_scheme
+        return out
 
 
 # -- resolution ---------------------------------------------------------------------------------

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from milr.generated import _cap_kwargs
+
 if TYPE_CHECKING:
     import torch
 
-    from milr.generator import ImageTokens, Reasoning
+    from milr.generated import ImageTokens, Reasoning
 
 
 class BatchedDefaults:
@@ -45,8 +47,6 @@ class BatchedDefaults:
         The default calls those methods row by row; an adapter may batch the rows (left padding,
         per-row EOS) as long as each row's result is what its own call would return.
         """
-        from milr.phases import _cap_kwargs  # adapters older than the per-call cap still run
-
         out = []
         for prompt, prefix, cap in zip(prompts, prefixes, max_tokens, strict=True):
             kw = _cap_kwargs(self, cap)  # type: ignore[arg-type]

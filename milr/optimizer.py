@@ -30,9 +30,10 @@ from milr.phases import (
     GenRequest,
     ScoreRequest,
     Timer,
+    UpdateRequest,
     propose_prefixes,
     serve,
-    update_latents,
+    update_latents,  # noqa: F401 - re-exported (older imports)
 )
 from milr.results import MILRResult, StepRecord
 
@@ -43,13 +44,13 @@ if TYPE_CHECKING:
 
 __all__ = ["MILR", "MILRConfig", "MILRResult", "StepRecord", "resume_steps", "run_milr"]
 
-#: `MILR.steps`: yields `GenRequest` / `ScoreRequest`, is sent the answers, returns the result.
-Steps: TypeAlias = "_PyGenerator[GenRequest | ScoreRequest, Any, Any]"
+#: `MILR.steps`: yields `GenRequest`/`ScoreRequest`/`UpdateRequest`, is sent the answers.
+Steps: TypeAlias = "_PyGenerator[GenRequest | ScoreRequest | UpdateRequest, Any, Any]"
 
 
 def resume_steps(
     steps: Steps, reply: Any = None, error: BaseException | None = None
-) -> GenRequest | ScoreRequest:
+) -> GenRequest | ScoreRequest | UpdateRequest:
     """Send `reply` (or throw `error`) into `steps` and return its next request.
 
     Runs the prompt's own work (latent updates, proposals, records) with grad mode on, as
@@ -162,12 +163,11 @@ class MILR:
         """The optimisation of one prompt as a generator of requests, for drivers of many.
 
         It yields a `milr.phases.GenRequest` (answer: the `milr.phases.Generated`) or a
-        `milr.phases.ScoreRequest` (answer: None, once the candidates carry their scores);
-        an exception thrown in instead ends the step as that failure would, and the
-        generator's return value (``StopIteration.value``) is the `MILRResult`. Resume it
-        with `resume_steps` (the latent updates need grad mode on). `run` answers each
-        request at once with `milr.phases.serve`; `milr.engine.BatchedMILR` answers the
-        requests of many prompts in one batch.
+        `milr.phases.ScoreRequest` (answer: None, once the candidates carry their scores) or a
+        `milr.phases.UpdateRequest` (answer: the losses); an exception thrown in ends the
+        step as that failure would; the return value is the `MILRResult`. Resume it with
+        `resume_steps` (grad mode on). `run` answers each request with `milr.phases.serve`;
+        `milr.engine.BatchedMILR` answers the requests of many prompts in one batch.
         """
         cfg, gen = self.config, self.generator
         metadata = dict(metadata or {})
@@ -289,10 +289,10 @@ class MILR:
                 if z is not None
             ]
             tokens_before = result.tokens_generated
+            losses = yield from self._update(  # the driver may pool it with other prompts'
+                mods, z_t, z_v, opt_t, opt_v, cur.score - 1.0, k, step, result, timer
+            )
             with timer("update"):
-                losses = self._update(
-                    mods, z_t, z_v, opt_t, opt_v, cur.score - 1.0, k, step, result
-                )
                 sample_v = step_plan.image_prefix == "sample"
                 z0 = self.initial_latents  # what they give under the same draws (attribution)
                 ref = self._prefixes(z0["text"], z0["image"] if sample_v else None, k, fork_rng(rng)) if cfg.updates else None  # fmt: skip
@@ -335,13 +335,15 @@ class MILR:
         result.stop_reason = "max_steps"
 
     # -- pieces ------------------------------------------------------------------------------
-    def _update(self, mods, z_t, z_v, opt_t, opt_v, reward, k, step, result) -> dict[str, float]:
-        """One Adam step per modality in `mods` (`milr.phases.update_latents`)."""
-        return update_latents(
-            self.generator, mods, {"text": z_t, "image": z_v}, {"text": opt_t, "image": opt_v},
-            reward, cfg_scale=self.cfg_scale, temperature=self.config.temperature,
-            pending=self._pending if k > 1 else None,
-        )  # fmt: skip
+    def _update(self, mods, z_t, z_v, opt_t, opt_v, reward, k, step, result, timer) -> Steps:
+        """Ask the driver for one Adam step per modality in `mods` (`milr.phases.UpdateRequest`,
+        answered by `milr.phases.update_latents` or, pooled, `update_latents_pooled`)."""
+        if not mods:
+            return {}
+        return (yield UpdateRequest(
+            mods, {"text": z_t, "image": z_v}, {"text": opt_t, "image": opt_v}, reward,
+            self.cfg_scale, self.config.temperature, self._pending if k > 1 else None, timer,
+        ))  # fmt: skip
 
     def _prefixes(self, z_t, z_v, k, rng):
         """Next text/image prefixes from the latents (`milr.phases.propose_prefixes`)."""

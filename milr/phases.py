@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from milr.critic import Critic, critic_label, evaluate
 from milr.errors import ContractViolation
+from milr.generated import _cap_kwargs
 
 if TYPE_CHECKING:
     import torch
@@ -203,15 +204,46 @@ class ScoreRequest:
     timer: Timer | None = None
 
 
+@dataclass
+class UpdateRequest:
+    """What one prompt's optimizer asks of `update_latents` at a step (answer: the losses).
+
+    A driver of many prompts answers all of a round's requests with one head forward and
+    backward (`update_latents_pooled`); `serve` answers one with `update_latents`.
+    """
+
+    mods: list[str]
+    latents: dict[str, Any]
+    optimizers: dict[str, Any]
+    reward: float
+    cfg_scale: float
+    temperature: float
+    pending: list[Candidate] | None = None
+    timer: Timer | None = None
+
+
 def serve(
-    gen: Generator, request: GenRequest | ScoreRequest, timer: Timer | None = None
-) -> Generated | None:
-    """Answer one request of `MILR.steps` on its own (the one-prompt optimizer's server).
+    gen: Generator,
+    request: GenRequest | ScoreRequest | UpdateRequest,
+    timer: Timer | None = None,
+) -> Any:
+    """Answer one request of `MILR.steps` on its own (the one-prompt optimizer's server):
+    `Generated` for a `GenRequest`, None for a `ScoreRequest`, the losses for an
+    `UpdateRequest`.
 
     The phases' seconds go to `timer`, by default the request's own.
     """
     if timer is None:
         timer = request.timer if request.timer is not None else Timer(gen.device)
+    if isinstance(request, UpdateRequest):
+        import torch
+
+        with timer("update"), torch.inference_mode(False), torch.enable_grad():
+            return update_latents(
+                gen, request.mods, request.latents, request.optimizers, request.reward,
+                cfg_scale=request.cfg_scale, temperature=request.temperature,
+                pending=request.pending,
+            )  # fmt: skip
     if isinstance(request, ScoreRequest):
         with timer("critic"):
             score_candidates(request.critic, request.candidates, request.prompt, request.metadata)
@@ -222,30 +254,6 @@ def serve(
         uses_text=r.uses_text, cfg_scale=r.cfg_scale, temperature=r.temperature,
         max_reasoning_tokens=r.max_reasoning_tokens,
     )  # fmt: skip
-
-
-def _cap_kwargs(gen: Generator, max_tokens: int | None) -> dict[str, int]:
-    """``{"max_tokens": n}`` for the reasoning calls, or ``{}`` when there is no cap.
-
-    Adapters written before the cap became an argument have no ``max_tokens`` parameter: they
-    still run, with their own cap and a `DeprecationWarning` saying the run's cap is ignored.
-    """
-    if max_tokens is None:
-        return {}
-    import inspect
-    import warnings
-
-    params = inspect.signature(gen.continue_reasoning).parameters
-    if "max_tokens" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return {"max_tokens": int(max_tokens)}
-    warnings.warn(
-        f"generator {type(gen).__name__}.continue_reasoning has no max_tokens parameter "
-        f"(milr >= 0.2 passes the reasoning cap per call); max_reasoning_tokens={max_tokens} "
-        "is ignored for it",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return {}
 
 
 def score_candidates(
@@ -284,30 +292,76 @@ def update_latents(
     (the K > 1 candidates of the previous step) the loss is REINFORCE with a mean-reward
     baseline on the sampled prefix tokens instead. Gradients reach only ``latents[mod]``.
     """
-    import torch
 
     losses: dict[str, float] = {}
     for mod in mods:
         z, opt = latents[mod], optimizers[mod]
         opt.zero_grad(set_to_none=True)
-        if mod == "text":
-            logits = gen.text_head(z)
-        else:
-            logits = gen.image_head(z, cfg_scale) / temperature
-        logp = torch.log_softmax(logits.float(), dim=-1)  # [P, V]
-        if pending is None:
-            a = logp.detach().argmax(-1)
-            loss = -reward * logp.gather(-1, a[:, None]).sum()
-        else:  # REINFORCE with a mean-reward baseline over the K sampled prefixes
-            rewards = torch.tensor([c.score - 1.0 for c in pending], device=logp.device)
-            adv = rewards - rewards.mean()
-            acts = [c.text_prefix if mod == "text" else c.image_prefix for c in pending]
-            a = torch.tensor(acts, device=logp.device, dtype=torch.long)  # [K, P]
-            lp = logp.unsqueeze(0).expand(len(acts), -1, -1).gather(-1, a[..., None])
-            loss = -(adv[:, None] * lp.squeeze(-1)).sum() / len(acts)
+        logp = _head_logp(gen, mod, z, cfg_scale, temperature)  # [P, V]
+        # the paper's loss, or REINFORCE with a mean-reward baseline over the K sampled prefixes
+        loss = _loss(logp, mod, reward, pending)
         loss.backward()
         opt.step()
         losses[mod] = float(loss.detach())
+    return losses
+
+
+def _head_logp(gen: Generator, mod: str, z: Any, cfg_scale: float, temperature: float) -> Any:
+    import torch
+
+    if mod == "text":
+        logits = gen.text_head(z)
+    else:
+        logits = gen.image_head(z, cfg_scale) / temperature
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def _loss(logp: Any, mod: str, reward: float, pending: list[Candidate] | None) -> Any:
+    """The paper's loss (or REINFORCE over `pending`) on log-probabilities ``[P, V]``."""
+    import torch
+
+    if pending is None:
+        a = logp.detach().argmax(-1)
+        return -reward * logp.gather(-1, a[:, None]).sum()
+    rewards = torch.tensor([c.score - 1.0 for c in pending], device=logp.device)
+    adv = rewards - rewards.mean()
+    acts = [c.text_prefix if mod == "text" else c.image_prefix for c in pending]
+    a = torch.tensor(acts, device=logp.device, dtype=torch.long)  # [K, P]
+    lp = logp.unsqueeze(0).expand(len(acts), -1, -1).gather(-1, a[..., None])
+    return -(adv[:, None] * lp.squeeze(-1)).sum() / len(acts)
+
+
+def update_latents_pooled(gen: Generator, requests: list[UpdateRequest]) -> list[dict[str, float]]:
+    """`update_latents` for many prompts with one head forward and backward per modality.
+
+    Every prompt's latents of a modality (same dtype and guidance) go through the head as one
+    batch; each prompt's loss is computed on its own rows exactly as `update_latents` does,
+    the sum is back-propagated once (a prompt's gradient comes from its own loss only), and
+    each prompt's own Adam steps. Returns each request's losses; equal to per-prompt updates
+    (tested in float64).
+    """
+    import torch
+
+    losses: list[dict[str, float]] = [{} for _ in requests]
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, r in enumerate(requests):
+        for mod in r.mods:
+            z = r.latents[mod]
+            groups.setdefault((mod, z.dtype, r.cfg_scale, r.temperature), []).append(i)
+    with torch.inference_mode(False), torch.enable_grad():
+        for (mod, _, cfg_scale, temperature), idx in groups.items():
+            zs = [requests[i].latents[mod] for i in idx]
+            for i in idx:
+                requests[i].optimizers[mod].zero_grad(set_to_none=True)
+            logp = _head_logp(gen, mod, torch.cat(zs), cfg_scale, temperature)
+            parts = torch.split(logp, [int(z.shape[0]) for z in zs])
+            each = [
+                _loss(lp, mod, requests[i].reward, requests[i].pending) for i, lp in zip(idx, parts)
+            ]
+            torch.stack(each).sum().backward()
+            for i, loss in zip(idx, each):
+                requests[i].optimizers[mod].step()
+                losses[i][mod] = float(loss.detach())
     return losses
 
 

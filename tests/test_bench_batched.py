@@ -177,7 +177,7 @@ def test_sigkill_mid_batched_run_then_resume(tiny_janus, suite, unbatched, tmp_p
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_each_batch_their_shard(tiny_janus, suite, unbatched, tmp_path):
+def test_two_gloo_ranks_each_batch_what_they_claim(tiny_janus, suite, unbatched, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     cmd += ["-m", "milr", "bench", str(suite), "--model", str(tiny_janus), *COMMON]
@@ -186,7 +186,8 @@ def test_two_gloo_ranks_each_batch_their_shard(tiny_janus, suite, unbatched, tmp
     assert proc.returncode == 0, proc.stdout + proc.stderr
     shards = shard_files(out)
     assert [p.name for p in shards] == ["rank-00000.jsonl", "rank-00001.jsonl"]
-    assert [len(p.read_text().splitlines()) for p in shards] == [N_PROMPTS // 2] * 2
+    counts = [len(p.read_text().splitlines()) for p in shards]
+    assert sum(counts) == N_PROMPTS and min(counts) > 0  # claimed as slots free, not dealt
     assert _results(out) == _results(unbatched)
 
 

@@ -288,10 +288,44 @@ def test_two_rank_torchrun_gloo_equals_single_process(reference, toy_site, suite
     shards = shard_files(out)
     assert [p.name for p in shards] == ["rank-00000.jsonl", "rank-00001.jsonl"]
     per_rank = [read_jsonl(p) for p in shards]
-    assert [len(r) for r in per_rank] == [12, 12]
+    assert sum(len(r) for r in per_rank) == 24 and all(per_rank)  # claimed, not dealt
     assert {r["rank"] for r in per_rank[1]} == {1}
+    keys = [(r["prompt_id"], r["seed_index"]) for r in per_rank[0] + per_rank[1]]
+    assert len(set(keys)) == 24  # each (prompt, seed) claimed by exactly one rank
     once = (out / "summary.md").read_text(encoding="utf-8").count("| **overall** |")
     assert once >= 1 and proc.stdout.count("| **overall** |") == once  # only rank 0 prints it
+    assert _results(out) == _results(reference)
+
+
+def test_two_gloo_ranks_claiming_resume_after_sigkill(reference, toy_site, suite, tmp_path):
+    """Issue #21: ranks claim work from the store; killing the whole job mid-run and starting it
+    again on 2 ranks finishes exactly the missing pairs, and the results are the reference's."""
+    out = tmp_path / "ddp-killed"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "milr", "bench", str(suite), *BASE, "--seeds", "2", "--out", str(out),
+        "--opt", "sleep=0.1",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=_env(toy_site), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if out.exists() and len(load_all_records(out)) >= 6:
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
+    finally:
+        proc.wait(timeout=30)
+    partial = load_all_records(out)
+    assert 6 <= len(partial) < 24, "the kill should land mid-run"
+    proc2 = subprocess.run(cmd, env=_env(toy_site), capture_output=True, text=True, timeout=300)
+    assert proc2.returncode == 0, proc2.stdout + proc2.stderr
+    assert "resuming" in proc2.stderr
+    keys = [(r["prompt_id"], r["seed_index"]) for r in load_all_records(out)]
+    assert len(keys) == len(set(keys)) == 24
     assert _results(out) == _results(reference)
 
 

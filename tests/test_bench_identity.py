@@ -17,7 +17,13 @@ from milr.bench.options import (
     make_run,
     result_settings,
 )
-from milr.bench.records import RUN_FILE, check_or_write_run, load_all_records, shard_path
+from milr.bench.records import (
+    RUN_FILE,
+    check_or_write_run,
+    fingerprint,
+    load_all_records,
+    shard_path,
+)
 from milr.bench.suites import load_suite
 from milr.errors import MilrUserError
 
@@ -202,3 +208,19 @@ def test_milr_solver_reports_the_checkpoints_recommendations(suite):
     assert resolved["text_prefix"] == "at_least_one"  # the shapes checkpoint's milr.json
     opts.optimizer = {"text_prefix": "paper"}
     assert MILRSolver(opts, "cpu").resolved_settings()["text_prefix"] == "paper"
+
+
+def test_a_run_from_before_the_sampling_scheme_is_not_resumed(suite, tmp_path):
+    """Images drawn by another sampling scheme differ: such a directory is refused, one line."""
+    from milr.generator import SAMPLING_SCHEME
+
+    out = tmp_path / "run"
+    new = make_run(BenchOptions(suite=str(suite.source), critic=["color"]), suite)
+    assert new["settings"]["sampling"] == SAMPLING_SCHEME
+    old = json.loads(json.dumps(new))
+    old["settings"].pop("sampling")
+    old["fingerprint"] = fingerprint(old["settings"])
+    with_a_record(out, old)
+    with pytest.raises(MilrUserError, match="sampling") as info:
+        check_or_write_run(out, new, force=False)
+    assert "--force" in str(info.value)

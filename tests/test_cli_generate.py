@@ -56,6 +56,7 @@ def test_generate_writes_images_trajectory_and_plot(tiny_dir, tmp_path):
         ),
         (["x", "--critic", "color", "--lr", "-1"], "--lr -1.0 must be a positive number"),
         (["x", "--critic", "nosuchcritic"], "unknown critic"),
+        (["x", "--critic", "color", "--compile", "--kv-cache", "dynamic"], "--compile needs"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(tiny_dir, args, needle):
@@ -231,3 +232,19 @@ def test_generate_with_a_resample_control(tiny_dir, tmp_path):
     assert (out / "control" / "initial.png").read_bytes() == (out / "initial.png").read_bytes()
     assert all(st["updated"] == [] for st in ctl["steps"])
     assert all(st["text_prefix_optimised"] in (False, None) for st in ctl["steps"])
+
+
+def test_static_kv_cache_gives_the_dynamic_trajectory(tiny_dir, tmp_path):
+    """``--kv-cache static`` (issue #21) changes how the loops run, not what they produce."""
+    runs = {}
+    for cache in ("dynamic", "static"):
+        out = tmp_path / cache
+        proc = run_milr(
+            "generate", "a red square", "--model", str(tiny_dir), "--critic", "color",
+            "--steps", "2", "--device", "cpu", "--kv-cache", cache, "--quiet", "--out", str(out),
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads((out / "trajectory.json").read_text())
+        runs[cache] = [(s["score"], s["image_prefix"], s["text_prefix"]) for s in data["steps"]]
+        assert data["generator"]["sampling"] == "inverse-cdf/2"
+    assert runs["dynamic"] == runs["static"]

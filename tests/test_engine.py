@@ -389,7 +389,7 @@ def test_steps_is_the_run_loop_driven_from_outside(gen64, critic):
     """`MILR.steps` answered with `serve` is `MILR.run`; an error thrown in at a request
     undoes that step and ends the prompt with its partial result attached."""
     from milr.optimizer import resume_steps
-    from milr.phases import GenRequest, ScoreRequest, serve
+    from milr.phases import GenRequest, ScoreRequest, UpdateRequest, serve
 
     cfg = MILRConfig(mode="both", max_steps=3, seed=7, threshold=-0.01)
     ref = MILR(gen64, critic, cfg).run(PROMPTS[1])
@@ -404,7 +404,8 @@ def test_steps_is_the_run_loop_driven_from_outside(gen64, critic):
         kinds.append(type(request))
         reply = serve(gen64, request)
     assert trajectory(result) == trajectory(ref)
-    assert kinds == [GenRequest, ScoreRequest] * (len(ref.steps))
+    step = [UpdateRequest, GenRequest, ScoreRequest]  # a step's update is a request too
+    assert kinds == [GenRequest, ScoreRequest] + step * (len(ref.steps) - 1)
 
     milr = MILR(gen64, critic, cfg)
     steps = milr.steps(PROMPTS[1])
@@ -413,7 +414,7 @@ def test_steps_is_the_run_loop_driven_from_outside(gen64, critic):
         while True:
             request = resume_steps(steps, reply)
             n += 1
-            if n == 4:  # step 1's scoring fails
+            if n == 5:  # step 1's scoring fails (after its update and generation)
                 z_before = milr.latents["image"].detach().clone()
                 resume_steps(steps, error=RuntimeError("server down"))
             reply = serve(gen64, request)
@@ -465,3 +466,82 @@ def test_decode_chunks_follow_the_image_size_on_cpu(gen64, monkeypatch):
     calls.clear()
     batch_phases.decode_in_chunks(gen64, tokens, chunk=4)
     assert calls == [4, 3]
+
+
+@pytest.mark.parametrize(
+    "loops",
+    [{"kv_cache": "static"}, pytest.param({"compile": True, "backend": "aot_eager"}, marks=SLOW)],
+)
+def test_static_and_compiled_loops_give_the_eager_trajectories(gen64, critic, loops):
+    """Issue #21: eager (dynamic cache) = static cache = compiled step, for B in {1, 3, 8}."""
+    cfgs = configs("both")
+    ref = [trajectory(r) for r in reference(gen64, critic, cfgs)]
+    try:
+        gen64.set_loop_options(**loops)
+        for b in (1, 3, 8):
+            gen64.clear_cache()
+            jobs = [Job(p, {}, c, key=i) for i, (p, c) in enumerate(zip(PROMPTS, cfgs))]
+            done = run_batched(gen64, critic, jobs, batch_prompts=b)
+            assert all(d.error is None for d in done), [d.error for d in done]
+            for i, (a, d) in enumerate(zip(ref, done)):
+                assert a == trajectory(d.result), f"{loops} B={b}: prompt {i} differs"
+    finally:
+        gen64.set_loop_options()
+
+
+def test_pooled_latent_updates_equal_per_prompt_updates(gen64):
+    """One head forward/backward for all prompts' latents (issue #21) = each prompt alone:
+    the losses exactly; the updated latents to float64 rounding (the head's backward matmul
+    over more rows may round its last bit differently: measured 7e-18 here)."""
+    import torch
+
+    from milr.phases import Candidate, UpdateRequest, update_latents, update_latents_pooled
+
+    g = torch.Generator().manual_seed(0)
+    d = gen64.hidden_size
+
+    def requests():
+        out = []
+        for i, (m, n) in enumerate([(3, 2), (5, 4), (1, 3)]):
+            z_t = (torch.randn(m, d, generator=g, dtype=torch.float64)).requires_grad_(True)
+            z_v = (torch.randn(n, 2, d, generator=g, dtype=torch.float64)).requires_grad_(True)
+            opts = {
+                "text": torch.optim.Adam([z_t], lr=0.01),
+                "image": torch.optim.Adam([z_v], lr=0.01),
+            }
+            pending = None
+            if i == 1:  # REINFORCE over two sampled candidates
+                pending = [
+                    Candidate(None, list(range(m)), list(range(n)), None, score=0.3),
+                    Candidate(None, list(range(1, m + 1)), list(range(2, n + 2)), None, score=0.7),
+                ]
+            mods = ["text", "image"] if i != 2 else ["image"]
+            out.append(
+                UpdateRequest(
+                    mods, {"text": z_t, "image": z_v}, opts, -0.4 - i / 10, 5.0, 1.0, pending
+                )
+            )
+        return out
+
+    state = g.get_state()
+    alone = requests()
+    ref = [
+        update_latents(
+            gen64,
+            r.mods,
+            r.latents,
+            r.optimizers,
+            r.reward,
+            cfg_scale=5.0,
+            temperature=1.0,
+            pending=r.pending,
+        )
+        for r in alone
+    ]
+    g.set_state(state)
+    pooled = requests()
+    got = update_latents_pooled(gen64, pooled)
+    assert got == ref
+    for a, b in zip(alone, pooled):
+        for mod in ("text", "image"):
+            torch.testing.assert_close(a.latents[mod], b.latents[mod], rtol=0, atol=1e-15)

@@ -103,20 +103,54 @@ def test_uncond_row_keeps_only_bos_and_boi(gen):
     assert uncond == [ids["bos"]] + [ids["pad"]] * (len(cond) - 2) + [ids["boi"]]
 
 
+class InverseCdfPicker:
+    """A transformers logits processor that picks each image token by the documented scheme.
+
+    Written independently of milr's loop: the whole image's uniforms come from the seeded
+    generator up front (``torch.rand(B, n, float64)``); at position i each row takes the first
+    token whose cumulative CFG probability exceeds ``u[row, i] · total``. It sees the raw
+    ``[cond; uncond]`` scores (transformers applies its own CFG processor after user
+    processors), so it returns scores on which any guidance gives that token probability 1.
+    """
+
+    def __init__(self, u, cfg):
+        self.u, self.cfg, self.i = u, cfg, 0
+
+    def __call__(self, input_ids, scores):
+        b = self.u.shape[0]
+        c, un = scores[:b].double(), scores[b:].double()
+        probs = torch.softmax(un + self.cfg * (c - un), dim=-1)
+        cdf = torch.cumsum(probs, -1)
+        pick = [int((cdf[r] <= self.u[r, self.i] * cdf[r, -1]).sum()) for r in range(b)]
+        self.i += 1
+        out = torch.full_like(scores, -1e4)
+        for r, t in enumerate(pick):
+            out[r, t] = out[b + r, t] = 0.0
+        return out
+
+
 @pytest.mark.parametrize("seed,batch", [(3, 1), (11, 2), (5, 3)])
 def test_tokens_equal_transformers_image_generate(gen, seed, batch):
+    """milr's loop draws what transformers' own image loop draws under the same sampler."""
+    from transformers import LogitsProcessorList
+
+    from milr.models.janus_loops import SAMPLING_SCHEME
+
+    assert SAMPLING_SCHEME == "inverse-cdf/2"
     text = gen.image_text(PROMPT, "a plan")
     cond, _ = gen.image_prompt_ids(text)
     ids = torch.tensor([cond])
-    torch.manual_seed(seed)
+    n = gen.image_token_count
+    u = torch.rand(batch, n, generator=gen.rng(seed), dtype=torch.float64)
     ref = gen.model.generate(
         ids,
         attention_mask=torch.ones_like(ids),
         generation_mode="image",
-        do_sample=True,
+        do_sample=True,  # over one token of probability 1 (exp(-1e4) is 0)
+        top_k=0,
         guidance_scale=5.0,
         num_return_sequences=batch,
-        top_k=0,  # generate's default top_k=50 is not Janus' (nor the authors') sampler
+        logits_processor=LogitsProcessorList([InverseCdfPicker(u, 5.0)]),
     )
     gen.clear_cache()
     mine = gen.sample_image_tokens(text, batch=batch, cfg_scale=5.0, generator=gen.rng(seed))

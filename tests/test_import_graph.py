@@ -2,7 +2,9 @@
 
 Every ``import`` statement in milr/ and critics/ (shipped as ``milr.critics``) is read with
 `ast`, at module level and inside functions alike (a lazy import is still a dependency);
-imports under ``if TYPE_CHECKING:`` are annotations only and are left out. Layers, low to high:
+imports under ``if TYPE_CHECKING:`` are annotations only and are left out of the layer checks,
+but not of the file-level circle check (issue #21: a type shared by two modules lives below
+both). Layers, low to high:
 
     core (milr/*.py, milr.models)  <  milr.shapes  <  milr.critics  <  milr.bench, milr.testing  <  milr.cli
 
@@ -53,10 +55,13 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _imports(node: ast.AST, module_level: bool) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Import statements under `node`; with `module_level`, none inside a def or class."""
+def _imports(
+    node: ast.AST, module_level: bool, type_only: bool = False
+) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Import statements under `node`; with `module_level`, none inside a def or class; with
+    `type_only`, those under ``if TYPE_CHECKING:`` too."""
     for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and _is_type_checking(child):
+        if isinstance(child, ast.If) and _is_type_checking(child) and not type_only:
             children: list[ast.AST] = list(child.orelse)
         elif module_level and isinstance(
             child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
@@ -67,7 +72,7 @@ def _imports(node: ast.AST, module_level: bool) -> Iterator[ast.Import | ast.Imp
         for c in children:
             if isinstance(c, (ast.Import, ast.ImportFrom)):
                 yield c
-            yield from _imports(c, module_level)
+            yield from _imports(c, module_level, type_only)
 
 
 def _resolve(name: str, mods: dict[str, Path]) -> str | None:
@@ -76,14 +81,16 @@ def _resolve(name: str, mods: dict[str, Path]) -> str | None:
     return name if name in mods else None
 
 
-def import_graph(module_level: bool = False) -> dict[str, set[str]]:
-    """Module -> the milr modules it imports (anywhere in its body, or at module level)."""
+def import_graph(module_level: bool = False, type_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the milr modules it imports (anywhere in its body, or at module level; with
+    `type_only`, the ``TYPE_CHECKING`` imports as well)."""
     mods = _modules()
     graph: dict[str, set[str]] = {}
     for mod, path in mods.items():
         is_package = path.name == "__init__.py"
         targets: set[str] = set()
-        for node in _imports(ast.parse(path.read_text(encoding="utf-8")), module_level):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in _imports(tree, module_level, type_only):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             else:
@@ -174,6 +181,25 @@ def test_detector_finds_a_circle_and_an_upward_edge():
 
 def test_no_import_circle(graph):
     assert cycles(graph) == []
+
+
+def test_no_file_level_circle_even_through_type_only_imports():
+    """A type or helper two modules share lives below both (issue #21): ``errors``/``critic``
+    share `milr.critic_result`, ``ensemble``/``ensemble_batch`` share ``Member`` in the
+    latter, ``generator``/``generator_batch``/``phases`` share `milr.generated`."""
+    full = import_graph(type_only=True)
+    assert "milr.critic_result" in full["milr.errors"]  # the reader sees type-only imports
+    assert cycles(full) == []
+
+
+def test_the_type_only_reader_would_see_the_old_circles():
+    """The check can fail: a ``TYPE_CHECKING`` import back up is an edge of the full graph."""
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import milr.critic\n"
+    )
+    seen = [n for n in _imports(tree, False, type_only=True) if isinstance(n, ast.Import)]
+    assert [n.names[0].name for n in seen] == ["milr.critic"]
+    assert not [n for n in _imports(tree, False) if isinstance(n, ast.Import)]
 
 
 def test_plugins_and_registry_do_not_import_each_other_both_ways(graph):

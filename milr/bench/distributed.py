@@ -1,4 +1,4 @@
-"""torchrun integration: rank/world from the environment, process group, deterministic sharding.
+"""torchrun integration: rank/world from the environment, process group, work claiming.
 
 Under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) the harness joins a `torch.distributed`
 process group: NCCL when the run uses CUDA, gloo otherwise. Without those variables it is a
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -153,6 +154,28 @@ def init_distributed(
 def shard(items: list[T], rank: int, world_size: int) -> list[T]:
     """Round-robin share of `items` for `rank`: deterministic, balanced, order-preserving."""
     return items[rank::world_size]
+
+
+def claim(items: list[T], ctx: DistContext, key: str = "milr-bench-claimed") -> Iterator[T]:
+    """The items this rank claims, one at a time, from a counter shared by all ranks.
+
+    Each ``next()`` atomically takes the next unclaimed index from torch.distributed's store
+    (``store.add(key, 1)``), so a rank that finishes early takes more work instead of idling
+    while a slow rank finishes a fixed share. Every rank must pass the same `items` (in the
+    same order) and `key`; what a prompt produces never depends on which rank ran it. A single
+    process yields every item.
+    """
+    if not ctx.distributed:
+        yield from items
+        return
+    import torch.distributed as dist
+
+    store = dist.distributed_c10d._get_default_store()
+    while True:
+        index = int(store.add(key, 1)) - 1
+        if index >= len(items):
+            return
+        yield items[index]
 
 
 def rank_device(device: str | None, ctx: DistContext) -> str | None:

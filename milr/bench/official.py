@@ -125,6 +125,45 @@ WISE_VERIFIED_WEIGHTS: dict[str, float] = {
     "Chemistry": 0.12,
 }
 
+#: WISE's three prompt files per protocol: the path pattern (``{}``: the file's stem) and the
+#: SHA-256 of each stem's file, in suite order. Legacy: the paper's prompts; Verified: the
+#: rewritten ones.
+_WISE_FILES: dict[str, tuple[str, dict[str, str]]] = {
+    "wise": (
+        "WISE_legacy/data/{}.json",
+        {
+            "cultural_common_sense": (
+                "7a59216c768698280cea37caa574b52f3faf054d73b398b9bb6b3161baf8e3aa"
+            ),
+            "spatio-temporal_reasoning": (
+                "e27d797885ad86e64d857d0cc93d33e04be572a8dcae95692a2c7e7876233f9a"
+            ),
+            "natural_science": "b262fae58e413c7a4bd3c3d5a089f8c6529feac227e4b6606be261a949035544",
+        },
+    ),
+    "wise-verified": (
+        "data_verified/{}_verified.json",
+        {
+            "cultural_common_sense": (
+                "23482925266e2784b2ba24b75239fdc6691bf85ae253d2c4aa38b71b45fefa89"
+            ),
+            "spatio-temporal_reasoning": (
+                "42c0b9d829365e392c2d4af283850dc76b1f922ab0c79198366de4f306eaf2b6"
+            ),
+            "natural_science": "6f346c336f16f611e5c73e0fcacdccb336c200d534cf111526b22d50ea912555",
+        },
+    ),
+}
+
+
+def _wise_files(name: str) -> tuple[tuple[str, PinnedFile], ...]:
+    pattern, shas = _WISE_FILES[name]
+    return tuple(
+        ("", PinnedFile(WISE_REPO, WISE_COMMIT, pattern.format(stem), sha))
+        for stem, sha in shas.items()
+    )
+
+
 SUITES: dict[str, OfficialSuite] = {
     "geneval": OfficialSuite(
         "geneval",
@@ -155,23 +194,7 @@ SUITES: dict[str, OfficialSuite] = {
     "wise": OfficialSuite(
         "wise",
         "wise",
-        tuple(
-            ("", PinnedFile(WISE_REPO, WISE_COMMIT, f"WISE_legacy/data/{stem}.json", sha))
-            for stem, sha in (
-                (
-                    "cultural_common_sense",
-                    "7a59216c768698280cea37caa574b52f3faf054d73b398b9bb6b3161baf8e3aa",
-                ),
-                (
-                    "spatio-temporal_reasoning",
-                    "e27d797885ad86e64d857d0cc93d33e04be572a8dcae95692a2c7e7876233f9a",
-                ),
-                (
-                    "natural_science",
-                    "b262fae58e413c7a4bd3c3d5a089f8c6529feac227e4b6606be261a949035544",
-                ),
-            )
-        ),
+        _wise_files("wise"),
         Protocol(
             "WISE (legacy, the paper's)",
             1,
@@ -183,23 +206,7 @@ SUITES: dict[str, OfficialSuite] = {
     "wise-verified": OfficialSuite(
         "wise-verified",
         "wise",
-        tuple(
-            ("", PinnedFile(WISE_REPO, WISE_COMMIT, f"data_verified/{stem}_verified.json", sha))
-            for stem, sha in (
-                (
-                    "cultural_common_sense",
-                    "23482925266e2784b2ba24b75239fdc6691bf85ae253d2c4aa38b71b45fefa89",
-                ),
-                (
-                    "spatio-temporal_reasoning",
-                    "42c0b9d829365e392c2d4af283850dc76b1f922ab0c79198366de4f306eaf2b6",
-                ),
-                (
-                    "natural_science",
-                    "6f346c336f16f611e5c73e0fcacdccb336c200d534cf111526b22d50ea912555",
-                ),
-            )
-        ),
+        _wise_files("wise-verified"),
         Protocol(
             "WISE_Verified",
             1,

@@ -11,6 +11,7 @@ from typing import Any
 from milr.bench.records import SCHEMA_VERSION, fingerprint
 from milr.bench.suites import Suite
 from milr.errors import MilrUserError
+from milr.generator import SAMPLING_SCHEME
 
 
 @dataclass
@@ -55,6 +56,10 @@ class BenchOptions:
     #: Bytes the batched engine may plan for (None: the device's free memory); a batch over
     #: it raises out-of-memory before it runs and is halved (how the fallback is tested).
     batch_memory: int | None = None
+    #: The generation loops' KV cache and compiled steps (`Generator.set_loop_options`). Not
+    #: part of the fingerprint: results are the same (tested in float64).
+    kv_cache: str | None = None
+    compile: bool = False
 
     def eval_specs(self) -> list[str]:
         """The evaluation critic specs (``--eval-critic``, else the reward ``--critic``)."""
@@ -140,7 +145,8 @@ def result_settings(opts: BenchOptions, suite: Suite) -> dict[str, Any]:
     Values are recorded resolved, so what changed on disk or in milr is seen on resume: the
     critics' configurations (a ``preset:NAME`` or spec file whose content changed), the prompt
     file's content (not its path), every optimizer hyper-parameter with its default
-    (`resolved_optimizer`: ``text_prefix``, ``latent_dtype``, ...), and the mode semantics. ``--batch-prompts``, ``--limit``, the device and paths of outputs stay out.
+    (`resolved_optimizer`: ``text_prefix``, ``latent_dtype``, ...), the mode semantics and
+    the image sampling scheme (`milr.generator.SAMPLING_SCHEME`). ``--batch-prompts``, ``--limit``, the device and paths of outputs stay out.
     ``control`` is recorded only when set (runs without one keep their fingerprint).
     """
     settings = {
@@ -155,6 +161,7 @@ def result_settings(opts: BenchOptions, suite: Suite) -> dict[str, Any]:
         "eval_critic_config": critic_config(opts.eval_specs()),
         "mode": opts.mode,
         "mode_semantics": MODE_SEMANTICS,
+        "sampling": SAMPLING_SCHEME,
         "steps": opts.steps,
         "seeds": opts.seeds,
         "seed": opts.seed,

@@ -4,8 +4,10 @@ For each (prompt, seed) the solver returns the base image (the model's first sam
 MILR image; both are scored by the *evaluation* critic (through the score cache) and one
 record is appended, fsynced, to this rank's shard. Finished (prompt, seed) pairs found in any
 shard are skipped, so a run killed at any moment resumes where it stopped, with the same
-per-prompt seeds. Under torchrun the remaining work is split round-robin across ranks; rank 0
-merges the shards and writes the summary and the report.
+per-prompt seeds. Under torchrun each rank claims the next unfinished (prompt, seed) from a
+counter in torch.distributed's store whenever it is free (`milr.bench.distributed.claim`), so
+ranks finish close together however uneven the prompts are; rank 0 merges the shards and
+writes the summary and the report.
 
 The pieces live in modules named for what they hold: `options` (BenchOptions, run settings),
 `solvers` (Outcome, MILRSolver), `scoring` (evaluation through the cache), `writer` (durable
@@ -21,11 +23,12 @@ import re
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from milr.bench.cache import ScoreCache, image_sha256
-from milr.bench.distributed import DistContext, init_distributed, rank_device, shard
+from milr.bench.distributed import DistContext, claim, init_distributed, rank_device
 from milr.bench.official import load as load_named_or_path
 from milr.bench.options import BenchOptions, default_out, make_run, now, result_settings
 from milr.bench.progress import Progress
@@ -260,13 +263,14 @@ def _run(
     if error:
         raise MilrUserError(error)
     todo = [it for it in plan_items(suite, opts) if (it[0].id, it[1]) not in done]
-    mine = shard(todo, ctx.rank, ctx.world_size)
     if ctx.is_main and done:
         print(f"resuming {out}: {len(done)} finished, {len(todo)} to do", file=sys.stderr)
-    critics = _preflight(opts, ctx, todo, bool(mine))
-    if mine:
+    critics = _preflight(opts, ctx, todo, bool(todo))
+    if todo:  # each rank claims the next unfinished (prompt, seed) as it frees up
+        share = -(-len(todo) // ctx.world_size)
+        items = claim(todo, ctx, f"claimed-{run['fingerprint']}")
         with use_device(rank_device(opts.device, ctx)):  # critics' device=auto: the generator's
-            _work(opts, ctx, suite, out, mine, solver_factory, critics)
+            _work(opts, ctx, suite, out, items, share, solver_factory, critics)
     ctx.barrier()
     if not ctx.is_main:
         return None
@@ -300,10 +304,12 @@ def _work(
     ctx: DistContext,
     suite: Suite,
     out: Path,
-    items: list[tuple[BenchPrompt, int]],
+    items: Iterator[tuple[BenchPrompt, int]],
+    share: int,
     solver_factory: SolverFactory | None,
     critics: Critics | None = None,
 ) -> None:
+    """Run the (prompt, seed) items this rank claims (`share`: about how many, for progress)."""
     from milr import build_critic
 
     device = rank_device(opts.device, ctx)
@@ -327,7 +333,7 @@ def _work(
         eval_critic = build_critic(list[Any](opts.eval_specs()))
         eval_critic.bind(generator=getattr(solver, "generator", None))
     cache = open_cache(opts.cache or out / "score_cache.sqlite")
-    progress = Progress(len(items), ctx, opts.progress)
+    progress = Progress(share, ctx, opts.progress)
     try:
         with RecordShard(shard_path(out, ctx.rank)) as store:
             writer = RecordWriter(store, progress.update)
@@ -337,7 +343,7 @@ def _work(
                         solver, eval_critic, opts, suite, out, items, cache, ctx.rank, writer,
                         progress,
                     )  # fmt: skip
-                    items = []
+                    items = iter(())
                 for prompt, seed_index in items:
                     writer.submit(
                         *run_one(
@@ -382,18 +388,26 @@ def _work_batched(
     opts: BenchOptions,
     suite: Suite,
     out: Path,
-    items: list[tuple[BenchPrompt, int]],
+    items: Iterator[tuple[BenchPrompt, int]],
     cache: ScoreCache | None,
     rank: int,
     writer: RecordWriter,
     progress: Progress,
 ) -> None:
     """Solve `items` with the solver's batched engine; each record is written as its prompt
-    finishes (any order), so a killed run resumes with the prompts not yet written."""
-    records = [new_record(p, s, opts, suite) for p, s in items]
-    jobs = [(p, rec.seed) for (p, _), rec in zip(items, records)]
-    for index, outcome, seconds in solver.solve_many(jobs, progress.set_active):
-        prompt, seed_index = items[index]
+    finishes (any order), so a killed run resumes with the prompts not yet written. Items are
+    claimed as the engine asks for the next job (a free slot), not up front."""
+    claimed: list[tuple[BenchPrompt, int]] = []
+    records: list[BenchRecord] = []
+
+    def jobs() -> Iterator[tuple[BenchPrompt, Any]]:
+        for p, s in items:
+            claimed.append((p, s))
+            records.append(new_record(p, s, opts, suite))
+            yield p, records[-1].seed
+
+    for index, outcome, seconds in solver.solve_many(jobs(), progress.set_active):  # type: ignore[arg-type]
+        prompt, seed_index = claimed[index]
         t0 = time.perf_counter() - seconds
         writer.submit(
             *complete_record(

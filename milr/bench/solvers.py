@@ -76,6 +76,7 @@ class MILRSolver:
             prompt_file=opts.prompt_file,
             revision=opts.revision,
         )
+        self.generator.set_loop_options(kv_cache=opts.kv_cache, compile=opts.compile)
 
     def _config(self, seed: int, control: str | None = None) -> Any:
         from milr.optimizer import MILRConfig

@@ -14,8 +14,11 @@ import click
 
 from milr.cli.common import (
     allow_missing_option,
+    check_loop_options,
+    compile_option,
     deprecated_short_option,
     dry_run_option,
+    kv_cache_option,
     prompt_file_option,
     prompt_style_option,
     revision_option,
@@ -162,6 +165,8 @@ def _parse_opt(items: tuple[str, ...]) -> dict[str, Any]:
 @prompt_file_option
 @revision_option
 @allow_missing_option
+@kv_cache_option
+@compile_option
 @click.option(
     "--opt",
     "opt",
@@ -230,6 +235,8 @@ def run_cmd(
     prompt_file: str | None,
     revision: str | None,
     allow_missing: bool,
+    kv_cache: str | None,
+    compile_steps: bool,
     opt: tuple[str, ...],
     resume: bool,
     force: bool,
@@ -254,6 +261,7 @@ def run_cmd(
     if device is not None:  # refused before the suite, critics or model are touched
         resolve_device("cuda" if device.startswith("cuda") else device)
     dtype_name(dtype, "--dtype")
+    check_loop_options(kv_cache, compile_steps)
     if prompt_file is not None:
         from milr.models.janus_prompts import load_prompt_file
 
@@ -284,6 +292,8 @@ def run_cmd(
         device=device,
         dtype=dtype,
         allow_missing=allow_missing,
+        kv_cache=kv_cache,
+        compile=compile_steps,
         prompt_style=prompt_style,
         prompt_file=prompt_file,
         revision=revision,

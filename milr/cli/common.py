@@ -56,6 +56,33 @@ prompt_style_option = click.option(
     help="Prompt layout: paper, hf (the checkpoint's chat template) or checkpoint (its milr.json).",
 )
 
+#: ``--kv-cache``: the generation loops' KV cache (`milr.generator.Generator.set_loop_options`).
+kv_cache_option = click.option(
+    "--kv-cache",
+    type=click.Choice(["dynamic", "static"]),
+    default=None,
+    show_default="dynamic; static with --compile",
+    help="KV cache of the generation loops: dynamic (grows per token) or static (preallocated).",
+)
+
+#: ``--compile``: compile the per-token steps (static cache; CUDA graphs on CUDA).
+compile_option = click.option(
+    "--compile",
+    "compile_steps",
+    is_flag=True,
+    help="Compile the per-token steps with torch.compile (static KV cache, CUDA graphs on "
+    "CUDA); the compile seconds are reported apart. Same results as without.",
+)
+
+
+def check_loop_options(kv_cache: str | None, compile_steps: bool) -> None:
+    """Refuse ``--compile`` with ``--kv-cache dynamic`` (before anything loads)."""
+    if compile_steps and kv_cache == "dynamic":
+        raise MilrUserError(
+            "--compile needs the static KV cache; drop --kv-cache dynamic (or pass static)"
+        )
+
+
 #: ``--prompt-file``: a prompt layout file that replaces ``--prompt-style``.
 prompt_file_option = click.option(
     "--prompt-file",

@@ -10,8 +10,11 @@ import click
 
 from milr.cli.common import (
     allow_missing_option,
+    check_loop_options,
+    compile_option,
     critic_specs_option,
     dry_run_option,
+    kv_cache_option,
     metadata_option,
     on_error_option,
     parse_metadata,
@@ -180,6 +183,8 @@ def _default(name: str) -> Any:
     help="Model dtype: bf16, fp16 or fp32.",
 )
 @allow_missing_option
+@kv_cache_option
+@compile_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @dry_run_option
@@ -201,6 +206,7 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
         raise MilrUserError(f"--out {str(out)!r} exists and is not a directory")
     from milr.devices import resolve_dtype, run_device, use_device
 
+    check_loop_options(opts["kv_cache"], opts["compile_steps"])
     device = run_device(opts["device"])  # before any critic or model is built
     resolve_dtype(opts["dtype"], device)
     if opts["prompt_file"] is not None:
@@ -235,6 +241,7 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
         prompt_file=opts["prompt_file"],
         revision=opts["revision"],
     )
+    generator.set_loop_options(kv_cache=opts["kv_cache"], compile=opts["compile_steps"])
     bar = None
     if not opts["quiet"]:
         from tqdm.auto import tqdm
@@ -298,6 +305,8 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
             "critic_calls": control.critic_calls,
         }
         summary["selected_optimised"] = result.selected_optimised
+    if opts["compile_steps"]:  # included in "seconds"
+        summary["compile_seconds"] = round(float(generator.compile_s), 3)
     if opts["as_json"]:
         click.echo(json.dumps(summary))
     else:
@@ -320,6 +329,8 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
                 f"{control.stop_reason}; MILR's image {changed} change made by the latent "
                 f"update; wrote {out / 'control'}"
             )
+        if opts["compile_steps"]:
+            click.echo(f"compiling the per-token steps took {generator.compile_s:.1f} s")
 
 
 def _close(bar: Any) -> None:

@@ -39,7 +39,14 @@ from milr.engine.memory import MemoryLimit, auto_batch, phase_bytes
 from milr.errors import MilrUserError
 from milr.optimizer import MILR, resume_steps
 from milr.optimizer_config import MILRConfig
-from milr.phases import GenRequest, ScoreRequest
+from milr.phases import (
+    GenRequest,
+    ScoreRequest,
+    Timer,
+    UpdateRequest,
+    serve,
+    update_latents_pooled,
+)
 
 if TYPE_CHECKING:
     from milr.critic import Critic
@@ -184,6 +191,35 @@ class BatchedMILR:
                 _add_timings(worker.request, {"critic": sec})
                 worker.error_in = error
                 self._resume(worker)
+        waiting = [w for w in active if not w.finished and isinstance(w.request, UpdateRequest)]
+        if waiting:  # every prompt's latent update in one head forward/backward
+            self._update([w for w in waiting])
+
+    def _update(self, waiting: list[_Prompt]) -> None:
+        """Answer the `UpdateRequest` of every prompt in `waiting`, pooled (one alone: as
+        `MILR.run` would); a failure falls back to one prompt at a time."""
+        requests: list[UpdateRequest] = [w.request for w in waiting]  # type: ignore[misc]
+        t = time.perf_counter()
+        try:
+            if len(requests) == 1:
+                timer = Timer(self.generator.device)
+                replies: list[Any] = [serve(self.generator, requests[0], timer)]
+            else:
+                replies = update_latents_pooled(self.generator, requests)
+        except Exception as exc:
+            if len(requests) == 1:  # into the prompt: its step fails as it would alone
+                waiting[0].error_in = exc
+                self._resume(waiting[0])
+                return
+            for worker in waiting:
+                self._update([worker])
+            return
+        sec = time.perf_counter() - t
+        self._add("update", sec)
+        for worker, losses in zip(waiting, replies):
+            _add_timings(worker.request, {"update": sec})
+            worker.reply = losses
+            self._resume(worker)
 
     def _resume(self, worker: _Prompt) -> None:
         t = time.perf_counter()
@@ -257,7 +293,7 @@ class _Prompt:
 
     def __init__(self, engine: BatchedMILR, job: Job) -> None:
         self.engine, self.job = engine, job
-        self.request: GenRequest | ScoreRequest | None = None
+        self.request: GenRequest | ScoreRequest | UpdateRequest | None = None
         #: What the next `resume` sends in: the reply, or the error to raise at the request.
         self.reply: Any = None
         self.error_in: BaseException | None = None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from milr.devices import resolve_device, resolve_dtype
 from milr.errors import MilrUserError
-from milr.generator import Generator, Reasoning
+from milr.generator import SAMPLING_SCHEME, Generator, Reasoning
 from milr.hookspecs import hookimpl
 from milr.models.janus_batched import JanusBatchedLoops
 from milr.models.janus_loops import JanusLoops
@@ -32,6 +32,7 @@ from milr.models.janus_settings import (  # noqa: F401 - re-exported names
     SFT_TEMPLATE,
     JanusSettings,
 )
+from milr.models.janus_static import JanusStaticLoops
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,11 +41,12 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 
-class JanusGenerator(JanusBatchedLoops, JanusLoops, Generator):
+class JanusGenerator(JanusStaticLoops, JanusBatchedLoops, JanusLoops, Generator):
     """MILR's view of a transformers Janus checkpoint (Janus-1.3B, Janus-Pro-1B/7B, tiny ones)."""
 
     name: ClassVar[str] = "janus"
     default_checkpoint: ClassVar[str | None] = "deepseek-community/Janus-Pro-1B"
+    sampling_scheme: ClassVar[str | None] = SAMPLING_SCHEME
 
     def __init__(
         self,

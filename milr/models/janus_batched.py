@@ -4,10 +4,14 @@ Used by the batched MILR engine (`milr.engine`). Each row's prompt KV is compute
 cached exactly as the one-prompt loops do (`JanusLoops._prefill`), then the rows' caches are
 left-padded with zeros to a common length; the padded positions are masked out, and each row
 gets its own position ids (its prompt length plus the step), so a row sees exactly the
-sequence it would see alone. Per step the transformer runs once for all rows; each row's token
-is drawn from its own `torch.Generator` (rows sharing one generator draw in one
-``torch.multinomial`` call, as the ``batch`` rows of `sample_image_tokens` do). Greedy
-reasoning drops a row from the batch when it emits EOS or reaches its budget.
+sequence it would see alone. Per step the transformer runs once for all rows. Each row's
+image draws come from its own `torch.Generator`: the uniforms of the whole image are drawn up
+front (rows sharing one generator in row order, as the ``batch`` rows of `sample_image_tokens`
+draw them), and every position samples all rows in one inverse-CDF step on the device
+(`milr.models.janus_loops.SAMPLING_SCHEME`). Neither loop reads the device per token: greedy
+reasoning tracks EOS and budgets on the device and drops the rows that stopped at its sync
+points (every `milr.models.janus_loops.SYNC_EVERY` tokens on an accelerator; every token on
+a CPU, where a host read costs nothing and stepping stopped rows does).
 
 With one row (or one group of rows sharing prompt, prefix length and generator) the calls go
 to the one-prompt loops, so a batch of one is bitwise identical to the unbatched path.
@@ -21,7 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from milr.generator import ImageTokens, Reasoning
-from milr.models.janus_loops import JanusState
+from milr.models.janus_loops import JanusState, cfg_sample, draw_uniforms, greedy_rows
 
 if TYPE_CHECKING:
     import torch
@@ -55,8 +59,10 @@ class JanusBatchedLoops(JanusState):
     def _padded_cache(self, parts: list[list[tuple[Any, Any]]]) -> tuple[Any, Any, Any]:
         """One cache from per-row KV lists (each layer ``[1, H, L_i, hd]``), left-padded.
 
-        Returns the cache, the attention mask ``[R, L]`` (None when no row is padded) and the
-        row lengths ``[R]``.
+        Returns the cache, the additive attention mask ``[R, 1, 1, L]`` (0 where a row attends,
+        the dtype's minimum on its padding; None when no row is padded) and the row lengths
+        ``[R]``. A 4D mask is used by transformers as given: its own mask building would read
+        the padding back to the host at every step.
         """
         import torch
         from transformers import DynamicCache
@@ -74,10 +80,10 @@ class JanusBatchedLoops(JanusState):
                 values[r, :, width - lengths[r] :] = p[li][1][0]
             layers.append((keys, values))
         mask = None
-        if min(lengths) != width:
-            mask = torch.zeros(len(parts), width, dtype=torch.long, device=self.device)
+        if min(lengths) != width:  # additive, 4D: transformers uses it as is (no host read)
+            mask = torch.zeros(len(parts), 1, 1, width, dtype=self.dtype, device=self.device)
             for r, n in enumerate(lengths):
-                mask[r, width - n :] = 1
+                mask[r, ..., : width - n] = torch.finfo(self.dtype).min
         lens = torch.tensor(lengths, dtype=torch.long, device=self.device)
         self.batch_bookkeeping_s += time.perf_counter() - t
         return DynamicCache(ddp_cache_data=layers), mask, lens
@@ -88,8 +94,8 @@ class JanusBatchedLoops(JanusState):
 
         kwargs: dict[str, Any] = {self._cache_kw: cache, "position_ids": positions[:, None]}
         if mask is not None:
-            ones = torch.ones(mask.shape[0], 1, dtype=mask.dtype, device=mask.device)
-            mask = torch.cat([mask, ones], dim=1)
+            visible = mask.new_zeros(mask.shape[0], 1, 1, 1)
+            mask = torch.cat([mask, visible], dim=-1)
             kwargs["attention_mask"] = mask
         out = self.lm(inputs_embeds=embeds, use_cache=True, **kwargs)
         return out.last_hidden_state[:, -1], mask
@@ -141,30 +147,47 @@ class JanusBatchedLoops(JanusState):
                 parts.append(kv)
                 hs.append(h)
             live = [r for r, row in enumerate(rows) if len(row["tokens"]) < row["budget"]]
-            if live:
-                cache, mask, lens = self._padded_cache([parts[r] for r in live])
-                h = torch.cat([hs[r] for r in live])
-                step = 0
-                while live:
-                    nxt = self.model.lm_head(h).argmax(-1)
-                    keep = []
-                    for j, r in enumerate(live):
-                        row, tok = rows[r], int(nxt[j])
-                        if tok == eos:
-                            row["eos_latent"] = h[j].detach()
-                            continue
-                        row["latents"].append(h[j])
-                        row["tokens"].append(tok)
-                        if len(row["tokens"]) < row["budget"]:
-                            keep.append(j)
-                    if not keep:
-                        break
-                    if len(keep) < len(live):
-                        cache, mask, lens = self._select_rows(cache, mask, lens, keep)
-                        nxt, live = nxt[keep], [live[j] for j in keep]
-                    emb = self.embed(nxt[:, None])
-                    h, mask = self._step(emb, cache, mask, lens + step)
-                    step += 1
+            if live and self.kv_cache == "static":
+                outs = self._static_greedy(  # type: ignore[attr-defined]
+                    [parts[r] for r in live],
+                    torch.cat([hs[r] for r in live]),
+                    [rows[r]["budget"] - len(rows[r]["tokens"]) for r in live],
+                )
+                for r, (more, lat_more, eos_latent) in zip(live, outs):
+                    rows[r]["tokens"].extend(more)
+                    rows[r]["latents"].extend(lat_more)
+                    rows[r]["eos_latent"] = eos_latent
+            elif live:
+                state: dict[str, Any] = {}
+                state["cache"], state["mask"], state["lens"] = self._padded_cache(
+                    [parts[r] for r in live]
+                )
+                state["step"] = 0
+
+                def step(nxt: torch.Tensor, keep: list[int] | None) -> torch.Tensor:
+                    if keep is not None:  # rows that stopped leave (at a sync point only)
+                        state["cache"], state["mask"], state["lens"] = self._select_rows(
+                            state["cache"], state["mask"], state["lens"], keep
+                        )
+                    h, state["mask"] = self._step(
+                        self.embed(nxt[:, None]), state["cache"], state["mask"],
+                        state["lens"] + state["step"],
+                    )  # fmt: skip
+                    state["step"] += 1
+                    return h
+
+                outs = greedy_rows(
+                    self.model.lm_head,
+                    torch.cat([hs[r] for r in live]),
+                    [rows[r]["budget"] - len(rows[r]["tokens"]) for r in live],
+                    eos,
+                    step,
+                    self.sync_every,
+                )
+                for r, (more, lat_more, eos_latent) in zip(live, outs):
+                    rows[r]["tokens"].extend(more)
+                    rows[r]["latents"].extend(lat_more)
+                    rows[r]["eos_latent"] = eos_latent
         for row in rows:
             lat = (
                 torch.stack(row["latents"])
@@ -262,12 +285,14 @@ class JanusBatchedLoops(JanusState):
         groups: dict[int, list[int]] = {}
         for r, g in enumerate(generators):
             groups.setdefault(id(g), []).append(r)
-        group_list = [(generators[idx[0]], idx) for idx in groups.values()]
+        u = torch.zeros(rows, n, dtype=torch.float64, device=self.device)
+        for idx in groups.values():  # each row's draws from its own stream, whole image
+            u[idx] = draw_uniforms(generators[idx[0]], len(idx), n, self.device)
         forced_t = torch.tensor(forced, device=self.device)
-        prefix_mat = torch.zeros(rows, max(max(forced), 1), dtype=torch.long, device=self.device)
+        prefix_mat = torch.zeros(rows, n, dtype=torch.long, device=self.device)
         for r, p in enumerate(prefix_tokens):
             if p is not None and len(p):
-                prefix_mat[r, : len(p)] = torch.as_tensor(p, device=self.device).long()
+                prefix_mat[r, : len(p)] = torch.as_tensor(p, device=self.device).long()[:n]
         out = torch.zeros(rows, n, dtype=torch.long, device=self.device)
         lat = torch.zeros(rows, capture, 2, self.hidden_size, dtype=self.dtype, device=self.device)
         with torch.no_grad():
@@ -279,28 +304,24 @@ class JanusBatchedLoops(JanusState):
                 uncond_parts.append([(k[1:2], v[1:2]) for k, v in kv])
                 hc.append(h[0:1])
                 hu.append(h[1:2])
-            cache, mask, lens = self._padded_cache(cond_parts + uncond_parts)
             h = torch.cat(hc + hu)  # rows: [cond] * R + [uncond] * R
+            if self.kv_cache == "static":
+                cols = torch.arange(n, device=self.device)
+                out, lat = self._static_image(  # type: ignore[attr-defined]
+                    cond_parts + uncond_parts, h, u, cols[None, :] < forced_t[:, None],
+                    prefix_mat, capture, cfg_scale, temperature,
+                )  # fmt: skip
+                return ImageTokens(tokens=out, latents=lat)
+            cache, mask, lens = self._padded_cache(cond_parts + uncond_parts)
             for i in range(n):
                 if i < capture:
                     lat[:, i, 0] = h[:rows]
                     lat[:, i, 1] = h[rows:]
-                tok = prefix_mat[:, min(i, prefix_mat.shape[1] - 1)].clone()
-                free = (forced_t <= i).nonzero().flatten()
-                if len(free):
-                    scores = gen_head(torch.cat([h[free], h[free + rows]]))
-                    c, u = scores[: len(free)], scores[len(free) :]
-                    fused = u + (c - u) * cfg_scale
-                    if temperature != 1.0:
-                        fused = fused / temperature
-                    probs = torch.softmax(fused, dim=-1)
-                    where = {int(r): j for j, r in enumerate(free)}
-                    for g, idx in group_list:  # each row from its own stream
-                        picked = [r for r in idx if r in where]
-                        if picked:
-                            sub = probs[[where[r] for r in picked]]
-                            draw = torch.multinomial(sub, 1, generator=g).squeeze(-1)
-                            tok[picked] = draw
+                if i < max(forced):  # a forced row keeps its prefix token (on the device)
+                    drawn = cfg_sample(gen_head(h), u[:, i], cfg_scale, temperature)
+                    tok = torch.where(forced_t > i, prefix_mat[:, i], drawn)
+                else:
+                    tok = cfg_sample(gen_head(h), u[:, i], cfg_scale, temperature)
                 out[:, i] = tok
                 if i == n - 1:
                     break
