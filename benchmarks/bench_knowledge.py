@@ -179,6 +179,85 @@ def probe(model: str, prompt_id: str, suite: Path, text_k: float, steps: int, se
     milr.run(rec["prompt"], rec, callback=cb)
 
 
+def plan_reading(model_dir: str | None, n: int, seed: int) -> None:
+    """Does the image model draw the shape the plan names? For `n` random one-object plans,
+    the probability the guided image distribution (CFG 5, the adapter's unconditional row)
+    puts on the plan's shape at the plan's cell, teacher-forced on the plan scene's earlier
+    tokens, with four kinds of prompt: the plan's shape named ("a photo of a circle"),
+    another shape named, a knowledge prompt whose fact names the plan's shape (a right plan),
+    and one whose fact names another shape (a wrong plan). Chance is 0.25."""
+    import random
+
+    import torch
+    from transformers import JanusForConditionalGeneration
+
+    from milr.shapes import knowledge, world
+    from milr.shapes.model import model_path
+    from milr.shapes.recipe import make_tokenizer
+    from milr.shapes.train_lm import Sequences, _lm_batch_image
+    from milr.shapes.train_vq import encode_images
+
+    torch.set_num_threads(1)
+    path = model_dir or str(model_path())
+    model = JanusForConditionalGeneration.from_pretrained(path).eval()
+    seqs = Sequences(make_tokenizer())
+    rng = random.Random(seed)
+    objs = [
+        world.Obj(
+            rng.choice(world.SHAPES), rng.choice(list(world.COLORS)), *divmod(rng.randrange(16), 4)
+        )
+        for _ in range(n)
+    ]
+    tokens = encode_images(model, [world.render_array([o]) for o in objs])
+    singles = [world.Obj(s, c, 0, 0) for s in world.SHAPES for c in world.COLORS]
+    code_shape = dict(
+        zip(encode_images(model, [world.render_array([o]) for o in singles])[:, 0].tolist(),
+            (o.shape for o in singles), strict=True)
+    )  # fmt: skip
+
+    def other(shape: str) -> str:
+        return rng.choice([s for s in world.SHAPES if s != shape])
+
+    def fact_prompt(shape: str) -> str:
+        fact = rng.choice([f for f in knowledge.FACTS if f.shape == shape])
+        return knowledge.fact_prompt(fact, rng.choice(knowledge.TEMPLATES))
+
+    kinds = {
+        "prompt names the plan's shape": lambda o: f"a photo of a {o.shape}",
+        "prompt names another shape": lambda o: f"a photo of a {other(o.shape)}",
+        "knowledge prompt, right plan": lambda o: fact_prompt(o.shape),
+        "knowledge prompt, wrong plan": lambda o: fact_prompt(other(o.shape)),
+    }
+    print(f"{path}: P(the plan's shape at the plan's cell), {n} plans, CFG 5")
+    for kind, prompt_of in kinds.items():
+        items = [
+            {"prompt": prompt_of(o), "plan": world.plan_text([o]), "tokens": t}
+            for o, t in zip(objs, tokens, strict=True)
+        ]
+        text, img, is_img, y = _lm_batch_image(seqs, items, rng, 0.0, 0.0)
+        blank = torch.where(
+            (text == seqs.bos) | (text == seqs.boi), text, torch.full_like(text, seqs.pad)
+        )
+        with torch.no_grad():
+            logits = []
+            for t in (text, blank):
+                e = torch.where(
+                    is_img[..., None],
+                    model.prepare_embeddings_for_image_generation(img),
+                    model.get_input_embeddings()(t),
+                )
+                h = model.model.language_model(inputs_embeds=e).last_hidden_state
+                logits.append(model.model.generation_head(h[y != -100]))
+            c, u = logits
+            probs = (u + (c - u) * 5.0).softmax(-1).view(n, -1, c.shape[-1])
+        mass = [
+            sum(float(probs[i, o.row * world.GRID + o.col, k]) for k, s in code_shape.items()
+                if s == o.shape)
+            for i, o in enumerate(objs)
+        ]  # fmt: skip
+        print(f"  {kind:32s} {sum(mass) / n:.3f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path)
@@ -191,7 +270,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--table", action="store_true", help="only print the table of finished runs")
     p.add_argument("--probe", metavar="ID", help="print margins per step for one prompt id")
     p.add_argument("--text-k", type=float, default=0.1, help="text_k of the --probe run")
+    p.add_argument(
+        "--plan-reading",
+        type=int,
+        metavar="N",
+        help="print how far the image model draws the plan's shape (N random plans) and exit",
+    )
+    p.add_argument("--model-dir", help="checkpoint directory for --plan-reading (default: shipped)")
     args = p.parse_args(argv)
+    if args.plan_reading:
+        plan_reading(args.model_dir, args.plan_reading, args.seed)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     suite = args.out / "knowledge.jsonl"
     if args.probe:

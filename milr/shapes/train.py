@@ -156,7 +156,10 @@ def main(argv: list[str] | None = None) -> None:
         if unexpected or set(missing) - {"lm_head.weight"}:  # the head is tied to the embeddings
             raise ValueError(f"{args.lm_from}: not a shapes checkpoint ({missing}, {unexpected})")
         model.eval()
-        log(f"VQ and language model loaded from {args.lm_from}", fh)
+        log(
+            f"VQ and language model loaded (model.safetensors sha256 {_sha256(Path(args.lm_from))})",
+            fh,
+        )
     elif args.vq_from:
         from safetensors.torch import load_file
 
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             if k.startswith("model.vqmodel.")
         }
         model.model.vqmodel.load_state_dict(vq_state)
-        log(f"VQ loaded from {args.vq_from}", fh)
+        log(f"VQ loaded (model.safetensors sha256 {_sha256(Path(args.vq_from))})", fh)
     else:
         train_vq(model, rng, args.vq_steps, args.vq_full_steps, fh)
         refine_decoder(model, rng, args.decoder_steps, fh)
