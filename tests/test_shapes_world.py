@@ -114,6 +114,7 @@ def test_shipped_training_record_names_no_local_path():
         assert not any(p in text for p in ("/tmp", "/work", "/home", ":\\")), name
 
 
+@pytest.mark.slow
 def test_training_script_smoke(tmp_path):
     """A few steps of every training stage write a checkpoint the Janus adapter loads."""
     pytest.importorskip("torch")
