@@ -102,13 +102,13 @@ def table(out: Path, arms: list[str]) -> str:
         f"{len(ids)}",
         "",
         "| run | accuracy [95% CI] | MILR − its control [95% CI] | McNemar p (MILR only / "
-        "control only) | mean steps | plan flips (to the right shape) |",
-        "|---|---|---|---|---|---|",
+        "control only) | mean steps | plan flips (to the right shape) | resample fixes / fixes |",
+        "|---|---|---|---|---|---|---|",
     ]
     planned = [a for a in stats if a != "image"]  # these share one base image per prompt
     if planned:
         base = ci(stats[planned[0]]["sides"]["base"])
-        lines.append(f"| base (first image, with the plan) | {base} | | | | |")
+        lines.append(f"| base (first image, with the plan) | {base} | | | | | |")
     for arm, st in stats.items():
         rows = data[arm]
         flips = sum(rows[i]["plan"] != rows[i]["plan0"] for i in ids)
@@ -122,15 +122,16 @@ def table(out: Path, arms: list[str]) -> str:
         cstep = (st.get("control_optimizer") or {}).get("mean_steps")
         lines.append(
             f"| {ctl} control (of the `{arm}` run) | {ci(st['sides']['control'])} | | | "
-            f"{cstep if cstep is None else f'{cstep:.1f}'} | |"
+            f"{cstep if cstep is None else f'{cstep:.1f}'} | | |"
         )
         if arm == "best-of-n":
             continue
+        at = st["attribution"]
         if arm == "image":
-            lines.append(f"| base of `image` (no plan) | {ci(st['sides']['base'])} | | | | |")
+            lines.append(f"| base of `image` (no plan) | {ci(st['sides']['base'])} | | | | | |")
         lines.append(
             f"| MILR `{arm}` | {ci(st['sides']['milr'])} | {ci(d, 'difference') if d else ''} | "
-            f"{mcn} | {steps:.1f} | {flips} ({to_right}) |"
+            f"{mcn} | {steps:.1f} | {flips} ({to_right}) | {at['resample_fixes']} / {at['fixes']} |"
         )
     return "\n".join(lines)
 
