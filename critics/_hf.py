@@ -152,8 +152,9 @@ def load_checkpoint(
 
 
 def _placement(device: str) -> dict[str, Any]:
-    """``device_map`` to load straight onto an accelerator (transformers needs `accelerate`
-    for any ``device_map``); empty on the CPU or without accelerate (load, then move)."""
+    """``device_map`` to load straight onto an accelerator (transformers needs `accelerate`,
+    a dependency of milr, for any ``device_map``); empty on the CPU or where accelerate is
+    missing (load, then move)."""
     import importlib.util
 
     if device == "cpu" or importlib.util.find_spec("accelerate") is None:

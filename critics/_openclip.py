@@ -403,6 +403,14 @@ def image_text_cosines(
     return [float(v) for v in (img * rows).sum(-1)]
 
 
+def weights_ids(critic: Any) -> list[str]:
+    """What a critic with `OpenClipParams` loads, as ``Critic.weights_ids`` reports it."""
+    from milr.weight_sources import open_clip_id
+
+    found = open_clip_id(critic.params.arch, critic.params.weights)
+    return [found] if found else []
+
+
 def critic_bundle(critic: Any) -> OpenClipBundle:
     """The cached model of a critic whose ``params`` are `OpenClipParams`."""
     p = critic.params

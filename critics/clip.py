@@ -44,6 +44,10 @@ class ClipScoreCritic(Critic):
         """Load the open_clip model."""
         self._bundle()
 
+    def weights_ids(self) -> list[str]:
+        """``weights``; a pretrained tag as ``ARCH:TAG`` (`milr.weight_sources.open_clip_id`)."""
+        return _openclip.weights_ids(self)
+
     def score_batch(
         self, images: list[Image], prompts: list[str], metadata: list[dict[str, Any]]
     ) -> list[CriticResult]:

@@ -233,6 +233,13 @@ class GenEvalCritic(Critic):
                 dtype="float32", critic=self.name, extra=self.extra,
             )  # fmt: skip
 
+    def weights_ids(self) -> list[str]:
+        """The detector's ``weights`` and ``clip_weights`` (a pretrained tag as ``ARCH:TAG``)."""
+        from milr.weight_sources import open_clip_id
+
+        clip = open_clip_id(self.params.clip_arch, self.params.clip_weights)
+        return [self.params.weights, *([clip] if clip else [])]
+
     def check_item(self, prompt: str, metadata: dict[str, Any]) -> None:
         """The item's clauses must parse and name classes the detector knows."""
         _, names, _ = self._model()

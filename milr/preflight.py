@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from milr.errors import MilrUserError
+from milr.weight_sources import Location, locate
 
 if TYPE_CHECKING:
     from milr.critic import Critic
@@ -172,10 +173,13 @@ class Plan:
     #: ``{critic name: most calls}`` for critics with `Critic.calls_api`.
     api_calls: dict[str, int] = field(default_factory=dict)
     #: ``(id, where)`` for every checkpoint the critics and the generator name; ``where`` is
-    #: ``cached``, ``download`` (a Hub id not in the local cache), ``local`` or ``library``.
+    #: ``cached``, ``download`` (not cached: fetched on first use), ``local``, ``builtin`` or
+    #: ``library`` (see `milr.weight_sources.locate`).
     weights: list[tuple[str, str]] = field(default_factory=list)
     #: (prompt, seed) pairs still to run (a resumed bench run skips finished ones).
     records: int = 0
+    #: The same checkpoints with their paths and download sources (`Location`).
+    locations: list[Location] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,7 +190,8 @@ class Plan:
             "max_reward_calls": self.max_reward_calls,
             "eval_calls": self.eval_calls,
             "api_calls": dict(self.api_calls),
-            "weights": [{"id": i, "status": s} for i, s in self.weights],
+            "weights": [loc.to_dict() for loc in self.locations]
+            or [{"id": i, "status": s} for i, s in self.weights],
         }
 
 
@@ -226,8 +231,9 @@ def plan(
     for critic in (reward, evaluation):
         if critic is not None:
             ids.extend(critic.weights_ids())
-    weights = [(i, weight_status(i)) for i in dict.fromkeys(ids)]
-    return Plan(prompts, seeds, gens, gens, eval_calls, api, weights, records)
+    found = [locate(i) for i in dict.fromkeys(ids)]
+    weights = [(loc.id, loc.status) for loc in found]
+    return Plan(prompts, seeds, gens, gens, eval_calls, api, weights, records, found)
 
 
 def looks_like_hub_id(value: str) -> bool:
@@ -239,13 +245,8 @@ def looks_like_hub_id(value: str) -> bool:
 
 
 def weight_status(value: str) -> str:
-    """``local`` (a path here), ``cached`` / ``download`` (a Hub id), or ``library`` (a name
-    a library resolves itself, e.g. ``shapes`` or ultralytics' ``yolov8x.pt``)."""
-    if Path(value).expanduser().exists():
-        return "local"
-    if not looks_like_hub_id(value):
-        return "library"
-    return "cached" if hub_cached(value) else "download"
+    """``local``, ``cached``, ``download``, ``builtin`` or ``library``: `locate`'s status."""
+    return locate(value).status
 
 
 def hub_cached(repo_id: str, revision: str | None = None) -> bool:
@@ -274,23 +275,12 @@ def format_plan(p: Plan, command: str) -> str:
     ]
     for name, n in p.api_calls.items():
         lines.append(f"API calls: at most {n} by critic {name!r}")
-    missing = [i for i, s in p.weights if s == "download"]
-    for wid, status in p.weights:
-        lines.append(f"weights {wid}: {_STATUS_TEXT[status]}")
-    lines.append(
-        f"would download: {', '.join(missing)}"
-        if missing
-        else "would download: nothing from the Hub"
-    )
+    found = p.locations or [Location(i, s) for i, s in p.weights]
+    missing = [loc.id for loc in found if loc.status == "download"]
+    for loc in found:
+        lines.append(f"weights {loc.id}: {loc.describe()}")
+    lines.append(f"would download: {', '.join(missing)}" if missing else "would download: nothing")
     return "\n".join(lines)
-
-
-_STATUS_TEXT = {
-    "local": "local path",
-    "cached": "in the Hugging Face cache",
-    "download": "not cached: downloaded from the Hugging Face Hub on first use",
-    "library": "resolved by its library (built in, or its own cache)",
-}
 
 
 def run_plan(

@@ -48,6 +48,7 @@ def build(root: Path, shared_data: Path) -> dict[str, Path]:
 
     from milr.testing import tiny_vision as tv
     from milr.testing.tiny_janus import save_janus_pro_standin
+    from milr.testing.tiny_qwen_vl import qwen2_5_vl
 
     torch.set_num_threads(1)
     repos: dict[str, Path] = {}
@@ -61,6 +62,7 @@ def build(root: Path, shared_data: Path) -> dict[str, Path]:
     repos["facebook/mask2former-swin-small-coco-instance"] = tv.mask2former(root / "m2f")
     repos["timm/vit_large_patch14_clip_224.openai"] = _clip_folder(root / "clip-l14")
     repos["timm/vit_base_patch32_clip_224.openai"] = _clip_folder(root / "clip-b32")
+    repos["Qwen/Qwen2.5-VL-7B-Instruct"] = qwen2_5_vl(root / "qwen2.5-vl")  # scripted: "yes"
     yolo = root / "yolo-hub"
     yolo.mkdir()
     _tiny_yolo(yolo / "yolov8x.pt")

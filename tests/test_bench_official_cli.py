@@ -136,3 +136,29 @@ def test_wise_file_by_path_graded_with_wises_instructions(tmp_path, tiny_janus, 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["overall"]["base"] == pytest.approx(0.8)
     assert summary["overall"]["milr"] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("suite, prompts", [("wise", 1000), ("wise-verified", 1000)])
+def test_wise_by_name_with_the_real_files_from_a_local_mirror(suite, prompts, tmp_path, tiny_janus):
+    """With ``MILR_TEST_WISE_MIRROR`` naming a folder that holds WISE's real files at
+    ``PKU-YuanGroup/WISE/COMMIT/PATH`` (an air-gapped cluster's mirror), `milr bench wise` by name
+    checks their pinned SHA-256, caches them and runs at WISE's protocol (1 image per prompt).
+    Skipped without it: the files are not in the shared test data and are never vendored."""
+    import os
+
+    root = os.environ.get("MILR_TEST_WISE_MIRROR")
+    if not root:
+        pytest.skip("MILR_TEST_WISE_MIRROR is not set (a folder with WISE's real files)")
+    out = tmp_path / "run"
+    env = {**os.environ, "MILR_DATA_MIRROR": root, "MILR_CACHE": str(tmp_path / "cache")}
+    proc = run_milr(
+        "bench", suite, "--model", str(tiny_janus), "--critic", "color:target=red",
+        "--device", "cpu", "--steps", "1", "--limit", "2", "--out", str(out),
+        "--no-progress", "--no-report", env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"1 image per prompt, only 2 of the {prompts} prompts" in proc.stdout
+    run = json.loads((out / "run.json").read_text())
+    pins = {pin.path: pin.sha256 for _, pin in SUITES[suite].files}
+    assert {f["path"]: f["sha256"] for f in run["official"]["files"]} == pins
+    assert run["settings"]["seeds"] == 1 and len(_records(out)) == 2

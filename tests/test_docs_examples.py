@@ -19,7 +19,9 @@ an earlier one's output). The folder holds small test images named as the exampl
 - ``<!-- docs-test: hub -->``: a command with real checkpoints: run (marked slow) against a
   loopback Hugging Face Hub that serves tiny random stand-ins under the real repo ids
   (``tests/docs_hub.py``; the real huggingface_hub client downloads them into a fresh cache),
-  with GPU-only flags mapped to the CPU (``--device cuda[:N]`` and ``device=cuda[:N]``).
+  with GPU-only flags mapped to the CPU (``--device cuda[:N]`` and ``device=cuda[:N]``) and
+  OpenAI's endpoint (``https://api.openai.com/v1``) pointed at a loopback OpenAI-compatible
+  server (``tests/test_critic_api_judge.py``'s; the official ``openai`` client calls it).
 - ``<!-- docs-test: expect TEXT -->`` (one or more): run, and its output (stdout and stderr,
   whitespace collapsed) must contain each TEXT: the figures the prose promises the reader.
 
@@ -52,7 +54,7 @@ PYTHON = {"python", "py"}
 MARKER = re.compile(r"<!--\s*docs-test:\s*(skip|ci|file|slow|hub|expect)\b\s*(.*?)\s*-->")
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 #: Images the examples name; each is a 64×64 red square with a blue square in it.
-IMAGES = ("img.png", "a.png", "b.png", "cat.png", "image.png", "sign.png")
+IMAGES = ("img.png", "a.png", "b.png", "cat.png", "image.png", "sign.png", "apple.png", "fox.png")
 
 
 @dataclass
@@ -129,11 +131,29 @@ def test_markers_are_well_formed():
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if shutil.which("torchrun", path=env["PATH"]) is None:  # torch's console script, absent
+        env["PATH"] = os.pathsep.join([str(_torchrun_shim()), env["PATH"]])  # from some venvs
     env.update(
         HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", YOLO_OFFLINE="1",
         YOLO_AUTOINSTALL="false", MPLBACKEND="Agg", OMP_NUM_THREADS="1",
     )  # fmt: skip
     return env
+
+
+def _torchrun_shim() -> Path:
+    """A folder with ``torchrun``: what torch's console script runs, `torch.distributed.run`,
+    for an environment whose bin folder lacks the script (a venv sharing another's torch)."""
+    import hashlib
+    import tempfile
+
+    tag = hashlib.sha256(sys.executable.encode()).hexdigest()[:12]  # one per interpreter
+    folder = Path(tempfile.gettempdir()) / f"milr-torchrun-shim-{tag}"
+    script = folder / "torchrun"
+    if not script.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m torch.distributed.run "$@"\n')
+        script.chmod(0o755)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +296,22 @@ def docs_hub(tmp_path_factory, shared_data):
     hub.stop()
 
 
+@pytest.fixture(scope="module")
+def docs_openai():
+    """A loopback OpenAI-compatible chat-completions server for `hub` blocks that call
+    OpenAI (`test_critic_api_judge.FakeAPI`: yes/no with log-probabilities, WISE grades...)."""
+    from test_critic_api_judge import FakeAPI, serve
+
+    fake = FakeAPI()
+    server = serve(fake)
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+#: OpenAI's endpoint as the docs write it (`hub` blocks call `docs_openai` instead).
+OPENAI_URL = "https://api.openai.com/v1"
+
 #: GPU-only spellings in the docs and their CPU stand-ins for `hub` blocks.
 CPU_FLAGS = ((re.compile(r"(--device[ =]|device=)cuda(:\d+)?"), r"\1cpu"),)
 
@@ -335,6 +371,8 @@ def test_example(block: Block, workspaces, request):
             if not (folder / suite).exists():
                 shutil.copytree(data / suite, folder / suite)
         code = on_cpu(code)
+        if OPENAI_URL in code:
+            code = code.replace(OPENAI_URL, request.getfixturevalue("docs_openai").url)
         import docs_hub as module
 
         mirror = folder / ".data-mirror"

@@ -15,6 +15,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from test_engine import lively  # noqa: E402 - the engine tests' lively tiny weights
+
 #: Tensor methods that copy a device value to the host (each one a synchronisation on CUDA).
 HOST_READS = ("tolist", "item", "__int__", "__bool__", "__index__", "__float__", "nonzero", "numpy")
 
@@ -27,15 +29,7 @@ def gen(tmp_path_factory):
     path = save_tiny_janus(tmp_path_factory.mktemp("gpu_loops") / "model", seed=0)
     g = milr.load_generator(str(path), device="cpu", dtype="float64")
     g.memoize_reasoning = False
-    gen = torch.Generator().manual_seed(3)  # lively weights: tokens vary, some rows emit EOS
-    with torch.no_grad():
-        for p in g.model.model.language_model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 2 / p.shape[1] ** 0.5)
-        w = g.model.lm_head.weight
-        w.copy_(torch.randn(w.shape, generator=gen, dtype=w.dtype))
-        w[g._ids["eos"]] *= 1.5
-    return g
+    return lively(g, seed=3)  # lively weights: tokens vary, some rows emit EOS
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+import torch
 import torch.multiprocessing as mp
 
 from milr import MilrUserError
@@ -123,13 +124,56 @@ def test_run_milr_places_and_reuses_a_generator_by_name():
         run_milr("shapes", "shapes", "a photo of a red circle", device="cpu", dtype="fp128")
 
 
-def test_judge_device_map_auto_needs_accelerate():
-    import importlib.util
+def test_judge_device_map_auto_needs_accelerate(monkeypatch):
+    """accelerate is a dependency; an environment without it (simulated: the import is
+    blocked) gets one line naming the fix, before anything loads."""
+    import sys
+
+    from transformers.utils import is_accelerate_available
 
     from milr.critics.judge import JudgeCritic
 
-    if importlib.util.find_spec("accelerate") is not None:
-        pytest.skip("accelerate is installed here")
+    is_accelerate_available()  # transformers caches its answer: ask before blocking the import
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # find_spec answers None, as uninstalled
     judge = JudgeCritic(model="/nonexistent/judge", device_map="auto", device="cpu")
     with pytest.raises(MilrUserError, match="device_map=auto needs the accelerate package"):
         judge.prepare()
+
+
+def test_judge_device_map_auto_loads_through_accelerate():
+    """With accelerate (a dependency), device_map="auto" goes through accelerate's planner
+    (transformers refuses it otherwise): without GPUs every layer lands on the CPU, and it
+    scores."""
+    pytest.importorskip("accelerate")
+    import torch
+    from PIL import Image
+    from test_critic_judge import tiny_llava_dir
+
+    from milr.critics.judge import JudgeCritic
+
+    judge = JudgeCritic(model=str(tiny_llava_dir()), device_map="auto", device="cpu",
+                        min_yes_no_share=1e-9)  # fmt: skip
+    model, _ = judge.load()
+    if not torch.cuda.is_available():
+        assert {p.device.type for p in model.parameters()} == {"cpu"}
+    (result,) = judge.score_batch([Image.new("RGB", (32, 32), "red")], ["a red square"], [{}])
+    assert 0.0 <= result.score <= 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_generator_and_hf_critic_load_straight_onto_the_gpu(tmp_path):
+    """On a GPU the generator and a transformers critic load with device_map=<device> (no
+    .to() after loading) and every tensor ends on the device asked for."""
+    from milr.critics.vqa import VQACritic
+    from milr.generator import load_generator
+    from milr.testing import save_tiny_janus
+    from milr.testing.tiny_vision import git_vqa
+
+    gen = load_generator(str(save_tiny_janus(tmp_path / "janus")), device="cuda:0", dtype="fp32")
+    assert {str(p.device) for p in gen.model.parameters()} == {"cuda:0"}
+    critic = VQACritic(weights=str(git_vqa(tmp_path / "git")), device="cuda:0")
+    critic.prepare()
+    from milr.critics import _hf
+
+    (bundle,) = [b for b in _hf._CACHE.values() if str(b.source).startswith(str(tmp_path))]
+    assert {str(p.device) for p in bundle.model.parameters()} == {"cuda:0"}

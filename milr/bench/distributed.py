@@ -8,12 +8,19 @@ Each process's device comes from `milr.devices.run_device`: under torchrun with 
 and no ``--device`` (or a bare ``--device cuda``), rank ``LOCAL_RANK`` uses
 ``cuda:LOCAL_RANK`` for the generator and every critic, and makes it the current CUDA device
 before the process group starts; the final barrier names that device.
+
+A rank that stops on an error mid-run (a `MilrUserError` raised while scoring, a crash) sets
+an abort key in torch.distributed's store (`DistContext.abort`); every other rank reads it at
+its next claim (`claim`) and while it waits for the others at the end (`DistContext.finish`),
+and stops with one line naming the rank and its error instead of working on, or waiting for
+``--dist-timeout``.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,6 +42,13 @@ class DistContext:
     #: This process's device for the generator and the critics (`milr.devices.run_device`),
     #: None when `init_distributed` was not asked to resolve one.
     device: str | None = None
+    #: Seconds `finish` waits for the other ranks (``--dist-timeout``).
+    timeout_s: float = 6 * 3600
+    #: Prefix of this job's keys in the store (the runner sets the run's fingerprint).
+    run_key: str = "milr-bench"
+    #: Whether this rank has read another rank's abort (`check_abort`) / aborted (`abort`).
+    _saw_abort: bool = False
+    _aborted: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -52,6 +66,95 @@ class DistContext:
                 dist.barrier(device_ids=[self.device_index()])
             else:
                 dist.barrier()
+
+    def abort(self, message: str) -> None:
+        """Tell every rank to stop: `message` (one line) under this run's abort key.
+
+        The first rank to abort wins; it then waits (at most ``timeout_s``) until every other
+        rank has read the key. A rank stopping because another did (`check_abort`) leaves the
+        key as it is. `close` then lets rank 0 leave last (see there).
+        """
+        if not self.distributed or self._saw_abort or self._aborted:
+            return
+        key = f"{self.run_key}-abort"
+        text = f"rank {self.rank} stopped the run: {message}"
+        try:
+            store = _store()
+            now = store.compare_set(key, "", text)  # set only when absent; returns the value
+            if now.decode("utf-8", "replace") != text:  # another rank was first: count as read
+                self._saw_abort = True
+                store.add(f"{key}-seen", 1)
+                return
+            self._aborted = True
+            self._wait(f"{key}-seen", self.world_size - 1)
+        except Exception:  # the store is gone with its host: the others notice that themselves
+            pass
+
+    def _wait(self, key: str, count: int) -> None:
+        """Poll the store until counter `key` reaches `count`, at most ``timeout_s``."""
+        store = _store()
+        deadline = time.monotonic() + self.timeout_s
+        while int(store.add(key, 0)) < count and time.monotonic() < deadline:
+            time.sleep(0.25)
+
+    def _leave(self) -> None:
+        """After an abort, rank 0 leaves last: its process hosts the store when the job was
+        not started by torchrun's agent, and a store that vanishes under a rank still using
+        it makes that rank's last words a C++ trace instead of its one line."""
+        if not self.distributed or not (self._aborted or self._saw_abort):
+            return
+        key = f"{self.run_key}-left"
+        try:
+            if self.rank != 0:
+                _store().add(key, 1)
+            else:
+                self._wait(key, self.world_size - 1)
+        except Exception:
+            pass
+
+    def check_abort(self) -> None:
+        """Raise `MilrUserError` with the message of a rank that stopped the run (else nothing).
+
+        A store that cannot be reached any more (its host process ended) is reported the same
+        way: another rank stopped.
+        """
+        if not self.distributed:
+            return
+        key = f"{self.run_key}-abort"
+        try:
+            store = _store()
+            if not store.check([key]):
+                return
+            message = store.get(key).decode("utf-8", "replace")
+            self._saw_abort = True
+            store.add(f"{key}-seen", 1)  # the aborting rank waits for every rank's look
+        except Exception as exc:
+            raise MilrUserError(
+                f"rank {self.rank} lost contact with the other ranks ({_first_line(exc)}): "
+                "another rank stopped the run; see its error"
+            ) from None
+        raise MilrUserError(message)
+
+    def finish(self) -> None:
+        """The final barrier: wait until every rank has finished its work, stopping at once
+        when a rank aborts; then `barrier` on this rank's device. Waits at most
+        ``timeout_s`` (``--dist-timeout``)."""
+        if not self.distributed:
+            return
+        key = f"{self.run_key}-done"
+        _store().add(key, 1)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            self.check_abort()
+            if int(_store().add(key, 0)) >= self.world_size:
+                break
+            if time.monotonic() > deadline:
+                raise MilrUserError(
+                    f"rank {self.rank} waited --dist-timeout {self.timeout_s:g} s for the other "
+                    "ranks to finish; raise --dist-timeout for long or unbalanced runs"
+                )
+            time.sleep(0.25)
+        self.barrier()
 
     def device_index(self) -> int:
         """The CUDA index of this rank's device (``cuda:N``), else ``LOCAL_RANK``."""
@@ -93,12 +196,25 @@ class DistContext:
         return all(flags)
 
     def close(self) -> None:
+        self._leave()
         if self.initialized_here:
             import torch.distributed as dist
 
             if dist.is_initialized():
                 dist.destroy_process_group()
             self.initialized_here = False
+
+
+def _store() -> Any:
+    """The process group's key-value store (torchrun's, or the one `init_process_group` made)."""
+    import torch.distributed as dist
+
+    return dist.distributed_c10d._get_default_store()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def _env_int(name: str) -> int | None:
@@ -145,10 +261,13 @@ def init_distributed(
         torch.cuda.set_device(torch.device(resolved))
     if dist.is_initialized():
         return DistContext(
-            dist.get_rank(), dist.get_world_size(), local, False, dist.get_backend(), resolved
-        )
+            dist.get_rank(), dist.get_world_size(), local, False, dist.get_backend(), resolved,
+            timeout_s,
+        )  # fmt: skip
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return DistContext(dist.get_rank(), dist.get_world_size(), local, True, backend, resolved)
+    return DistContext(
+        dist.get_rank(), dist.get_world_size(), local, True, backend, resolved, timeout_s
+    )
 
 
 def shard(items: list[T], rank: int, world_size: int) -> list[T]:
@@ -163,15 +282,15 @@ def claim(items: list[T], ctx: DistContext, key: str = "milr-bench-claimed") -> 
     (``store.add(key, 1)``), so a rank that finishes early takes more work instead of idling
     while a slow rank finishes a fixed share. Every rank must pass the same `items` (in the
     same order) and `key`; what a prompt produces never depends on which rank ran it. A single
-    process yields every item.
+    process yields every item. Raises `MilrUserError` when another rank has aborted the run
+    (`DistContext.abort`).
     """
     if not ctx.distributed:
         yield from items
         return
-    import torch.distributed as dist
-
-    store = dist.distributed_c10d._get_default_store()
+    store = _store()
     while True:
+        ctx.check_abort()  # another rank stopped the run: stop too, with its one line
         index = int(store.add(key, 1)) - 1
         if index >= len(items):
             return

@@ -266,15 +266,25 @@ def _run(
     if ctx.is_main and done:
         print(f"resuming {out}: {len(done)} finished, {len(todo)} to do", file=sys.stderr)
     critics = _preflight(opts, ctx, todo, bool(todo))
+    ctx.run_key = f"milr-{run['fingerprint']}"  # abort and done keys of this run in the store
     if todo:  # each rank claims the next unfinished (prompt, seed) as it frees up
         share = -(-len(todo) // ctx.world_size)
         items = claim(todo, ctx, f"claimed-{run['fingerprint']}")
-        with use_device(rank_device(opts.device, ctx)):  # critics' device=auto: the generator's
-            _work(opts, ctx, suite, out, items, share, solver_factory, critics)
-    ctx.barrier()
+        try:
+            with use_device(rank_device(opts.device, ctx)):  # critics' auto: the generator's
+                _work(opts, ctx, suite, out, items, share, solver_factory, critics)
+        except Exception as exc:  # every other rank stops at its next claim, or at the end
+            ctx.abort(str(exc) if isinstance(exc, MilrUserError) else _describe(exc))
+            raise
+    ctx.finish()
     if not ctx.is_main:
         return None
     return finalize(out, report=opts.report)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 def _preflight(

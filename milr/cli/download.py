@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-from pathlib import Path
 from typing import Any
 
 import click
@@ -112,37 +111,46 @@ def download(
 
 
 def cached_entries(ids: list[str]) -> list[dict[str, Any]]:
-    """Where each of `ids` is now: a Hub cache entry per cached revision (id, revision, size
-    in bytes, snapshot path), a local path, or a name its library resolves."""
-    from milr.preflight import looks_like_hub_id
+    """Where each of `ids` is now (`milr.weight_sources.locate`): one entry per cached
+    revision of a Hub repo (id, revision, size in bytes, snapshot path), else one entry with
+    the local or cached path, or, when not cached, the source it would be downloaded from.
+
+    ``where``: ``local``, ``huggingface`` (the Hub cache), ``ultralytics`` / ``open_clip``
+    (that library's own cache), ``built in``, or a ``not cached: ...`` phrase.
+    """
+    from milr.hub import is_hub_id
+    from milr.weight_sources import locate
 
     repos: dict[str, Any] = {}
     try:
         from huggingface_hub import scan_cache_dir
 
-        repos = {r.repo_id: r for r in scan_cache_dir().repos}
+        from milr.hub import cache_dir
+
+        repos = {r.repo_id: r for r in scan_cache_dir(cache_dir()).repos}
     except Exception:  # huggingface_hub missing, or no cache folder yet
         repos = {}
     out: list[dict[str, Any]] = []
     for wid in ids:
-        path = Path(wid).expanduser()
-        if path.exists():
-            size = (
-                path.stat().st_size
-                if path.is_file()
-                else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-            )
-            out.append(_entry(wid, None, size, str(path.resolve()), "local"))
-        elif looks_like_hub_id(wid) and wid in repos:
+        loc = locate(wid)
+        if loc.status == "cached" and is_hub_id(wid) and wid in repos:
             for rev in sorted(repos[wid].revisions, key=lambda r: r.last_modified):
                 name = ",".join(sorted(rev.refs)) or rev.commit_hash
                 out.append(
                     _entry(wid, name, rev.size_on_disk, str(rev.snapshot_path), "huggingface")
                 )
-        elif looks_like_hub_id(wid):
-            out.append(_entry(wid, None, None, None, "not in the Hugging Face cache"))
-        else:
-            out.append(_entry(wid, None, None, None, "its library's own cache or built in"))
+            continue
+        where = {
+            "local": "local",
+            "builtin": "built in",
+            "library": "its library's own cache (milr cannot tell)",
+        }.get(loc.status)
+        if loc.status == "cached":
+            where = "huggingface" if loc.library == "huggingface_hub" else str(loc.library)
+        elif loc.status == "download":
+            where = f"not cached: would be downloaded by {loc.library} from {loc.source}"
+        out.append(_entry(wid, None, loc.size, loc.path if loc.status != "download" else None,
+                          str(where)))  # fmt: skip
     return out
 
 

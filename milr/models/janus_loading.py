@@ -81,8 +81,8 @@ def load_model(source: str, device: str, dtype: Any, allow_missing: bool) -> Any
     import torch
     from transformers import JanusForConditionalGeneration
 
-    # Straight to an accelerator with `device_map` (transformers needs `accelerate` for it);
-    # without accelerate, or on the CPU, load then move (the CPU needs no move).
+    # Straight to an accelerator with `device_map` (transformers needs `accelerate` for it, a
+    # dependency of milr); on the CPU, or where accelerate is missing, load then move.
     from milr.weight_files import check_weights_path
 
     check_weights_path(source, "model")  # a damaged weight file: one line, before loading
