@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 
@@ -101,6 +102,19 @@ def test_plan_round_trip():
     ]
 
 
+def test_shipped_training_record_names_no_local_path():
+    """The shipped weights' training record names reused weights by content, not by path."""
+    from milr.shapes.model import model_path
+
+    d = model_path()
+    meta = json.loads((d / "training.json").read_text())
+    assert set(meta["lm_from"]) == {"model.safetensors sha256"}
+    for name in ("training.json", "train.log"):
+        text = (d / name).read_text()
+        assert not any(p in text for p in ("/tmp", "/work", "/home", ":\\")), name
+
+
+@pytest.mark.slow
 def test_training_script_smoke(tmp_path):
     """A few steps of every training stage write a checkpoint the Janus adapter loads."""
     pytest.importorskip("torch")
@@ -130,6 +144,14 @@ def test_training_script_smoke(tmp_path):
     assert model_path(out) == out.resolve()  # manifest written and verified
     meta = json.loads((out / "training.json").read_text())
     assert meta["lm_steps"] == 2 and meta["seconds_total"] > 0
+    # stage 5 alone on those weights records them by content, never by local path
+    again = tmp_path / "k"
+    train.main(["--out", str(again), "--lm-from", str(out), "--knowledge-steps", "1"])
+    digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    meta = json.loads((again / "training.json").read_text())
+    assert meta["lm_from"] == {"model.safetensors sha256": digest}
+    for name in ("training.json", "train.log"):
+        assert str(tmp_path) not in (again / name).read_text(), name
     gen = load_generator(str(out), device="cpu")
     assert gen.image_token_count == 16  # one token per grid cell
     text = gen.image_text("a photo of a red circle", None)

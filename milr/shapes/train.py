@@ -99,6 +99,12 @@ def save(model, out: Path, meta: dict[str, Any]) -> None:
     write_manifest(out)
 
 
+def _sha256(checkpoint: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: train all stages and write the checkpoint directory."""
     import argparse
@@ -150,7 +156,10 @@ def main(argv: list[str] | None = None) -> None:
         if unexpected or set(missing) - {"lm_head.weight"}:  # the head is tied to the embeddings
             raise ValueError(f"{args.lm_from}: not a shapes checkpoint ({missing}, {unexpected})")
         model.eval()
-        log(f"VQ and language model loaded from {args.lm_from}", fh)
+        log(
+            f"VQ and language model loaded (model.safetensors sha256 {_sha256(Path(args.lm_from))})",
+            fh,
+        )
     elif args.vq_from:
         from safetensors.torch import load_file
 
@@ -161,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             if k.startswith("model.vqmodel.")
         }
         model.model.vqmodel.load_state_dict(vq_state)
-        log(f"VQ loaded from {args.vq_from}", fh)
+        log(f"VQ loaded (model.safetensors sha256 {_sha256(Path(args.vq_from))})", fh)
     else:
         train_vq(model, rng, args.vq_steps, args.vq_full_steps, fh)
         refine_decoder(model, rng, args.decoder_steps, fh)
@@ -178,7 +187,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed + 2)
     train_knowledge(model, rng, args.knowledge_steps, fh)
     total = time.time() - t_start
-    meta = {k: v for k, v in vars(args).items() if k != "out"}
+    meta = {k: v for k, v in vars(args).items() if k not in ("out", "lm_from", "vq_from")}
+    for key in ("vq_from", "lm_from"):  # what was reused, by content: no local path is recorded
+        src = getattr(args, key)
+        meta[key] = None if src is None else {"model.safetensors sha256": _sha256(Path(src))}
     meta.update(
         {"seconds_total": round(total, 1), "seconds_vq": round(t_vq, 1), "torch": torch.__version__}
     )
