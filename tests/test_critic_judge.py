@@ -348,25 +348,15 @@ def scripted_llava_dir() -> Path:
     embedding; the chain ":" -> "final" -> "score" -> "4" -> "</s>" is written into orthogonal
     embeddings and the output head. Real architecture, real generate(); only the weights are set.
     """
-    import torch
     from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from milr.testing.tiny_qwen_vl import script_greedy_chain
 
     src = tiny_llava_dir()
     model = LlavaForConditionalGeneration.from_pretrained(src).eval()
     processor = AutoProcessor.from_pretrained(src)
     vocab = processor.tokenizer.get_vocab()
-    lm = model.model.language_model
-    chain = [":", "final", "score", "4", "</s>"]
-    with torch.no_grad():
-        for layer in lm.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        model.lm_head.weight.zero_()
-        for k, (tok, nxt) in enumerate(zip(chain, chain[1:])):
-            basis = torch.zeros(lm.config.hidden_size)
-            basis[k] = 1.0
-            lm.embed_tokens.weight[vocab[tok]] = basis
-            model.lm_head.weight[vocab[nxt]] = 50.0 * basis
+    script_greedy_chain(model, vocab, [":", "final", "score", "4", "</s>"])
     model.generation_config.eos_token_id = vocab["</s>"]
     out = Path(tempfile.mkdtemp(prefix="milr-scripted-llava-"))
     model.save_pretrained(out)

@@ -103,17 +103,7 @@ def qwen2_5_vl(path: str | Path, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    lm = model.model.language_model
-    with torch.no_grad():
-        for layer in lm.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        model.lm_head.weight.zero_()
-        for k, (tok_now, tok_next) in enumerate(zip(CHAIN, CHAIN[1:])):
-            basis = torch.zeros(lm.config.hidden_size)
-            basis[k] = 1.0
-            lm.embed_tokens.weight[vocab[tok_now]] = basis
-            model.lm_head.weight[vocab[tok_next]] = 50.0 * basis
+    script_greedy_chain(model, vocab, CHAIN)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     out = Path(path)
@@ -126,3 +116,28 @@ def qwen2_5_vl(path: str | Path, seed: int = 0) -> Path:
         chat_template=CHAT_TEMPLATE,
     ).save_pretrained(out)
     return out
+
+
+def script_greedy_chain(model: Any, vocab: dict[str, int], chain: list[str]) -> None:
+    """Rewire a decoder-only vision-language model (``model.model.language_model`` and
+    ``model.lm_head``) in place so that greedy decoding follows `chain`: after ``chain[k]``
+    comes ``chain[k + 1]``, whatever the input.
+
+    Attention and MLP outputs are zeroed, so each position's hidden state is its own token's
+    embedding; the chain is written into orthogonal embeddings and the output head (needs
+    ``len(chain) - 1 <= hidden_size``). Real architecture and real ``generate()``; only the
+    weights are set.
+    """
+    import torch
+
+    lm = model.model.language_model
+    with torch.no_grad():
+        for layer in lm.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.lm_head.weight.zero_()
+        for k, (tok_now, tok_next) in enumerate(zip(chain, chain[1:])):
+            basis = torch.zeros(lm.config.hidden_size)
+            basis[k] = 1.0
+            lm.embed_tokens.weight[vocab[tok_now]] = basis
+            model.lm_head.weight[vocab[tok_next]] = 50.0 * basis
