@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,15 +64,32 @@ class ScoreCache:
         with contextlib.suppress(OSError):  # exists already, or SQLite will say why not
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         self._conn = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, critic TEXT, result TEXT)"
-        )
-        self._conn.commit()
+        self._setup(deadline=time.monotonic() + 60.0)
         self.hits = 0
         self.misses = 0
         self.broken = False
+
+    def _setup(self, deadline: float) -> None:
+        """WAL mode and the table. Switching to WAL takes an exclusive lock without waiting on
+        SQLite's busy handler, so ranks opening a new cache at the same moment can get
+        "database is locked": retried with a growing pause until `deadline` (monotonic s)."""
+        pause = 0.01
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.execute(
+                    "CREATE TABLE IF NOT EXISTS scores "
+                    "(key TEXT PRIMARY KEY, critic TEXT, result TEXT)"
+                )
+                self._conn.commit()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+                self._conn.rollback()
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     def _failed(self, exc: Exception) -> None:
         """A cache that cannot be read or written is dropped (with one warning), never fatal."""
