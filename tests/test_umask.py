@@ -13,31 +13,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_critic_api_judge import SOLVER  # the flat-image toy solver
 
 from milr.bench.cache import ScoreCache
 from milr.bench.records import RecordShard, atomic_write_text, write_files_durably
 
 UMASKS = (0o022, 0o002, 0o077)
-
-SOLVER = """
-from PIL import Image
-from milr.bench.runner import Outcome
-
-
-class StillSolver:
-    def __init__(self, opts, device):
-        pass
-
-    def solve(self, prompt, seed):
-        image = Image.new("RGB", (32, 32), (seed % 256, 60, 90))
-        traj = {"steps": 0, "stop_reason": "max_steps", "scores": [0.0], "rewards": [-1.0],
-                "passed": [False], "critic_calls": 0}
-        return Outcome(image, image, traj, {"seed": seed})
-
-
-def make_solver(opts, device):
-    return StillSolver(opts, device)
-"""
 
 
 def _mode(path: Path) -> int:

@@ -108,14 +108,7 @@ _T2I_VAL = {
 #: WISE's overall WiScore weights. Legacy (the paper; WISE_legacy/Calculate.py): 0.4 Cultural
 #: + 0.167 Time + 0.133 Space + 0.1 each Biology, Physics, Chemistry. WISE_Verified
 #: (calculate_verified.py): 0.40 Cultural + 0.12 each of the other five.
-WISE_LEGACY_WEIGHTS: dict[str, float] = {
-    "Cultural": 0.4,
-    "Time": 0.167,
-    "Space": 0.133,
-    "Biology": 0.1,
-    "Physics": 0.1,
-    "Chemistry": 0.1,
-}
+WISE_LEGACY_WEIGHTS: dict[str, float] = loaders.WISE_WEIGHTS  # the suite loader's, one table
 WISE_VERIFIED_WEIGHTS: dict[str, float] = {
     "Cultural": 0.40,
     "Time": 0.12,
