@@ -17,6 +17,7 @@ output head. Whatever the image and prompt, its next token after the generation 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ def qwen2_5_vl(path: str | Path, seed: int = 0) -> Path:
     return out
 
 
-def script_greedy_chain(model: Any, vocab: dict[str, int], chain: list[str]) -> None:
+def script_greedy_chain(model: Any, vocab: dict[str, int], chain: Sequence[str]) -> None:
     """Rewire a decoder-only vision-language model (``model.model.language_model`` and
     ``model.lm_head``) in place so that greedy decoding follows `chain`: after ``chain[k]``
     comes ``chain[k + 1]``, whatever the input.
