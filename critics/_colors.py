@@ -128,8 +128,12 @@ def classify_colors(
     critic: str,
     extra: str | None,
     masks: list[Any] | None = None,
+    revision: str | None = None,
 ) -> tuple[list[dict[str, float]], str]:
-    """Colour probabilities per crop and the method used (``clip`` or ``pixels``)."""
+    """Colour probabilities per crop and the method used (``clip`` or ``pixels``).
+
+    `revision` pins the Hub revision of ``hf://`` / ``hf-hub:`` `clip_weights`.
+    """
     if not crops:
         return [], "clip" if clip_weights else "pixels"
     if clip_weights is None:
@@ -137,6 +141,7 @@ def classify_colors(
     from milr.critics import _openclip
 
     bundle = _openclip.load_open_clip(
-        clip_arch, clip_weights, device=device, dtype="float32", critic=critic, extra=extra
-    )
+        clip_arch, clip_weights, device=device, dtype="float32", critic=critic, extra=extra,
+        revision=revision,
+    )  # fmt: skip
     return clip_colors(bundle, crops, classes, batch_size), "clip"

@@ -405,10 +405,10 @@ def image_text_cosines(
 
 def weights_ids(critic: Any) -> list[str]:
     """What a critic with `OpenClipParams` loads, as ``Critic.weights_ids`` reports it."""
-    from milr.weight_sources import open_clip_id
+    from milr.weight_sources import open_clip_id, with_revision
 
     found = open_clip_id(critic.params.arch, critic.params.weights)
-    return [found] if found else []
+    return [with_revision(found, critic.params.revision)] if found else []
 
 
 def critic_bundle(critic: Any) -> OpenClipBundle:

@@ -117,6 +117,11 @@ class GenEvalCritic(Critic):
             description="open_clip weights for zero-shot colours (see _openclip); None: pixel votes",
         )
         clip_arch: str = Field("ViT-L-14", description="open_clip architecture of clip_weights")
+        clip_revision: str | None = Field(
+            None,
+            description="Hub revision (branch, tag or commit) of hf:// or hf-hub: clip_weights; "
+            "None: default branch",
+        )
         revision: str | None = Field(
             None,
             description="Hub revision (branch, tag or commit) of a Hub id / hf:// weights; None: default branch",
@@ -231,14 +236,17 @@ class GenEvalCritic(Critic):
             _openclip.load_open_clip(
                 self.params.clip_arch, self.params.clip_weights, device=device,
                 dtype="float32", critic=self.name, extra=self.extra,
+                revision=self.params.clip_revision,
             )  # fmt: skip
 
     def weights_ids(self) -> list[str]:
         """The detector's ``weights`` and ``clip_weights`` (a pretrained tag as ``ARCH:TAG``)."""
-        from milr.weight_sources import open_clip_id
+        from milr.weight_sources import open_clip_id, with_revision
 
-        clip = open_clip_id(self.params.clip_arch, self.params.clip_weights)
-        return [self.params.weights, *([clip] if clip else [])]
+        p = self.params
+        clip = open_clip_id(p.clip_arch, p.clip_weights)
+        clip_ids = [with_revision(clip, p.clip_revision)] if clip else []
+        return [with_revision(p.weights, p.revision), *clip_ids]
 
     def check_item(self, prompt: str, metadata: dict[str, Any]) -> None:
         """The item's clauses must parse and name classes the detector knows."""
@@ -262,7 +270,7 @@ class GenEvalCritic(Critic):
         probs, _ = _colors.classify_colors(
             crops, classes, clip_weights=self.params.clip_weights, clip_arch=self.params.clip_arch,
             device=device, batch_size=self.params.batch_size or 32, critic=self.name,
-            extra=self.extra, masks=masks,
+            extra=self.extra, masks=masks, revision=self.params.clip_revision,
         )  # fmt: skip
         return probs
 

@@ -124,6 +124,11 @@ class GroundingCritic(Critic):
             None, description="open_clip weights for GenEval's colour classifier; None: pixel votes"
         )
         clip_arch: str = Field("ViT-L-14", description="open_clip architecture of clip_weights")
+        clip_revision: str | None = Field(
+            None,
+            description="Hub revision (branch, tag or commit) of hf:// or hf-hub: clip_weights; "
+            "None: default branch",
+        )
         device: Device = "auto"
         dtype: dtype_param("auto", "float32", "bfloat16", "float16") = Field(  # type: ignore[valid-type]
             "auto", description="model dtype; auto: bf16 on CUDA, fp32 on CPU"
@@ -170,7 +175,7 @@ class GroundingCritic(Critic):
             device = _hf.resolve_device_dtype(p.device, "float32", self.name)[0]
             _openclip.load_open_clip(
                 p.clip_arch, p.clip_weights, device=device, dtype="float32", critic=self.name,
-                extra="clip",
+                extra="clip", revision=p.clip_revision,
             )  # fmt: skip
 
     def check_item(self, prompt: str, metadata: dict[str, Any]) -> None:
@@ -323,6 +328,7 @@ class GroundingCritic(Critic):
         probs, method = classify_colors(
             crops, [d.cls for _, d in need], clip_weights=p.clip_weights, clip_arch=p.clip_arch,
             device=device, batch_size=p.batch_size, critic=self.name, extra="clip",
+            revision=p.clip_revision,
         )  # fmt: skip
         for (_, det), pr in zip(need, probs, strict=True):
             det.color = pr

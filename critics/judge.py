@@ -295,8 +295,10 @@ class JudgeCritic(RubricSetup, Critic):
         self.load()
 
     def weights_ids(self) -> list[str]:
-        """The judge checkpoint (``model``)."""
-        return [self.model_source]
+        """The judge checkpoint (``model``, ``@revision`` when pinned)."""
+        from milr.weight_sources import with_revision
+
+        return [with_revision(self.model_source, self.params.revision)]
 
     def judge_text(self, prompt: str, metadata: dict[str, Any] | None = None) -> str:
         """The rubric's text for one prompt (before the chat template)."""

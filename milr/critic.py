@@ -156,16 +156,22 @@ class Critic(ABC):
         """The checkpoints the critic loads, as given (Hub ids, paths or library names).
 
         Used by ``--dry-run`` (what would be downloaded) and ``milr download``; nothing is
-        loaded. Default: the string values of parameters whose name ends in ``weights``.
+        loaded. Default: the string values of parameters whose name ends in ``weights``, each
+        pinned (`milr.weight_sources.with_revision`: ``OWNER/NAME@REV``) to the parameter of
+        the same prefix ending in ``revision`` (``weights`` / ``revision``, ``clip_weights`` /
+        ``clip_revision``) when that is set.
         """
         params = self.__dict__.get("params")
         if not isinstance(params, CriticParams):
             return []
+        from milr.weight_sources import with_revision
+
         out = []
         for key in type(params).model_fields:
             value = getattr(params, key, None)
             if key.endswith("weights") and isinstance(value, str) and value.strip():
-                out.append(value)
+                rev = getattr(params, key[: -len("weights")] + "revision", None)
+                out.append(with_revision(value, rev if isinstance(rev, str) else None))
         return out
 
     def config(self) -> dict[str, Any]:

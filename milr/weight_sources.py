@@ -17,6 +17,10 @@
 - ``shapes``, ``random`` and ``*.yaml`` model configs: ``builtin`` (no weight file);
 - anything else: ``library`` (resolved by a library milr cannot ask without loading it).
 
+A Hub id or ``hf-hub:`` spelling may end in ``@REVISION`` (a branch, tag or commit: how
+``Critic.weights_ids`` reports a critic's ``revision`` parameter; `with_revision` writes it);
+`locate` then looks for that revision instead of the default branch.
+
 Libraries are imported only to read their tables (open_clip's pretrained list, ultralytics'
 asset names and settings); no network call is made.
 """
@@ -33,6 +37,38 @@ from typing import Any
 OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _YOLO_NAME = re.compile(r"^yolo[A-Za-z0-9_.-]*\.pt$")
 _OPEN_CLIP_TAG = re.compile(r"^(?P<arch>[A-Za-z0-9][\w.\-]*):(?P<tag>[\w.\-]+)$")
+_AT_REVISION = re.compile(r"^(?P<base>(?:hf-hub:)?[^\s@/]+/[^\s@/]+)@(?P<rev>[\w.\-/]+)$")
+
+
+def with_revision(wid: str, revision: str | None) -> str:
+    """`wid` pinned to `revision` in the spelling `locate` reads.
+
+    ``OWNER/NAME`` and ``hf-hub:OWNER/NAME`` gain ``@REVISION``; ``hf://OWNER/NAME/FILE``
+    becomes ``hf://OWNER/NAME@REVISION/FILE`` unless it names a revision already; every other
+    spelling (paths, library names), and any `wid` when `revision` is None, is returned as is.
+    """
+    if not revision or "@" in wid:
+        return wid
+    if wid.startswith("hf://"):
+        parts = wid[len("hf://") :].split("/", 2)
+        if len(parts) == 3:
+            return f"hf://{parts[0]}/{parts[1]}@{revision}/{parts[2]}"
+        return wid
+    from milr.hub import is_hub_id
+
+    bare = wid[len("hf-hub:") :] if wid.startswith("hf-hub:") else wid
+    if is_hub_id(bare) and not Path(bare).expanduser().exists():
+        return f"{wid}@{revision}"
+    return wid
+
+
+def split_revision(wid: str) -> tuple[str, str | None]:
+    """``OWNER/NAME@REV`` (or ``hf-hub:OWNER/NAME@REV``) -> ``(OWNER/NAME, REV)``; else
+    ``(wid, None)``."""
+    match = _AT_REVISION.match(wid.strip())
+    if match is None or Path(wid).expanduser().exists():
+        return wid, None
+    return match["base"], match["rev"]
 
 
 @dataclass(frozen=True)
@@ -76,10 +112,11 @@ class Location:
 def locate(wid: str, revision: str | None = None) -> Location:
     """Where `wid` (a weights string as a critic or ``--model`` takes it) is; see the module.
 
-    `revision`: the Hub revision to look for (None: the default branch). Never raises for an
-    unknown spelling (``library``); never downloads.
+    `revision`: the Hub revision to look for (None: the default branch, or the ``@REVISION``
+    that `wid` ends in). Never raises for an unknown spelling (``library``); never downloads.
     """
-    text = wid.strip()
+    text, pinned = split_revision(wid.strip())
+    revision = revision or pinned
     if text in ("shapes", "random") or text.endswith((".yaml", ".yml")):
         return Location(wid, "builtin")
     path = Path(text[len("local-dir:") :] if text.startswith("local-dir:") else text).expanduser()
@@ -173,8 +210,12 @@ def _hub_repo(wid: str, repo: str, revision: str | None) -> Location:
         from milr.hub import cache_dir
 
         for r in scan_cache_dir(cache_dir()).repos:
-            if r.repo_id == repo and r.revisions:
-                rev = max(r.revisions, key=lambda v: v.last_modified)
+            revs = [
+                v for v in r.revisions
+                if revision is None or revision in v.refs or v.commit_hash.startswith(revision)
+            ]  # fmt: skip
+            if r.repo_id == repo and revs:
+                rev = max(revs, key=lambda v: v.last_modified)
                 return Location(
                     wid, "cached", str(rev.snapshot_path), None, rev.size_on_disk, "huggingface_hub"
                 )

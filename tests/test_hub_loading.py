@@ -231,3 +231,51 @@ def test_cli_generate_downloads_then_runs_offline_with_the_server_gone(milr_hub,
     )  # fmt: skip
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "hf download org/other" in missing.stderr
+
+
+def test_geneval_clip_revision_pins_the_colour_classifier(milr_hub, tmp_path):
+    """`clip_revision` pins hf-hub: `clip_weights` (as `revision` pins the detector's weights)."""
+    import open_clip
+    import torch
+
+    from milr.critics.geneval import GenEvalCritic
+
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 1,
+            "width": 32,
+            "head_width": 16,
+            "patch_size": 8,
+        },
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 1,
+        },
+    }
+    (tmp_path / "milr-rev-tiny-clip.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "milr-rev-tiny-clip.json")
+    commits = []
+    for seed in (1, 2):  # two snapshots: v1, then a newer default branch
+        torch.manual_seed(seed)
+        folder = tmp_path / f"clip{seed}"
+        folder.mkdir()
+        (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+        state = open_clip.create_model("milr-rev-tiny-clip", pretrained=None).state_dict()
+        torch.save(state, folder / "open_clip_pytorch_model.bin")
+        commits.append(
+            milr_hub.add_folder("org/rev-clip", folder, revision="v1" if seed == 1 else "main")
+        )
+    spec = {"weights": "yolov8n.yaml", "clip_weights": "hf-hub:org/rev-clip", "device": "cpu"}
+    pinned = GenEvalCritic(**spec, clip_arch="milr-rev-tiny-clip", clip_revision="v1")
+    latest = GenEvalCritic(**spec, clip_arch="milr-rev-tiny-clip")
+    crop = Image.new("RGB", (32, 32), (200, 30, 30))
+    got = [c.classify_colors([crop], ["dog"])[0] for c in (pinned, latest)]
+    assert got[0] != got[1]  # different weights, different colour probabilities
+    assert pinned.params.clip_revision == "v1"
+    with pytest.raises(MilrUserError, match="revision 'v9' does not exist"):
+        GenEvalCritic(**spec, clip_arch="milr-rev-tiny-clip", clip_revision="v9").prepare()

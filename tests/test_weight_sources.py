@@ -116,3 +116,36 @@ def test_dry_run_then_download_report_each_librarys_cache(milr_hub, tmp_path):
     assert clip["where"] == "huggingface" and clip["size"] > 0
     assert clip["path"].startswith(os.environ["HF_HOME"])
     assert rows["shapes"]["where"] == "built in"
+
+
+def test_a_pinned_revision_is_reported_and_looked_up(milr_hub, tmp_path):
+    """Critics report `revision` / `clip_revision` as ``ID@REV``; `locate` looks for that revision,
+    not whatever snapshot of the repo happens to be cached."""
+    from milr.critics.vqa import VQACritic
+    from milr.hub import resolve
+    from milr.weight_sources import split_revision, with_revision
+
+    assert with_revision("org/m", "v1") == "org/m@v1"
+    assert with_revision("hf-hub:timm/x", "v1") == "hf-hub:timm/x@v1"
+    assert with_revision("hf://org/f/w.pt", "v1") == "hf://org/f@v1/w.pt"
+    assert with_revision("hf://org/f@v2/w.pt", "v1") == "hf://org/f@v2/w.pt"  # its own revision
+    assert with_revision("yolov8x.pt", "v1") == "yolov8x.pt"
+    assert with_revision(str(tmp_path), "v1") == str(tmp_path)  # a folder: no revision
+    assert with_revision("org/m", None) == "org/m"
+    assert split_revision("org/m@v1") == ("org/m", "v1")
+    assert split_revision("hf-hub:timm/x@abc123") == ("hf-hub:timm/x", "abc123")
+    assert split_revision("org/m") == ("org/m", None)
+    assert VQACritic(weights="org/m", revision="v1").weights_ids() == ["org/m@v1"]
+    assert VQACritic(weights="org/m").weights_ids() == ["org/m"]
+
+    old = milr_hub.add_files("org/m", {"config.json": b'{"v": 1}'}, revision="v1")
+    milr_hub.add_files("org/m", {"config.json": b'{"v": 2}'})
+    resolve("org/m", who="test")  # only the default branch is cached
+    assert locate("org/m").status == "cached"
+    pinned = locate("org/m@v1")
+    assert (pinned.status, pinned.id) == ("download", "org/m@v1"), pinned
+    resolve("org/m", who="test", revision="v1")
+    pinned = locate("org/m@v1")
+    assert pinned.status == "cached" and old in pinned.path, pinned
+    assert json.loads((Path(pinned.path) / "config.json").read_text()) == {"v": 1}
+    assert locate("org/m", revision="v1").path == pinned.path

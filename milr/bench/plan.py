@@ -29,8 +29,10 @@ def bench_plan(opts: BenchOptions) -> tuple[Plan, int]:
         config = MILRConfig(mode=opts.mode, max_steps=opts.steps, **opts.optimizer)
     except TypeError as exc:
         raise MilrUserError(f"bad optimizer option in {opts.optimizer}: {exc}") from None
+    from milr.weight_sources import with_revision
+
     plan = run_plan(
-        model=opts.model,
+        model=with_revision(opts.model, opts.revision) if opts.model else opts.model,
         reward_specs=list(opts.critic),
         eval_specs=opts.eval_specs(),
         prompts=len({p.id for p, _ in todo}),

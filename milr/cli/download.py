@@ -96,7 +96,9 @@ def download(
                 )
             kwargs["revision"] = revision
         load_generator(model, **kwargs)
-    ids = [model, *critics.reward.weights_ids()]
+    from milr.weight_sources import with_revision
+
+    ids = [with_revision(model, revision), *critics.reward.weights_ids()]
     if critics.evaluation is not None and not critics.shared:
         ids += critics.evaluation.weights_ids()
     for entry in cached_entries(list(dict.fromkeys(ids))):
@@ -119,7 +121,7 @@ def cached_entries(ids: list[str]) -> list[dict[str, Any]]:
     (that library's own cache), ``built in``, or a ``not cached: ...`` phrase.
     """
     from milr.hub import is_hub_id
-    from milr.weight_sources import locate
+    from milr.weight_sources import locate, split_revision
 
     repos: dict[str, Any] = {}
     try:
@@ -133,6 +135,10 @@ def cached_entries(ids: list[str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for wid in ids:
         loc = locate(wid)
+        repo, pinned = split_revision(wid)
+        if pinned is not None and loc.status == "cached":
+            out.append(_entry(wid, pinned, loc.size, loc.path, "huggingface"))
+            continue
         if loc.status == "cached" and is_hub_id(wid) and wid in repos:
             for rev in sorted(repos[wid].revisions, key=lambda r: r.last_modified):
                 name = ",".join(sorted(rev.refs)) or rev.commit_hash

@@ -216,9 +216,10 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
     on_error = opts["on_error"] or spec_options.get("on_error")
     if opts["dry_run"]:
         from milr.preflight import format_plan, run_plan
+        from milr.weight_sources import with_revision
 
         plan = run_plan(
-            model=model, reward_specs=specs, eval_specs=None, prompts=1, seeds=1,
+            model=with_revision(model, opts["revision"]), reward_specs=specs, eval_specs=None, prompts=1, seeds=1,
             config=config, on_error=on_error,
         )  # fmt: skip
         click.echo(format_plan(plan, "milr generate"))
