@@ -12,10 +12,11 @@ decoder) with 2 text layers and 144 image tokens (a 12×12 grid, 192 px); reason
 ``--reasoning-tokens`` (random weights never write EOS). Critic: ``color`` (weight-free).
 Suite: the first 32 GenEval prompts, ``--steps`` 5 with a threshold no step reaches, so every
 prompt runs every step. Each B runs the same jobs; the table gives wall time, prompts/hour,
-speed-up over B = 1, seconds per phase (summed over the run; ``update`` is the prompts' loss
-through the output heads, its backward and the Adam steps, part of ``prompt_side``; ``adam``
-the Adam steps alone), and the bookkeeping share (padding and compaction of rows, the rest of
-``prompt_side``, the per-prompt Adam steps, and scheduling). ``--baseline-prompts N`` runs
+speed-up over B = 1, seconds per phase (summed over the run; ``update`` is the latent updates
+-- the loss through the output heads, its backward and the Adam steps, pooled over the prompts
+of a round; ``adam`` the Adam steps alone; ``prompt_side`` the prompts' own bookkeeping), the
+bookkeeping share (padding and compaction of rows, ``prompt_side``, the Adam steps, and
+scheduling) and the update's share of the wall time. ``--baseline-prompts N`` runs
 B = 1 on the first N prompts only, to save time. The last lines
 compare every prompt's trajectory with B = 1 (float32: batched products may round
 differently) and the pass rate of the final images.
@@ -107,8 +108,11 @@ def run_once(gen, critic, texts, batch: int, steps: int):
         raise SystemExit(f"B={batch}: {len(errors)} prompts failed, first: {errors[0]!r}")
     stats = dict(engine.stats)
     stats["padding"] = float(getattr(gen, "batch_bookkeeping_s", 0.0))
-    # the prompts' own MILR work (loss, backward through the heads, Adam, proposals)
-    stats["update"] = sum(s.timings.get("update", 0.0) for d in done for s in d.result.steps)
+    # the latent updates (loss, backward through the heads, Adam): the engine times them as
+    # one pooled phase (a prompt's own timings carry its pool's seconds, so summing those
+    # over prompts would count a pool once per member); `prompt_side` is the rest of the
+    # prompts' own work (proposals, records)
+    stats.setdefault("update", 0.0)
     stats["adam"] = adam[0]  # the per-prompt Adam steps (inside `update`)
     return wall, stats, [d.result for d in done]
 
@@ -162,8 +166,10 @@ def main_engine(args: argparse.Namespace) -> None:
     phases = [
         "reasoning", "image_tokens", "decode", "critic", "update", "adam", "prompt_side", "padding",
     ]  # fmt: skip
-    print(f"| B | wall s | prompts/h | speed-up | {' | '.join(phases)} | other | bookkeeping |")
-    print("|" + "---|" * (6 + len(phases)))
+    print(
+        f"| B | wall s | prompts/h | speed-up | {' | '.join(phases)} | other | bookkeeping | update |"
+    )
+    print("|" + "---|" * (7 + len(phases)))
     base = None
     results = {}
     rates = {}
@@ -175,18 +181,19 @@ def main_engine(args: argparse.Namespace) -> None:
         results[b] = res
         rates[b] = n / wall * 3600
         base = rates[b] if base is None else base
-        phase_sum = sum(st.get(k, 0.0) for k in phases if k not in ("padding", "update", "adam"))
+        phase_sum = sum(st.get(k, 0.0) for k in phases if k not in ("padding", "adam"))
         other = max(0.0, wall - phase_sum)
-        # padding is inside image_tokens/reasoning; prompt_side holds `update` (the loss through
-        # the heads and its backward: MILR's own work, and the Adam steps) plus the prompts'
-        # bookkeeping. Bookkeeping = padding + the prompts' own bookkeeping + the per-prompt
-        # Adam steps + scheduling (`other`).
-        side = max(0.0, st.get("prompt_side", 0.0) - st.get("update", 0.0))
-        keeping = st.get("padding", 0.0) + side + st.get("adam", 0.0) + other
+        # padding is inside image_tokens/reasoning; `update` (the loss through the heads, its
+        # backward and the Adam steps) is MILR's own work; prompt_side the prompts'
+        # bookkeeping. Bookkeeping = padding + prompt_side + the Adam steps + scheduling
+        # (`other`).
+        keeping = st.get("padding", 0.0) + st.get("prompt_side", 0.0) + st.get("adam", 0.0)
+        keeping += other
         cells = " | ".join(f"{st.get(k, 0.0):.1f}" for k in phases)
         print(
             f"| {b} | {wall:.1f} | {rates[b]:.0f} | {rates[b] / base:.2f}x | "
-            f"{cells} | {other:.1f} | {100 * keeping / wall:.1f}% |"
+            f"{cells} | {other:.1f} | {100 * keeping / wall:.1f}% | "
+            f"{100 * st['update'] / wall:.1f}% |"
             + (f" (B = 1 on the first {n} prompts)" if n < len(texts) else "")
         )
         sys.stdout.flush()
