@@ -162,6 +162,7 @@ def test_generate_module_import_is_cheap():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+@pytest.mark.slow
 def test_prompt_style_and_prompt_file(tiny_dir, tmp_path):
     """#12.1: the trajectory records the exact prompts; a prompt file replaces the layout."""
     prompt_file = tmp_path / "prompts.toml"
