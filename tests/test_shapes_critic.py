@@ -135,3 +135,18 @@ def test_agreement_after_the_shipped_vq():
     decoded = vq_round_trip(model_path(), [world.render_array(o) for _m, o, _t in cases])
     rate, misses = agreement(decoded, cases)
     assert rate >= 0.95, misses
+
+
+def test_components_are_4_connected_in_reading_order():
+    """Diagonal neighbours are separate components; order: by each one's first pixel."""
+    mask = np.array(
+        [
+            [0, 1, 1, 0, 0],
+            [1, 0, 1, 0, 1],
+            [0, 0, 0, 1, 1],
+            [1, 1, 0, 0, 0],
+        ],
+        dtype=bool,
+    )
+    got = detect.components(mask)
+    assert got == [[(0, 1), (0, 2), (1, 2)], [(1, 0)], [(1, 4), (2, 3), (2, 4)], [(3, 0), (3, 1)]]

@@ -410,6 +410,16 @@ class JanusGenerator(JanusStaticLoops, JanusBatchedLoops, JanusLoops, Generator)
 
     # -- pixels ------------------------------------------------------------------------------
     def decode(self, tokens: torch.Tensor) -> list[Image]:
+        """RGB images of ``[N, n]`` image tokens; rows decoded before come from the adapter's
+        `milr.models.janus_decode.DecodeCache` (``decode_cache``; ``max_bytes = 0``: off)."""
+        cache = self.__dict__.get("decode_cache")
+        if cache is None:
+            from milr.models.janus_decode import DecodeCache
+
+            cache = self.__dict__.setdefault("decode_cache", DecodeCache())
+        return cache.decode(tokens, self._decode_fresh)  # type: ignore[no-any-return]
+
+    def _decode_fresh(self, tokens: torch.Tensor) -> list[Image]:
         import numpy as np
         import torch
         from PIL import Image as PILImage
