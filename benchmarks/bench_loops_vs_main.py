@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: Seconds of compiling per run directory (``milr bench`` prints them with ``--compile``).
+COMPILE_S: dict[str, float] = {}
 
 VARIANTS = {
     "default": [],
@@ -44,6 +48,8 @@ def bench(pythonpath: str | None, suite: Path, out: Path, extra: list[str], args
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{cmd} failed:\n{proc.stderr[-3000:]}")
+    found = re.findall(r"compiling the per-token steps took ([0-9.]+) s", proc.stderr)
+    COMPILE_S[str(out)] = sum(float(x) for x in found)
     return wall
 
 
@@ -98,6 +104,9 @@ def main() -> None:
             for k, v in (json.loads(line)["trajectory"].get("timings") or {}).items():
                 timing[k] = timing.get(k, 0.0) + float(v)
         phases = ", ".join(f"{k} {v:.1f}" for k, v in sorted(timing.items()))
+        if COMPILE_S.get(str(out)) or COMPILE_S.get(str(work / f"warm{i}")):
+            done = COMPILE_S.get(str(work / f"warm{i}"), 0.0) + COMPILE_S.get(str(out), 0.0)
+            phases += f"; compiling {done:.1f} s (warm-up run and timed run)"
         print(f"| {name} | {wall:.1f} | {base / wall:.2f}x | {acc} | {phases} |")
         sys.stdout.flush()
 

@@ -376,6 +376,11 @@ def _work(
         progress.close()
         if cache is not None:
             cache.close()
+    seconds = getattr(getattr(solver, "generator", None), "compile_s", 0.0)
+    if opts.compile and seconds:  # the first call per step and shape (in the records' phases)
+        print(
+            f"rank {ctx.rank}: compiling the per-token steps took {seconds:.1f} s", file=sys.stderr
+        )
 
 
 def _batched(opts: BenchOptions, solver: Solver) -> bool:
