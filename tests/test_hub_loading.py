@@ -16,6 +16,13 @@ from milr.errors import CheckpointError, MilrUserError
 from milr.testing import tiny_vision
 from milr.testing.tiny_janus import save_janus_pro_standin, save_tiny_janus
 
+#: An open_clip config small enough to build in a test (random weights).
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
 
 def _offline(monkeypatch):
     from huggingface_hub import constants
@@ -146,23 +153,7 @@ def test_hps_hub_file_and_openai_clip_get_quick_gelu(milr_hub, tmp_path):
 
     from milr.critics import _openclip
 
-    cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {
-            "image_size": 32,
-            "layers": 1,
-            "width": 32,
-            "head_width": 16,
-            "patch_size": 8,
-        },
-        "text_cfg": {
-            "context_length": 77,
-            "vocab_size": 49408,
-            "width": 32,
-            "heads": 2,
-            "layers": 1,
-        },
-    }
+    cfg = TINY_CLIP
     (tmp_path / "milr-hub-tiny-clip.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(tmp_path / "milr-hub-tiny-clip.json")
     state = open_clip.create_model("milr-hub-tiny-clip", pretrained=None).state_dict()
@@ -240,23 +231,7 @@ def test_geneval_clip_revision_pins_the_colour_classifier(milr_hub, tmp_path):
 
     from milr.critics.geneval import GenEvalCritic
 
-    cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {
-            "image_size": 32,
-            "layers": 1,
-            "width": 32,
-            "head_width": 16,
-            "patch_size": 8,
-        },
-        "text_cfg": {
-            "context_length": 77,
-            "vocab_size": 49408,
-            "width": 32,
-            "heads": 2,
-            "layers": 1,
-        },
-    }
+    cfg = TINY_CLIP
     (tmp_path / "milr-rev-tiny-clip.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(tmp_path / "milr-rev-tiny-clip.json")
     commits = []
