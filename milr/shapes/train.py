@@ -124,6 +124,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenes", type=int, default=12000, help="training scenes for the LM")
     parser.add_argument("--lm-steps", type=int, default=1600)
     parser.add_argument(
+        "--plan-only-rows",
+        type=int,
+        default=0,
+        help="image rows per language-model step in which only the plan names the shape "
+        "(a knowledge prompt with a plan of a random shape)",
+    )
+    parser.add_argument(
         "--knowledge-steps", type=int, default=300, help="steps teaching the knowledge facts"
     )
     parser.add_argument(
@@ -180,7 +187,15 @@ def main(argv: list[str] | None = None) -> None:
         rng = random.Random(args.seed + 1)
         torch.manual_seed(args.seed + 1)
         data = make_dataset(model, args.scenes, rng, fh)
-        train_lm(model, data, rng, args.lm_steps, fh)
+        train_lm(
+            model,
+            data,
+            rng,
+            args.lm_steps,
+            fh,
+            plan_only_rows=args.plan_only_rows,
+            plan_only_seed=args.seed + 3,
+        )
     # the knowledge stage has its own streams too: it starts from the stage-4 model whatever
     # stage 4's random draws were
     rng = random.Random(args.seed + 2)
