@@ -224,3 +224,30 @@ def test_the_critic_passes_exactly_one_object_of_the_right_shape():
     }
     for name, (objs, want) in cases.items():
         assert critic.score(world.render(objs), rec["prompt"], rec).passed is want, name
+
+
+def test_plan_only_rows_name_the_shape_only_in_the_plan():
+    """Stage 4's plan-only image rows: a knowledge prompt (no shape word), a one-object plan
+    whose shape is drawn independently of the fact, and that plan's image tokens."""
+    from milr.shapes.train_lm import plan_only_items
+
+    scenes = [
+        world.Obj(s, c, r, col)
+        for s in world.SHAPES
+        for c in world.COLORS
+        for r in range(world.GRID)
+        for col in range(world.GRID)
+    ]
+    tokens = {o: f"tokens of {world.plan_text([o])}" for o in scenes}
+    items = plan_only_items(800, random.Random(0), tokens)
+    fact_of = {knowledge.fact_prompt(f, t): f for f in FACTS for t in knowledge.TEMPLATES}
+    agree = 0
+    for it in items:
+        words = it["prompt"].split()
+        assert not set(words) & (set(world.SHAPES) | set(world.PLURALS.values()))
+        fact = fact_of[it["prompt"]]
+        (obj,) = world.parse_plan(it["plan"])
+        assert it["tokens"] == f"tokens of {it['plan']}"
+        agree += obj.shape == fact.shape
+    assert 0.15 <= agree / len(items) <= 0.35  # independent of the fact: 1 in 4
+    assert items == plan_only_items(800, random.Random(0), tokens)  # seeded

@@ -11,6 +11,10 @@ Four stages, all on rendered scenes of the shapes world, seeded and CPU-sized:
    adapter forms the unconditional row;
 5. the knowledge facts of `milr.shapes.knowledge`, taught only partly (noisy targets) by
    training only the embedding rows of the words they add (`train_knowledge`).
+Two experimental options, off by default (at their defaults the output is bitwise that of a run
+without them), add image rows in which only the plan names the shape (`plan_only_items`):
+``--plan-only-rows N`` inside stage 4, and ``--plan-finetune-steps N`` as a continuation of the
+language model after stage 4 (or ``--lm-from``); neither is used for the shipped weights.
 The output directory is a transformers checkpoint plus processor, generation config and
 ``milr.json``; `milr/shapes/weights/` is this script's output with the default arguments.
 """
@@ -124,6 +128,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenes", type=int, default=12000, help="training scenes for the LM")
     parser.add_argument("--lm-steps", type=int, default=1600)
     parser.add_argument(
+        "--plan-only-rows",
+        type=int,
+        default=0,
+        help="image rows per language-model step in which only the plan names the shape "
+        "(a knowledge prompt with a plan of a random shape)",
+    )
+    parser.add_argument(
+        "--plan-finetune-steps",
+        type=int,
+        default=0,
+        help="after stage 4 (or --lm-from), continue the language model this many steps with "
+        "--plan-finetune-rows plan-only image rows per step",
+    )
+    parser.add_argument("--plan-finetune-rows", type=int, default=12)
+    parser.add_argument("--plan-finetune-lr", type=float, default=5e-4)
+    parser.add_argument("--plan-finetune-scenes", type=int, default=4000)
+    parser.add_argument(
         "--knowledge-steps", type=int, default=300, help="steps teaching the knowledge facts"
     )
     parser.add_argument(
@@ -180,7 +201,23 @@ def main(argv: list[str] | None = None) -> None:
         rng = random.Random(args.seed + 1)
         torch.manual_seed(args.seed + 1)
         data = make_dataset(model, args.scenes, rng, fh)
-        train_lm(model, data, rng, args.lm_steps, fh)
+        train_lm(
+            model,
+            data,
+            rng,
+            args.lm_steps,
+            fh,
+            plan_only_rows=args.plan_only_rows,
+            plan_only_seed=args.seed + 3,
+        )
+    if args.plan_finetune_steps:  # its own streams as well
+        rng = random.Random(args.seed + 4)
+        torch.manual_seed(args.seed + 4)
+        data = make_dataset(model, args.plan_finetune_scenes, rng, fh)
+        train_lm(
+            model, data, rng, args.plan_finetune_steps, fh, lr=args.plan_finetune_lr,
+            plan_only_rows=args.plan_finetune_rows, plan_only_seed=args.seed + 5,
+        )  # fmt: skip
     # the knowledge stage has its own streams too: it starts from the stage-4 model whatever
     # stage 4's random draws were
     rng = random.Random(args.seed + 2)

@@ -112,6 +112,47 @@ def _lm_batch_image(seqs: Sequences, items, rng: random.Random, p_uncond: float,
     return text, img, is_img, y
 
 
+def one_object_tokens(model) -> dict[world.Obj, Any]:
+    """The 16 image tokens of every one-object scene (4 shapes × 6 colours × 16 cells), encoded
+    once with the model's VQ: `Obj` → int64 tensor ``(16,)``."""
+    scenes = [
+        world.Obj(s, c, r, col)
+        for s in world.SHAPES
+        for c in world.COLORS
+        for r in range(world.GRID)
+        for col in range(world.GRID)
+    ]
+    codes = encode_images(model, [world.render_array([o]) for o in scenes])
+    return {o: codes[i] for i, o in enumerate(scenes)}
+
+
+def plan_only_items(n: int, rng: random.Random, tokens: dict) -> list[dict[str, Any]]:
+    """`n` image rows in which only the plan names the shape: a knowledge prompt of a random
+    fact and frame ("a photo of a shape like a wheel") with a one-object plan of a random
+    shape, colour and cell drawn independently of the fact, and that plan's image tokens.
+
+    The prompt carries no usable shape, so the image model learns to take the shape from the
+    plan (stage 4's other image rows pair every plan with a prompt naming the same shapes,
+    which lets the network ignore the plan's shape word)."""
+    from milr.shapes import knowledge
+
+    items = []
+    for _ in range(n):
+        fact = rng.choice(knowledge.FACTS)
+        template = rng.choice(knowledge.TEMPLATES)
+        obj = world.Obj(
+            rng.choice(world.SHAPES), rng.choice(list(world.COLORS)), *divmod(rng.randrange(16), 4)
+        )
+        items.append(
+            {
+                "prompt": knowledge.fact_prompt(fact, template),
+                "plan": world.plan_text([obj]),
+                "tokens": tokens[obj],
+            }
+        )
+    return items
+
+
 def train_lm(
     model,
     data,
@@ -123,8 +164,16 @@ def train_lm(
     lr: float = 2e-3,
     p_uncond: float = 0.15,
     p_noplan: float = 0.3,
+    plan_only_rows: int = 0,
+    plan_only_seed: int = 0,
 ) -> None:
-    """Train the text model, generation embeddings/aligner/head on reasoning and image rows."""
+    """Train the text model, generation embeddings/aligner/head on reasoning and image rows.
+
+    ``plan_only_rows`` > 0 adds that many image rows per step in which only the plan names the
+    shape (`plan_only_items`), drawn from their own stream ``random.Random(plan_only_seed)``,
+    so that the other rows' draws are those of a run without them. At 0 (the default) the
+    stage is exactly the one without this option.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -139,6 +188,9 @@ def train_lm(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     model.train()
     model.model.vqmodel.eval()
+    tokens1, rng_po = {}, random.Random(plan_only_seed)
+    if plan_only_rows:
+        tokens1 = one_object_tokens(model)
     t0 = time.time()
     warm = 50
     for step in range(steps):
@@ -158,6 +210,20 @@ def train_lm(
         h = lm(inputs_embeds=emb).last_hidden_state
         mask = y != -100
         img_loss = F.cross_entropy(model.model.generation_head(h[mask]), y[mask])
+        if plan_only_rows:  # the same loss, on their own batch (their rows are shorter)
+            po = plan_only_items(plan_only_rows, rng_po, tokens1)
+            text, img, is_img, y = _lm_batch_image(seqs, po, rng_po, 0.0, 0.0)
+            emb = torch.where(
+                is_img[..., None],
+                model.prepare_embeddings_for_image_generation(img),
+                model.get_input_embeddings()(text),
+            )
+            h = lm(inputs_embeds=emb).last_hidden_state
+            mask = y != -100
+            po_loss = F.cross_entropy(model.model.generation_head(h[mask]), y[mask])
+            img_loss = (batch_img * img_loss + plan_only_rows * po_loss) / (
+                batch_img + plan_only_rows
+            )
         # reasoning rows
         x, yt = _lm_batch_text(seqs, rng.sample(data, batch_txt))
         ht = lm(input_ids=x).last_hidden_state
@@ -235,16 +301,7 @@ def train_knowledge(
     model.eval()  # no dropout; only the embedding rows move
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    # the image tokens of every one-object scene (4 shapes x 6 colours x 16 cells), encoded once
-    scenes = [
-        world.Obj(s, c, r, col)
-        for s in world.SHAPES
-        for c in world.COLORS
-        for r in range(world.GRID)
-        for col in range(world.GRID)
-    ]
-    codes = encode_images(model, [world.render_array([o]) for o in scenes])
-    tokens = {o: codes[i] for i, o in enumerate(scenes)}
+    tokens = one_object_tokens(model)  # every one-object scene's image tokens, encoded once
     t0 = time.time()
     for step in range(steps):
         for g in opt.param_groups:
