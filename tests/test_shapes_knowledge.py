@@ -229,15 +229,10 @@ def test_the_critic_passes_exactly_one_object_of_the_right_shape():
 def test_plan_only_rows_name_the_shape_only_in_the_plan():
     """Stage 4's plan-only image rows: a knowledge prompt (no shape word), a one-object plan
     whose shape is drawn independently of the fact, and that plan's image tokens."""
-    from milr.shapes.train_lm import plan_only_items
+    from milr.shapes.train_lm import one_object_scenes, plan_only_items
 
-    scenes = [
-        world.Obj(s, c, r, col)
-        for s in world.SHAPES
-        for c in world.COLORS
-        for r in range(world.GRID)
-        for col in range(world.GRID)
-    ]
+    scenes = one_object_scenes()
+    assert len(scenes) == len(set(scenes)) == 4 * 6 * 16
     tokens = {o: f"tokens of {world.plan_text([o])}" for o in scenes}
     items = plan_only_items(800, random.Random(0), tokens)
     fact_of = {knowledge.fact_prompt(f, t): f for f in FACTS for t in knowledge.TEMPLATES}

@@ -112,16 +112,37 @@ def _lm_batch_image(seqs: Sequences, items, rng: random.Random, p_uncond: float,
     return text, img, is_img, y
 
 
-def one_object_tokens(model) -> dict[world.Obj, Any]:
-    """The 16 image tokens of every one-object scene (4 shapes × 6 colours × 16 cells), encoded
-    once with the model's VQ: `Obj` → int64 tensor ``(16,)``."""
-    scenes = [
+def _image_loss(model, lm, text, img, is_img, y):
+    """Cross-entropy of the generation head on the image positions of one `_lm_batch_image`
+    batch (text embeddings for the text positions, image embeddings for the image ones)."""
+    import torch
+    import torch.nn.functional as F
+
+    emb = torch.where(
+        is_img[..., None],
+        model.prepare_embeddings_for_image_generation(img),
+        model.get_input_embeddings()(text),
+    )
+    h = lm(inputs_embeds=emb).last_hidden_state
+    mask = y != -100
+    return F.cross_entropy(model.model.generation_head(h[mask]), y[mask])
+
+
+def one_object_scenes() -> list[world.Obj]:
+    """Every one-object scene: 4 shapes × 6 colours × 16 cells, in that nesting order."""
+    return [
         world.Obj(s, c, r, col)
         for s in world.SHAPES
         for c in world.COLORS
         for r in range(world.GRID)
         for col in range(world.GRID)
     ]
+
+
+def one_object_tokens(model) -> dict[world.Obj, Any]:
+    """The 16 image tokens of every one-object scene (`one_object_scenes`), encoded once with
+    the model's VQ: `Obj` → int64 tensor ``(16,)``."""
+    scenes = one_object_scenes()
     codes = encode_images(model, [world.render_array([o]) for o in scenes])
     return {o: codes[i] for i, o in enumerate(scenes)}
 
@@ -202,25 +223,11 @@ def train_lm(
         # image rows
         items = rng.sample(data, batch_img)
         text, img, is_img, y = _lm_batch_image(seqs, items, rng, p_uncond, p_noplan)
-        emb = torch.where(
-            is_img[..., None],
-            model.prepare_embeddings_for_image_generation(img),
-            model.get_input_embeddings()(text),
-        )
-        h = lm(inputs_embeds=emb).last_hidden_state
-        mask = y != -100
-        img_loss = F.cross_entropy(model.model.generation_head(h[mask]), y[mask])
+        img_loss = _image_loss(model, lm, text, img, is_img, y)
         if plan_only_rows:  # the same loss, on their own batch (their rows are shorter)
             po = plan_only_items(plan_only_rows, rng_po, tokens1)
             text, img, is_img, y = _lm_batch_image(seqs, po, rng_po, 0.0, 0.0)
-            emb = torch.where(
-                is_img[..., None],
-                model.prepare_embeddings_for_image_generation(img),
-                model.get_input_embeddings()(text),
-            )
-            h = lm(inputs_embeds=emb).last_hidden_state
-            mask = y != -100
-            po_loss = F.cross_entropy(model.model.generation_head(h[mask]), y[mask])
+            po_loss = _image_loss(model, lm, text, img, is_img, y)
             img_loss = (batch_img * img_loss + plan_only_rows * po_loss) / (
                 batch_img + plan_only_rows
             )
@@ -310,14 +317,7 @@ def train_knowledge(
         for it in images:
             it["tokens"] = tokens[it["obj"]]
         text, img, is_img, yi = _lm_batch_image(seqs, images, rng, 0.0, 0.0)
-        e = torch.where(
-            is_img[..., None],
-            model.prepare_embeddings_for_image_generation(img),
-            model.get_input_embeddings()(text),
-        )
-        hi = lm(inputs_embeds=e).last_hidden_state
-        mi = yi != -100
-        img_loss = F.cross_entropy(model.model.generation_head(hi[mi]), yi[mi])
+        img_loss = _image_loss(model, lm, text, img, is_img, yi)
         rows = knowledge_items(batch, rng)
         for _ in range(batch // 2):  # ShapesEval plans keep the new words out of every plan
             meta = random_metadata(rng)
