@@ -195,7 +195,7 @@ def plan_reading(model_dir: str | None, n: int, seed: int) -> None:
     from milr.shapes import knowledge, world
     from milr.shapes.model import model_path
     from milr.shapes.recipe import make_tokenizer
-    from milr.shapes.train_lm import Sequences, _lm_batch_image
+    from milr.shapes.train_lm import Sequences, _lm_batch_image, image_logits
     from milr.shapes.train_vq import encode_images
 
     torch.set_num_threads(1)
@@ -240,16 +240,8 @@ def plan_reading(model_dir: str | None, n: int, seed: int) -> None:
             (text == seqs.bos) | (text == seqs.boi), text, torch.full_like(text, seqs.pad)
         )
         with torch.no_grad():
-            logits = []
-            for t in (text, blank):
-                e = torch.where(
-                    is_img[..., None],
-                    model.prepare_embeddings_for_image_generation(img),
-                    model.get_input_embeddings()(t),
-                )
-                h = model.model.language_model(inputs_embeds=e).last_hidden_state
-                logits.append(model.model.generation_head(h[y != -100]))
-            c, u = logits
+            lm = model.model.language_model
+            c, u = (image_logits(model, lm, t, img, is_img, y) for t in (text, blank))
             probs = (u + (c - u) * 5.0).softmax(-1).view(n, -1, c.shape[-1])
         mass = [
             sum(float(probs[i, o.row * world.GRID + o.col, k]) for k, s in code_shape.items()

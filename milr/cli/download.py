@@ -135,7 +135,7 @@ def cached_entries(ids: list[str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for wid in ids:
         loc = locate(wid)
-        repo, pinned = split_revision(wid)
+        pinned = split_revision(wid)[1]
         if pinned is not None and loc.status == "cached":
             out.append(_entry(wid, pinned, loc.size, loc.path, "huggingface"))
             continue
@@ -155,7 +155,7 @@ def cached_entries(ids: list[str]) -> list[dict[str, Any]]:
             where = "huggingface" if loc.library == "huggingface_hub" else str(loc.library)
         elif loc.status == "download":
             where = f"not cached: would be downloaded by {loc.library} from {loc.source}"
-        out.append(_entry(wid, None, loc.size, loc.path if loc.status != "download" else None,
+        out.append(_entry(wid, pinned, loc.size, loc.path if loc.status != "download" else None,
                           str(where)))  # fmt: skip
     return out
 

@@ -219,8 +219,8 @@ def generate(prompt: str, model: str, critic_specs: tuple[str, ...], **opts: Any
         from milr.weight_sources import with_revision
 
         plan = run_plan(
-            model=with_revision(model, opts["revision"]), reward_specs=specs, eval_specs=None, prompts=1, seeds=1,
-            config=config, on_error=on_error,
+            model=with_revision(model, opts["revision"]), reward_specs=specs, eval_specs=None,
+            prompts=1, seeds=1, config=config, on_error=on_error,
         )  # fmt: skip
         click.echo(format_plan(plan, "milr generate"))
         return

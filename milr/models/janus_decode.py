@@ -36,10 +36,6 @@ class DecodeCache:
     def __len__(self) -> int:
         return len(self._images)
 
-    def clear(self) -> None:
-        self._images.clear()
-        self.bytes = 0
-
     def decode(self, tokens: torch.Tensor, fresh: Any) -> list[Image]:
         """Images of ``tokens`` (``[N, n]`` integer image tokens, any device), in order.
 

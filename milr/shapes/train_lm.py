@@ -112,11 +112,11 @@ def _lm_batch_image(seqs: Sequences, items, rng: random.Random, p_uncond: float,
     return text, img, is_img, y
 
 
-def _image_loss(model, lm, text, img, is_img, y):
-    """Cross-entropy of the generation head on the image positions of one `_lm_batch_image`
-    batch (text embeddings for the text positions, image embeddings for the image ones)."""
+def image_logits(model, lm, text, img, is_img, y):
+    """Generation-head logits ``[P, codebook]`` at the P trained positions (``y != -100``) of one
+    `_lm_batch_image` batch: text embeddings at the text positions, image embeddings at the
+    image ones, through the language model `lm`."""
     import torch
-    import torch.nn.functional as F
 
     emb = torch.where(
         is_img[..., None],
@@ -124,8 +124,15 @@ def _image_loss(model, lm, text, img, is_img, y):
         model.get_input_embeddings()(text),
     )
     h = lm(inputs_embeds=emb).last_hidden_state
-    mask = y != -100
-    return F.cross_entropy(model.model.generation_head(h[mask]), y[mask])
+    return model.model.generation_head(h[y != -100])
+
+
+def _image_loss(model, lm, text, img, is_img, y):
+    """Cross-entropy of the generation head on the image positions of one `_lm_batch_image`
+    batch (`image_logits` against the batch's targets)."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(image_logits(model, lm, text, img, is_img, y), y[y != -100])
 
 
 def one_object_scenes() -> list[world.Obj]:
