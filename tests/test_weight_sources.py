@@ -149,3 +149,40 @@ def test_a_pinned_revision_is_reported_and_looked_up(milr_hub, tmp_path):
     assert pinned.status == "cached" and old in pinned.path, pinned
     assert json.loads((Path(pinned.path) / "config.json").read_text()) == {"v": 1}
     assert locate("org/m", revision="v1").path == pinned.path
+
+
+def test_every_revision_parameter_pins_its_weights_in_the_report(milr_hub, tmp_path):
+    """Each member of the kind: the detector's `revision`, `clip_revision` (geneval, grounding),
+    the open_clip critics' `revision`, the judge's `revision`, and `--revision` of the model in
+    `--dry-run`."""
+    pytest.importorskip("open_clip")
+    from milr.critics.clip import ClipScoreCritic
+    from milr.critics.grounding import GroundingCritic
+    from milr.critics.judge import JudgeCritic
+
+    clip = ClipScoreCritic(weights="hf-hub:timm/x", revision="v1")
+    assert clip.weights_ids() == ["hf-hub:timm/x@v1"]
+    grounding = GroundingCritic(
+        weights="IDEA-Research/grounding-dino-tiny", revision="v2",
+        clip_weights="hf-hub:timm/x", clip_revision="v1",
+    )  # fmt: skip
+    assert grounding.weights_ids() == ["IDEA-Research/grounding-dino-tiny@v2", "hf-hub:timm/x@v1"]
+    assert JudgeCritic(model="org/judge", revision="v3").weights_ids() == ["org/judge@v3"]
+    assert JudgeCritic(model="org/judge").weights_ids() == ["org/judge"]
+    pytest.importorskip("ultralytics")
+    from milr.critics.geneval import GenEvalCritic
+
+    geneval = GenEvalCritic(
+        weights="hf://Ultralytics/YOLOv8/yolov8x.pt", revision="v4", clip_weights="openai",
+        clip_revision="v5", device="cpu",
+    )  # fmt: skip
+    assert geneval.weights_ids() == ["hf://Ultralytics/YOLOv8@v4/yolov8x.pt", "ViT-L-14:openai"]
+
+    milr_hub.add_files("org/m", {"config.json": b"{}"}, revision="v1")
+    env = {**os.environ, "HF_HUB_OFFLINE": "0"}
+    plan = run_milr(
+        "generate", "a red square", "--model", "org/m", "--revision", "v1", "--critic", "color",
+        "--dry-run", env=env,
+    )  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    assert "org/m@v1" in plan.stdout and f"{milr_hub.url}/org/m" in plan.stdout
