@@ -137,16 +137,24 @@ def test_training_script_smoke(tmp_path):
             "48",
             "--lm-steps",
             "2",
+            "--plan-finetune-steps",
+            "2",
+            "--plan-finetune-scenes",
+            "16",
             "--knowledge-steps",
             "2",
         ]
     )
     assert model_path(out) == out.resolve()  # manifest written and verified
     meta = json.loads((out / "training.json").read_text())
-    assert meta["lm_steps"] == 2 and meta["seconds_total"] > 0
-    # stage 5 alone on those weights records them by content, never by local path
+    assert meta["lm_steps"] == 2 and meta["plan_finetune_steps"] == 2
+    assert meta["seconds_total"] > 0
+    # stages 4b and 5 alone on those weights records them by content, never by local path
     again = tmp_path / "k"
-    train.main(["--out", str(again), "--lm-from", str(out), "--knowledge-steps", "1"])
+    train.main(
+        ["--out", str(again), "--lm-from", str(out), "--knowledge-steps", "1"]
+        + ["--plan-finetune-steps", "1", "--plan-finetune-scenes", "8"]
+    )
     digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
     meta = json.loads((again / "training.json").read_text())
     assert meta["lm_from"] == {"model.safetensors sha256": digest}

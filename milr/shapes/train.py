@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--plan-finetune-steps",
         type=int,
-        default=0,
-        help="after stage 4 (or --lm-from), continue the language model this many steps with "
-        "--plan-finetune-rows plan-only image rows per step",
+        default=400,
+        help="stage 4b: after stage 4 (or --lm-from), continue the language model this many "
+        "steps with --plan-finetune-rows plan-only image rows per step (0 skips it)",
     )
     parser.add_argument("--plan-finetune-rows", type=int, default=12)
     parser.add_argument("--plan-finetune-lr", type=float, default=5e-4)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         "--lm-from",
         default=None,
         help="reuse stages 1-4 (VQ and language model) of an earlier output dir written before "
-        "stage 5 existed, and run only stage 5",
+        "stages 4b and 5 existed, and run only stages 4b and 5",
     )
     args = parser.parse_args(argv)
 
