@@ -20,14 +20,14 @@ import click
 from milr.errors import MilrUserError
 
 #: Prompts of the demo: colour, counting, position and colour binding. The shipped model's
-#: first sample fails each of them at seed 42 and MILR fixes each within 20 steps (under the
-#: image sampling scheme ``inverse-cdf/2``; the position prompt was replaced when the scheme
-#: changed: MILR no longer fixed the earlier one within 20 steps).
+#: first sample fails each of them at seed 42 and MILR fixes each within 20 steps (checked for
+#: the weights with stage 4b and the image sampling scheme ``inverse-cdf/2``; the prompts were
+#: chosen again when either changed).
 DEMO_PROMPTS: tuple[str, ...] = (
-    "a photo of a green circle",
+    "a photo of a red circle",
     "a photo of three triangles",
-    "a photo of a yellow triangle above a green diamond",
-    "a photo of a blue diamond and an orange square",
+    "a photo of a green square above a purple triangle",
+    "a photo of a blue diamond and a green circle",
 )
 
 
