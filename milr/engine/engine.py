@@ -7,7 +7,9 @@ resumes the prompts one at a time, in its own thread, until each has yielded its
 request, then runs each phase once for all of them: reasoning and image tokens through the
 generator's batched protocol methods (`Generator.continue_reasoning_batch`,
 `Generator.sample_image_tokens_batch`), decoding in chunks, and one critic ``score_batch``
-over every candidate image. No other thread runs torch: on a CPU, a second thread that has
+over every candidate image. The prompts' latent updates (`milr.phases.UpdateRequest`) and
+head reads for their next prefixes (`milr.prefixes.PrefixRequest`) are requests too, answered
+with one head forward (and backward) per round for all of them. No other thread runs torch: on a CPU, a second thread that has
 run a parallel torch op makes every later op of the first one several times slower (each
 thread keeps its own OpenMP team; measured 2.7× on the `shapes` image loop). A prompt that
 stops (threshold, verdict, max steps, an error) leaves and the next job joins before the next
