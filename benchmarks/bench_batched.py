@@ -14,7 +14,8 @@ Suite: the first 32 GenEval prompts, ``--steps`` 5 with a threshold no step reac
 prompt runs every step. Each B runs the same jobs; the table gives wall time, prompts/hour,
 speed-up over B = 1, seconds per phase (summed over the run; ``update`` is the latent updates
 -- the loss through the output heads, its backward and the Adam steps, pooled over the prompts
-of a round; ``adam`` the Adam steps alone; ``prompt_side`` the prompts' own bookkeeping), the
+of a round; ``adam`` the Adam steps alone; ``prefixes`` the head reads for the next prefixes,
+pooled likewise; ``prompt_side`` the prompts' own work: their draws and bookkeeping), the
 bookkeeping share (padding and compaction of rows, ``prompt_side``, the Adam steps, and
 scheduling) and the update's share of the wall time. ``--baseline-prompts N`` runs
 B = 1 on the first N prompts only, to save time. The last lines
@@ -111,7 +112,7 @@ def run_once(gen, critic, texts, batch: int, steps: int):
     # the latent updates (loss, backward through the heads, Adam): the engine times them as
     # one pooled phase (a prompt's own timings carry its pool's seconds, so summing those
     # over prompts would count a pool once per member); `prompt_side` is the rest of the
-    # prompts' own work (proposals, records)
+    # prompts' own work (draws, records); `prefixes` the pooled head reads for the next prefixes
     stats.setdefault("update", 0.0)
     stats["adam"] = adam[0]  # the per-prompt Adam steps (inside `update`)
     return wall, stats, [d.result for d in done]
@@ -164,7 +165,8 @@ def main_engine(args: argparse.Namespace) -> None:
         f"{torch.get_num_threads()}; {len(texts)} prompts x {args.steps} steps; critic {args.critic}"
     )
     phases = [
-        "reasoning", "image_tokens", "decode", "critic", "update", "adam", "prompt_side", "padding",
+        "reasoning", "image_tokens", "decode", "critic", "update", "adam", "prefixes",
+        "prompt_side", "padding",
     ]  # fmt: skip
     print(
         f"| B | wall s | prompts/h | speed-up | {' | '.join(phases)} | other | bookkeeping | update |"

@@ -2,7 +2,9 @@
 
 Before each step's draws `milr.optimizer.MILR` also proposes the prefixes the unoptimised
 (step-0) latents would give, from a copy of the prompt's random generator (`fork_rng`), so the
-reference uses the very random numbers the step then uses and MILR's own draws are untouched.
+reference uses the very random numbers the step then uses and MILR's own draws are untouched
+(the heads' outputs over those latents do not change: `milr.prefixes.HeadReader` reads them
+once per run).
 `attribution` compares the drawn candidate's prefixes with that reference. An image whose
 prefixes equal the reference is the image the ``resample`` control (`MILRConfig.control`)
 draws at that step: whatever it fixed, resampling fixed.

@@ -31,10 +31,10 @@ from milr.phases import (
     ScoreRequest,
     Timer,
     UpdateRequest,
-    propose_prefixes,
     serve,
     update_latents,  # noqa: F401 - re-exported (older imports)
 )
+from milr.prefixes import HeadReader, PrefixRequest, draw_prefixes
 from milr.results import MILRResult, StepRecord
 
 if TYPE_CHECKING:
@@ -44,13 +44,16 @@ if TYPE_CHECKING:
 
 __all__ = ["MILR", "MILRConfig", "MILRResult", "StepRecord", "resume_steps", "run_milr"]
 
-#: `MILR.steps`: yields `GenRequest`/`ScoreRequest`/`UpdateRequest`, is sent the answers.
-Steps: TypeAlias = "_PyGenerator[GenRequest | ScoreRequest | UpdateRequest, Any, Any]"
+#: `MILR.steps`: yields `GenRequest`/`ScoreRequest`/`UpdateRequest`/`PrefixRequest`, is sent
+#: the answers.
+Steps: TypeAlias = (
+    "_PyGenerator[GenRequest | ScoreRequest | UpdateRequest | PrefixRequest, Any, Any]"
+)
 
 
 def resume_steps(
     steps: Steps, reply: Any = None, error: BaseException | None = None
-) -> GenRequest | ScoreRequest | UpdateRequest:
+) -> GenRequest | ScoreRequest | UpdateRequest | PrefixRequest:
     """Send `reply` (or throw `error`) into `steps` and return its next request.
 
     Runs the prompt's own work (latent updates, proposals, records) with grad mode on, as
@@ -164,7 +167,8 @@ class MILR:
 
         It yields a `milr.phases.GenRequest` (answer: the `milr.phases.Generated`) or a
         `milr.phases.ScoreRequest` (answer: None, once the candidates carry their scores) or a
-        `milr.phases.UpdateRequest` (answer: the losses); an exception thrown in ends the
+        `milr.phases.UpdateRequest` (answer: the losses) or a `milr.prefixes.PrefixRequest`
+        (answer: one `milr.prefixes.Dists` per read); an exception thrown in ends the
         step as that failure would; the return value is the `MILRResult`. Resume it with
         `resume_steps` (grad mode on). `run` answers each request with `milr.phases.serve`;
         `milr.engine.BatchedMILR` answers the requests of many prompts in one batch.
@@ -277,6 +281,7 @@ class MILR:
 
         k = cfg.samples_per_step
         ref_image_prefix = image_prefix  # the unoptimised latents' held image prefix
+        reader = HeadReader(self.initial_latents, k, self.cfg_scale, cfg.temperature, cfg.updates)
         for step in range(1, cfg.total_steps + 1):
             timer = Timer(gen.device)
             step_plan = cfg.plan(step)
@@ -292,13 +297,14 @@ class MILR:
             losses = yield from self._update(  # the driver may pool it with other prompts'
                 mods, z_t, z_v, opt_t, opt_v, cur.score - 1.0, k, step, result, timer
             )
+            sample_v = step_plan.image_prefix == "sample"
+            dists, ref_dists = yield from reader.read(  # the driver may pool it too
+                z_t, z_v if sample_v else None, sample_v, timer
+            )
             with timer("update"):
-                sample_v = step_plan.image_prefix == "sample"
-                z0 = self.initial_latents  # what they give under the same draws (attribution)
-                ref = self._prefixes(z0["text"], z0["image"] if sample_v else None, k, fork_rng(rng)) if cfg.updates else None  # fmt: skip
-                text_prefixes, image_prefixes = self._prefixes(
-                    z_t, z_v if sample_v else None, k, rng
-                )
+                # what the unoptimised latents give under the same draws (attribution)
+                ref = self._draw(ref_dists, k, fork_rng(rng)) if cfg.updates else None
+                text_prefixes, image_prefixes = self._draw(dists, k, rng)
                 if step_plan.image_prefix == "fixed" and image_prefix:  # held, not resampled
                     image_prefixes = torch.tensor(
                         [image_prefix] * k, dtype=torch.long, device=gen.device
@@ -345,12 +351,9 @@ class MILR:
             self.cfg_scale, self.config.temperature, self._pending if k > 1 else None, timer,
         ))  # fmt: skip
 
-    def _prefixes(self, z_t, z_v, k, rng):
-        """Next text/image prefixes from the latents (`milr.phases.propose_prefixes`)."""
-        return propose_prefixes(
-            self.generator, z_t, z_v, k, rng, uses_text=self.config.uses_text,
-            cfg_scale=self.cfg_scale, temperature=self.config.temperature,
-        )  # fmt: skip
+    def _draw(self, dists, k, rng):
+        """Next text/image prefixes from `dists` (`milr.prefixes.draw_prefixes`)."""
+        return draw_prefixes(self.generator, dists, k, rng, uses_text=self.config.uses_text)
 
     def _record(
         self, step, cand, mods, losses, prev_text, prev_image, scores, ntok, timings, result

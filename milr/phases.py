@@ -5,13 +5,14 @@ functions (or batched versions of them) for many. Each phase is pure apart from 
 effects:
 
 - `update_latents`: the paper's loss (or REINFORCE for K > 1) and one Adam step per modality;
-- `propose_prefixes`: the next text prefix (argmax of the text head on ``Z_t``) and image
-  prefix (sampled from the CFG-fused head on ``Z_v``);
+- `propose_prefixes` (`milr.prefixes`): the next text prefix (argmax of the text head on
+  ``Z_t``) and image prefix (sampled from the CFG-fused head on ``Z_v``);
 - `generate_candidates`: reasoning (if used), image tokens and pixels for each candidate;
 - `score_candidates`: one critic batch over the candidates.
 
 `MILR.steps` does not call the last two itself: it yields a `GenRequest` or `ScoreRequest`
-and whoever drives it answers — `serve` (one prompt: `MILR.run`) or `milr.engine` (the
+(and, for its latents' head work, an `UpdateRequest` and a `PrefixRequest`) and whoever
+drives it answers — `serve` (one prompt: `MILR.run`) or `milr.engine` (the
 requests of many prompts in one batch).
 
 Timings use `Timer`, which synchronises CUDA around each phase; `CLOCK` is the clock
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from milr.critic import Critic, critic_label, evaluate
 from milr.errors import ContractViolation
 from milr.generated import _cap_kwargs
+from milr.prefixes import PrefixRequest, propose_prefixes, read_heads  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     import torch
@@ -224,12 +226,12 @@ class UpdateRequest:
 
 def serve(
     gen: Generator,
-    request: GenRequest | ScoreRequest | UpdateRequest,
+    request: GenRequest | ScoreRequest | UpdateRequest | PrefixRequest,
     timer: Timer | None = None,
 ) -> Any:
     """Answer one request of `MILR.steps` on its own (the one-prompt optimizer's server):
     `Generated` for a `GenRequest`, None for a `ScoreRequest`, the losses for an
-    `UpdateRequest`.
+    `UpdateRequest`, one `milr.prefixes.Dists` per read for a `PrefixRequest`.
 
     The phases' seconds go to `timer`, by default the request's own.
     """
@@ -244,6 +246,13 @@ def serve(
                 cfg_scale=request.cfg_scale, temperature=request.temperature,
                 pending=request.pending,
             )  # fmt: skip
+    if isinstance(request, PrefixRequest):
+        with timer("update"):
+            p = request
+            return [
+                read_heads(gen, z_t, z_v, p.k, cfg_scale=p.cfg_scale, temperature=p.temperature)
+                for z_t, z_v in p.reads
+            ]
     if isinstance(request, ScoreRequest):
         with timer("critic"):
             score_candidates(request.critic, request.candidates, request.prompt, request.metadata)
@@ -363,50 +372,6 @@ def update_latents_pooled(gen: Generator, requests: list[UpdateRequest]) -> list
                 requests[i].optimizers[mod].step()
                 losses[i][mod] = float(loss.detach())
     return losses
-
-
-def propose_prefixes(
-    gen: Generator,
-    z_t: torch.Tensor | None,
-    z_v: torch.Tensor | None,
-    k: int,
-    rng: torch.Generator,
-    *,
-    uses_text: bool,
-    cfg_scale: float,
-    temperature: float,
-) -> tuple[list[list[int]] | None, torch.Tensor | None]:
-    """Text prefixes (argmax of the head on ``Z_t``; sampled for K > 1) and image prefixes
-    (``[K, N]``, sampled from the CFG-fused head on ``Z_v``) for the next candidates."""
-    import torch
-
-    text_prefixes = None
-    image_prefixes = None
-    with torch.no_grad():
-        if z_t is not None:
-            logits = gen.text_head(z_t)
-            if k == 1:
-                text_prefixes = [[int(t) for t in logits.argmax(-1)]]
-            else:
-                probs = torch.softmax(logits, -1).to(_rng_device(rng))
-                text_prefixes = [
-                    [int(t) for t in torch.multinomial(probs, 1, generator=rng).squeeze(-1)]
-                    for _ in range(k)
-                ]
-        elif uses_text:
-            text_prefixes = [[]] * k  # reasoning is kept greedy without a text prefix
-        if z_v is not None:
-            fused = gen.image_head(z_v, cfg_scale)
-            if temperature != 1.0:
-                fused = fused / temperature
-            probs = torch.softmax(fused, dim=-1).to(_rng_device(rng))  # [N, V]
-            draws = [torch.multinomial(probs, 1, generator=rng).squeeze(-1) for _ in range(k)]
-            image_prefixes = torch.stack(draws).to(gen.device)
-    return text_prefixes, image_prefixes
-
-
-def _rng_device(rng: Any) -> Any:
-    return getattr(rng, "device", "cpu")
 
 
 def breakdown(critic: Critic, res: Any) -> dict[str, dict[str, Any]]:

@@ -389,7 +389,7 @@ def test_steps_is_the_run_loop_driven_from_outside(gen64, critic):
     """`MILR.steps` answered with `serve` is `MILR.run`; an error thrown in at a request
     undoes that step and ends the prompt with its partial result attached."""
     from milr.optimizer import resume_steps
-    from milr.phases import GenRequest, ScoreRequest, UpdateRequest, serve
+    from milr.phases import GenRequest, PrefixRequest, ScoreRequest, UpdateRequest, serve
 
     cfg = MILRConfig(mode="both", max_steps=3, seed=7, threshold=-0.01)
     ref = MILR(gen64, critic, cfg).run(PROMPTS[1])
@@ -404,7 +404,7 @@ def test_steps_is_the_run_loop_driven_from_outside(gen64, critic):
         kinds.append(type(request))
         reply = serve(gen64, request)
     assert trajectory(result) == trajectory(ref)
-    step = [UpdateRequest, GenRequest, ScoreRequest]  # a step's update is a request too
+    step = [UpdateRequest, PrefixRequest, GenRequest, ScoreRequest]  # its head work too
     assert kinds == [GenRequest, ScoreRequest] + step * (len(ref.steps) - 1)
 
     milr = MILR(gen64, critic, cfg)
@@ -414,7 +414,7 @@ def test_steps_is_the_run_loop_driven_from_outside(gen64, critic):
         while True:
             request = resume_steps(steps, reply)
             n += 1
-            if n == 5:  # step 1's scoring fails (after its update and generation)
+            if n == 6:  # step 1's scoring fails (after its update, reads and generation)
                 z_before = milr.latents["image"].detach().clone()
                 resume_steps(steps, error=RuntimeError("server down"))
             reply = serve(gen64, request)

@@ -7,7 +7,9 @@ resumes the prompts one at a time, in its own thread, until each has yielded its
 request, then runs each phase once for all of them: reasoning and image tokens through the
 generator's batched protocol methods (`Generator.continue_reasoning_batch`,
 `Generator.sample_image_tokens_batch`), decoding in chunks, and one critic ``score_batch``
-over every candidate image. No other thread runs torch: on a CPU, a second thread that has
+over every candidate image. The prompts' latent updates (`milr.phases.UpdateRequest`) and
+head reads for their next prefixes (`milr.prefixes.PrefixRequest`) are requests too, answered
+with one head forward (and backward) per round for all of them. No other thread runs torch: on a CPU, a second thread that has
 run a parallel torch op makes every later op of the first one several times slower (each
 thread keeps its own OpenMP team; measured 2.7× on the `shapes` image loop). A prompt that
 stops (threshold, verdict, max steps, an error) leaves and the next job joins before the next
@@ -47,6 +49,7 @@ from milr.phases import (
     serve,
     update_latents_pooled,
 )
+from milr.prefixes import PrefixRequest, read_heads_pooled
 
 if TYPE_CHECKING:
     from milr.critic import Critic
@@ -121,8 +124,9 @@ class BatchedMILR:
         self.on_active = on_active
         #: The batch limit in force (set at the first job for ``auto``; halved on OOM).
         self.limit: int | None = None if self.requested == "auto" else int(self.requested)
-        #: Seconds per phase over the run, plus ``prompt_side`` (the prompts' own work:
-        #: updates, proposals, records), ``rounds`` and ``ooms``.
+        #: Seconds per phase over the run (``update``: the pooled latent updates,
+        #: ``prefixes``: the pooled head reads for the next prefixes), plus ``prompt_side``
+        #: (the prompts' own work: draws, records), ``rounds`` and ``ooms``.
         self.stats: dict[str, float] = {}
 
     # -- the loop ----------------------------------------------------------------------------
@@ -193,32 +197,36 @@ class BatchedMILR:
                 self._resume(worker)
         waiting = [w for w in active if not w.finished and isinstance(w.request, UpdateRequest)]
         if waiting:  # every prompt's latent update in one head forward/backward
-            self._update([w for w in waiting])
+            self._pooled(waiting, update_latents_pooled, "update")
+        waiting = [w for w in active if not w.finished and isinstance(w.request, PrefixRequest)]
+        if waiting:  # every prompt's head reads for its next prefixes in one forward per head
+            self._pooled(waiting, read_heads_pooled, "prefixes")
 
-    def _update(self, waiting: list[_Prompt]) -> None:
-        """Answer the `UpdateRequest` of every prompt in `waiting`, pooled (one alone: as
-        `MILR.run` would); a failure falls back to one prompt at a time."""
-        requests: list[UpdateRequest] = [w.request for w in waiting]  # type: ignore[misc]
+    def _pooled(self, waiting: list[_Prompt], pooled: Callable[..., list[Any]], key: str) -> None:
+        """Answer the `UpdateRequest` (or `PrefixRequest`) of every prompt in `waiting` with
+        `pooled` (one alone: as `MILR.run` would); a failure falls back to one prompt at a
+        time. The seconds go to ``stats[key]`` and to each prompt's ``update`` timing."""
+        requests = [w.request for w in waiting]
         t = time.perf_counter()
         try:
             if len(requests) == 1:
                 timer = Timer(self.generator.device)
-                replies: list[Any] = [serve(self.generator, requests[0], timer)]
+                replies: list[Any] = [serve(self.generator, requests[0], timer)]  # type: ignore[arg-type]
             else:
-                replies = update_latents_pooled(self.generator, requests)
+                replies = pooled(self.generator, requests)
         except Exception as exc:
             if len(requests) == 1:  # into the prompt: its step fails as it would alone
                 waiting[0].error_in = exc
                 self._resume(waiting[0])
                 return
             for worker in waiting:
-                self._update([worker])
+                self._pooled([worker], pooled, key)
             return
         sec = time.perf_counter() - t
-        self._add("update", sec)
-        for worker, losses in zip(waiting, replies):
+        self._add(key, sec)
+        for worker, reply in zip(waiting, replies):
             _add_timings(worker.request, {"update": sec})
-            worker.reply = losses
+            worker.reply = reply
             self._resume(worker)
 
     def _resume(self, worker: _Prompt) -> None:
@@ -293,7 +301,7 @@ class _Prompt:
 
     def __init__(self, engine: BatchedMILR, job: Job) -> None:
         self.engine, self.job = engine, job
-        self.request: GenRequest | ScoreRequest | UpdateRequest | None = None
+        self.request: GenRequest | ScoreRequest | UpdateRequest | PrefixRequest | None = None
         #: What the next `resume` sends in: the reply, or the error to raise at the request.
         self.reply: Any = None
         self.error_in: BaseException | None = None
