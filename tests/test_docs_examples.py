@@ -450,7 +450,7 @@ def test_the_checker_catches_a_bad_flag_and_a_bad_spec():
     ]
 
 
-DEMO_TIME = "about 8 s on a 2-core CPU"
+DEMO_TIME = "8–18 s on a 2-core CPU"
 
 
 def test_one_measured_demo_figure_everywhere():

@@ -157,7 +157,7 @@ def _verdict(passed: bool | None) -> str:
 def demo(out: str, prompts: tuple[str, ...], steps: int, seed: int, mode: str) -> None:
     """Run MILR on a few ShapesEval prompts with the shipped `shapes` model (offline, CPU).
 
-    Takes about 8 s on a 2-core CPU. Each prompt's initial and final images, reward curve and
+    Takes 8–18 s on a 2-core CPU. Each prompt's initial and final images, reward curve and
     trajectory go to OUT/<prompt>/, a contact sheet (scores, steps, reasoning before and after,
     both images) to OUT/contact_sheet.png, and a table of verdicts is printed.
     """

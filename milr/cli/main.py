@@ -73,7 +73,7 @@ CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "show
 def cli() -> None:
     """milr: test-time latent reasoning (MILR) for unified image generators.
 
-    Start with `milr demo` (offline: about 8 s on a 2-core CPU), list reward critics
+    Start with `milr demo` (offline: 8–18 s on a 2-core CPU), list reward critics
     with `milr critics`, and see `milr COMMAND --help`.
     """
 

@@ -1,6 +1,6 @@
 """Train the `shapes` model from scratch: ``python -m milr.shapes.train --out DIR --seed 0``.
 
-Four stages, all on rendered scenes of the shapes world, seeded and CPU-sized:
+Six stages, all on rendered scenes of the shapes world, seeded and CPU-sized:
 1. the VQ autoencoder (`JanusVQVAE` inside the Janus model) on random scenes, with a cosine
    codebook that matches how transformers decodes (unit-norm codebook entries);
 2. the VQ decoder alone, on the renderer's codes (`refine_decoder`);
@@ -9,12 +9,15 @@ Four stages, all on rendered scenes of the shapes world, seeded and CPU-sized:
    prompt → reasoning plan (text tokens) and prompt + plan → image tokens, with the prompt
    blanked to pad for a fraction of image samples (classifier-free guidance), exactly as the
    adapter forms the unconditional row;
+4b. plan reading (``--plan-finetune-steps``, 400 by default; 0 skips it): stage 4 continued at a
+   lower learning rate with extra image rows in which only the plan names the shape
+   (`plan_only_items`), so that the image model draws the plan's shape when the prompt names
+   none;
 5. the knowledge facts of `milr.shapes.knowledge`, taught only partly (noisy targets) by
    training only the embedding rows of the words they add (`train_knowledge`).
-Two experimental options, off by default (at their defaults the output is bitwise that of a run
-without them), add image rows in which only the plan names the shape (`plan_only_items`):
-``--plan-only-rows N`` inside stage 4, and ``--plan-finetune-steps N`` as a continuation of the
-language model after stage 4 (or ``--lm-from``); neither is used for the shipped weights.
+One experimental option, off by default (at 0 the output is bitwise that of a run without it),
+adds such plan-only rows inside stage 4 itself: ``--plan-only-rows N`` (not used for the shipped
+weights: it broke the model's prompt reading; see the shapes docs).
 The output directory is a transformers checkpoint plus processor, generation config and
 ``milr.json``; `milr/shapes/weights/` is this script's output with the default arguments.
 """
@@ -218,8 +221,8 @@ def main(argv: list[str] | None = None) -> None:
             model, data, rng, args.plan_finetune_steps, fh, lr=args.plan_finetune_lr,
             plan_only_rows=args.plan_finetune_rows, plan_only_seed=args.seed + 5,
         )  # fmt: skip
-    # the knowledge stage has its own streams too: it starts from the stage-4 model whatever
-    # stage 4's random draws were
+    # the knowledge stage has its own streams too: it starts from the stage-4 (or 4b) model
+    # whatever their random draws were
     rng = random.Random(args.seed + 2)
     torch.manual_seed(args.seed + 2)
     train_knowledge(model, rng, args.knowledge_steps, fh)
