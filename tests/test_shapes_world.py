@@ -140,7 +140,7 @@ def test_training_script_smoke(tmp_path):
             "--plan-finetune-steps",
             "2",
             "--plan-finetune-scenes",
-            "16",
+            "24",
             "--knowledge-steps",
             "2",
         ]
@@ -153,7 +153,7 @@ def test_training_script_smoke(tmp_path):
     again = tmp_path / "k"
     train.main(
         ["--out", str(again), "--lm-from", str(out), "--knowledge-steps", "1"]
-        + ["--plan-finetune-steps", "1", "--plan-finetune-scenes", "8"]
+        + ["--plan-finetune-steps", "1", "--plan-finetune-scenes", "24"]
     )
     digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
     meta = json.loads((again / "training.json").read_text())
@@ -165,3 +165,22 @@ def test_training_script_smoke(tmp_path):
     text = gen.image_text("a photo of a red circle", None)
     toks = gen.sample_image_tokens(text, batch=1, generator=gen.rng(0)).tokens
     assert toks.shape == (1, 16) and gen.decode(toks)[0].size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--scenes", "10"], "--scenes 10"),
+        (["--plan-finetune-scenes", "16"], "--plan-finetune-scenes 16"),
+    ],
+)
+def test_training_refuses_fewer_scenes_than_a_batch(tmp_path, capsys, args, named):
+    """Too few scenes for one batch of 24 rows: exit 2 naming the value, before any training."""
+    from milr.shapes import train
+
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--out", str(tmp_path / "m"), *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{named} is fewer than one batch; pass at least 24" in err
+    assert not (tmp_path / "m").exists()  # refused before the output directory is made

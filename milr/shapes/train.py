@@ -112,6 +112,10 @@ def _sha256(checkpoint: Path) -> str:
     return hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()
 
 
+#: Rows of each kind per language-model step (`milr.shapes.train_lm.train_lm`'s batches).
+_LM_BATCH = 24
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: train all stages and write the checkpoint directory."""
     import argparse
@@ -161,6 +165,13 @@ def main(argv: list[str] | None = None) -> None:
         "stages 4b and 5 existed, and run only stages 4b and 5",
     )
     args = parser.parse_args(argv)
+    # each language-model step samples 24 image and 24 reasoning rows without replacement
+    for flag, scenes, steps in (
+        ("--scenes", args.scenes, 0 if args.lm_from else args.lm_steps),
+        ("--plan-finetune-scenes", args.plan_finetune_scenes, args.plan_finetune_steps),
+    ):
+        if steps and scenes < _LM_BATCH:
+            parser.error(f"{flag} {scenes} is fewer than one batch; pass at least {_LM_BATCH}")
 
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
