@@ -170,17 +170,22 @@ def test_training_script_smoke(tmp_path):
 @pytest.mark.parametrize(
     "args, named",
     [
-        (["--scenes", "10"], "--scenes 10"),
-        (["--plan-finetune-scenes", "16"], "--plan-finetune-scenes 16"),
+        (["--scenes", "10"], "--scenes 10 is fewer than one batch; pass at least 24"),
+        (["--plan-finetune-scenes", "16"], "--plan-finetune-scenes 16 is fewer than one batch"),
+        (["--lm-steps", "-1"], "--lm-steps -1 is negative; pass 0 or more"),
+        (["--knowledge-steps", "-3"], "--knowledge-steps -3 is negative"),
+        (["--threads", "0"], "--threads 0 must be at least 1"),
+        (["--plan-finetune-lr", "0"], "--plan-finetune-lr 0.0 must be positive"),
     ],
 )
-def test_training_refuses_fewer_scenes_than_a_batch(tmp_path, capsys, args, named):
-    """Too few scenes for one batch of 24 rows: exit 2 naming the value, before any training."""
+def test_training_refuses_bad_numbers_before_any_work(tmp_path, capsys, args, named):
+    """Too few scenes for one batch of 24 rows, a negative step count, no threads, a zero
+    learning rate: exit 2 naming the value, before any training."""
     from milr.shapes import train
 
     with pytest.raises(SystemExit) as exc:
         train.main(["--out", str(tmp_path / "m"), *args])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert f"{named} is fewer than one batch; pass at least 24" in err
+    assert named in err
     assert not (tmp_path / "m").exists()  # refused before the output directory is made

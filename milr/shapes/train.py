@@ -165,6 +165,17 @@ def main(argv: list[str] | None = None) -> None:
         "stages 4b and 5 existed, and run only stages 4b and 5",
     )
     args = parser.parse_args(argv)
+    for name in (
+        "vq_steps", "vq_full_steps", "decoder_steps", "lm_steps", "plan_only_rows",
+        "plan_finetune_steps", "plan_finetune_rows", "knowledge_steps",
+    ):  # fmt: skip
+        if getattr(args, name) < 0:
+            flag = "--" + name.replace("_", "-")
+            parser.error(f"{flag} {getattr(args, name)} is negative; pass 0 or more")
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads} must be at least 1")
+    if not args.plan_finetune_lr > 0:
+        parser.error(f"--plan-finetune-lr {args.plan_finetune_lr} must be positive")
     # each language-model step samples 24 image and 24 reasoning rows without replacement
     for flag, scenes, steps in (
         ("--scenes", args.scenes, 0 if args.lm_from else args.lm_steps),
